@@ -1,0 +1,137 @@
+"""Event records: every state change a reader should see.
+
+Views draw from these and narration is written from them, so the picture and the text
+cannot disagree. They are additions to vLLM (which logs nothing of the sort); the field
+names use vLLM's vocabulary. Records are NamedTuples: immutable, cheap to create on the
+per-token path, and JSON-ready through `event_to_dict`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class RequestArrived(NamedTuple):
+    request_id: str
+    prompt_len: int
+
+
+class PromptIgnored(NamedTuple):
+    request_id: str
+    num_tokens: int
+    reason: str          # "prompt_limit" (longer than the prompt limit) or "never_fits"
+
+
+class Admitted(NamedTuple):
+    """A waiting group was scheduled for its (possibly recomputing) prefill."""
+    request_id: str
+    num_tokens: int
+    recompute: bool      # True when it is a recompute-preempted group coming back
+
+
+class BlockAllocated(NamedTuple):
+    """A physical block entered one or more block tables at `logical`."""
+    seq_ids: tuple[int, ...]
+    logical: int
+    physical: int
+    device: str
+    ref_count: int
+
+
+class CopyOnWrite(NamedTuple):
+    """`seq_id` had to write into a shared partial block: it got `dst`, a copy of `src`."""
+    seq_id: int
+    logical: int
+    src: int
+    dst: int
+
+
+class BlockFreed(NamedTuple):
+    """A block's reference count reached zero: it is back on its device's free list."""
+    device: str
+    physical: int
+
+
+class Forked(NamedTuple):
+    parent_seq_id: int
+    child_seq_id: int
+    shared_blocks: tuple[int, ...]
+
+
+class SeqFreed(NamedTuple):
+    """A sequence's block table was dropped (its blocks released)."""
+    seq_id: int
+
+
+class Preempted(NamedTuple):
+    request_id: str
+    mode: str              # "recompute" or "swap"
+    needed_by: str         # the running group that could not append a slot
+    victim_is_self: bool   # no other group was left, so it preempted itself
+
+
+class SwappedOut(NamedTuple):
+    request_id: str
+    mapping: tuple[tuple[int, int], ...]   # (gpu_block, cpu_block)
+
+
+class SwappedIn(NamedTuple):
+    request_id: str
+    mapping: tuple[tuple[int, int], ...]   # (cpu_block, gpu_block)
+
+
+class KVWritten(NamedTuple):
+    """The model step wrote the KV of positions [first_pos, first_pos + num_tokens)."""
+    seq_id: int
+    first_pos: int
+    num_tokens: int
+
+
+class TokenSampled(NamedTuple):
+    seq_id: int
+    position: int
+    token_id: int
+    logprob: float
+
+
+class BeamCandidate(NamedTuple):
+    parent_seq_id: int
+    token_id: int
+    cumulative_logprob: float
+    outcome: str           # "kept", "finished", or "pruned"
+    seq_id: int | None     # the sequence that carries it on (None when pruned)
+
+
+class BeamSearchStep(NamedTuple):
+    request_id: str
+    candidates: tuple[BeamCandidate, ...]
+
+
+class SequenceFinished(NamedTuple):
+    request_id: str
+    seq_id: int
+    status: str
+
+
+class RequestFinished(NamedTuple):
+    request_id: str
+    status: str
+
+
+class Aborted(NamedTuple):
+    request_id: str
+    queue: str             # "pending", "waiting", "running" or "swapped"
+
+
+Event = (RequestArrived | PromptIgnored | Admitted | BlockAllocated | CopyOnWrite | BlockFreed
+         | Forked | SeqFreed | Preempted | SwappedOut | SwappedIn | KVWritten | TokenSampled
+         | BeamSearchStep | SequenceFinished | RequestFinished | Aborted)
+
+
+def event_to_dict(event: tuple) -> dict:
+    d = {"type": type(event).__name__}
+    for name, value in zip(event._fields, event):
+        if isinstance(value, tuple):
+            value = [v._asdict() if hasattr(v, "_asdict") else
+                     (list(v) if isinstance(v, tuple) else v) for v in value]
+        d[name] = value
+    return d
