@@ -1,0 +1,187 @@
+"""The MkDocs build hook (mkdocs.yml: `hooks: [pages/hook.py]`).
+
+On every build (`mkdocs build` and each `mkdocs serve` rebuild) it:
+
+- finds the markers `[[widget: <id>]]`, `[[chart: <id>]]` and `[[topic-cards]]`, each alone
+  on its own line in a page's Markdown;
+- runs each widget's default scenario in CPython, writes the frames as `<id>.frames.json`
+  next to the page, and puts the widget's HTML (form, first picture inline, player
+  controls) where the marker was;
+- marks pages with widgets (`page.meta["vsb_widgets"]`) so overrides/main.html loads the
+  player and starts Python only there;
+- adds the vendored runtime (Pyodide and PyScript from node_modules) and a zip of the
+  project's Python as generated files, so `serve` and `build` both serve them;
+- fills the home page's `[[topic-cards]]` with one card per page in the nav.
+
+`extra.topic_modules` in mkdocs.yml names extra topic modules (tests use it for a widget
+that must never appear on the real site).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = "_runtime"
+# What PyScript needs from the npm packages. Source maps stay behind: only devtools ask.
+PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
+                 "pyodide-lock.json")
+# A Python file the zip leaves out: the hook imports mkdocs, which the browser lacks.
+NOT_SHIPPED = {"pages/hook.py"}
+# Fixed zip timestamps: the same sources give the same bytes on every build.
+ZIP_DATE = (2024, 1, 1, 0, 0, 0)
+
+MARKER = re.compile(r"<p>\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]</p>")
+MARKER_SOURCE = re.compile(r"^\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]\s*$", re.M)
+LEFTOVER = re.compile(r"\[\[(widget|chart|topic-cards)")
+CARDS = "<p>[[topic-cards]]</p>"
+
+_state: dict = {}
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    _state["command"] = command
+
+
+def on_config(config):
+    if _state.get("command") == "serve":
+        # `mkdocs serve` rebuilds in one process: forget the project's modules so an edit
+        # to sim/ or pages/ shows on the next rebuild.
+        for name in list(sys.modules):
+            if name.split(".")[0] in {"sim", "pages"}:
+                del sys.modules[name]
+    from pages import registry
+
+    extra = list(config.extra.get("topic_modules", []) or [])
+    widgets, charts = registry.collect(extra)
+    _state.update(widgets=widgets, charts=charts, extra=extra, frames={}, uses={})
+    return config
+
+
+def on_files(files: Files, config) -> Files:
+    from pages import widget as widget_mod
+
+    widgets, charts = _state["widgets"], _state["charts"]
+    uses: dict[str, list[tuple[str, str]]] = {}
+    for file in files.documentation_pages():
+        found = []
+        for kind, item_id in MARKER_SOURCE.findall(file.content_string):
+            table = widgets if kind == "widget" else charts
+            if item_id not in table:
+                known = ", ".join(sorted(table)) or "none"
+                raise PluginError(f"{file.src_uri}: no {kind} {item_id!r} (known: {known})")
+            found.append((kind, item_id))
+        if found:
+            uses[file.src_uri] = found
+    for src_uri, found in uses.items():
+        page_dir = posixpath.dirname(files.get_file_from_path(src_uri).dest_uri)
+        for kind, item_id in found:
+            if kind != "widget":
+                continue
+            if item_id not in _state["frames"]:
+                w = widgets[item_id].item
+                _state["frames"][item_id] = widget_mod.run(w, w.defaults())
+            uri = posixpath.join(page_dir, f"{item_id}.frames.json")
+            if files.get_file_from_path(uri) is None:
+                files.append(File.generated(config, uri, content=widget_mod.to_json(_state["frames"][item_id])))
+    _state["uses"] = uses
+    if any(kind == "widget" for found in uses.values() for kind, _ in found):
+        for f in runtime_files(config):
+            files.append(f)
+    return files
+
+
+def on_page_content(html: str, page, config, files):
+    def replace(match: re.Match) -> str:
+        from pages import markup
+
+        kind, item_id = match.groups()
+        if kind == "chart":
+            chart = _state["charts"][item_id].item
+            return markup.chart_html(chart.id, chart.title, chart.render(), chart.caption)
+        entry = _state["widgets"][item_id]
+        page.meta["vsb_widgets"] = True
+        return markup.widget_html(entry.item, entry.module, _state["frames"][item_id],
+                                  f"{item_id}.frames.json")
+
+    html = MARKER.sub(replace, html)
+    if LEFTOVER.search(html.replace(CARDS, "")):
+        raise PluginError(f"{page.file.src_uri}: a [[widget: ...]] or [[chart: ...]] marker "
+                          "must stand alone on its own line")
+    return html
+
+
+def on_page_context(context, page, config, nav):
+    if CARDS in (page.content or ""):
+        page.content = page.content.replace(CARDS, topic_cards(page, nav))
+    return context
+
+
+def topic_cards(home, nav) -> str:
+    """One card per page in the nav, apart from the home page and pages whose front matter
+    says `card: false`. Each card shows the page's `description` front matter."""
+    from pages.svg import esc
+
+    items = []
+    for page in nav.pages:
+        if page is home or page.meta.get("card") is False:
+            continue
+        description = page.meta.get("description")
+        if not description:
+            raise PluginError(f"{page.file.src_uri}: needs a 'description' in its front matter "
+                              "for its card on the home page (or 'card: false')")
+        href = esc(page.file.url_relative_to(home.file))
+        items.append(f'<li><p><strong><a href="{href}">{esc(page.title)}</a></strong></p>'
+                     f"<hr><p>{esc(description)}</p></li>")
+    if not items:
+        return '<p class="vsb-no-topics">The first topic pages are being written.</p>'
+    return '<div class="grid cards vsb-cards"><ul>' + "".join(items) + "</ul></div>"
+
+
+def runtime_files(config) -> list[File]:
+    """The vendored Pyodide and PyScript, the worker's entry file, and the app zip."""
+    modules = ROOT / "node_modules"
+    pyodide, pyscript = modules / "pyodide", modules / "@pyscript" / "core" / "dist"
+    if not (pyodide / "pyodide.mjs").exists() or not (pyscript / "core.js").exists():
+        raise PluginError("the vendored runtime is missing: run `npm ci` (./dev does it)")
+    out = [File.generated(config, f"{RUNTIME}/pyodide/{name}", abs_src_path=str(pyodide / name))
+           for name in PYODIDE_FILES]
+    for path in sorted(pyscript.iterdir()):
+        if path.is_file() and not path.name.endswith(".map"):
+            out.append(File.generated(config, f"{RUNTIME}/pyscript/{path.name}", abs_src_path=str(path)))
+    out.append(File.generated(config, f"{RUNTIME}/worker.py",
+                              content=(ROOT / "pages" / "worker.py").read_text(encoding="utf-8")))
+    out.append(File.generated(config, f"{RUNTIME}/app.zip", content=app_zip(_state.get("extra", []))))
+    return out
+
+
+def app_zip(extra_modules: list[str]) -> bytes:
+    """sim/ and pages/ (.py files only) plus any extra topic modules, at their import paths."""
+    import importlib.util
+
+    entries: dict[str, Path] = {}
+    for package in ("sim", "pages"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            arcname = path.relative_to(ROOT).as_posix()
+            if arcname not in NOT_SHIPPED and "__pycache__" not in arcname:
+                entries[arcname] = path
+    for name in extra_modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise PluginError(f"extra topic module {name!r} cannot be imported")
+        entries[name.replace(".", "/") + ".py"] = Path(spec.origin)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname in sorted(entries):
+            info = zipfile.ZipInfo(arcname, ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, entries[arcname].read_bytes())
+    return buf.getvalue()

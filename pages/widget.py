@@ -1,0 +1,219 @@
+"""What a topic page declares: a widget, its parameters, and how reader input is checked.
+
+A topic module (`pages/<topic>.py`) exposes `WIDGETS = (Widget(...), ...)`. A widget's
+`build(values)` turns checked parameter values into frames; a frame is a JSON-ready dict
+with at least `svg` (a string) and `narration` (plain text). The same code runs in CPython
+when the site is built and in the browser's PyScript worker when a reader submits the form,
+so `validate` is the only gate reader text passes through, and it never returns markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+KINDS = ("int", "float", "choice", "bool", "text")
+
+# Strings accepted for a bool field: the form sends "true"/"false"; people typing a
+# permalink by hand write the others.
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One field of a widget's form.
+
+    `kind` is one of KINDS. A "text" field needs `parse` (raw string -> value, raising
+    ValueError whose message says what is allowed) and `format` (value -> raw string), so
+    that structured input such as a list of requests round-trips through a URL.
+    `choices` for a "choice" field is a tuple of (value, label) pairs; values are strings.
+    """
+
+    name: str
+    label: str
+    kind: str
+    default: Any
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+    parse: Callable[[str], Any] | None = None
+    format: Callable[[Any], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "text" and (self.parse is None or self.format is None):
+            raise ValueError(f"{self.name}: a text field needs parse and format")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"{self.name}: a choice field needs choices")
+        # A default that its own validation rejects would make the build-time trace and
+        # the form disagree; fail when the module is imported instead.
+        value, error = self.read(self.to_raw(self.default))
+        if error or value != self.default:
+            raise ValueError(f"{self.name}: default {self.default!r} does not validate: {error}")
+
+    def allowed(self) -> str:
+        """What this field accepts, in words; the tail of every error message."""
+        if self.kind == "int":
+            return "a whole number" + self._range_words()
+        if self.kind == "float":
+            return "a number" + self._range_words()
+        if self.kind == "choice":
+            return "one of " + ", ".join(label for _, label in self.choices)
+        if self.kind == "bool":
+            return "yes or no"
+        return "see the help text"
+
+    def to_raw(self, value: Any) -> str:
+        """The string a form field or a permalink holds for `value`."""
+        if self.kind == "bool":
+            return "true" if value else "false"
+        if self.kind == "text":
+            return self.format(value)
+        if self.kind == "float":
+            return repr(float(value))
+        return str(value)
+
+    def read(self, raw: str) -> tuple[Any, str | None]:
+        """Parse one raw string: (value, None) or (None, message naming what is allowed)."""
+        text = raw.strip()
+        bad = f"{self.label}: {self.allowed()}"
+        if self.kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                return None, bad
+            return (value, None) if self._in_range(value) else (None, bad)
+        if self.kind == "float":
+            try:
+                value = float(text)
+            except ValueError:
+                return None, bad
+            if not math.isfinite(value) or not self._in_range(value):
+                return None, bad
+            return value, None
+        if self.kind == "choice":
+            for value, _ in self.choices:
+                if text == value:
+                    return value, None
+            return None, bad
+        if self.kind == "bool":
+            low = text.lower()
+            if low in _TRUE:
+                return True, None
+            if low in _FALSE:
+                return False, None
+            return None, bad
+        try:
+            return self.parse(text), None
+        except ValueError as err:
+            return None, f"{self.label}: {err}"
+
+    def _range_words(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f" from {_num(self.min)} to {_num(self.max)}"
+        if self.min is not None:
+            return f" of at least {_num(self.min)}"
+        if self.max is not None:
+            return f" of at most {_num(self.max)}"
+        return ""
+
+    def _in_range(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+@dataclass(frozen=True)
+class Widget:
+    """An interactive picture on a topic page.
+
+    `build(values)` gets every parameter by name, already checked, and returns the frames.
+    `check(values)` (optional) looks across fields and returns {field name: message}.
+    """
+
+    id: str
+    title: str
+    params: tuple[Param, ...]
+    build: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    check: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    summary: str = ""
+    names: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        if not self.id or not all(c.isascii() and (c.isalnum() or c == "-") for c in self.id):
+            raise ValueError(f"widget id {self.id!r}: use lowercase letters, digits and '-'")
+        if self.id != self.id.lower():
+            raise ValueError(f"widget id {self.id!r}: use lowercase letters, digits and '-'")
+        names = tuple(p.name for p in self.params)
+        if len(set(names)) != len(names):
+            raise ValueError(f"widget {self.id}: two parameters share a name")
+        if "step" in names:
+            raise ValueError(f"widget {self.id}: 'step' is the player's, not a parameter name")
+        object.__setattr__(self, "names", names)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def default_raw(self) -> dict[str, str]:
+        return {p.name: p.to_raw(p.default) for p in self.params}
+
+
+def validate(widget: Widget, raw: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check a reader's raw strings. Returns (values, errors).
+
+    A missing field takes its default; unknown keys are reported under "" so a mistyped
+    permalink is noticed instead of silently ignored. `values` is only complete when
+    `errors` is empty.
+    """
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    unknown = sorted(k for k in raw if k not in widget.names)
+    if unknown:
+        errors[""] = "unknown setting: " + ", ".join(unknown)
+    for param in widget.params:
+        if param.name not in raw:
+            values[param.name] = param.default
+            continue
+        value, error = param.read(str(raw[param.name]))
+        if error:
+            errors[param.name] = error
+        else:
+            values[param.name] = value
+    if not errors and widget.check is not None:
+        errors.update(widget.check(values))
+    return values, errors
+
+
+def run(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Build the frames and hold them to the contract the player relies on."""
+    frames = widget.build(values)
+    if not isinstance(frames, list) or not frames:
+        raise ValueError(f"widget {widget.id}: build must return a non-empty list of frames")
+    for i, frame in enumerate(frames):
+        if not isinstance(frame.get("svg"), str) or not isinstance(frame.get("narration"), str):
+            raise ValueError(f"widget {widget.id}: frame {i} needs 'svg' and 'narration' strings")
+    return frames
+
+
+def to_json(data: Any) -> str:
+    """The one serialisation used at build time and in the worker, so the two compare byte
+    for byte."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def respond(widget: Widget, raw: dict[str, str]) -> dict[str, Any]:
+    """What the worker answers a form submission with: errors, or the new trace."""
+    values, errors = validate(widget, raw)
+    if errors:
+        return {"errors": errors}
+    return {
+        "values": {p.name: p.to_raw(values[p.name]) for p in widget.params},
+        "frames": run(widget, values),
+    }
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)

@@ -1,0 +1,95 @@
+"""A test-only topic module: two tiny widgets and a chart that exercise the framework.
+
+It is registered only in the test build (extra.topic_modules), so no placeholder page
+appears on the real site. `demo-fill` steps through frames and has every kind of field;
+`demo-sum` is a one-frame calculator.
+"""
+
+from pages import svg
+from pages.registry import Chart
+from pages.widget import Param, Widget
+
+
+def parse_sizes(text):
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError("whole numbers from 1 to 9, separated by commas") from None
+    if not sizes or len(sizes) > 4 or any(not 1 <= s <= 9 for s in sizes):
+        raise ValueError("one to four whole numbers from 1 to 9, separated by commas")
+    return sizes
+
+
+def format_sizes(sizes):
+    return ", ".join(str(s) for s in sizes)
+
+
+def build_fill(v):
+    frames = []
+    total = v["boxes"]
+    for step in range(total + 1):
+        body = [svg.text(8, 16, f"{v['label']}: {step} of {total}", size=12)]
+        for i in range(total):
+            fill = svg.seq(i) if i < step else "free"
+            body.append(svg.rect(8 + i * 26, 26, 22, 22, fill=fill, stroke="line",
+                                 tip=f"box {i}: {'filled' if i < step else 'empty'}"))
+        for j, size in enumerate(v["sizes"]):
+            body.append(svg.rect(8 + j * 26, 56, 22, 4 * size, fill="accent"))
+        if v["mark"]:
+            body.append(svg.text(8, 110, v["shape"], size=10, fill="muted"))
+        frames.append({
+            "svg": svg.document(8 + total * 26, 120, body, label=f"{v['label']} boxes"),
+            "narration": f"Step {step}: {step} of {total} boxes filled ({v['label']}).",
+            "step": step,
+        })
+    return frames
+
+
+def check_fill(v):
+    if len(v["sizes"]) > v["boxes"]:
+        return {"sizes": "sizes: no more sizes than boxes"}
+    return {}
+
+
+def build_sum(v):
+    total = v["a"] + v["b"]
+    body = [svg.text(10, 30, f"{v['a']} + {v['b']} = {total}", size=20)]
+    return [{"svg": svg.document(200, 50, body, label="a sum"), "narration": f"The sum is {total}."}]
+
+
+WIDGETS = (
+    Widget(
+        id="demo-fill",
+        title="Demo: filling boxes",
+        summary="A test-only widget.",
+        params=(
+            Param("boxes", "boxes", "int", 5, min=1, max=12, help="How many boxes to fill."),
+            Param("scale", "scale", "float", 1.5, min=0.5, max=4.0),
+            Param("shape", "shape", "choice", "square",
+                  choices=(("square", "square"), ("round", "round"))),
+            Param("mark", "show the shape", "bool", True),
+            Param("label", "label", "text", "demo", parse=lambda s: s or "demo", format=str,
+                  help="Any text; it is drawn in the picture."),
+            Param("sizes", "sizes", "text", (2, 3), parse=parse_sizes, format=format_sizes),
+        ),
+        build=build_fill,
+        check=check_fill,
+    ),
+    Widget(
+        id="demo-sum",
+        title="Demo: a calculator",
+        params=(
+            Param("a", "a", "int", 2, min=0, max=100),
+            Param("b", "b", "int", 3, min=0, max=100),
+        ),
+        build=build_sum,
+    ),
+)
+
+CHARTS = (
+    Chart("demo-chart", "Demo chart",
+          lambda: svg.document(100, 30, [svg.rect(0, 0, 50, 30, fill="accent", tip="half")],
+                               label="half a bar"),
+          caption="A test-only chart."),
+)
