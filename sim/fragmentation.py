@@ -186,9 +186,8 @@ class PagedMemory:
     def free_regions(self, next_in_line: tuple[RequestSpec, int] | None
                      ) -> list[tuple[int, int, bool]]:
         bs = self.block_size
-        regions = [(b.block_number * bs, bs, True)
-                   for b in self.block_manager.gpu_allocator.free_blocks]
-        regions.sort()
+        regions = sorted((b.block_number * bs, bs, True)
+                         for b in self.block_manager.gpu_allocator.free_blocks)
         tail = self.block_manager.num_total_gpu_blocks * bs
         if tail < self.total_slots:
             regions.append((tail, self.total_slots - tail, next_in_line is None))
@@ -262,25 +261,37 @@ def layout(memory: KVMemory, running: list[str], tokens: dict[str, int],
            specs: dict[str, RequestSpec], next_in_line: tuple[RequestSpec, int] | None
            ) -> tuple[Segment, ...]:
     """The same split slot by slot, in address order, for drawing: each request's regions
-    are walked in logical order (a paged request's blocks are scattered)."""
-    segments: list[Segment] = []
+    are walked in logical order (a paged request's blocks are scattered). Neighbouring
+    pieces of one kind and owner are merged into one run."""
+    pieces: list[tuple[int, int, str, str | None]] = []
     for rid in running:
-        bounds = (("token_states", tokens[rid]), ("reserved", specs[rid].total_len),
+        filled = tokens[rid]
+        bounds = (("token_states", filled), ("reserved", specs[rid].total_len),
                   ("internal_fragmentation", None))
         offset = 0                      # logical slot index within the request
         for start, size in memory.regions(rid):
             end_of_region = offset + size
+            if end_of_region <= filled:             # the common case: a full block
+                pieces.append((start, size, "token_states", rid))
+                offset = end_of_region
+                continue
             for kind, upto in bounds:
                 end = end_of_region if upto is None else max(offset, min(upto, end_of_region))
                 if end > offset:
-                    segments.append(Segment(start, end - offset, kind, rid))
+                    pieces.append((start, end - offset, kind, rid))
                     start += end - offset
                     offset = end
     for start, size, usable in memory.free_regions(next_in_line):
-        segments.append(Segment(start, size, "free" if usable else "external_fragmentation",
-                                None))
-    segments.sort()
-    return tuple(segments)
+        pieces.append((start, size, "free" if usable else "external_fragmentation", None))
+    pieces.sort()
+    merged: list[list] = []
+    for start, size, kind, rid in pieces:
+        last = merged[-1] if merged else None
+        if last and last[0] + last[1] == start and last[2] == kind and last[3] == rid:
+            last[1] += size
+        else:
+            merged.append([start, size, kind, rid])
+    return tuple(Segment(*m) for m in merged)
 
 
 def simulate(requests: list[RequestSpec], memory: KVMemory, *, max_steps: int | None = None,
@@ -386,12 +397,20 @@ PAPER_TOKEN_STATE_SHARE = {"Orca (Max)": 0.204, "Orca (Pow2)": 0.268,
 PAPER_KV_SLOTS = 12 * 1024 * 1024 // 800
 
 
-def reproduce_fig2(num_requests: int = 200, seed: int = 0, arrival_rate: float = 0.05,
+def reproduce_fig2(num_requests: int = 200, seed: int = 0, arrival_rate: float = 0.2,
                    total_slots: int = PAPER_KV_SLOTS, block_size: int = 16
                    ) -> dict[str, dict[str, float]]:
     """A ShareGPT-like workload (`sim.workload`: log-normal lengths with the paper's means,
     Poisson arrivals) through the four policies; each policy's time-averaged shares of the
-    used memory, by category."""
+    used memory, by category: compare ``["token_states"]`` with PAPER_TOKEN_STATE_SHARE.
+
+    The pool is OPT-13B's on an A100-40GB (15,728 slots). At 0.2 requests per step the
+    Orca queues are non-empty for 70-85% of the run and vLLM's for about a third of it
+    (vLLM serves about 0.15 requests per step here), so every policy is under memory
+    pressure. The shares barely move with the rate (0.05 to 5) or the seed (a few points
+    for Orca, a tenth of a point for vLLM). Free memory is left out of the denominator as
+    in the paper's bars, whose four parts add up to 100% of the memory in use.
+    """
     requests = make_workload("sharegpt", num_requests, seed, arrival_rate=arrival_rate)
     return {run.label: run.time_averaged_shares("used")
             for run in (simulate(requests, make_memory(p, total_slots, block_size=block_size))

@@ -117,8 +117,12 @@ def check_run(run: PolicyRun, requests: list[RequestSpec], total: int) -> None:
         assert b.internal_rounding <= b.internal_fragmentation
         if record.layout is not None:            # the same split, slot by slot
             position, by_kind = 0, dict.fromkeys(CATEGORIES, 0)
+            previous = None
             for seg in record.layout:
                 assert seg.start == position and seg.size > 0
+                assert previous is None or (previous.kind, previous.request_id) != \
+                    (seg.kind, seg.request_id)             # neighbours of a kind are merged
+                previous = seg
                 position += seg.size
                 by_kind[seg.kind] += seg.size
             assert position == total
