@@ -35,11 +35,6 @@ from sim.attention import new_kv_cache, paged_attention_v1, write_kv
 Vector = list[float]
 Matrix = list[list[float]]
 
-# Bytes per element of the KV cache dtypes vLLM accepts (`STR_DTYPE_TO_TORCH_DTYPE`).
-DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2,
-               "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
-
-
 # ------------------------------------------------------------------- head partitioning
 
 def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp_size: int) -> None:
@@ -105,49 +100,42 @@ def kv_head_ranks(num_heads: int, num_kv_heads: int, tp_size: int) -> dict[int, 
 
 
 # ---------------------------------------------------------------------- per-rank memory
-
-def dtype_bytes(dtype: str | int) -> int:
-    if isinstance(dtype, int):
-        return dtype
-    try:
-        return DTYPE_BYTES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown KV cache dtype {dtype!r}; one of "
-                         f"{', '.join(DTYPE_BYTES)} or a number of bytes") from None
-
-
-def kv_cache_bytes_per_token(model, dtype: str | int, tp_size: int) -> int:
-    """KV bytes one token takes on ONE rank: K and V, every layer, this rank's KV
-    heads. `model` is anything with num_layers, num_attention_heads, num_kv_heads and
-    head_size (a `sim.models.ModelConfig`)."""
-    check_tensor_parallel(model.num_attention_heads, model.num_kv_heads, tp_size)
-    return (2 * model.num_layers * get_num_kv_heads(model.num_kv_heads, tp_size)
-            * model.head_size * dtype_bytes(dtype))
-
-
-def cache_block_size(model, block_size: int, dtype: str | int, tp_size: int) -> int:
-    """Bytes of one KV block on one rank (vLLM `CacheEngine.get_cache_block_size`:
-    dtype x layers x 2 x block_size x kv heads per GPU x head_size)."""
-    return block_size * kv_cache_bytes_per_token(model, dtype, tp_size)
-
+# Counted from the KV heads each rank actually holds after the split above, not from
+# vLLM's formula `max(1, kv // tp)` that `sim.models` uses: the two derivations agree
+# (tests/test_models.py checks it), which is the point of the picture.
 
 @dataclass(frozen=True, slots=True)
 class RankCache:
     rank: int
     heads: tuple[int, ...]
     kv_heads: tuple[int, ...]
-    bytes_per_token: int
-    bytes_per_block: int
+    bytes_per_token: int          # K and V, every layer, this rank's KV heads
+    bytes_per_block: int          # vLLM's cache block size on this rank
 
 
-def per_rank_cache(model, block_size: int, dtype: str | int, tp_size: int) -> list[RankCache]:
-    """Per GPU: its heads and its KV bytes per token and per block. Every rank has the
-    same size, so the same block numbers fit on all; with replication the sum over
-    ranks exceeds the unsharded size."""
-    per_token = kv_cache_bytes_per_token(model, dtype, tp_size)
-    return [RankCache(p.rank, p.heads, p.kv_heads, per_token, per_token * block_size)
-            for p in partition_heads(model.num_attention_heads, model.num_kv_heads,
-                                     tp_size)]
+def per_rank_cache(model, block_size: int = 16, dtype: str = "fp16",
+                   tp_size: int = 1) -> list[RankCache]:
+    """Per GPU: its heads and its KV bytes per token and per block. `model` is anything
+    with num_layers, num_attention_heads, num_kv_heads and head_size (a
+    `sim.models.ModelConfig`). Every rank gets the same size, so the same block numbers
+    fit on all; with replication the sum over ranks exceeds the unsharded size."""
+    # Imported here: sim.models imports this module for check_tensor_parallel.
+    from sim.models import dtype_bytes
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1, got {block_size}")
+    element = dtype_bytes(dtype)
+    ranks = []
+    for p in partition_heads(model.num_attention_heads, model.num_kv_heads, tp_size):
+        per_token = 2 * model.num_layers * len(p.kv_heads) * model.head_size * element
+        ranks.append(RankCache(p.rank, p.heads, p.kv_heads, per_token,
+                               per_token * block_size))
+    return ranks
+
+
+def cache_block_size(model, block_size: int = 16, dtype: str = "fp16",
+                     tp_size: int = 1) -> int:
+    """Bytes of one KV block on one rank (they are all the same size)."""
+    return per_rank_cache(model, block_size, dtype, tp_size)[0].bytes_per_block
 
 
 # ------------------------------------------------------------------ weights and shards

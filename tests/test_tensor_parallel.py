@@ -4,16 +4,15 @@ import json
 import math
 import random
 from dataclasses import asdict
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from sim.models import MODELS, get_model, kv_bytes_per_token
 from sim.tensor_parallel import (
     TensorParallelGroup, all_reduce, cache_block_size, check_tensor_parallel,
-    get_num_kv_heads, kv_cache_bytes_per_token, kv_head_ranks, num_kv_head_replicas,
-    partition_heads, per_rank_cache, random_layer_weights, shard_layer_weights,
-    tensor_parallel_demo,
+    get_num_kv_heads, kv_head_ranks, num_kv_head_replicas, partition_heads, per_rank_cache,
+    random_layer_weights, shard_layer_weights, tensor_parallel_demo,
 )
 
 
@@ -66,39 +65,48 @@ def test_invalid_splits_are_rejected(num_heads, num_kv_heads, tp, match):
 
 # ---------------------------------------------------------------------- per-rank memory
 
-def model(layers, heads, kv, head_size):
-    return SimpleNamespace(num_layers=layers, num_attention_heads=heads, num_kv_heads=kv,
-                           head_size=head_size, hidden_size=heads * head_size)
-
-
-def test_opt_13b_bytes_per_token_match_the_paper():
-    opt13b = model(40, 40, 40, 128)
-    # 2 x 5120 x 40 x 2 bytes = 800 KiB (paper, section 3)
-    assert kv_cache_bytes_per_token(opt13b, "float16", 1) == 819_200
-    assert kv_cache_bytes_per_token(opt13b, "float16", 2) == 409_600
-    assert kv_cache_bytes_per_token(opt13b, "float16", 8) == 102_400
-    assert cache_block_size(opt13b, 16, "float16", 1) == 16 * 819_200
+def test_per_rank_cache_opt_13b_matches_the_paper():
+    opt13b = get_model("opt-13b")
+    ranks = {tp: per_rank_cache(opt13b, 16, "fp16", tp) for tp in (1, 2, 8)}
+    # 2 x 5120 x 40 x 2 bytes = 800 KiB per token on one GPU (paper, section 3)
+    assert ranks[1][0].bytes_per_token == 819_200
+    assert ranks[1][0].bytes_per_block == 16 * 819_200
+    assert {r.bytes_per_token for r in ranks[2]} == {409_600}
+    assert {r.bytes_per_token for r in ranks[8]} == {102_400}
+    assert [r.kv_heads for r in ranks[8]] == [tuple(range(5 * i, 5 * i + 5))
+                                              for i in range(8)]
 
 
 def test_gqa_per_rank_bytes_stop_shrinking_once_kv_heads_are_replicated():
-    llama70b = model(80, 64, 8, 128)       # 8 KV heads
-    per_tok = {tp: kv_cache_bytes_per_token(llama70b, "bfloat16", tp)
+    llama70b = get_model("llama-2-70b")          # 64 heads, 8 KV heads, 80 layers
+    per_tok = {tp: per_rank_cache(llama70b, 16, "bf16", tp)[0].bytes_per_token
                for tp in (1, 2, 4, 8, 16)}
     assert per_tok[1] == 2 * 80 * 8 * 128 * 2
     assert per_tok[8] == per_tok[1] // 8 == 2 * 80 * 1 * 128 * 2
     assert per_tok[16] == per_tok[8]       # tp 16 > 8 KV heads: replicated, not split
-    ranks = per_rank_cache(llama70b, 16, "bfloat16", 16)
+    ranks = per_rank_cache(llama70b, 16, "bf16", 16)
     assert len(ranks) == 16 and {r.bytes_per_block for r in ranks} == {16 * per_tok[16]}
     assert sum(r.bytes_per_token for r in ranks) == 2 * per_tok[1]   # 2 copies of each
     assert ranks[3].kv_heads == (1,) and ranks[3].heads == (12, 13, 14, 15)
 
 
-def test_dtype_may_be_named_or_given_in_bytes():
-    m = model(2, 4, 2, 8)
-    assert kv_cache_bytes_per_token(m, 2, 1) == kv_cache_bytes_per_token(m, "half", 1)
-    assert kv_cache_bytes_per_token(m, "fp8", 2) == 2 * 2 * 1 * 8 * 1
-    with pytest.raises(ValueError, match="unknown KV cache dtype"):
-        kv_cache_bytes_per_token(m, "int3", 1)
+def test_per_rank_bytes_agree_with_vllms_formula_in_models():
+    # per_rank_cache counts each rank's KV heads from the split; sim.models uses vLLM's
+    # max(1, kv // tp). Every rank is the same size, so block numbers line up.
+    for model in MODELS.values():
+        for tp in (1, 2, 4, 8, 16):
+            try:
+                ranks = per_rank_cache(model, 16, "fp16", tp)
+            except ValueError:
+                continue
+            assert {r.bytes_per_token for r in ranks} == {
+                kv_bytes_per_token(model, "fp16", tp)}
+            assert cache_block_size(model, 16, "fp16", tp) == ranks[0].bytes_per_block
+
+
+def test_per_rank_cache_rejects_a_bad_split():
+    with pytest.raises(ValueError, match="divisible by tensor parallel size"):
+        per_rank_cache(get_model("llama-3-8b"), 16, "fp16", 3)
 
 
 # -------------------------------------------------------- numerics against numpy (tp=1)
