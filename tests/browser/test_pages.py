@@ -1,0 +1,38 @@
+"""Every page of the built site, in Chromium: it loads cleanly and asks only its own host."""
+
+import pytest
+
+pytest.importorskip("playwright.sync_api", reason="pip install -e '.[site]'")
+
+import testsite  # noqa: E402
+
+
+@pytest.mark.parametrize("path", testsite.all_page_paths())
+def test_page_loads_without_errors_or_foreign_requests(open_page, path):
+    w = open_page(path)
+    w.page.wait_for_load_state("load")
+    widgets = w.page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)")
+    for wid in widgets:
+        # Python's start-up is part of loading a widget page: its errors count too.
+        w.page.wait_for_selector(f'#{wid}[data-python="ready"], #{wid}[data-python="failed"]',
+                                 timeout=testsite.PYTHON_TIMEOUT_MS)
+        assert w.page.get_attribute(f"#{wid}", "data-python") == "ready"
+    w.page.wait_for_load_state("networkidle")
+    assert w.errors == []
+    assert w.foreign == []
+
+
+@pytest.mark.parametrize("path", testsite.all_page_paths())
+def test_python_loads_only_on_widget_pages(open_page, path):
+    w = open_page(path)
+    w.page.wait_for_load_state("load")
+    has_widget = w.page.locator(".vsb-widget").count() > 0
+    assert (w.page.locator('script[type="py"]').count() > 0) == has_widget
+
+
+def test_theme_toggle_switches_svg_colours(open_page):
+    w = open_page("vsb-demo/")
+    colour = "getComputedStyle(document.querySelector('.vsb-picture svg rect')).fill"
+    before = w.page.evaluate(colour)
+    w.page.click("form[data-md-component=palette] label:visible")
+    w.page.wait_for_function(f"{colour} !== {before!r}")
