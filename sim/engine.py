@@ -21,7 +21,7 @@ from .config import CacheConfig, SchedulerConfig
 from .events import Aborted, KVWritten, RequestArrived, RequestFinished
 from .sampling import OutputProcessor
 from .scheduler import Scheduler, SchedulerOutputs
-from .sequence import SamplingParams, Sequence, SequenceGroup, SequenceStatus
+from .sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
 from .stand_in_model import StandInModel
 from .static_batching import StaticBatchScheduler
 
@@ -146,21 +146,31 @@ class LLMEngine:
             if group.first_scheduled_step is None:
                 group.first_scheduled_step = step
             was_prompt = group.is_prefill()
-            for seq in group.get_seqs(status=SequenceStatus.RUNNING):
-                # The forward pass writes the KV of every token it processes.
-                first = seq.num_computed_tokens
-                num = scheduled.token_chunk_size if was_prompt else 1
-                table = block_tables[seq.seq_id]
-                ids = seq.prompt_token_ids
-                plen = len(ids)
-                for pos in range(first, first + num):
-                    tok = ids[pos] if pos < plen else seq.output_token_ids[pos - plen]
-                    gpu_cache[table[pos // bs].block_number][pos % bs] = (tok, pos)
-                if events is not None:
-                    events.append(KVWritten(seq.seq_id, first, num))
-                seq.update_num_computed_tokens(num)
+            running = group.get_seqs(status=SequenceStatus.RUNNING)
+            # The forward pass writes the KV of every token it processes into the slot
+            # its block table points at.
+            if was_prompt:
+                for seq in running:
+                    first = seq.num_computed_tokens
+                    num = scheduled.token_chunk_size
+                    table = block_tables[seq.seq_id]
+                    ids = seq.get_token_ids()
+                    for pos in range(first, first + num):
+                        gpu_cache[table[pos // bs].block_number][pos % bs] = (ids[pos], pos)
+                    if events is not None:
+                        events.append(KVWritten(seq.seq_id, first, num))
+                    seq.update_num_computed_tokens(num)
+            else:
+                # Decode: one token per sequence, the newest one (this is the hot path).
+                for seq in running:
+                    pos = seq.num_computed_tokens
+                    block = block_tables[seq.seq_id][pos // bs]
+                    gpu_cache[block.block_number][pos % bs] = (seq.output_token_ids[-1], pos)
+                    seq.num_computed_tokens = pos + 1
+                    if events is not None:
+                        events.append(KVWritten(seq.seq_id, pos, 1))
             # A prompt chunk that leaves part of the prompt uncomputed samples nothing.
-            if group.is_prefill():
+            if was_prompt and running[0].stage is SequenceStage.PREFILL:
                 continue
             rid = group.request_id
             for s in process(group, was_prompt):
@@ -170,7 +180,9 @@ class LLMEngine:
 
         for group in outputs.ignored_seq_groups:
             self._finish(group, step, finished)
-        self.scheduler.free_finished_seq_groups()
+        if finished:
+            # Only a step in which something finished can change `running`.
+            self.scheduler.free_finished_seq_groups()
 
         if events is not None:
             step_events = list(events)
@@ -184,7 +196,7 @@ class LLMEngine:
         group.finished_step = step
         finished.append(group.request_id)
         if self._events is not None:
-            statuses = sorted({s.status.value for s in group.get_seqs()})
+            statuses = sorted({s.status.label for s in group.get_seqs()})
             self._events.append(RequestFinished(group.request_id, ",".join(statuses)))
 
     def snapshot(self, with_slots: bool = True) -> dict:

@@ -54,13 +54,22 @@ class OutputProcessor:
         seq.append_token_id(token_id, logprob)
         check_stop(seq, self._sp, self.max_model_len)
         if emit and seq.is_finished() and self.events is not None:
-            self.events.append(SequenceFinished(request_id, seq.seq_id, seq.status.value))
+            self.events.append(SequenceFinished(request_id, seq.seq_id, seq.status.label))
 
     # -- parallel sampling (and n = 1) ---------------------------------------------------
     def _process_sampling(self, seq_group: SequenceGroup, was_prompt: bool) -> list[Sequence]:
         sp = self._sp = seq_group.sampling_params
         rid = seq_group.request_id
         parents = seq_group.get_seqs(status=SequenceStatus.RUNNING)
+        if len(parents) == 1 and (not was_prompt or sp.best_of == 1):
+            # One sample for one sequence (most decode steps): nothing to fork. The
+            # general path below gives the same result, with more bookkeeping.
+            seq = parents[0]
+            token_id, logprob = self.model.sample(seq, seq_group.output_len)
+            self._append(seq, token_id, logprob, rid)
+            if seq.status > SequenceStatus.SWAPPED:
+                self.free_seq(seq)
+            return parents
         child_seqs: list[tuple[Sequence, Sequence]] = []
         for parent in parents:
             # The prompt step draws best_of samples from the one prompt sequence; later
@@ -93,6 +102,8 @@ class OutputProcessor:
         rid = seq_group.request_id
         beam_width = sp.best_of
         parents = seq_group.get_seqs(status=SequenceStatus.RUNNING)
+        # Beams finished in earlier steps (taken before this step's tokens finish more).
+        existing_finished = [(s, None, False) for s in seq_group.get_finished_seqs()]
         # 2k candidates over all (parent, token) pairs by cumulative logprob, as vLLM's
         # sampler does with topk over the flattened (parents x vocab) scores.
         proposals = []
@@ -134,7 +145,6 @@ class OutputProcessor:
         selected: list[tuple[Sequence, Sequence]] = []
         unselected: list[tuple[Sequence, Sequence]] = []
 
-        existing_finished = [(s, None, False) for s in seq_group.get_finished_seqs()]
         new_finished = [(s, p, True) for s, p in child_seqs if s.is_finished()]
         all_finished = existing_finished + new_finished
         all_finished.sort(key=lambda x: score(x[0]), reverse=True)
@@ -173,7 +183,7 @@ class OutputProcessor:
                                                 seq.get_last_token_id(),
                                                 seq.output_logprobs[-1]))
                 if seq.is_finished():
-                    self.events.append(SequenceFinished(rid, seq.seq_id, seq.status.value))
+                    self.events.append(SequenceFinished(rid, seq.seq_id, seq.status.label))
 
         # Fork the selected children first ...
         for seq, parent in selected:

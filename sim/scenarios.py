@@ -58,7 +58,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         "Paper Fig. 6: a 7-token prompt fills logical blocks 0 and 1 (physical 7 and 1); "
         "the first decode fills the last slot, the second needs a new block (physical 3).",
         _small(8, free_order=(7, 1, 3)),
-        requests=(ScenarioRequest("A", 7, 3),)),
+        requests=(ScenarioRequest("A", 7, 4),)),
     Scenario(
         "fig7",
         "Paper Fig. 7: two requests at once; their logical blocks map to scattered "
@@ -86,10 +86,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         requests=(ScenarioRequest("A", 6, 12), ScenarioRequest("B", 5, 12), ScenarioRequest("C", 4, 12))),
     Scenario(
         "swap",
-        "Memory pressure with a parallel-sampling request: the group is swapped out to "
-        "CPU blocks and swapped back in under new GPU block numbers.",
-        _small(12, 12),
-        requests=(ScenarioRequest("A", 6, 10), ScenarioRequest("B", 5, 10, n=2))),
+        "Memory pressure with a parallel-sampling request: C (n=2) is the tail of "
+        "`running`, so when A needs a block C's blocks are swapped out to the CPU; when B "
+        "finishes, C is swapped back in under new GPU block numbers.",
+        _small(10, 12),
+        requests=(ScenarioRequest("A", 6, 16), ScenarioRequest("B", 3, 6),
+                  ScenarioRequest("C", 5, 10, n=2))),
     Scenario(
         "continuous",
         "Continuous batching: requests of different lengths arrive over time; a finished "

@@ -10,22 +10,24 @@ import enum
 from dataclasses import InitVar, dataclass, field
 
 
-class SequenceStatus(enum.Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    SWAPPED = "swapped"
-    FINISHED_STOPPED = "finished_stopped"          # sampled a stop / EOS token
-    FINISHED_LENGTH_CAPPED = "finished_length_capped"  # reached max_tokens or max_model_len
-    FINISHED_ABORTED = "finished_aborted"          # aborted, or a pruned beam / dropped sample
-    FINISHED_IGNORED = "finished_ignored"          # prompt can never be scheduled
+class SequenceStatus(enum.IntEnum):
+    """As in vLLM v0.5.5: an IntEnum where everything after SWAPPED is finished, so the
+    hot-path check is one integer comparison."""
+    WAITING = 0
+    RUNNING = 1
+    SWAPPED = 2
+    FINISHED_STOPPED = 3         # sampled a stop / EOS token
+    FINISHED_LENGTH_CAPPED = 4   # reached max_tokens or max_model_len
+    FINISHED_ABORTED = 5         # aborted, or a pruned beam
+    FINISHED_IGNORED = 6         # prompt can never be scheduled
 
     @staticmethod
     def is_finished(status: "SequenceStatus") -> bool:
-        return status in _FINISHED
+        return status > 2
 
-
-_FINISHED = frozenset({SequenceStatus.FINISHED_STOPPED, SequenceStatus.FINISHED_LENGTH_CAPPED,
-                       SequenceStatus.FINISHED_ABORTED, SequenceStatus.FINISHED_IGNORED})
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 
 class SequenceStage(enum.Enum):
@@ -134,7 +136,7 @@ class Sequence:
         self.cumulative_logprob += logprob
 
     def is_finished(self) -> bool:
-        return self.status in _FINISHED
+        return self.status > 2    # past SWAPPED
 
     def fork(self, new_seq_id: int) -> "Sequence":
         child = Sequence(new_seq_id, self.prompt_token_ids, self.block_size, self.eos_token_id)
@@ -156,7 +158,7 @@ class Sequence:
         return self.cumulative_logprob / (seq_len ** length_penalty)
 
     def __repr__(self) -> str:
-        return (f"Sequence(seq_id={self.seq_id}, status={self.status.value}, "
+        return (f"Sequence(seq_id={self.seq_id}, status={self.status.label}, "
                 f"len={self.get_len()}, computed={self.num_computed_tokens})")
 
 
@@ -186,16 +188,16 @@ class SequenceGroup:
     def num_seqs(self, status: SequenceStatus | None = None) -> int:
         if status is None:
             return len(self.seqs_dict)
-        return sum(1 for s in self.seqs_dict.values() if s.status is status)
+        return len([s for s in self.seqs_dict.values() if s.status is status])
 
     def get_unfinished_seqs(self) -> list[Sequence]:
-        return [s for s in self.seqs_dict.values() if not s.is_finished()]
+        return [s for s in self.seqs_dict.values() if s.status <= 2]
 
     def get_finished_seqs(self) -> list[Sequence]:
-        return [s for s in self.seqs_dict.values() if s.is_finished()]
+        return [s for s in self.seqs_dict.values() if s.status > 2]
 
     def num_unfinished_seqs(self) -> int:
-        return sum(1 for s in self.seqs_dict.values() if not s.is_finished())
+        return len([s for s in self.seqs_dict.values() if s.status <= 2])
 
     def get_max_num_running_seqs(self) -> int:
         """The seats this group may take in a batch. Before its prompt step a
@@ -221,11 +223,16 @@ class SequenceGroup:
         del self.seqs_dict[seq_id]
 
     def is_finished(self) -> bool:
-        return all(s.is_finished() for s in self.seqs_dict.values())
+        for s in self.seqs_dict.values():
+            if s.status <= 2:
+                return False
+        return True
 
     def is_prefill(self) -> bool:
         # All sequences of a group share the stage (forks happen after the prompt step).
-        return next(iter(self.seqs_dict.values())).is_prefill()
+        for s in self.seqs_dict.values():
+            return s.stage is SequenceStage.PREFILL
+        return False
 
     def __repr__(self) -> str:
         return f"SequenceGroup({self.request_id!r}, seqs={len(self.seqs_dict)})"

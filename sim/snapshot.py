@@ -29,7 +29,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             seqs.append({
                 "seq_id": seq.seq_id,
                 "parent_seq_id": seq.parent_seq_id,
-                "status": seq.status.value,
+                "status": seq.status.label,
                 "prompt_len": seq.get_prompt_len(),
                 "len": seq.get_len(),
                 "num_computed_tokens": seq.num_computed_tokens,

@@ -19,14 +19,19 @@ _MASK = (1 << 64) - 1
 FIRST_REGULAR_TOKEN = 3   # ids 0-2 are special (pad, bos, eos), as in Llama's tokenizer
 
 
+def _fmix(h: int) -> int:
+    """The splitmix64 finaliser: scrambles a 64-bit int."""
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK
+    return h ^ (h >> 31)
+
+
 def mix64(*values: int) -> int:
-    """splitmix64 over a tuple of non-negative ints: a platform-independent hash."""
+    """A platform-independent hash of a tuple of non-negative ints (Python's hash() is
+    32-bit in Pyodide and salted for strings)."""
     h = 0x9E3779B97F4A7C15
     for v in values:
-        h = (h ^ (v & _MASK)) + 0x9E3779B97F4A7C15 & _MASK
-        h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK
-        h ^= h >> 31
+        h = _fmix((h ^ (v & _MASK)) + 0x9E3779B97F4A7C15 & _MASK)
     return h
 
 
@@ -44,6 +49,7 @@ class StandInModel:
         # request's scripted output length).
         self.eos_prob = eos_prob
         self._num_regular = vocab_size - FIRST_REGULAR_TOKEN
+        self._salt = mix64(seed, 2)
 
     def prompt_token_ids(self, request_index: int, length: int) -> list[int]:
         return [FIRST_REGULAR_TOKEN + mix64(self.seed, 1, request_index, p) % self._num_regular
@@ -57,7 +63,9 @@ class StandInModel:
     def sample(self, seq: Sequence, output_len: int | None = None,
                sample_index: int = 0) -> tuple[int, float]:
         """One sampled token for the sequence's next position, and its log probability."""
-        h = mix64(self.seed, 2, seq.seq_id, seq.get_len(), sample_index)
+        # One finaliser round over a per-model salt: this runs once per generated token.
+        h = _fmix(self._salt + seq.seq_id * 0x9E3779B97F4A7C15
+                  + seq.get_len() * 0xD1B54A32D192ED03 + sample_index & _MASK)
         # A made-up but reproducible log probability in (-4, 0].
         logprob = -((h & 0xFFFF) / 16384.0)
         if self._ends_here(seq, output_len, h):
