@@ -173,7 +173,7 @@ class LLMEngine:
             if was_prompt and running[0].stage is SequenceStage.PREFILL:
                 continue
             rid = group.request_id
-            for s in process(group, was_prompt):
+            for s in process(group, was_prompt, running):
                 tokens.append((rid, s.seq_id, s.get_len() - 1, s.output_token_ids[-1]))
             if group.is_finished():
                 self._finish(group, step, finished)

@@ -16,12 +16,12 @@ from .stand_in_model import StandInModel
 
 def check_stop(seq: Sequence, sp: SamplingParams, max_model_len: int) -> None:
     """vLLM's StopChecker, in its order: EOS, stop tokens, model length, max_tokens."""
-    last = seq.get_last_token_id()
+    last = seq.output_token_ids[-1]
     if not sp.ignore_eos and last == seq.eos_token_id:
         seq.status = SequenceStatus.FINISHED_STOPPED
     elif last in sp.stop_token_ids:
         seq.status = SequenceStatus.FINISHED_STOPPED
-    elif seq.get_len() > max_model_len:
+    elif seq._len > max_model_len:
         seq.status = SequenceStatus.FINISHED_LENGTH_CAPPED
     elif seq.get_output_len() == sp.max_tokens:
         seq.status = SequenceStatus.FINISHED_LENGTH_CAPPED
@@ -41,26 +41,31 @@ class OutputProcessor:
         self.next_seq_id = next_seq_id
         self.events = events
 
-    def process(self, seq_group: SequenceGroup, was_prompt: bool) -> list[Sequence]:
-        """Returns the sequences that gained a token this step and were kept."""
+    def process(self, seq_group: SequenceGroup, was_prompt: bool,
+                running: list[Sequence] | None = None) -> list[Sequence]:
+        """Returns the sequences that gained a token this step and were kept.
+        `running`: the group's running sequences, when the caller has them at hand."""
+        if running is None:
+            running = seq_group.get_seqs(status=SequenceStatus.RUNNING)
         if seq_group.sampling_params.use_beam_search:
-            return self._process_beam_search(seq_group)
-        return self._process_sampling(seq_group, was_prompt)
+            return self._process_beam_search(seq_group, running)
+        return self._process_sampling(seq_group, was_prompt, running)
 
     def _append(self, seq: Sequence, token_id: int, logprob: float, request_id: str,
                 emit: bool = True) -> None:
-        if emit and self.events is not None:
-            self.events.append(TokenSampled(seq.seq_id, seq.get_len(), token_id, logprob))
+        events = self.events if emit else None
+        if events is not None:
+            events.append(TokenSampled(seq.seq_id, seq._len, token_id, logprob))
         seq.append_token_id(token_id, logprob)
         check_stop(seq, self._sp, self.max_model_len)
-        if emit and seq.is_finished() and self.events is not None:
-            self.events.append(SequenceFinished(request_id, seq.seq_id, seq.status.label))
+        if events is not None and seq.status > SequenceStatus.SWAPPED:
+            events.append(SequenceFinished(request_id, seq.seq_id, seq.status.label))
 
     # -- parallel sampling (and n = 1) ---------------------------------------------------
-    def _process_sampling(self, seq_group: SequenceGroup, was_prompt: bool) -> list[Sequence]:
+    def _process_sampling(self, seq_group: SequenceGroup, was_prompt: bool,
+                          parents: list[Sequence]) -> list[Sequence]:
         sp = self._sp = seq_group.sampling_params
         rid = seq_group.request_id
-        parents = seq_group.get_seqs(status=SequenceStatus.RUNNING)
         if len(parents) == 1 and (not was_prompt or sp.best_of == 1):
             # One sample for one sequence (most decode steps): nothing to fork. The
             # general path below gives the same result, with more bookkeeping.
@@ -97,11 +102,11 @@ class OutputProcessor:
         return [seq for seq, _ in child_seqs]
 
     # -- beam search ---------------------------------------------------------------------
-    def _process_beam_search(self, seq_group: SequenceGroup) -> list[Sequence]:
+    def _process_beam_search(self, seq_group: SequenceGroup,
+                             parents: list[Sequence]) -> list[Sequence]:
         sp = self._sp = seq_group.sampling_params
         rid = seq_group.request_id
         beam_width = sp.best_of
-        parents = seq_group.get_seqs(status=SequenceStatus.RUNNING)
         # Beams finished in earlier steps (taken before this step's tokens finish more).
         existing_finished = [(s, None, False) for s in seq_group.get_finished_seqs()]
         # 2k candidates over all (parent, token) pairs by cumulative logprob, as vLLM's

@@ -268,9 +268,9 @@ class Scheduler:
             ignored_seq_groups=prefills.ignored_seq_groups + swapped_in.infeasible_seq_groups,
             preempted=len(running_scheduled.preempted) + len(running_scheduled.swapped_out))
 
-    def _get_num_new_tokens(self, seq_group: SequenceGroup, status: SequenceStatus,
-                            enable_chunking: bool, budget: SchedulingBudget) -> int:
-        seqs = seq_group.get_seqs(status=status)
+    def _get_num_new_tokens(self, seqs: list, enable_chunking: bool,
+                            budget: SchedulingBudget) -> int:
+        """Tokens to process for these sequences (one group's, in one status)."""
         num_new_tokens = sum(seq.get_num_new_tokens() for seq in seqs)
         # Only a single-sequence prompt is cut to the budget (a beam group never is).
         if enable_chunking and len(seqs) == 1:
@@ -283,8 +283,8 @@ class Scheduler:
         running_queue = deque(running_queue)
         while running_queue:
             seq_group = running_queue[0]
-            num_running_tokens = self._get_num_new_tokens(
-                seq_group, SequenceStatus.RUNNING, enable_chunking, budget)
+            seqs = seq_group.get_seqs(status=SequenceStatus.RUNNING)
+            num_running_tokens = self._get_num_new_tokens(seqs, enable_chunking, budget)
             if num_running_tokens == 0:
                 break
             running_queue.popleft()
@@ -301,9 +301,9 @@ class Scheduler:
                     self._preempt(seq_group, out, needed_by=seq_group.request_id)
                     break
             else:
-                self._append_slots(seq_group, out.blocks_to_copy)
+                self._append_slots(seqs, out.blocks_to_copy)
                 scheduled = ScheduledSequenceGroup(seq_group, num_running_tokens)
-                if seq_group.is_prefill():
+                if seqs[0].is_prefill():
                     out.prefill_seq_groups.append(scheduled)
                 else:
                     scheduled.token_chunk_size = 1
@@ -333,13 +333,14 @@ class Scheduler:
                 continue
             num_new_seqs = seq_group.get_max_num_running_seqs()
             num_new_tokens = self._get_num_new_tokens(
-                seq_group, SequenceStatus.SWAPPED, enable_chunking, budget)
+                seq_group.get_seqs(status=SequenceStatus.SWAPPED), enable_chunking, budget)
             if num_new_tokens == 0 or not budget.can_schedule(
                     num_new_tokens=num_new_tokens, num_new_seqs=num_new_seqs):
                 break
             swapped_queue.popleft()
             self._swap_in(seq_group, out.blocks_to_swap_in)
-            self._append_slots(seq_group, out.blocks_to_copy)
+            self._append_slots(seq_group.get_seqs(status=SequenceStatus.RUNNING),
+                               out.blocks_to_copy)
             if seq_group.is_prefill():
                 out.prefill_seq_groups.append(ScheduledSequenceGroup(seq_group, num_new_tokens))
             else:
@@ -356,8 +357,7 @@ class Scheduler:
             seq_group = waiting_queue[0]
             waiting_seqs = seq_group.get_seqs(status=SequenceStatus.WAITING)
             assert len(waiting_seqs) == 1, "a waiting group has exactly one prompt sequence"
-            num_new_tokens = self._get_num_new_tokens(
-                seq_group, SequenceStatus.WAITING, enable_chunking, budget)
+            num_new_tokens = self._get_num_new_tokens(waiting_seqs, enable_chunking, budget)
             if num_new_tokens > self.prompt_limit:
                 self._ignore(seq_group, waiting_seqs, num_new_tokens, "prompt_limit", out)
                 waiting_queue.popleft()
@@ -391,9 +391,12 @@ class Scheduler:
         self._emit(PromptIgnored(seq_group.request_id, num_tokens, reason))
 
     # -- memory actions ----------------------------------------------------------------
-    def _append_slots(self, seq_group: SequenceGroup, blocks_to_copy: list) -> None:
-        for seq in seq_group.get_seqs(status=SequenceStatus.RUNNING):
-            blocks_to_copy.extend(self.block_manager.append_slots(seq))
+    def _append_slots(self, running_seqs: list, blocks_to_copy: list) -> None:
+        append_slots = self.block_manager.append_slots
+        for seq in running_seqs:
+            cows = append_slots(seq)
+            if cows:
+                blocks_to_copy.extend(cows)
 
     def _preempt(self, seq_group: SequenceGroup, out: _RunningOutputs, needed_by: str) -> None:
         self.total_preempted += 1

@@ -69,7 +69,7 @@ class Sequence:
 
     __slots__ = ("seq_id", "block_size", "prompt_token_ids", "output_token_ids",
                  "output_logprobs", "cumulative_logprob", "num_computed_tokens", "stage",
-                 "status", "parent_seq_id", "eos_token_id")
+                 "status", "parent_seq_id", "eos_token_id", "_len")
 
     def __init__(self, seq_id: int, prompt_token_ids: list[int], block_size: int,
                  eos_token_id: int | None = None) -> None:
@@ -77,6 +77,7 @@ class Sequence:
         self.block_size = block_size
         self.prompt_token_ids = list(prompt_token_ids)
         self.output_token_ids: list[int] = []
+        self._len = len(self.prompt_token_ids)   # prompt + output, read on every step
         self.output_logprobs: list[float] = []
         self.cumulative_logprob = 0.0
         # Tokens whose KV is in the cache; the rest must be computed (prefill or decode).
@@ -88,7 +89,7 @@ class Sequence:
 
     # -- lengths ---------------------------------------------------------------------
     def get_len(self) -> int:
-        return len(self.prompt_token_ids) + len(self.output_token_ids)
+        return self._len
 
     def get_prompt_len(self) -> int:
         return len(self.prompt_token_ids)
@@ -105,11 +106,11 @@ class Sequence:
     @property
     def n_blocks(self) -> int:
         """Logical blocks needed to hold every token of the sequence."""
-        return (self.get_len() + self.block_size - 1) // self.block_size
+        return (self._len + self.block_size - 1) // self.block_size
 
     # -- progress --------------------------------------------------------------------
     def get_num_uncomputed_tokens(self) -> int:
-        return self.get_len() - self.num_computed_tokens
+        return self._len - self.num_computed_tokens
 
     def get_num_new_tokens(self) -> int:
         if self.stage is SequenceStage.DECODE:
@@ -132,6 +133,7 @@ class Sequence:
 
     def append_token_id(self, token_id: int, logprob: float = 0.0) -> None:
         self.output_token_ids.append(token_id)
+        self._len += 1
         self.output_logprobs.append(logprob)
         self.cumulative_logprob += logprob
 
@@ -141,6 +143,7 @@ class Sequence:
     def fork(self, new_seq_id: int) -> "Sequence":
         child = Sequence(new_seq_id, self.prompt_token_ids, self.block_size, self.eos_token_id)
         child.output_token_ids = list(self.output_token_ids)
+        child._len = self._len
         child.output_logprobs = list(self.output_logprobs)
         child.cumulative_logprob = self.cumulative_logprob
         child.num_computed_tokens = self.num_computed_tokens
@@ -203,6 +206,8 @@ class SequenceGroup:
         """The seats this group may take in a batch. Before its prompt step a
         `best_of = 4` request has one sequence but will run four: it is charged four."""
         sp = self.sampling_params
+        if sp.best_of == 1 and len(self.seqs_dict) == 1:
+            return 1 - self.is_finished()
         if sp.use_beam_search:
             return sp.best_of
         if sp.best_of > len(self.seqs_dict):
