@@ -81,6 +81,7 @@ class Player {
       this.showNotice(`The default steps could not be loaded (${err.message}).`);
     }
     this.root.dataset.stepping = "ready";
+    performance.mark(`vsb:stepping:${this.id}`); // read by bench/page_load.py
     if (link.bad) this.showNotice(link.bad);
     if (link.params) {
       this.fillForm(link.params);
@@ -95,6 +96,7 @@ class Player {
       return;
     }
     this.py = py;
+    if (!performance.getEntriesByName("vsb:python-ready").length) performance.mark("vsb:python-ready");
     this.setPython("ready", "Python is ready: change the settings and press Run.");
     if (link.params) await this.restoreLink(link);
     if (this.pendingSubmit) {

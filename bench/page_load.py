@@ -1,0 +1,233 @@
+"""Page-load benchmark: headless Chromium against the built site (a benchmark, not a test).
+
+    .venv/bin/python bench/page_load.py [--runs 5] [--out bench/out]
+
+For every page with a widget (the test build: real pages plus the test-only demo page), and
+for two references built in the same run, it loads the page `runs` times cold (a fresh
+browser context: empty HTTP cache) and `runs` times warm (one context, after one load to
+fill the cache) and prints medians of:
+
+- picture: first contentful paint (the first picture is inline, so this is when it shows)
+- stepping: when the player has the default frames and Step works
+- python: when the PyScript worker has started Python and answered a ping
+- step: showing the next frame, its style and layout included (median of 10 steps); paint
+  follows at the next display frame
+- rebuild: a form submission through the worker, answer to frame shown (median of 3)
+- KB: bytes the server sent for the load, Python start-up included
+
+References: "static" is a plain page with the same first SVG and a few lines of JS that fetch
+and step the same frames; "bare pyodide" only boots the vendored Pyodide in a worker.
+Goals (issue 3): picture and stepping within 1.5x of static, python within 1.2x of bare
+Pyodide, step under 16 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+
+import testsite  # noqa: E402
+
+STATIC_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="../css/widgets.css"><title>static reference</title></head>
+<body><div class="vsb-picture">{svg}</div><p id="n">{narration}</p>
+<button id="step">Step</button>
+<script type="module">
+const frames = await (await fetch("{frames}")).json();
+let i = 0;
+document.getElementById("step").onclick = () => {{
+  i = Math.min(i + 1, frames.length - 1);
+  document.querySelector(".vsb-picture").innerHTML = frames[i].svg;
+  document.getElementById("n").textContent = frames[i].narration;
+}};
+performance.mark("vsb:stepping:static");
+</script></body></html>
+"""
+
+BARE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bare pyodide</title></head>
+<body><p>Booting Pyodide in a worker.</p>
+<script type="module">
+const src = `import {{ loadPyodide }} from "${{new URL("../_runtime/pyodide/pyodide.mjs", location.href)}}";
+const py = await loadPyodide();
+py.runPython("1 + 1");
+postMessage("ready");`;
+const worker = new Worker(URL.createObjectURL(new Blob([src], {{ type: "text/javascript" }})), {{ type: "module" }});
+worker.onmessage = () => performance.mark("vsb:python-ready");
+</script></body></html>
+"""
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    sent = [0]
+
+    def log_message(self, *args):
+        pass
+
+    def copyfile(self, source, outputfile):
+        data = source.read()
+        CountingHandler.sent[0] += len(data)
+        outputfile.write(data)
+
+
+def serve(site: Path):
+    handler = functools.partial(CountingHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+def add_references(site: Path, widget_path: str, widget_id: str) -> None:
+    frames = json.loads((site / widget_path / f"{widget_id}.frames.json").read_text(encoding="utf-8"))
+    ref = site / "_bench"
+    ref.mkdir(exist_ok=True)
+    (ref / "static.html").write_text(STATIC_PAGE.format(
+        svg=frames[0]["svg"], narration=frames[0]["narration"],
+        frames=f"../{widget_path}{widget_id}.frames.json"), encoding="utf-8")
+    (ref / "bare.html").write_text(BARE_PAGE.format(), encoding="utf-8")
+
+
+MEASURE = """async ([wid, steps]) => {
+  const mark = (name) => performance.getEntriesByName(name)[0]?.startTime ?? null;
+  const fcp = performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? null;
+  const out = { picture: fcp, stepping: mark(`vsb:stepping:${wid}`), python: mark("vsb:python-ready"),
+                step: null, rebuild: null };
+  const player = window.vsbPlayers?.[wid];
+  if (player && player.frames.length > 1) {
+    const times = [];
+    for (let i = 0; i < steps; i++) {
+      const t = performance.now();
+      player.show((player.step + 1) % player.frames.length);
+      player.picture.getBoundingClientRect(); // style and layout of the new frame
+      times.push(performance.now() - t);
+      await new Promise(requestAnimationFrame); // let it paint before the next step
+    }
+    times.sort((a, b) => a - b);
+    out.step = times[Math.floor(times.length / 2)];
+  }
+  if (player && player.py) {
+    const times = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await player.submit();
+      await new Promise(requestAnimationFrame);
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    out.rebuild = times[1];
+  }
+  return out;
+}"""
+
+
+def load_once(context, url: str, wid: str, wait: str) -> dict:
+    CountingHandler.sent[0] = 0
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"performance.getEntriesByName({wait!r}).length > 0",
+                           timeout=testsite.PYTHON_TIMEOUT_MS)
+    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
+    result = page.evaluate(MEASURE, [wid, 10])
+    page.wait_for_load_state("networkidle")
+    result["KB"] = CountingHandler.sent[0] / 1024
+    page.close()
+    return result
+
+
+def measure(browser, url: str, wid: str, wait: str, runs: int) -> dict[str, dict]:
+    cold = []
+    for _ in range(runs):
+        context = browser.new_context()
+        cold.append(load_once(context, url, wid, wait))
+        context.close()
+    context = browser.new_context()
+    load_once(context, url, wid, wait)  # fill the cache
+    warm = [load_once(context, url, wid, wait) for _ in range(runs)]
+    context.close()
+    return {"cold": medians(cold), "warm": medians(warm)}
+
+
+def medians(results: list[dict]) -> dict:
+    out = {}
+    for key in results[0]:
+        values = [r[key] for r in results if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
+
+
+def simulation_times(runs: int) -> list[tuple[str, float]]:
+    """Each widget's default scenario, built in CPython (ms, median)."""
+    from pages.widget import run
+
+    rows = []
+    for wid, entry in sorted(testsite.all_widgets().items()):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            run(entry.item, entry.item.defaults())
+            times.append((time.perf_counter() - start) * 1000)
+        rows.append((wid, statistics.median(times)))
+    return rows
+
+
+def fmt(x, digits=0) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    site = testsite.build_test_site(args.out)
+    pages = testsite.widget_pages(site)  # widget id -> page
+    by_page: dict[str, str] = {}
+    for wid, path in sorted(pages.items()):
+        by_page.setdefault(path, wid)  # time each page once, through its first widget
+    first_path, first_wid = next(iter(sorted(by_page.items())))
+    add_references(site, first_path, first_wid)
+    base, server = serve(site)
+    targets = [(f"{path} ({wid})", base + path, wid, "vsb:python-ready") for path, wid in sorted(by_page.items())]
+    targets.append((f"static reference ({first_wid})", base + "_bench/static.html", "static", "vsb:stepping:static"))
+    targets.append(("bare pyodide reference", base + "_bench/bare.html", "", "vsb:python-ready"))
+
+    rows = []
+    with sync_playwright() as p:
+        browser = testsite.launch(p)
+        for label, url, wid, wait in targets:
+            print(f"measuring {label} ...", file=sys.stderr)
+            result = measure(browser, url, wid, wait, args.runs)
+            for mode in ("cold", "warm"):
+                rows.append((label, mode, result[mode]))
+        browser.close()
+    server.shutdown()
+
+    print(f"\nmedians of {args.runs} loads, ms (KB: bytes sent by the server)\n")
+    head = ("page", "load", "picture", "stepping", "python", "step", "rebuild", "KB")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for label, mode, r in rows:
+        cells = [label, mode, fmt(r["picture"]), fmt(r["stepping"]), fmt(r["python"]),
+                 fmt(r["step"], 1), fmt(r["rebuild"], 1), fmt(r["KB"])]
+        print("| " + " | ".join(cells) + " |")
+    print("\nsimulation in CPython, default scenario (ms, median of 5)\n")
+    for wid, ms in simulation_times(5):
+        print(f"- {wid}: {ms:.2f}")
+
+
+if __name__ == "__main__":
+    main()
