@@ -23,6 +23,7 @@ import io
 import posixpath
 import re
 import sys
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -116,7 +117,45 @@ def on_page_content(html: str, page, config, files):
     if LEFTOVER.search(html.replace(CARDS, "")):
         raise PluginError(f"{page.file.src_uri}: a [[widget: ...]] or [[chart: ...]] marker "
                           "must stand alone on its own line")
+    _check_permalinks(page)
     return html
+
+
+def _check_permalinks(page) -> None:
+    """Links such as `#paged-attention.step=3&paged-attention.block_size=8` are widget
+    permalinks, not heading anchors: check them here (the widget is on the target page, the
+    settings are its parameters and their values validate) and take them out of MkDocs' own
+    anchor check, which would call every one of them missing."""
+    from pages import widget as widget_mod
+
+    links = getattr(page, "links_to_anchors", None) or {}
+    for target, anchors in links.items():
+        on_target = {item_id for kind, item_id in _state["uses"].get(target.src_uri, ())
+                     if kind == "widget"}
+        for anchor in list(anchors):
+            head = anchor.split("=", 1)[0].split(".", 1)[0]
+            if "." not in anchor.split("=", 1)[0] or head not in _state["widgets"]:
+                continue
+            if head not in on_target:
+                raise PluginError(f"{page.file.src_uri}: permalink #{anchor} points at widget "
+                                  f"{head!r}, which is not on {target.src_uri}")
+            raw: dict[str, dict[str, str]] = {}
+            # Decoded as the player's URLSearchParams decodes it ("+" is a space).
+            for key, value in urllib.parse.parse_qsl(anchor, keep_blank_values=True):
+                wid, _, name = key.partition(".")
+                raw.setdefault(wid, {})[name] = value
+            for wid, fields in raw.items():
+                step = fields.pop("step", None)
+                if step is not None and not (step.isdigit() and
+                                             1 <= int(step) <= len(_state["frames"][wid])):
+                    raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: the default "
+                                      f"scenario of {wid} has {len(_state['frames'][wid])} "
+                                      f"steps, not {step}")
+                _, errors = widget_mod.validate(_state["widgets"][wid].item, fields)
+                if errors:
+                    raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: "
+                                      + "; ".join(errors.values()))
+            del anchors[anchor]
 
 
 def on_page_context(context, page, config, nav):
