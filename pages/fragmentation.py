@@ -22,9 +22,9 @@ from sim.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHA
                                make_memory, reproduce_fig2, simulate)
 from sim.workload import RequestSpec
 
-WIDTH = 480
+WIDTH = 420
 MAX_REQUESTS = 10
-MAX_STEPS = 120
+MAX_STEPS = 80
 IDS = "ABCDEFGHIJ"
 
 # Category -> (palette colour, short label for the legend and the numbers).
@@ -38,22 +38,22 @@ STYLE = {
 
 # --------------------------------------------------------------- the request list field
 
-_ITEM = re.compile(r"^(\d{1,3})[+:](\d{1,3})(?:@(\d{1,3}))?$")
-REQUESTS_HELP = ("Up to 10 requests, comma-separated, each prompt+output@arrival step "
-                 "(e.g. 5+11@0; 5:11@0 also works); named A, B, C... in order.")
+_ITEM = re.compile(r"^(\d{1,3})[/+](\d{1,3})(?:@(\d{1,3}))?$")
+REQUESTS_HELP = ("Up to 10 requests, comma-separated, each prompt/output@arrival step "
+                 "(e.g. 5/11@0 or 5/11 for step 0); named A, B, C... in order.")
 
 
 def parse_requests(text: str) -> tuple[tuple[int, int, int], ...]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise ValueError("give at least one request, e.g. 5+11@0")
+        raise ValueError("give at least one request, e.g. 5/11@0")
     if len(items) > MAX_REQUESTS:
         raise ValueError(f"at most {MAX_REQUESTS} requests")
     out = []
     for i, item in enumerate(items):
         m = _ITEM.match(item.replace(" ", ""))
         if not m:
-            raise ValueError(f"request {i + 1} is not prompt+output@arrival (e.g. 5+11@0)")
+            raise ValueError(f"request {i + 1} should look like 5/11@0 (prompt/output@arrival)")
         prompt, output, arrival = int(m[1]), int(m[2]), int(m[3] or 0)
         if prompt < 1 or output < 1:
             raise ValueError(f"request {IDS[i]}: prompt and output need at least 1 token")
@@ -64,7 +64,7 @@ def parse_requests(text: str) -> tuple[tuple[int, int, int], ...]:
 
 
 def format_requests(reqs: tuple[tuple[int, int, int], ...]) -> str:
-    return ", ".join(f"{p}+{o}@{a}" for p, o, a in reqs)
+    return ", ".join(f"{p}/{o}@{a}" for p, o, a in reqs)
 
 
 def to_specs(reqs) -> list[RequestSpec]:
@@ -106,7 +106,18 @@ def check(v: dict) -> dict[str, str]:
     return errors
 
 
+_last_runs: dict = {}      # check() and build() see the same values: simulate once
+
+
 def run_all(v: dict):
+    key = (v["requests"], v["pool"], v["max_len"], v["block_size"])
+    if key not in _last_runs:
+        _last_runs.clear()
+        _last_runs[key] = _run_all(v)
+    return _last_runs[key]
+
+
+def _run_all(v: dict):
     specs = to_specs(v["requests"])
     return [simulate(specs, make_memory(p, v["pool"], max_model_len=v["max_len"],
                                         block_size=v["block_size"]),
@@ -184,7 +195,7 @@ def _policy_sentence(run, rec, v: dict) -> str:
     if not bits:
         return ""
     sentence = "; ".join(bits)
-    return sentence[0].upper() + sentence[1:] + "."
+    return sentence + "."
 
 
 def _new_refusal(run, rec) -> bool:
@@ -211,11 +222,11 @@ def frame_svg(v: dict, runs, recs, step: int, colors: dict[str, str]) -> str:
         color, label = STYLE[kind]
         if i == 3:
             x, y = left, y + 16
-        body.append(svg.rect(x, y + 2, 12, 11, fill=color, stroke="line", rx=1))
-        body.append(svg.text(x + 16, y + 12, label, size=11))
-        x += 30 + 6.6 * len(label)
-    body.append(svg.text(right, y + 12, f"step {step}", size=12, anchor="end"))
-    y += 24
+        body.append(svg.rect(x, y + 2, 12, 12, fill=color, stroke="line", rx=1))
+        body.append(svg.text(x + 16, y + 12.5, label, size=12))
+        x += 30 + 7.2 * len(label)
+    body.append(svg.text(right, y + 12.5, f"step {step}", size=13, anchor="end"))
+    y += 26
     for run, rec in zip(runs, recs):
         y = _policy_block(body, run, rec, y, left, right, scale, colors, v)
     return svg.document(WIDTH, y + 4, body, label=f"KV memory of four policies at step {step}")
@@ -253,7 +264,7 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
         body.append(svg.rect(x, strip, w, 11, fill=colors[rid], rx=0,
                              tip=f"{rid}: slots {start}-{start + size - 1}"))
         if w >= 9:
-            body.append(svg.text(x + w / 2, strip + 9.5, rid, size=9.5, anchor="middle",
+            body.append(svg.text(x + w / 2, strip + 9.5, rid, size=10, anchor="middle",
                                  fill="bg"))
     # The bar: categories in address order.
     for start, size, kind, rid in segments:
@@ -275,18 +286,19 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
     y = bar + 22
     b = rec.breakdown if rec is not None else None
     if b is not None:
-        nums = (f"tokens {b.token_states} · reserved {b.reserved} · internal "
-                f"{b.internal_fragmentation} · external {b.external_fragmentation} · free {b.free}")
+        nums = (f"{b.token_states} tokens · {b.reserved} reserved · "
+                f"{b.internal_fragmentation} int. · {b.external_fragmentation} ext. · "
+                f"{b.free} free")
     else:
-        nums = f"free {pool}"
-    body.append(svg.text(left, y + 13, nums, size=10.5, fill="muted"))
-    y += 16
+        nums = f"{pool} free"
+    body.append(svg.text(left, y + 14, nums, size=12, fill="muted"))
+    y += 18
     if refused:
         r = rec.refusal
         body.append(svg.text(left, y + 12, f"✗ {r.request_id} refused: {r.free_slots} slots free, "
                              f"largest chunk {r.largest_free_chunk} < {r.chunk_slots}",
-                             size=11.5, fill="highlight"))
-        y += 16
+                             size=12, fill="highlight"))
+        y += 17
     return y + 8
 
 
@@ -301,10 +313,10 @@ WIDGET = Widget(
     params=(
         Param("requests", "requests", "text", DEFAULT_REQUESTS, parse=parse_requests,
               format=format_requests, help=REQUESTS_HELP),
-        Param("pool", "pool slots", "int", 64, min=16, max=256,
-              help="Token slots in the KV pool (16 to 256)."),
-        Param("max_len", "max_model_len", "int", 32, min=8, max=128,
-              help="What Orca (Max) reserves per request (8 to 128)."),
+        Param("pool", "pool slots", "int", 64, min=16, max=128,
+              help="Token slots in the KV pool (16 to 128)."),
+        Param("max_len", "max_model_len", "int", 32, min=8, max=64,
+              help="What Orca (Max) reserves per request (8 to 64)."),
         Param("block_size", "block size (vLLM)", "int", 4, min=1, max=16,
               help="Tokens per block of vLLM's paged pool (1 to 16)."),
     ),

@@ -20,7 +20,8 @@ from sim.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny
 from sim.models import MODELS, dtype_bytes, get_model, kv_bytes_per_token
 from sim.tensor_parallel import check_tensor_parallel
 
-WIDTH = 480
+WIDTH = 480          # the chart of KV bytes against length
+GROWTH_WIDTH = 400   # the growth widget: narrower, so a phone shows it larger
 KiB = 1024
 
 # The paper's Table 1 input: "13B, 1 x A100 40GB: KV cache size 12 GB". Its 15.7K slots
@@ -109,12 +110,11 @@ def growth_narration(model, v: dict, s, steps) -> str:
                 f"{s.pairs_with_cache} pairs per head and layer, {flops(s.with_cache.flops_attention)} "
                 f"attention FLOPs. Without the cache the model would rerun all {s.cached_after} "
                 f"tokens: {s.pairs_recompute} pairs, {flops(s.recompute.flops_attention)} "
-                f"attention FLOPs, and {_short(ratio)}x the work of the whole step.")
+                f"attention FLOPs, and {ratio:.1f}x the work of the whole step.")
     return (f"{head} Each of the {len(layers)} layers appends a K and a V vector of {hs} "
             f"numbers {what} and each of its {kvh} KV heads: {commas(numbers)} numbers, "
             f"{commas(s.bytes_appended)} bytes in {v['dtype']}.{attn} The model samples token "
-            f"{sampled.position}; its K and V are written in the next step. Cache: "
-            f"{_plural(s.cached_after, 'token')}, {commas(s.cache_bytes)} bytes.")
+            f"{sampled.position}; its K and V are written in the next step.")
 
 
 def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
@@ -125,18 +125,18 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
     sampled = cur.sampled_position if cur else None
     prompt_len = v["prompt_len"]
     L, H = model.num_layers, model.num_kv_heads
-    left, right = 74, WIDTH - 10
-    cw = min(22.0, (right - left) / total_positions)
-    rh, lgap = 12, 8
+    left, right = 96, GROWTH_WIDTH - 10
+    cw = min(24.0, (right - left) / total_positions)
+    rh, lgap = 14, 8
     body: list[str] = []
 
     # Header: what is cached, and what this step added.
     nbytes = cur.cache_bytes if cur else 0
-    body.append(svg.text(10, 16, f"KV cache: {_plural(cached, 'token')}, {commas(nbytes)} bytes",
-                         size=13))
+    body.append(svg.text(10, 17, f"cache: {_plural(cached, 'token')}, {commas(nbytes)} B",
+                         size=14))
     if cur:
-        body.append(svg.text(right, 16, f"this step: +{commas(cur.bytes_appended)} B",
-                             size=12, anchor="end", fill="highlight"))
+        body.append(svg.text(right, 17, f"+{commas(cur.bytes_appended)} B this step",
+                             size=13, anchor="end", fill="highlight"))
 
     # Token positions: prompt and generated, the sampled one marked.
     y = 30
@@ -151,23 +151,23 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
             fill, tip = "panel", f"token {p} (prompt): not fed yet"
         else:
             fill, tip = "panel", f"token {p}: not generated yet"
-        body.append(svg.rect(x + 1, y, cw - 2, 14, fill=fill, stroke="line", tip=tip, rx=2))
+        body.append(svg.rect(x + 1, y, cw - 2, 16, fill=fill, stroke="line", tip=tip, rx=2))
         if cw >= 14 or p % 5 == 0:
-            body.append(svg.text(x + cw / 2, y + 11, p, size=9 if cw < 16 else 10,
+            body.append(svg.text(x + cw / 2, y + 12.5, p, size=10 if cw < 18 else 11,
                                  anchor="middle", fill="bg" if p == sampled else "fg"))
-    body.append(svg.text(left - 6, y + 11, "token", size=11, anchor="end"))
+    body.append(svg.text(left - 6, y + 12.5, "token", size=12, anchor="end"))
     # Brackets: prompt / generated.
-    by = y + 20
+    by = y + 22
     px = left + prompt_len * cw
     body.append(svg.line(left + 1, by, px - 1, by, stroke="muted"))
-    body.append(svg.text((left + px) / 2, by + 11, "prompt", size=10, anchor="middle", fill="muted"))
+    body.append(svg.text((left + px) / 2, by + 13, "prompt", size=11, anchor="middle", fill="muted"))
     if total_positions > prompt_len:
         body.append(svg.line(px + 1, by, right, by, stroke="muted"))
-        body.append(svg.text((px + right) / 2, by + 11, "generated", size=10, anchor="middle",
+        body.append(svg.text((px + right) / 2, by + 13, "generated", size=11, anchor="middle",
                              fill="muted"))
 
     # The cache: per layer, per KV head, a K row and a V row; one cell per position.
-    y = by + 22
+    y = by + 24
     for layer in range(L):
         top = y
         for h in range(H):
@@ -181,24 +181,25 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
                         if cached else "empty"))
                 body.append(svg.group([svg.rect(left, y, right - left, rh, fill="free", rx=1),
                                        *cells], tip=tip))
-                body.append(svg.text(left - 6, y + rh - 2, f"{kind} h{h}", size=9, anchor="end",
+                body.append(svg.text(left - 6, y + rh - 3, f"{kind} h{h}", size=11, anchor="end",
                                      fill="muted"))
                 y += rh
-        body.append(svg.text(6, (top + y) / 2 + 4, f"layer {layer}", size=10))
+        body.append(svg.line(4, top + 1, 4, y - 1, stroke="muted"))
+        body.append(svg.text(9, (top + y) / 2 + 4, f"layer {layer}", size=12))
         y += lgap
 
     # Legend.
     ly = y + 4
-    items = (("seq-0", "K (key)"), ("seq-2", "V (value)"), ("highlight", "written this step / sampled"))
+    items = (("seq-0", "K (key)"), ("seq-2", "V (value)"), ("highlight", "written this step"))
     lx = 10
     for color, label in items:
         if color == "highlight":
-            body.append(svg.rect(lx, ly, 12, 10, fill="free", stroke="highlight", rx=1))
+            body.append(svg.rect(lx, ly, 13, 12, fill="free", stroke="highlight", rx=1))
         else:
-            body.append(svg.rect(lx, ly, 12, 10, fill=color, rx=1))
-        body.append(svg.text(lx + 16, ly + 9, label, size=10))
-        lx += 30 + 6.2 * len(label)
-    y = ly + 18
+            body.append(svg.rect(lx, ly, 13, 12, fill=color, rx=1))
+        body.append(svg.text(lx + 18, ly + 10.5, label, size=12))
+        lx += 34 + 7.2 * len(label)
+    y = ly + 20
 
     # The chart: attention FLOPs per step, with the cache and recomputing the prefix.
     shown = steps[: index + 1] if index is not None else []
@@ -217,16 +218,16 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
                            for s in shown]),
     ]
     height = 210
-    body += chart.plot(0, y, WIDTH, height, series,
+    body += chart.plot(0, y, GROWTH_WIDTH, height, series,
                        x=chart.Axis("tokens in the cache after the step", lo=0, hi=max(xs)),
                        y=chart.Axis("attention FLOPs per step", lo=0, hi=ymax),
                        title="Attention work per step")
     if not shown:
-        body.append(svg.text(WIDTH / 2, y + height / 2, "(no step yet)", size=11,
+        body.append(svg.text(GROWTH_WIDTH / 2, y + height / 2, "(no step yet)", size=11,
                              anchor="middle", fill="muted"))
     label = (f"KV cache of one sequence: {cached} tokens cached" if cur else
              "KV cache of one sequence: empty")
-    return svg.document(WIDTH, y + height, body, label=label)
+    return svg.document(GROWTH_WIDTH, y + height, body, label=label)
 
 
 GROWTH = Widget(
@@ -318,112 +319,112 @@ def cost_narration(v: dict, n: dict) -> str:
                    f"at once.")
 
 
+COST_WIDTH = 360      # narrow: a phone shows the calculator's text at a readable size
+CHAR = 0.6            # width of a monospace character, in ems
+
+
 def cost_svg(v: dict, n: dict) -> str:
     model, gpu, p, tp = n["model"], n["gpu"], n["profile"], n["tp"]
+    W = COST_WIDTH
     body: list[str] = []
-    y = 0
+    y = 0.0
 
-    def line(text: str, *, size: float = 12, fill: str = "fg", indent: float = 10,
-             gap: float = 17) -> None:
+    def line(text: str, *, size: float = 12, fill: str = "fg", gap: float = 0) -> None:
+        """Text, wrapped at the picture's width; continuation lines are indented."""
         nonlocal y
         y += gap
-        body.append(svg.text(indent, y, text, size=size, fill=fill))
+        width = int((W - 20) / (CHAR * size))
+        chunks = _wrap(text, width - 2) if len(text) > width else [text]
+        for i, chunk in enumerate(chunks):
+            y += size * 1.35
+            body.append(svg.text(10, y, chunk if i == 0 else "  " + chunk, size=size, fill=fill))
 
     def heading(text: str) -> None:
-        nonlocal y
-        y += 8
-        line(text, size=13, fill="accent", gap=18)
+        line(text, size=13, fill="accent", gap=10)
 
-    gpus = f"{tp} x {gpu.name}" if tp > 1 else gpu.name
-    line(f"{model.name} on {gpus}, {v['dtype']}", size=14, gap=18)
+    gpus = f"{tp} × {gpu.name}" if tp > 1 else gpu.name
+    line(f"{model.name}, {v['dtype']}", size=14)
+    line(f"on {gpus}", size=12, fill="muted")
 
     heading("KV cache per token" + (" (one GPU's share)" if tp > 1 else ""))
     kvh = n["kv_heads"]
-    kvh_words = f"{kvh} KV heads" + (f" ({model.num_kv_heads} / {tp} GPUs)" if tp > 1 else "")
-    line(f"2 (K and V) x {model.num_layers} layers x {kvh_words}")
-    line(f"  x {model.head_size} head size x {dtype_bytes(n['kv_dtype'])} bytes ({n['kv_dtype']})")
-    line(f"= 2 x {model.num_layers} x {kvh} x {model.head_size} x {dtype_bytes(n['kv_dtype'])}"
-         f" = {commas(n['per_token'])} B = {fmt_bytes(n['per_token'])}", fill="highlight")
+    nb = dtype_bytes(n["kv_dtype"])
+    line(f"2 (K and V) × {model.num_layers} layers")
+    line(f"× {kvh} KV heads" + (f" ({model.num_kv_heads} / {tp} GPUs)" if tp > 1 else ""))
+    line(f"× {model.head_size} numbers per head × {nb} B ({n['kv_dtype']})")
+    line(f"= 2 × {model.num_layers} × {kvh} × {model.head_size} × {nb}")
+    line(f"= {commas(n['per_token'])} B = {fmt_bytes(n['per_token'])}", size=13, fill="highlight")
     q, k = model.num_attention_heads, model.num_kv_heads
     if q == k:
         line(f"No GQA: each of the {q} query heads has its own K and V head.", size=11,
-             fill="muted")
+             fill="muted", gap=2)
     else:
         mha = n["per_token"] * q // k
-        line(f"GQA: {q} query heads share {k} KV heads ({q // k} per group);", size=11,
-             fill="muted")
-        line(f"one KV head per query head would cache {fmt_bytes(mha)}, {q // k}x more.",
-             size=11, fill="muted", gap=14)
+        line(f"GQA: {q} query heads share {k} KV heads ({q // k} per group). One KV head per "
+             f"query head would cache {fmt_bytes(mha)}, {q // k}× more.", size=11,
+             fill="muted", gap=2)
 
     heading("Per sequence and per batch")
-    line(f"{commas(v['seq_len'])} tokens x {fmt_bytes(n['per_token'])} = {fmt_bytes(n['per_seq'])}"
-         f" per sequence")
+    line(f"{commas(v['seq_len'])} tokens × {fmt_bytes(n['per_token'])} = "
+         f"{fmt_bytes(n['per_seq'])}")
     line(f"batch of {v['batch']}: {fmt_bytes(n['per_batch'])}")
 
-    heading("What fits on the GPU (vLLM v0.5.5 start-up)")
-    # The memory bar: weights, activation peak, KV cache, the rest.
+    heading("What fits: vLLM v0.5.5 at start-up")
     total = p.total_gpu_memory
-    bx, bw, bh = 10, WIDTH - 20, 22
+    bx, bw, bh = 10, W - 20, 22
     y += 8
     parts = [("weights", p.weight_bytes, "used"),
-             ("activations (estimate)", p.activation_bytes, "waste"),
+             ("activations*", p.activation_bytes, "waste"),
              ("KV cache", p.kv_cache_bytes, "accent"),
-             ("not used", max(0, total - p.peak_memory - p.kv_cache_bytes), "free")]
+             ("unused", max(0, total - p.peak_memory - p.kv_cache_bytes), "free")]
+    body.append(svg.rect(bx, y, bw, bh, fill="free", stroke="line", rx=0,
+                         tip=f"GPU memory: {fmt_bytes(total)}"))
     x = bx
-    for name, size, color in parts:
-        w = bw * min(size, total) / total
+    for name, size, color in parts[:3]:
+        w = min(bw * size / total, bx + bw - x)      # weights alone may exceed the GPU
         if w > 0:
             body.append(svg.rect(x, y, w, bh, fill=color, rx=0,
                                  tip=f"{name}: {fmt_bytes(size)}"))
-        x += w
+            x += w
     util_x = bx + bw * p.gpu_memory_utilization
-    body.append(svg.line(util_x, y - 4, util_x, y + bh + 4, stroke="fg", width=1.5))
+    body.append(svg.line(util_x, y - 4, util_x, y + bh + 4, stroke="fg", width=2))
     y += bh
-    line(f"{fmt_bytes(total)} on the GPU; the bar at {_short(p.gpu_memory_utilization)} marks "
-         f"gpu_memory_utilization", size=10, fill="muted", gap=13)
-    lx = 10
-    y += 4
-    for name, size, color in parts:
-        label = f"{name} {fmt_bytes(size)}"
-        body.append(svg.rect(lx, y + 6, 10, 10, fill=color, stroke="line", rx=1))
-        body.append(svg.text(lx + 14, y + 15, label, size=10))
-        lx += 24 + 5.9 * len(label)
-        if lx > WIDTH - 150 and name != parts[-1][0]:
-            lx = 10
-            y += 15
-    y += 18
-    line(f"num_gpu_blocks = floor((total x utilization - peak) / block bytes)", size=11)
-    line(f"= floor(({fmt_bytes(total)} x {_short(p.gpu_memory_utilization)} - "
+    line(f"{fmt_bytes(total)} in all; the mark is gpu_memory_utilization = "
+         f"{_short(p.gpu_memory_utilization)}", size=11, fill="muted")
+    for i, (name, size, color) in enumerate(parts):
+        lx = 10 + (i % 2) * (W - 20) / 2
+        if i % 2 == 0:
+            y += 16
+        body.append(svg.rect(lx, y - 10, 12, 12, fill=color, stroke="line", rx=1))
+        body.append(svg.text(lx + 16, y, f"{name} {fmt_bytes(size)}", size=11))
+    line("num_gpu_blocks = floor((total × utilization − peak) / block bytes)", size=11, gap=6)
+    line(f"= floor(({fmt_bytes(total)} × {_short(p.gpu_memory_utilization)} − "
          f"{fmt_bytes(p.peak_memory)}) / {fmt_bytes(p.cache_block_size)})", size=11)
-    line(f"= {commas(p.num_gpu_blocks)} blocks of 16 tokens = {commas(p.num_token_slots)} token slots",
-         fill="highlight")
-    line(f"peak = weights {fmt_bytes(p.weight_bytes)} + activations {fmt_bytes(p.activation_bytes)}"
-         f" (our estimate; vLLM measures it)", size=10, fill="muted", gap=14)
+    line(f"= {commas(p.num_gpu_blocks)} blocks of 16 tokens", size=13, fill="highlight")
+    line(f"= {commas(p.num_token_slots)} token slots", size=13, fill="highlight")
+    line("peak = weights + activations. *vLLM measures the activations; sim.hardware "
+         "estimates them.", size=11, fill="muted")
     if n["error"]:
-        words = n["error"].split(". ")[0] + "."
-        line("vLLM refuses to start:", fill="highlight")
-        for chunk in _wrap(words, 70):
-            line(chunk, size=11, gap=14)
+        line("vLLM refuses to start:", fill="highlight", gap=4)
+        line(n["error"].split(". ")[0] + ".", size=11)
     else:
         fit = n["seqs_fit"]
-        line(f"{commas(v['seq_len'])}-token sequences: {n['blocks_per_seq']} blocks each, "
-             f"{commas(fit)} at once")
         need = n["blocks_per_seq"] * v["batch"]
+        line(f"A {commas(v['seq_len'])}-token sequence takes {n['blocks_per_seq']} blocks: "
+             f"{commas(fit)} fit at once.", gap=4)
         if need <= p.num_gpu_blocks:
-            line(f"batch of {v['batch']}: {commas(need)} blocks, fits "
-                 f"({_short(100 * need / p.num_gpu_blocks)}% of the cache)", fill="seq-2")
+            line(f"The batch of {v['batch']} takes {commas(need)} blocks: it fits "
+                 f"({_short(100 * need / p.num_gpu_blocks)}% of the cache).", fill="seq-2")
         else:
-            line(f"batch of {v['batch']}: {commas(need)} blocks, does not fit: "
-                 f"{commas(fit)} run, the rest wait", fill="highlight")
+            line(f"The batch of {v['batch']} needs {commas(need)} blocks: it does not fit; "
+                 f"{commas(fit)} run, the rest wait.", fill="highlight")
     if v["model"] == "opt-13b":
-        heading("The paper's Table 1 (OPT-13B, one A100-40GB)")
-        line(f"12 GiB / {fmt_bytes(kv_bytes_per_token(model, 'fp16'))} per token = "
-             f"{commas(n['paper_slots'])} slots ({_short(n['paper_slots'] / 1000)}K)")
-        line("It assumed fp16 and 12 GB left for KV beside 26 GB of weights;", size=11,
-             fill="muted")
-        line("its GB is binary: 12 x 2^30 bytes.", size=11, fill="muted", gap=14)
-    return svg.document(WIDTH, y + 12, body,
-                        label=f"KV cache cost of {model.name} on {gpus}")
+        heading("The paper's Table 1 (OPT-13B, A100-40GB)")
+        line(f"12 GiB / {fmt_bytes(kv_bytes_per_token(model, 'fp16'))} = "
+             f"{commas(n['paper_slots'])} slots ({n['paper_slots'] / 1000:.1f}K)", size=13)
+        line("It assumed fp16 and 12 GB left for KV beside 26 GB of weights; its GB is "
+             "binary: 12 × 2^30 bytes.", size=11, fill="muted")
+    return svg.document(W, y + 10, body, label=f"KV cache cost of {model.name} on {gpus}")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -484,11 +485,11 @@ def render_kv_vs_length() -> str:
         series, width=WIDTH, height=340,
         x=chart.Axis("sequence length (tokens)", log=True, base=2, lo=128, hi=8192,
                      fmt=lambda t: commas(int(t))),
-        y=chart.Axis("KV cache of one sequence (GiB)", log=True, lo=0.01, hi=100,
+        y=chart.Axis("KV cache of one sequence (GiB)", log=True, lo=0.01, hi=1000,
                      fmt=lambda t: _short(t) if t < 1 else commas(int(t))),
         markers=[chart.Marker(y=PAPER_KV_SPACE / GiB,
-                              label=f"12 GiB: {commas(PAPER_KV_SPACE // kv_bytes_per_token(opt))} "
-                                    f"OPT-13B tokens (Table 1)", color="highlight")],
+                              label=f"12 GiB = {commas(PAPER_KV_SPACE // kv_bytes_per_token(opt))} "
+                                    f"OPT-13B tokens", color="highlight")],
         title="KV cache of one sequence, fp16, whole model",
         label="KV cache bytes of one sequence against its length, for five models")
 
