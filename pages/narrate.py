@@ -78,11 +78,22 @@ def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, 
                 else "adds one token per sequence" if multi
                 else "each add one token" if len(names) > 1 else "adds one token")
         sentences.append(f"Decode step: {join(names)} {verb}.")
-        new_blocks = [e for e in ev if isinstance(e, BlockAllocated)]
-        for e in new_blocks:
-            who = labels.get(e.seq_ids[0], str(e.seq_ids[0]))
-            sentences.append(f"{who}'s last block was full, so its new token starts logical "
-                             f"block {e.logical} in physical block {e.physical}.")
+        # One sentence per request and logical block: the samples or beams of one request
+        # usually cross a block boundary together.
+        new_blocks: dict[tuple[str, int], list] = {}
+        for e in ev:
+            if isinstance(e, BlockAllocated):
+                key = (request_of.get(e.seq_ids[0], ""), e.logical)
+                new_blocks.setdefault(key, []).append(e)
+        for (_, logical), es in new_blocks.items():
+            who = [labels.get(e.seq_ids[0], str(e.seq_ids[0])) for e in es]
+            if len(es) == 1:
+                sentences.append(f"{who[0]}'s last block was full, so its new token starts "
+                                 f"logical block {logical} in physical block {es[0].physical}.")
+            else:
+                sentences.append(f"The last blocks of {join(who)} were full, so each new "
+                                 f"token starts logical block {logical} (physical "
+                                 f"{blocks_list([e.physical for e in es])}).")
     elif not sentences:
         sentences.append("Nothing to run this step.")
 
@@ -90,10 +101,13 @@ def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, 
         if isinstance(e, CopyOnWrite):
             sentences.append(f"{labels.get(e.seq_id, e.seq_id)} writes into shared block "
                              f"{e.src}: copy-on-write to block {e.dst}.")
-    forks = [e for e in ev if isinstance(e, Forked)]
-    if forks:
+    by_parent: dict[int, list] = {}
+    for e in ev:
+        if isinstance(e, Forked):
+            by_parent.setdefault(e.parent_seq_id, []).append(e)
+    for parent_id, forks in by_parent.items():
         kids = [labels.get(f.child_seq_id, str(f.child_seq_id)) for f in forks]
-        parent = labels.get(forks[0].parent_seq_id, str(forks[0].parent_seq_id))
+        parent = labels.get(parent_id, str(parent_id))
         sentences.append(f"{join(kids)} fork{'s' if len(kids) == 1 else ''} from {parent}, "
                          f"sharing {blocks_list(list(forks[0].shared_blocks))}.")
     for e in ev:
