@@ -132,6 +132,23 @@ def block_tables(x: float, y: float, snap: dict, h: Highlights,
     return out, yy - y
 
 
+def _pool_geometry(block_size: int) -> tuple[float, float, int]:
+    """(slot width, block width, blocks per row) of pool()'s layout."""
+    slot_w = _slot_width(block_size)
+    block_w = block_size * slot_w + 4
+    cols = max(1, int((WIDTH - 2 * MARGIN + 8) // (block_w + 8)))
+    return slot_w, block_w, cols
+
+
+def pool_block_box(x: float, y: float, snap: dict, n: int) -> tuple[float, float, float, float]:
+    """Where pool(x, y, snap, ...) draws the body of block `n`: (left, top, width, height).
+    For pictures that point at blocks (swap arrows, copies)."""
+    _, block_w, cols = _pool_geometry(snap["block_size"])
+    bx = x + (n % cols) * (block_w + 8)
+    by = y + 18 + (n // cols) * (ROW + 4)
+    return bx, by + 11, block_w, ROW - 12
+
+
 def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
          title: str | None = None, token_text=None) -> tuple[list[str], float]:
     """The physical blocks of one device: each block's slots, coloured by the request whose
@@ -141,9 +158,7 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
     colors = request_colors(snap)
     labels = seq_labels(snap)
     who = owners(snap)
-    slot_w = _slot_width(bs)
-    block_w = bs * slot_w + 4
-    cols = max(1, int((WIDTH - 2 * MARGIN + 8) // (block_w + 8)))
+    slot_w, block_w, cols = _pool_geometry(bs)
     used = dev["num_blocks"] - dev["num_free"]
     heading = title or (f"{device.upper()} physical blocks: {used} used, "
                         f"{dev['num_free']} free")

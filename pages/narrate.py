@@ -55,8 +55,10 @@ def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, 
             sentences.append(f"{e.needed_by} needs a free block for its next token and none "
                              f"is free: {who}. Preempted by {e.mode}.")
         elif isinstance(e, SwappedOut):
-            sentences.append(f"{e.request_id}'s {len(e.mapping)} blocks are swapped out to the "
-                             f"CPU ({', '.join(f'{g}->C{c}' for g, c in e.mapping)}).")
+            one = len(e.mapping) == 1
+            sentences.append(f"{e.request_id}'s {len(e.mapping)} block{'' if one else 's'} "
+                             f"{'is' if one else 'are'} swapped out to the CPU "
+                             f"({', '.join(f'{g}->C{c}' for g, c in e.mapping)}).")
         elif isinstance(e, SwappedIn):
             sentences.append(f"{e.request_id} is swapped back in under new GPU numbers "
                              f"({', '.join(f'C{c}->{g}' for c, g in e.mapping)}).")
