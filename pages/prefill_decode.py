@@ -53,7 +53,7 @@ GPU_CHOICES = (
 # axis stays put: 0.5 (a decode at batch 1 is about 1 FLOP/byte) to 2^14 (a prefill of
 # 8192 tokens is about 8,200).
 X_LO, X_HI = 0.5, 16384.0
-WIDTH = 440
+WIDTH = 380
 
 
 def roofline_for(gpu_id: str) -> Roofline:
@@ -207,10 +207,9 @@ def _step_tip(i: int, t: StepTime) -> str:
             f"{bound_words(t)}, {ms_text(t.predicted_s)}")
 
 
-def roofline_series(roof: Roofline, lo: float = X_LO, hi: float = X_HI,
-                    name: str = "roofline") -> chart.Series:
-    pts = [(lo, roof.attainable_flops(lo)), (roof.ridge_point, roof.peak_flops),
-           (hi, roof.attainable_flops(hi))]
+def roofline_series(roof: Roofline, name: str = "roofline") -> chart.Series:
+    pts = [(X_LO, roof.attainable_flops(X_LO)), (roof.ridge_point, roof.peak_flops),
+           (X_HI, roof.attainable_flops(X_HI))]
     return chart.Series(name, pts, color="accent", kind="line")
 
 
@@ -223,34 +222,74 @@ def _pow2_label(v: float) -> str:
     return f"{v:.1f}" if v < 1 else f"{v:.0f}"
 
 
-def flops_axis(roof: Roofline) -> chart.Axis:
+def flops_axis(roof: Roofline, label: str = "attainable FLOP/s") -> chart.Axis:
     lo = 10 ** math.floor(math.log10(roof.attainable_flops(X_LO)) + 1e-9)
     hi = 10 ** math.ceil(math.log10(roof.peak_flops) - 1e-9)
-    return chart.Axis("attainable FLOP/s", log=True, lo=lo, hi=hi)
+    return chart.Axis(label, log=True, lo=lo, hi=hi)
 
 
-def _bar_row(y: float, label: str, detail: str, seconds: float, longest: float,
-             wins: bool) -> list[str]:
-    x0, full = 78, 230
-    width = max(1.0, full * seconds / longest)
-    fill = "accent" if wins else "used"
-    out = [svg.text(6, y + 11, label, size=12),
-           svg.rect(x0, y, full, 14, fill="free", rx=2),
-           svg.rect(x0, y, width, 14, fill=fill, rx=2,
-                    tip=f"{label}: {detail} = {ms_text(seconds)}"),
-           svg.text(x0 + full + 6, y + 11, ms_text(seconds), size=12,
-                    fill="fg" if wins else "muted")]
+def roofline_plot(series: list[chart.Series], roof: Roofline, height: float,
+                  title: str, y_label: str = "attainable FLOP/s") -> list[str]:
+    """chart.plot with the ridge point marked; its label sits at the foot of the dashed
+    line, where nothing is drawn (points sit on the roof, and the roof is high there)."""
+    body = chart.plot(0, 0, WIDTH, height, series, x=intensity_axis(),
+                      y=flops_axis(roof, y_label),
+                      markers=[chart.Marker(x=roof.ridge_point)], title=title)
+    left, right = chart.PAD_LEFT, WIDTH - chart.PAD_RIGHT
+    frac = math.log2(roof.ridge_point / X_LO) / math.log2(X_HI / X_LO)
+    px = left + frac * (right - left)
+    body.append(svg.text(px + 4, height - chart.PAD_BOTTOM - 6,
+                         f"ridge {intensity_text(roof.ridge_point)}", size=10, fill="muted"))
+    return body
+
+
+# The parts of each term, drawn as a stacked bar: (label, StepCost field, colour).
+COMPUTE_PARTS = (("projections", "flops_projections", "accent"),
+                 ("attention", "flops_attention", "seq-2"),
+                 ("LM head", "flops_lm_head", "seq-3"))
+MEMORY_PARTS = (("weights", "bytes_weights", "seq-0"),
+                ("KV read", "bytes_kv_read", "seq-1"),
+                ("KV written", "bytes_kv_written", "seq-5"))
+BAR_X, BAR_W = 72, 180
+
+
+def _term_rows(y: float, label: str, t: StepTime, parts, total: float, rate: float,
+               fmt, unit_rate: str, seconds: float, longest: float, wins: bool) -> list[str]:
+    """One term of the roofline: a bar as long as its time, split into its parts."""
+    out = [svg.text(6, y + 11, label, size=12, fill="fg" if wins else "muted"),
+           svg.rect(BAR_X, y, BAR_W, 14, fill="free", rx=2)]
+    x = float(BAR_X)
+    width = BAR_W * seconds / longest
+    for name, field, color in parts:
+        amount = getattr(t.cost, field)
+        if amount <= 0:
+            continue
+        w = width * amount / total
+        out.append(svg.rect(x, y, max(w, 0.5), 14, fill=color, rx=0,
+                            opacity=None if wins else "0.55",
+                            tip=f"{label}: {name} {fmt(amount)} "
+                                f"({amount / total * 100:.1f}% of {fmt(total)})"))
+        x += w
+    out.append(svg.text(BAR_X + BAR_W + 6, y + 11, ms_text(seconds), size=12,
+                        fill="fg" if wins else "muted"))
     if wins:
-        out.append(svg.text(WIDTH - 6, y + 11, "the bound", size=11, fill="accent", anchor="end"))
-    out.append(svg.text(x0, y + 27, detail, size=10, fill="muted"))
+        out.append(svg.text(WIDTH - 4, y + 11, "bound", size=11, fill="highlight",
+                            anchor="end"))
+    out.append(svg.text(BAR_X, y + 27, f"{fmt(total)} / {rate_text(rate, unit_rate)}",
+                        size=11, fill="muted"))
+    lx = BAR_X
+    for name, field, color in parts:
+        out.append(svg.rect(lx, y + 34, 9, 9, fill=color, rx=1))
+        out.append(svg.text(lx + 12, y + 42, name, size=10, fill="muted"))
+        lx += 12 + 6.2 * len(name) + 10
     return out
 
 
 def _timeline(y: float, i: int, all_steps: list[StepTime]) -> list[str]:
-    x0, full = 78, WIDTH - 84
+    x0, full = BAR_X, WIDTH - BAR_X - 6
     total = sum(t.predicted_s for t in all_steps)
     out = [svg.text(6, y + 11, "time", size=12)]
-    x = x0
+    x = float(x0)
     for j, t in enumerate(all_steps):
         w = full * t.predicted_s / total
         if j == i:
@@ -258,34 +297,34 @@ def _timeline(y: float, i: int, all_steps: list[StepTime]) -> list[str]:
         elif j > i:
             fill = "free"
         else:
-            fill = "seq-0" if t.cost.phase == "prefill" else "seq-1"
-        out.append(svg.rect(x, y, max(w - 0.6, 0.4), 14, fill=fill, rx=0,
+            fill = "used"
+        out.append(svg.rect(x, y, max(w - 0.8, 0.4), 14, fill=fill, rx=0,
                             tip=_step_tip(j, t)))
         x += w
-    done = sum(t.predicted_s for t in all_steps[: i + 1])
-    first = all_steps[0].predicted_s
-    line = f"first token after {ms_text(first)}"
+    lines = [f"first token after {ms_text(all_steps[0].predicted_s)}"]
     if len(all_steps) > 1:
-        per = all_steps[1].predicted_s
-        seqs = all_steps[1].cost.num_seqs
-        rate = seqs / per
-        line += f", then one every {ms_text(per)}"
-        line += f" per sequence ({rate_text(rate, 'tok/s')} in all)" if seqs > 1 else ""
-    out.append(svg.text(x0, y + 27, line, size=10, fill="muted"))
-    out.append(svg.text(x0, y + 40, f"steps 1-{i + 1}: {ms_text(done)} of {ms_text(total)}",
-                        size=10, fill="muted"))
+        d = all_steps[1]
+        lines[0] += f", then one every {ms_text(d.predicted_s)}"
+        if d.cost.num_seqs > 1:
+            lines.append(f"for each of {count_text(d.cost.num_seqs)} sequences: "
+                         f"{rate_text(d.cost.num_seqs / d.predicted_s, 'tokens/s')} in all")
+    done = sum(t.predicted_s for t in all_steps[: i + 1])
+    lines.append((f"steps 1-{i + 1} take" if i else "step 1 takes")
+                 + f" {ms_text(done)} of {ms_text(total)}")
+    for k, line in enumerate(lines):
+        out.append(svg.text(6, y + 30 + 14 * k, line, size=11, fill="muted"))
     return out
 
 
 def frame_svg(i: int, all_steps: list[StepTime], gpu_id: str, model_name: str) -> str:
     t = all_steps[i]
     roof, c = t.roofline, t.cost
-    series = [roofline_series(roof)]
-    prefill_pts = [(s.cost.arithmetic_intensity, s.attainable_flops)
-                   for s in all_steps[: i + 1] if s.cost.phase == "prefill"]
+    series = [roofline_series(roof),
+              chart.Series("prefill", [(all_steps[0].cost.arithmetic_intensity,
+                                        all_steps[0].attainable_flops)],
+                           color="seq-0", kind="points", marker="square",
+                           tips=[_step_tip(0, all_steps[0])])]
     decode = [(j, s) for j, s in enumerate(all_steps[: i + 1]) if s.cost.phase == "decode"]
-    series.append(chart.Series("prefill", prefill_pts, color="seq-0", kind="points",
-                               marker="square", tips=[_step_tip(0, all_steps[0])]))
     if decode:
         series.append(chart.Series("decode", [(s.cost.arithmetic_intensity, s.attainable_flops)
                                               for _, s in decode],
@@ -295,40 +334,31 @@ def frame_svg(i: int, all_steps: list[StepTime], gpu_id: str, model_name: str) -
                                color="highlight", kind="points",
                                marker="square" if c.phase == "prefill" else "circle",
                                tips=[_step_tip(i, t)]))
-    ridge = chart.Marker(x=roof.ridge_point, label=f"ridge {intensity_text(roof.ridge_point)}")
-    h_chart = 270
-    body = chart.plot(0, 0, WIDTH, h_chart, series, x=intensity_axis(), y=flops_axis(roof),
-                      markers=[ridge], title=f"{model_name} on {gpu_label(gpu_id)}")
+    h_chart = 250
+    body = roofline_plot(series, roof, h_chart, f"{model_name} on {gpu_label(gpu_id)}")
 
-    y = h_chart + 8
+    y = h_chart + 4
     if c.phase == "prefill":
-        what = f"Step {i + 1}: prefill of {count_text(c.num_query_tokens)} prompt tokens"
+        what = f"Step {i + 1}: prefill, {count_text(c.num_query_tokens)} tokens"
     else:
-        what = (f"Step {i + 1}: decode, 1 token x {count_text(c.num_seqs)} seq, context "
-                f"{count_text(c.num_context_tokens // c.num_seqs)}")
+        what = (f"Step {i + 1}: decode, {count_text(c.num_seqs)} seq x 1 token, "
+                f"context {count_text(c.num_context_tokens // c.num_seqs)}")
     body.append(svg.text(6, y + 12, what, size=13))
     y += 24
     longest = max(t.compute_s, t.memory_s)
-    body += _bar_row(y, "compute", f"{flop_text(c.flops)} / {rate_text(roof.peak_flops, 'FLOP/s')}",
-                     t.compute_s, longest, t.bound == "compute")
-    y += 36
-    body += _bar_row(y, "memory", f"{byte_text(c.bytes)} / {rate_text(roof.memory_bandwidth, 'B/s')}",
-                     t.memory_s, longest, t.bound == "memory")
-    y += 40
-    lines = (
-        f"FLOPs: projections {flop_text(c.flops_projections)}, attention "
-        f"{flop_text(c.flops_attention)}, LM head {flop_text(c.flops_lm_head)}",
-        f"bytes: weights {byte_text(c.bytes_weights)}, KV read {byte_text(c.bytes_kv_read)}, "
-        f"KV written {byte_text(c.bytes_kv_written)}",
-        f"intensity {intensity_text(c.arithmetic_intensity)} FLOP/B "
-        f"{'>=' if t.bound == 'compute' else '<'} ridge {intensity_text(roof.ridge_point)}: "
-        f"{bound_words(t)}",
-    )
-    for k, line in enumerate(lines):
-        body.append(svg.text(6, y + k * 15, line, size=10.5, fill="fg" if k == 2 else "muted"))
-    y += 3 * 15 + 4
+    body += _term_rows(y, "compute", t, COMPUTE_PARTS, c.flops, roof.peak_flops, flop_text,
+                       "FLOP/s", t.compute_s, longest, t.bound == "compute")
+    y += 54
+    body += _term_rows(y, "memory", t, MEMORY_PARTS, c.bytes, roof.memory_bandwidth, byte_text,
+                       "B/s", t.memory_s, longest, t.bound == "memory")
+    y += 62
+    sign = ">=" if t.bound == "compute" else "<"
+    body.append(svg.text(6, y, f"{intensity_text(c.arithmetic_intensity)} FLOP/B {sign} ridge "
+                               f"{intensity_text(roof.ridge_point)}: {bound_words(t)}",
+                         size=12))
+    y += 14
     body += _timeline(y, i, all_steps)
-    height = y + 48
+    height = y + 30 + 14 * (3 if len(all_steps) > 1 and all_steps[1].cost.num_seqs > 1 else 2)
     label = f"{what}: {bound_words(t)}, {ms_text(t.predicted_s)}"
     return svg.document(WIDTH, height, body, label=label)
 
@@ -414,7 +444,7 @@ def measured_roofline_svg(data: dict | None = None) -> str:
     data = data if data is not None else _load()
     rows = measured_rows(data)
     roof = rows[0].predicted.roofline
-    series = [roofline_series(roof, name="roofline (measured ceilings)")]
+    series = [roofline_series(roof)]
     for phase, color, marker in (("prefill", "seq-0", "square"), ("decode", "seq-1", "circle")):
         pts, tips = [], []
         for r in rows:
@@ -430,10 +460,11 @@ def measured_roofline_svg(data: dict | None = None) -> str:
                         f"{rate_text(achieved, 'FLOP/s')} achieved")
         series.append(chart.Series(f"{phase}, measured", pts, color=color, kind="points",
                                    marker=marker, tips=tips))
-    ridge = chart.Marker(x=roof.ridge_point, label=f"ridge {intensity_text(roof.ridge_point)}")
-    return chart.chart(series, x=intensity_axis(), y=flops_axis(roof), width=WIDTH, height=320,
-                       markers=[ridge], title=f"{data['device']}: measured steps under the roof",
-                       label="Measured FLOP/s of each H200 step against the roofline")
+    height = 300
+    body = roofline_plot(series, roof, height, "H200: measured steps under the roof",
+                         y_label="FLOP/s (points: achieved)")
+    return svg.document(WIDTH, height, body,
+                        label="Measured FLOP/s of each H200 step against the roofline")
 
 
 def _ratio_bar(x: float, y: float, ratio: float, scale: float) -> list[str]:
@@ -445,53 +476,54 @@ def _ratio_bar(x: float, y: float, ratio: float, scale: float) -> list[str]:
     return out
 
 
+# Table columns: (header, x, anchor); the widths fit the longest cells at font size 11.
+_SIZE_COLS = {"prefill": (("prompt", 6, "start"),),
+              "decode": (("batch", 6, "start"), ("context", 48, "start"))}
+_TIME_COLS = (("measured", 150, "end"), ("predicted", 214, "end"), ("ratio", 256, "end"),
+              ("bound", WIDTH - 4, "end"))
+_BAR_X, _BAR_SCALE = 262, 16
+
+
 def measured_table_svg(phase: str, data: dict | None = None) -> str:
     """A table of one phase's rows: size, measured and predicted ms, the ratio (with a bar:
     ticks at 1x and 2x), and the bound sim.cost names (checked against the file's)."""
     rows = [r for r in measured_rows(data) if r.phase == phase]
-    if phase == "prefill":
-        cols = (("prompt", 6, "start"),)
-    else:
-        cols = (("batch", 6, "start"), ("context", 52, "start"))
-    cols += (("measured", 164, "end"), ("predicted", 234, "end"), ("ratio", 284, "end"),
-             ("bound", 434, "end"))
     row_h, top = 19, 40
-    height = top + row_h * len(rows) + 34
-    body = [svg.text(6, 16, f"{phase.capitalize()} steps on the H200: measured vs the roofline",
-                     size=12)]
-    for name, x, anchor in cols:
+    height = top + row_h * len(rows) + 36
+    body = [svg.text(6, 16, f"{phase.capitalize()} on the H200: measured vs roofline", size=12)]
+    for name, x, anchor in _SIZE_COLS[phase] + _TIME_COLS:
         body.append(svg.text(x, 34, name, size=10.5, fill="muted", anchor=anchor))
-    body.append(svg.line(6, top - 2, WIDTH - 6, top - 2, stroke="line"))
+    body.append(svg.line(4, top - 2, WIDTH - 4, top - 2, stroke="line"))
     for k, r in enumerate(rows):
         y = top + row_h * k + 13
         if k % 2:
             body.append(svg.rect(2, y - 13, WIDTH - 4, row_h, fill="panel", rx=0))
         t = r.predicted
-        size_cells = ([(count_text(r.tokens), 6, "start")] if phase == "prefill"
-                      else [(count_text(r.batch), 6, "start"), (count_text(r.ctx), 52, "start")])
+        sizes = ((count_text(r.tokens),) if phase == "prefill"
+                 else (count_text(r.batch), count_text(r.ctx)))
         same = t.bound == r.measured_bound
-        cells = size_cells + [
-            (f"{r.measured_s * 1e3:.2f} ms", 164, "end"),
-            (f"{t.predicted_s * 1e3:.2f} ms", 234, "end"),
-            (f"{r.ratio:.2f}x", 284, "end"),
-            (f"{t.bound}{'' if same else ' (file: ' + r.measured_bound + ')'}", 434, "end"),
-        ]
-        tip = (f"{phase}, " + (f"{count_text(r.tokens)} prompt tokens" if phase == "prefill"
-                               else f"batch {count_text(r.batch)}, context {count_text(r.ctx)}")
-               + f": measured {ms_text(r.measured_s)}, roofline {ms_text(t.predicted_s)}, "
-               f"ratio {r.ratio:.2f}, {t.bound}-bound "
-               + ("(the file's roofline agrees)" if same else f"(the file says {r.measured_bound})"))
-        row = [svg.text(x, y, text, size=11, anchor=anchor) for text, x, anchor in cells]
-        row += _ratio_bar(292, y - 9, r.ratio, 24)
+        texts = sizes + (f"{r.measured_s * 1e3:.2f} ms", f"{t.predicted_s * 1e3:.2f} ms",
+                         f"{r.ratio:.2f}x", t.bound if same else f"{t.bound}*")
+        cols = _SIZE_COLS[phase] + _TIME_COLS
+        what = (f"{count_text(r.tokens)} prompt tokens" if phase == "prefill"
+                else f"batch {count_text(r.batch)}, context {count_text(r.ctx)}")
+        tip = (f"{phase}, {what}: measured {ms_text(r.measured_s)}, roofline "
+               f"{ms_text(t.predicted_s)}, ratio {r.ratio:.2f}, {t.bound}-bound "
+               + ("(the file's roofline agrees)" if same
+                  else f"(the file says {r.measured_bound})"))
+        row = [svg.text(x, y, text, size=11, anchor=anchor)
+               for text, (_, x, anchor) in zip(texts, cols)]
+        row += _ratio_bar(_BAR_X, y - 9, r.ratio, _BAR_SCALE)
         body.append(svg.group(row, tip=tip))
     lo = min(r.ratio for r in rows)
     hi = max(r.ratio for r in rows)
-    y = top + row_h * len(rows) + 16
-    body.append(svg.text(6, y, f"measured / predicted: {lo:.2f}x to {hi:.2f}x; bars tick 1x "
-                               f"and 2x", size=10, fill="muted"))
     agree = sum(r.predicted.bound == r.measured_bound for r in rows)
-    body.append(svg.text(6, y + 14, f"the bound matches the file's on {agree} of {len(rows)} rows",
-                         size=10, fill="muted"))
+    y = top + row_h * len(rows) + 16
+    body.append(svg.text(6, y, f"measured / predicted: {lo:.2f}x to {hi:.2f}x (ticks: 1x, 2x)",
+                         size=10.5, fill="muted"))
+    body.append(svg.text(6, y + 14, f"bound as in the file on {agree} of {len(rows)} rows"
+                         + ("" if agree == len(rows) else " (* differs)"),
+                         size=10.5, fill="muted"))
     return svg.document(WIDTH, height, body,
                         label=f"Measured and predicted {phase} step times on the H200")
 
