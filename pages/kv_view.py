@@ -35,22 +35,27 @@ class Highlights:
 
 def highlights(events: list) -> Highlights:
     h = Highlights()
+    # In event order: a block freed and then handed out again in the same step shows as
+    # allocated; one allocated and then freed (a copy made for a beam that is pruned in
+    # the same step) shows as freed.
     for e in events:
         if isinstance(e, BlockAllocated):
             h.allocated.add((e.device, e.physical))
+            h.freed.discard((e.device, e.physical))
         elif isinstance(e, BlockFreed):
             h.freed.add((e.device, e.physical))
+            h.allocated.discard((e.device, e.physical))
         elif isinstance(e, CopyOnWrite):
             h.copied_to[e.dst] = e.src
             h.allocated.add(("gpu", e.dst))
+            h.freed.discard(("gpu", e.dst))
         elif isinstance(e, SwappedOut):
             h.swapped_out.update(("cpu", c) for _, c in e.mapping)
         elif isinstance(e, SwappedIn):
             h.swapped_in.update(("gpu", g) for _, g in e.mapping)
         elif isinstance(e, Preempted):
             h.victims.add(e.request_id)
-    # A block freed and reallocated in the same step is shown as allocated.
-    h.freed -= h.allocated | h.swapped_in | h.swapped_out
+    h.freed -= h.swapped_in | h.swapped_out
     return h
 
 
@@ -87,9 +92,10 @@ def _slot_width(block_size: int) -> float:
 
 
 def block_tables(x: float, y: float, snap: dict, h: Highlights,
-                 title: str = "Block tables (logical block -> physical block, filled slots)"
-                 ) -> tuple[list[str], float]:
-    """One row per live sequence with a block table: its logical blocks in order."""
+                 title: str = "Block tables (logical block -> physical block, filled slots)",
+                 seq_colors: dict[int, str] | None = None) -> tuple[list[str], float]:
+    """One row per live sequence with a block table: its logical blocks in order.
+    `seq_colors` (seq_id -> palette name) colours rows by sequence instead of request."""
     colors = request_colors(snap)
     labels = seq_labels(snap)
     bs = snap["block_size"]
@@ -103,7 +109,7 @@ def block_tables(x: float, y: float, snap: dict, h: Highlights,
             if not table:
                 continue
             any_row = True
-            color = colors[r["request_id"]]
+            color = (seq_colors or {}).get(s["seq_id"]) or colors[r["request_id"]]
             out.append(svg.text(x, yy + 19, labels[s["seq_id"]], size=12))
             per_row = max(1, int((WIDTH - 2 * MARGIN - 40) // (cell_w + 4)))
             for i, (dev, num, filled) in enumerate(table):
@@ -150,9 +156,12 @@ def pool_block_box(x: float, y: float, snap: dict, n: int) -> tuple[float, float
 
 
 def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
-         title: str | None = None, token_text=None) -> tuple[list[str], float]:
+         title: str | None = None, token_text=None, seq_colors: dict[int, str] | None = None,
+         shared_color: str = "accent") -> tuple[list[str], float]:
     """The physical blocks of one device: each block's slots, coloured by the request whose
-    token sits there; free blocks pale; a reference count badge where blocks are shared."""
+    token sits there; free blocks pale; a reference count badge where blocks are shared.
+    With `seq_colors` (seq_id -> palette name), a block held by one sequence takes that
+    sequence's colour and a block shared by several takes `shared_color`."""
     dev = snap[device]
     bs = snap["block_size"]
     colors = request_colors(snap)
@@ -175,6 +184,10 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
         if ref > 1:
             parts.append(svg.text(bx + block_w, by + 9, f"ref {ref}", size=9,
                                   fill="highlight", anchor="end"))
+        elif ref and device == "gpu" and n in h.copied_to and key in h.allocated:
+            src = h.copied_to[n]
+            parts.append(svg.text(bx + block_w, by + 9, f"copy #{src}" if block_w >= 64
+                                  else f"\u2190#{src}", size=9, fill="highlight", anchor="end"))
         body_y = by + 11
         stroke, width = "line", 1
         if key in h.allocated or key in h.swapped_in or key in h.swapped_out:
@@ -192,6 +205,9 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
         else:
             rid = sharers[0][0] if sharers else None
             color = colors.get(rid, "used")
+            if seq_colors is not None and sharers:
+                color = (shared_color if len(sharers) > 1
+                         else seq_colors.get(sharers[0][1], color))
             parts.append(svg.rect(bx, body_y, block_w, ROW - 12, fill="panel",
                                   stroke=stroke, stroke_width=width))
             slots = block.get("slots", [])
