@@ -337,12 +337,14 @@ def render_fig2(shares: dict[str, dict[str, float]] | None = None) -> str:
     body: list[str] = []
     y = 4
     x = left
-    for kind in CATEGORIES[:4]:
+    for i, kind in enumerate(CATEGORIES[:4]):
         color, label = STYLE[kind]
-        body.append(svg.rect(x, y + 2, 12, 11, fill=color, stroke="line", rx=1))
-        body.append(svg.text(x + 16, y + 12, label, size=11))
-        x += 30 + 6.6 * len(label)
-    y += 22
+        if i == 2:
+            x, y = left, y + 16
+        body.append(svg.rect(x, y + 2, 12, 12, fill=color, stroke="line", rx=1))
+        body.append(svg.text(x + 16, y + 12.5, label, size=12))
+        x += 30 + 7.2 * len(label)
+    y += 24
     body.append(svg.text(left, y + 10, "Share of the KV memory in use, averaged over time",
                          size=12, fill="muted"))
     y += 18
@@ -359,7 +361,7 @@ def render_fig2(shares: dict[str, dict[str, float]] | None = None) -> str:
             color, name = STYLE[kind]
             body.append(svg.rect(x, y, w, 22, fill=color, rx=0,
                                  tip=f"{label}, {name}: {_pct(ours[kind])} (ours)"))
-            if w > 36:
+            if w > 28:
                 body.append(svg.text(x + w / 2, y + 15, _pct(ours[kind], 0), size=10.5,
                                      anchor="middle", fill="bg" if kind != "free" else "fg"))
             x += w
