@@ -40,11 +40,14 @@ class Axis:
 
 @dataclass(frozen=True)
 class Marker:
-    """A vertical or horizontal reference line with a label (a ridge point, a limit)."""
+    """A vertical or horizontal reference line with a label (a ridge point, a limit).
+    `label_at`: "start" puts a vertical line's label at its top (a horizontal line's at the
+    right end), "end" at its foot (the left end), away from data near the other end."""
     x: float | None = None
     y: float | None = None
     label: str = ""
     color: str = "muted"
+    label_at: str = "start"
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -118,52 +121,58 @@ def _limits(axis: Axis, values: list[float]) -> tuple[float, float]:
 
 def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Series], *,
          x: Axis, y: Axis, markers: Sequence[Marker] = (), title: str = "",
-         legend: bool = True) -> list[str]:
-    """The elements of one chart whose outer box is (x0, y0, width, height)."""
+         legend: bool = True, font_scale: float = 1.0) -> list[str]:
+    """The elements of one chart whose outer box is (x0, y0, width, height).
+    `font_scale` enlarges every label (e.g. 1.3 for a picture that a phone shrinks)."""
     xs = [p[0] for s in series for p in s.points]
     ys = [p[1] for s in series for p in s.points]
     xs += [m.x for m in markers if m.x is not None]
     ys += [m.y for m in markers if m.y is not None]
     xlo, xhi = _limits(x, xs)
     ylo, yhi = _limits(y, ys)
-    left, right = x0 + PAD_LEFT, x0 + width - PAD_RIGHT
-    top, bottom = y0 + PAD_TOP, y0 + height - PAD_BOTTOM
+    fs = font_scale
+    left, right = x0 + PAD_LEFT * fs, x0 + width - PAD_RIGHT
+    top, bottom = y0 + PAD_TOP * fs, y0 + height - PAD_BOTTOM * fs
     sx = _Scale(x, xlo, xhi, left, right)
     sy = _Scale(y, ylo, yhi, bottom, top)
     fx = x.fmt or si
     fy = y.fmt or si
     out: list[str] = []
     if title:
-        out.append(svg.text(x0 + width / 2, y0 + 16, title, anchor="middle", size=13))
+        out.append(svg.text(x0 + width / 2, y0 + 16 * fs, title, anchor="middle", size=13 * fs))
     xt = log_ticks(xlo, xhi, x.base) if x.log else nice_ticks(xlo, xhi)
     yt = log_ticks(ylo, yhi, y.base) if y.log else nice_ticks(ylo, yhi)
     for t in yt:
         py = sy(t)
         out.append(svg.line(left, py, right, py, stroke="free"))
-        out.append(svg.text(left - 6, py + 4, fy(t), anchor="end", size=10, fill="muted"))
+        out.append(svg.text(left - 6, py + 4 * fs, fy(t), anchor="end", size=10 * fs, fill="muted"))
     for t in xt:
         px = sx(t)
         out.append(svg.line(px, top, px, bottom, stroke="free"))
-        out.append(svg.text(px, bottom + 14, fx(t), anchor="middle", size=10, fill="muted"))
+        out.append(svg.text(px, bottom + 14 * fs, fx(t), anchor="middle", size=10 * fs, fill="muted"))
     out.append(svg.line(left, bottom, right, bottom, stroke="line"))
     out.append(svg.line(left, top, left, bottom, stroke="line"))
-    out.append(svg.text((left + right) / 2, bottom + 32, x.label, anchor="middle", size=11))
-    out.append(svg.text(x0 + 12, (top + bottom) / 2, y.label, anchor="middle", size=11,
-                        transform=f"rotate(-90 {svg.num(x0 + 12)} {svg.num((top + bottom) / 2)})"))
+    out.append(svg.text((left + right) / 2, bottom + 32 * fs, x.label, anchor="middle", size=11 * fs))
+    out.append(svg.text(x0 + 12 * fs, (top + bottom) / 2, y.label, anchor="middle",
+                        size=11 * fs, transform=f"rotate(-90 {svg.num(x0 + 12 * fs)} "
+                                                f"{svg.num((top + bottom) / 2)})"))
     for m in markers:
         if m.x is not None:
             px = sx(m.x)
             out.append(svg.line(px, top, px, bottom, stroke=m.color, width=1.5,
                                 stroke_dasharray="5 3"))
             if m.label:
-                out.append(svg.text(px + 4, top + 12, m.label, size=10, fill=m.color))
+                ly = top + 12 * fs if m.label_at == "start" else bottom - 6
+                out.append(svg.text(px + 4, ly, m.label, size=10 * fs, fill=m.color))
         if m.y is not None:
             py = sy(m.y)
             out.append(svg.line(left, py, right, py, stroke=m.color, width=1.5,
                                 stroke_dasharray="5 3"))
             if m.label:
-                out.append(svg.text(right - 4, py - 4, m.label, size=10, fill=m.color,
-                                    anchor="end"))
+                at_end = m.label_at == "start"
+                out.append(svg.text(right - 4 if at_end else left + 4, py - 4, m.label,
+                                    size=10 * fs, fill=m.color,
+                                    anchor="end" if at_end else "start"))
     for s in series:
         pts = [(sx(px), sy(py)) for px, py in s.points
                if not (x.log and px <= 0) and not (y.log and py <= 0)]
@@ -183,16 +192,16 @@ def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Ser
     if legend and len(series) > 1:
         lx, ly = left + 8, top + 6
         for i, s in enumerate(series):
-            yy = ly + i * 15
-            out.append(svg.rect(lx, yy, 12, 10, fill=s.color, rx=1))
-            out.append(svg.text(lx + 17, yy + 9, s.name, size=10))
+            yy = ly + i * 15 * fs
+            out.append(svg.rect(lx, yy, 12 * fs, 10 * fs, fill=s.color, rx=1))
+            out.append(svg.text(lx + 17 * fs, yy + 9 * fs, s.name, size=10 * fs))
     return out
 
 
 def chart(series: Sequence[Series], *, x: Axis, y: Axis, width: float = 640,
           height: float = 360, markers: Sequence[Marker] = (), title: str = "",
-          label: str | None = None, legend: bool = True) -> str:
+          label: str | None = None, legend: bool = True, font_scale: float = 1.0) -> str:
     """A whole SVG document with one chart."""
     body = plot(0, 0, width, height, series, x=x, y=y, markers=markers, title=title,
-                legend=legend)
+                legend=legend, font_scale=font_scale)
     return svg.document(width, height, body, label=label or title or y.label)

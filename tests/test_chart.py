@@ -39,3 +39,14 @@ def test_points_map_monotonically():
                         x=Axis("x"), y=Axis("y")))
     cs = [(float(a), float(b)) for a, b in re.findall(r'cx="([\d.]+)" cy="([\d.]+)"', body)]
     assert cs[0][0] < cs[1][0] < cs[2][0] and cs[0][1] > cs[1][1] > cs[2][1]
+
+
+def test_font_scale_enlarges_labels_and_marker_labels_can_sit_at_the_foot():
+    series = [Series("s", [(1, 1), (10, 10)])]
+    small = chart(series, x=Axis("x"), y=Axis("y"), markers=[Marker(x=5, label="m")])
+    big = chart(series, x=Axis("x"), y=Axis("y"), font_scale=1.5,
+                markers=[Marker(x=5, label="m", label_at="end")])
+    assert 'font-size="10"' in small and 'font-size="15"' in big
+    top_y = float(re.search(r'y="([\d.]+)" font-size="10"[^>]*>m<', small).group(1))
+    foot_y = float(re.search(r'y="([\d.]+)" font-size="15"[^>]*>m<', big).group(1))
+    assert foot_y > top_y + 200
