@@ -330,8 +330,8 @@ def beam_sentences(step_event: BeamSearchStep | None, events: list, snap: dict,
     held_after = {num for s in live_beams(snap) for _, num, _ in s["block_table"]}
     freed = [b for b in freed if b not in held_after]
     if freed:
-        out.append(f"{blocks_list(freed).capitalize()} had no other live beam, so "
-                   f"{'its count reaches' if len(freed) == 1 else 'their counts reach'} 0.")
+        out.append(f"Their last beam gone, {blocks_list(freed)} "
+                   f"reach{'es' if len(freed) == 1 else ''} ref count 0.")
     elif ended or silent:
         one = len(ended) + len(silent) == 1
         out.append(f"Every block {'it' if one else 'they'} held is still used by a kept beam.")

@@ -93,10 +93,13 @@ def _slot_width(block_size: int) -> float:
 
 def block_tables(x: float, y: float, snap: dict, h: Highlights,
                  title: str = "Block tables (logical block -> physical block, filled slots)",
-                 seq_colors: dict[int, str] | None = None) -> tuple[list[str], float]:
+                 seq_colors: dict[int, str] | None = None,
+                 shared_color: str = "accent") -> tuple[list[str], float]:
     """One row per live sequence with a block table: its logical blocks in order.
-    `seq_colors` (seq_id -> palette name) colours rows by sequence instead of request."""
+    `seq_colors` (seq_id -> palette name) colours rows by sequence instead of request, and
+    outlines an entry whose block other tables share in `shared_color`, as pool() does."""
     colors = request_colors(snap)
+    who = owners(snap) if seq_colors is not None else {}
     labels = seq_labels(snap)
     bs = snap["block_size"]
     out = [svg.text(x, y + 12, title, size=10, fill="muted")]
@@ -117,10 +120,11 @@ def block_tables(x: float, y: float, snap: dict, h: Highlights,
                 cy = yy + (i // per_row) * (cell_h + 4)
                 changed = (dev, num) in h.allocated or (dev, num) in h.swapped_in \
                     or (dev, num) in h.swapped_out
+                edge = shared_color if len(who.get((dev, num), ())) > 1 else color
                 tip = (f"{labels[s['seq_id']]}: logical block {i} -> {dev.upper()} physical "
                        f"block {num}, {filled} of {bs} slots filled")
                 cell = [svg.rect(cx, cy, cell_w, cell_h, fill="panel",
-                                 stroke="highlight" if changed else color,
+                                 stroke="highlight" if changed else edge,
                                  stroke_width=2.5 if changed else 1.5),
                         svg.text(cx + 3, cy + 12, f"L{i}", size=9, fill="muted"),
                         svg.text(cx + cell_w - 3, cy + 12,

@@ -30,7 +30,7 @@ def test_default_trace_tells_the_story():
     # Iteration 1: three copies of block 18, two beams gone, two blocks freed.
     assert "A.3 writes into shared block 18: copy-on-write to block 15" in text[2]
     assert "A.11 from A.3" in text[2]
-    assert "Blocks 18 and 16 had no other live beam, so their counts reach 0" in text[2]
+    assert "Their last beam gone, blocks 18 and 16 reach ref count 0." in text[2]
     # Iteration 4: a beam with no candidate among the best 2k.
     assert "A.19 had no candidate among the best 2k, so it is dropped at once" in text[5]
     assert "15, 12" in text[5]
