@@ -135,8 +135,8 @@ def draw_tree(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: 
         finished = [s for r in snap["requests"] for s in r["seqs"]
                     if s["status"].startswith("finished")]
         finished.sort(key=lambda s: -s["cumulative_logprob"])
-        out.append(svg.text(x + 4, top + 14, "No live beams: every block is back in the pool.",
-                            size=10))
+        out.append(svg.text(x + 4, top + 14, "No live beams: every block is back in the pool."
+                            if finished else "No beams yet: the prompt has not run.", size=10))
         yy = top + 18
         n = snap["requests"][0]["n"] if snap["requests"] else 1
         for i, s in enumerate(finished[:6]):
