@@ -16,7 +16,7 @@ from pages import chart, svg
 from pages.registry import Chart
 from pages.widget import Param, Widget
 from sim.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
-from sim.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny_model, totals
+from sim.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny_model
 from sim.models import MODELS, dtype_bytes, get_model, kv_bytes_per_token
 from sim.tensor_parallel import check_tensor_parallel
 
