@@ -19,7 +19,7 @@ WIDTH = 400
 LEFT = 44           # room for the row labels
 RIGHT = 8
 ROW = 17
-MAX_ITERATIONS = 60
+MAX_ITERATIONS = 40
 MAX_LEN = 32
 
 _RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")

@@ -29,11 +29,12 @@ from sim.invariants import check_engine, read_back, seq_payload_intact
 from sim.scheduler import SwapSpaceError
 from sim.sequence import SamplingParams, SequenceStatus
 
-MAX_REQUESTS = 6
-MAX_LEN = 24
+MAX_REQUESTS = 5
+MAX_LEN = 20
 MAX_ARRIVAL = 30
-MAX_N = 3
-MAX_STEPS = 80
+MAX_N = 2
+MAX_STEPS = 40
+MAX_SLOTS = 96     # token slots per pool: every slot stays legible and a trace stays small
 NAMES = "ABCDEF"
 DATA_FILE = "data/h200-swap-vs-recompute.json"
 
@@ -420,10 +421,15 @@ def _error_frame(engine, prev_snap: dict, prev_running: list[str], message: str,
 
 
 def check(v: dict) -> dict[str, str]:
+    for name, label in (("num_gpu_blocks", "GPU blocks"), ("num_cpu_blocks", "CPU blocks")):
+        if v[name] * v["block_size"] > MAX_SLOTS:
+            return {name: f"{label}: at most {MAX_SLOTS // v['block_size']} with block size "
+                          f"{v['block_size']} ({MAX_SLOTS} token slots per pool, so that every "
+                          "slot fits in the picture)"}
     for i, (_, output, arrival, _) in enumerate(v["requests"]):
-        if arrival + output > 40:
+        if arrival + output > 32:
             return {"requests": f"requests: request {i + 1} ends too late; keep arrival step "
-                                "+ output tokens within 40"}
+                                "+ output tokens within 32"}
     return {}
 
 
@@ -436,9 +442,9 @@ WIDGETS = (Widget(
         Param("preemption_mode", "preemption mode", "choice", "swap", choices=MODES,
               help="SchedulerConfig.preemption_mode; vLLM's default recomputes a request with "
                    "one sequence and swaps one with several."),
-        Param("num_gpu_blocks", "GPU blocks", "int", 10, min=2, max=24,
+        Param("num_gpu_blocks", "GPU blocks", "int", 10, min=2, max=16,
               help="Physical blocks in the GPU KV cache."),
-        Param("num_cpu_blocks", "CPU blocks", "int", 8, min=0, max=24,
+        Param("num_cpu_blocks", "CPU blocks", "int", 8, min=0, max=16,
               help="Blocks of CPU swap space (vLLM: swap_space, 4 GiB per GPU by default)."),
         Param("block_size", "block size", "int", 4, min=1, max=16,
               help="Token slots per block (vLLM's default is 16)."),
@@ -486,19 +492,27 @@ def swap_vs_recompute_svg(tokens: int, data: dict | None = None) -> str:
     sizes = [r["block_size"] for r in rows]
     flat = [(sizes[0], recompute * 1e3), (sizes[-1], recompute * 1e3)]
     at16 = next(r for r in rows if r["block_size"] == 16)
-    body = chart.plot(0, 0, 400, 300, [
+    lines = [
         series("swap out (GPU to CPU)", "swap_out_s", "seq-0"),
         series("swap in (CPU to GPU)", "swap_in_s", "seq-1", marker="square"),
         chart.Series("recompute (one prefill)", flat, color="highlight", kind="line"),
         series("one bulk copy (PCIe floor)", "bulk_out_s", "used", dashed=True),
-    ], x=chart.Axis("block size (tokens)", log=True, base=2),
-        y=chart.Axis("time (ms)", log=True),
-        markers=[chart.Marker(x=16, label="vLLM default 16", color="muted")],
-        title=f"{data['device']}: one {tokens:,}-token request ({mb:.0f} MiB of KV)")
-    note = (f"At block size 16: swap out {_ms(at16['swap_out_s'])}, swap in "
-            f"{_ms(at16['swap_in_s'])}, recompute {_ms(recompute)}.")
-    body.append(svg.text(8, 316, note, size=10, fill="muted"))
-    return svg.document(400, 326, body,
+    ]
+    body = chart.plot(0, 0, 400, 290, lines,
+                      x=chart.Axis("block size (tokens)", log=True, base=2),
+                      y=chart.Axis("time (ms)", log=True, fmt=lambda v: f"{v:g}"),
+                      markers=[chart.Marker(x=16, label="vLLM default", color="muted")],
+                      title=f"H200: one {tokens:,}-token request ({mb:.0f} MiB of KV)",
+                      legend=False)
+    # The legend goes under the plot, where it hides no data.
+    for i, s in enumerate(lines):
+        lx, ly = 14 + (i % 2) * 196, 296 + (i // 2) * 16
+        body.append(svg.rect(lx, ly, 12, 10, fill=s.color, rx=1))
+        body.append(svg.text(lx + 17, ly + 9, s.name, size=10))
+    note = (f"Block size 16: out {_ms(at16['swap_out_s'])}, in {_ms(at16['swap_in_s'])}, "
+            f"recompute {_ms(recompute)}")
+    body.append(svg.text(14, 346, note, size=10, fill="muted"))
+    return svg.document(400, 356, body,
                         label=f"Swap and recompute time against block size, {tokens} tokens")
 
 

@@ -27,7 +27,7 @@ def test_cross_field_rules_name_the_field():
     assert errors["max_num_batched_tokens"].startswith("token budget: at least 14")
     _, errors = validate(W, {"count": "12", "output_lens": "30-32", "max_num_seqs": "1",
                              "max_num_batched_tokens": "64"})
-    assert "more than 60 iterations" in errors["count"]
+    assert "more than 40 iterations" in errors["count"]
     _, errors = validate(W, {"max_num_seqs": "9"})
     assert errors["max_num_seqs"] == "batch slots: a whole number from 1 to 8"
 

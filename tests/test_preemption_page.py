@@ -47,16 +47,18 @@ def test_requests_round_trip_and_errors():
     reqs = parse_requests(" 6/12, 5/10x2 ,3/3@8")
     assert reqs == ((6, 12, 0, 1), (5, 10, 0, 2), (3, 3, 8, 1))
     assert parse_requests(format_requests(reqs)) == reqs
-    for text, message in [("", "1 to 6 requests"), ("6-12", "should look like"),
-                          ("<b>6</b>/12", "should look like"), ("0/3", "from 1 to 24"),
-                          ("6/12x4", "1 to 3 parallel samples"), ("6/12@31", "at most 30")]:
+    for text, message in [("", "1 to 5 requests"), ("6-12", "should look like"),
+                          ("<b>6</b>/12", "should look like"), ("0/3", "from 1 to 20"),
+                          ("6/12x3", "1 to 2 parallel samples"), ("6/12@31", "at most 30")]:
         _, errors = validate(W, {"requests": text})
         assert message in errors["requests"] and errors["requests"].startswith("requests: ")
-    _, errors = validate(W, {"requests": "3/24@20"})
-    assert "within 40" in errors["requests"]
+    _, errors = validate(W, {"requests": "3/20@13"})
+    assert "within 32" in errors["requests"]
     _, errors = validate(W, {"watermark": "0.9", "num_cpu_blocks": "-1"})
     assert errors["watermark"] == "watermark: a number from 0 to 0.5"
-    assert errors["num_cpu_blocks"] == "CPU blocks: a whole number from 0 to 24"
+    assert errors["num_cpu_blocks"] == "CPU blocks: a whole number from 0 to 16"
+    _, errors = validate(W, {"block_size": "16", "num_gpu_blocks": "7"})
+    assert errors["num_gpu_blocks"].startswith("GPU blocks: at most 6 with block size 16")
 
 
 def test_swap_scenario_victims_queues_and_mappings():
@@ -263,7 +265,7 @@ def test_chart_draws_every_measured_row():
     for r in data["rows"]:
         if r["tokens"] == 1024:
             assert f"swap out (GPU to CPU), block size {r['block_size']}:" in svg
-    assert "vLLM default 16" in svg
+    assert "vLLM default" in svg and "Block size 16: out 28.1 ms, in 28.6 ms, recompute 28.9 ms" in svg
 
 
 def test_measured_numbers_in_the_docs_match_the_data():
