@@ -16,7 +16,7 @@ from sim.batching_metrics import (DECODE, PADDING, PAUSED, PREFILL, Run, compare
                                   uniform_workload)
 
 WIDTH = 400
-LEFT = 44           # room for the row labels
+LEFT = 50           # room for the row labels
 RIGHT = 8
 ROW = 17
 MAX_ITERATIONS = 40
