@@ -146,15 +146,19 @@ def _check_permalinks(page) -> None:
                 raw.setdefault(wid, {})[name] = value
             for wid, fields in raw.items():
                 step = fields.pop("step", None)
-                if step is not None and not (step.isdigit() and
-                                             1 <= int(step) <= len(_state["frames"][wid])):
-                    raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: the default "
-                                      f"scenario of {wid} has {len(_state['frames'][wid])} "
-                                      f"steps, not {step}")
-                _, errors = widget_mod.validate(_state["widgets"][wid].item, fields)
+                item = _state["widgets"][wid].item
+                values, errors = widget_mod.validate(item, fields)
                 if errors:
                     raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: "
                                       + "; ".join(errors.values()))
+                if step is None:
+                    continue
+                # Count the frames of the scenario the link sets up (the defaults' are known).
+                count = (len(_state["frames"][wid]) if not fields
+                         else len(widget_mod.run(item, values)))
+                if not (step.isdigit() and 1 <= int(step) <= count):
+                    raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: that "
+                                      f"scenario of {wid} has {count} steps, not {step}")
             del anchors[anchor]
 
 

@@ -35,8 +35,14 @@ def test_a_good_permalink_builds(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_a_step_past_the_defaults_is_fine_when_the_settings_make_more_steps(tmp_path):
+    done = build(tmp_path, "#paged-attention.step=20&paged-attention.requests=7/30")
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize("link, message", [
     ("#paged-attention.step=99", "has 8 steps, not 99"),
+    ("#paged-attention.step=9&paged-attention.requests=7/1", "has 2 steps, not 9"),
     ("#paged-attention.block_size=999", "block size: a whole number from 1 to 16"),
     ("#paged-attention.colour=red", "unknown setting: colour"),
 ])
