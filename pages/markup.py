@@ -38,7 +38,7 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
         f'<p class="vsb-narration" aria-live="polite">{esc(first["narration"])}</p>',
         '</div>',
         '<div class="vsb-controls">',
-        '<button type="button" data-act="reset" title="Back to the first step">⏮ Reset</button>',
+        '<button type="button" data-act="reset" title="Back to the first step">Reset</button>',
         '<button type="button" data-act="back" title="Previous step (left arrow)">◀ Back</button>',
         '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">▶ Play</button>',
         '<button type="button" data-act="step" title="Next step (right arrow)">Step ▶</button>',

@@ -82,12 +82,7 @@ class Player {
     }
     this.root.dataset.stepping = "ready";
     performance.mark(`vsb:stepping:${this.id}`); // read by bench/page_load.py
-    if (link.bad) this.showNotice(link.bad);
-    if (link.params) {
-      this.fillForm(link.params);
-      this.setPython("starting", "Starting Python to restore the settings in this link…");
-    }
-    this.show(link.step !== null && !link.params ? this.clampLinkStep(link.step) : 0);
+    await this.applyLink(link);
     let py;
     try {
       py = await pythonWorker();
@@ -98,11 +93,62 @@ class Player {
     this.py = py;
     if (!performance.getEntriesByName("vsb:python-ready").length) performance.mark("vsb:python-ready");
     this.setPython("ready", "Python is ready: change the settings and press Run.");
-    if (link.params) await this.restoreLink(link);
+    if (this.pendingLink) {
+      const pending = this.pendingLink;
+      this.pendingLink = null;
+      await this.restoreLink(pending);
+    }
     if (this.pendingSubmit) {
       this.pendingSubmit = false;
       await this.submit();
     }
+  }
+
+  // Show what a link asks for: a step of the default scenario, or (with settings) a new
+  // trace from Python, now or as soon as Python is ready.
+  async applyLink(link) {
+    if (link.bad) this.showNotice(link.bad);
+    if (!link.params) {
+      if (this.defaultFrames && this.frames !== this.defaultFrames) this.adoptDefaults();
+      this.show(link.step !== null ? this.clampLinkStep(link.step) : 0);
+      return;
+    }
+    this.fillForm(link.params);
+    if (!this.py) {
+      this.pendingLink = link;
+      this.setPython("starting", "Starting Python to restore the settings in this link…");
+      this.show(0);
+      return;
+    }
+    await this.restoreLink(link);
+  }
+
+  // A link on the page itself (e.g. "see step 3") changes only the hash.
+  onHashChange() {
+    const link = this.linkState();
+    if (!link.any || this.root.dataset.stepping !== "ready") return;
+    this.pause();
+    this.touched = true;
+    this.hideNotice();
+    this.root.scrollIntoView({ block: "start" });
+    this.applyLink(link);
+  }
+
+  adoptDefaults() {
+    this.frames = this.defaultFrames;
+    this.values = { ...this.defaults };
+    this.fillForm(this.defaults);
+    this.showErrors({});
+  }
+
+  // Back to the page's default scenario at step 1, as if freshly loaded.
+  useDefaults() {
+    this.pause();
+    if (this.defaultFrames) this.adoptDefaults();
+    this.hideNotice();
+    this.lastAnswer = null;
+    this.touched = false;
+    this.show(0);
   }
 
   // What the hash says for this widget: {step, params, bad}. Params equal to the defaults
@@ -145,7 +191,7 @@ class Player {
     const answer = await this.callWorker(link.params);
     if (!answer || answer.errors) {
       const why = answer ? Object.values(answer.errors).join("; ") : "the simulation failed";
-      this.fillForm(this.defaults);
+      if (this.defaultFrames) this.adoptDefaults();
       this.showNotice(`This link's settings were not valid (${why}); showing the default scenario.`);
       this.show(0);
       return;
@@ -167,6 +213,7 @@ class Player {
     this.scrub.addEventListener("input", () => { this.pause(); this.go(Number(this.scrub.value)); });
     this.root.addEventListener("keydown", (e) => this.onKey(e));
     this.form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(); });
+    window.addEventListener("hashchange", () => this.onHashChange());
     reducedMotion.addEventListener?.("change", () => reducedMotion.matches && this.pause());
   }
 
@@ -209,7 +256,7 @@ class Player {
     if (this.step >= this.frames.length - 1) this.go(0);
     const speed = Number(this.q('[data-act="speed"]').value) || 1;
     const button = this.q('[data-act="play"]');
-    button.textContent = "⏸ Pause";
+    button.textContent = "❚❚ Pause";
     button.setAttribute("aria-pressed", "true");
     this.timer = setInterval(() => {
       if (this.step >= this.frames.length - 1) this.pause();

@@ -94,6 +94,35 @@ def open_page(context, base_url, site):
 
 
 @pytest.fixture(scope="session")
+def live_pages(context, base_url):
+    """Pages kept open for the session with Python started, one per site path: starting
+    Python costs seconds, so tests that need it share one page and reset it between them."""
+    opened: dict[str, Watched] = {}
+    yield opened
+    for watched in opened.values():
+        watched.page.close()
+
+
+@pytest.fixture
+def live(live_pages, context, base_url):
+    def _live(path: str) -> Watched:
+        if path not in live_pages:
+            page = context.new_page()
+            live_pages[path] = Watched(page, base_url)
+            page.goto(base_url + path)
+        watched = live_pages[path]
+        for wid in watched.page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)"):
+            testsite.wait_python(watched.page, wid)
+        watched.page.evaluate("""() => {
+            history.replaceState(null, '', location.pathname);
+            for (const p of Object.values(window.vsbPlayers || {})) p.useDefaults();
+        }""")
+        return watched
+
+    return _live
+
+
+@pytest.fixture(scope="session")
 def widget_page(site):
     found = testsite.widget_pages(site)
 

@@ -8,23 +8,20 @@ import testsite  # noqa: E402
 
 
 @pytest.mark.parametrize("path", testsite.all_page_paths())
-def test_page_loads_without_errors_or_foreign_requests(open_page, path):
-    w = open_page(path)
-    w.page.wait_for_load_state("load")
-    widgets = w.page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)")
-    for wid in widgets:
-        # Python's start-up is part of loading a widget page: its errors count too.
-        w.page.wait_for_selector(f'#{wid}[data-python="ready"], #{wid}[data-python="failed"]',
-                                 timeout=testsite.PYTHON_TIMEOUT_MS)
-        assert w.page.get_attribute(f"#{wid}", "data-python") == "ready"
+def test_page_loads_without_errors_or_foreign_requests(live, path):
+    # `live` waits until Python has started on every widget of the page: start-up errors
+    # count too (and so do errors from other tests that used this page).
+    w = live(path)
     w.page.wait_for_load_state("networkidle")
+    for wid in w.page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)"):
+        assert w.page.get_attribute(f"#{wid}", "data-python") == "ready"
     assert w.errors == []
     assert w.foreign == []
 
 
 @pytest.mark.parametrize("path", testsite.all_page_paths())
 def test_python_loads_only_on_widget_pages(open_page, path):
-    w = open_page(path)
+    w = open_page(path, block_python=True)
     w.page.wait_for_load_state("load")
     has_widget = w.page.locator(".vsb-widget").count() > 0
     assert (w.page.locator('script[type="py"]').count() > 0) == has_widget

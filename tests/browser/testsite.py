@@ -44,6 +44,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def build_test_site(work: Path, *, demo: bool = True) -> Path:
     """Build into work/site and return it. `demo=False` builds the real site only."""
+    work = Path(work).resolve()
     docs = work / "docs"
     if docs.exists():
         shutil.rmtree(docs)
@@ -117,6 +118,14 @@ def all_page_paths():
         rel = md.relative_to(docs).with_suffix("").as_posix()
         paths.append("" if rel == "index" else (rel[: -len("/index")] if rel.endswith("/index") else rel) + "/")
     return paths + ["vsb-demo/"]
+
+
+def first_widgets() -> list[str]:
+    """The first widget of each page, read from the Markdown before the site is built."""
+    marker = re.compile(r"^\[\[widget:\s*([A-Za-z0-9_-]+)\s*\]\]\s*$", re.M)
+    texts = [md.read_text(encoding="utf-8") for md in sorted((ROOT / "docs").rglob("*.md"))]
+    found = [marker.search(t) for t in [*texts, DEMO_PAGE]]
+    return sorted({m.group(1) for m in found if m})
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
