@@ -14,7 +14,7 @@ it for (b).
 from __future__ import annotations
 
 from pages import chart, kv_view, svg
-from pages.narrate import blocks_list, describe_step, join
+from pages.narrate import describe_step
 from pages.registry import Chart
 from pages.widget import Param, Widget
 from sim.config import CacheConfig, SchedulerConfig
