@@ -19,10 +19,10 @@ from pages.narrate import blocks_list, describe_step, join
 from pages.parallel_sampling import _caption, fig15_chart, legend, usage_bars
 from pages.registry import Chart
 from pages.widget import Param, Widget
-from sim.config import CacheConfig, SchedulerConfig
+from sim import sharing
 from sim.engine import LLMEngine
-from sim.events import BeamSearchStep, BlockFreed, Preempted, SeqFreed
-from sim.sequence import SamplingParams
+from sim.workload import RequestSpec
+from sim.events import BeamSearchStep, BlockFreed, SeqFreed
 from sim.sharing import usage_from_snapshot
 
 WIDTH = kv_view.WIDTH
@@ -36,32 +36,20 @@ def blocks_per_beam(v: dict) -> int:
 
 
 def pool_size(v: dict) -> int:
-    """Room for k independent beams plus one spare block per beam (vLLM's
-    `can_append_slots` wants a free block per running sequence): nothing is preempted."""
-    return v["k"] * (blocks_per_beam(v) + 1)
+    """Room for k independent copies plus one spare block each: nothing is preempted."""
+    return v["k"] * sharing.copy_blocks(v["prompt_len"], v["output_len"], v["block_size"])
 
 
 def make_engine(v: dict) -> LLMEngine:
-    engine = LLMEngine(
-        CacheConfig(block_size=v["block_size"], num_gpu_blocks=pool_size(v), num_cpu_blocks=0,
-                    watermark=0.0),
-        SchedulerConfig(), seed=v["seed"])
-    # ignore_eos: every beam runs to max_tokens, as in vLLM's throughput benchmark.
-    engine.add_request("A", v["prompt_len"],
-                       SamplingParams(n=1, best_of=v["k"], use_beam_search=True,
-                                      max_tokens=v["output_len"], ignore_eos=True))
-    return engine
+    # Every sequence runs to max_tokens (ignore_eos), as in vLLM's throughput benchmark.
+    return sharing.sharing_engine("beam", v["k"],
+                                  [RequestSpec("A", v["prompt_len"], v["output_len"])],
+                                  v["block_size"], v["seed"])
 
 
 def run_trace(v: dict) -> list[tuple[dict, object]]:
-    engine = make_engine(v)
-    trace = [(engine.snapshot(), None)]
-    while engine.has_unfinished_requests():
-        out = engine.step()
-        if any(isinstance(e, Preempted) for e in out.events):
-            raise RuntimeError("the pool is sized so that nothing is preempted")
-        trace.append((engine.snapshot(), out))
-    return trace
+    """(snapshot, StepOutput or None) before the first step and after every step."""
+    return sharing.trace(make_engine(v))
 
 
 # ------------------------------------------------------------------------------ the tree

@@ -17,10 +17,10 @@ from pages import chart, kv_view, svg
 from pages.narrate import describe_step
 from pages.registry import Chart
 from pages.widget import Param, Widget
-from sim.config import CacheConfig, SchedulerConfig
+from sim import sharing
 from sim.engine import LLMEngine
-from sim.events import CopyOnWrite, Forked, Preempted
-from sim.sequence import SamplingParams
+from sim.workload import RequestSpec
+from sim.events import CopyOnWrite, Forked
 from sim.sharing import (FIG15_BLOCK_SIZE, FIG15_REQUESTS, FIG15_SEED, PAPER_FIG15,
                          BlockUsage, reproduce_fig15, usage_from_snapshot)
 
@@ -30,25 +30,19 @@ X = kv_view.MARGIN
 
 
 def blocks_per_copy(v: dict) -> int:
-    """Blocks one independent copy of the request holds at most."""
     return -(-(v["prompt_len"] + v["output_len"]) // v["block_size"])
 
 
 def pool_size(v: dict) -> int:
-    """Room for n independent copies plus one spare block per sample (vLLM's
-    `can_append_slots` wants a free block per running sequence): nothing is preempted."""
-    return v["n"] * (blocks_per_copy(v) + 1)
+    """Room for n independent copies plus one spare block each: nothing is preempted."""
+    return v["n"] * sharing.copy_blocks(v["prompt_len"], v["output_len"], v["block_size"])
 
 
 def make_engine(v: dict) -> LLMEngine:
-    engine = LLMEngine(
-        CacheConfig(block_size=v["block_size"], num_gpu_blocks=pool_size(v), num_cpu_blocks=0,
-                    watermark=0.0),
-        SchedulerConfig(), seed=v["seed"])
-    # ignore_eos: every sample generates exactly output_len tokens, as in vLLM's benchmarks.
-    engine.add_request("A", v["prompt_len"],
-                       SamplingParams(n=v["n"], max_tokens=v["output_len"], ignore_eos=True))
-    return engine
+    # Every sequence runs to max_tokens (ignore_eos), as in vLLM's throughput benchmark.
+    return sharing.sharing_engine("parallel", v["n"],
+                                  [RequestSpec("A", v["prompt_len"], v["output_len"])],
+                                  v["block_size"], v["seed"])
 
 
 def sample_colors(snap: dict) -> dict[int, str]:
@@ -60,14 +54,7 @@ def sample_colors(snap: dict) -> dict[int, str]:
 
 def run_trace(v: dict) -> list[tuple[dict, object]]:
     """(snapshot, StepOutput or None) before the first step and after every step."""
-    engine = make_engine(v)
-    trace = [(engine.snapshot(), None)]
-    while engine.has_unfinished_requests():
-        out = engine.step()
-        if any(isinstance(e, Preempted) for e in out.events):
-            raise RuntimeError("the pool is sized so that nothing is preempted")
-        trace.append((engine.snapshot(), out))
-    return trace
+    return sharing.trace(make_engine(v))
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -124,23 +124,46 @@ def sampling_params(mode: str, width: int, output_len: int) -> SamplingParams:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def measure(mode: str, width: int, requests: list[RequestSpec],
-            block_size: int = FIG15_BLOCK_SIZE, seed: int = 0) -> SharingResult:
-    """Serve `requests` with n = width samples each (or beam width k = width) and count
-    blocks with and without sharing after every engine step."""
+def copy_blocks(prompt_len: int, output_len: int, block_size: int) -> int:
+    """Blocks one sequence holds at most as an independent copy, plus the spare block
+    `can_append_slots` wants per running sequence."""
+    return -(-(prompt_len + output_len) // block_size) + 1
+
+
+def sharing_engine(mode: str, width: int, requests: list[RequestSpec], block_size: int,
+                   seed: int = 0, record_events: bool = True) -> LLMEngine:
+    """An engine with room for every sequence of every request as an independent copy:
+    nothing is ever preempted, so what it shows is sharing alone."""
     if width < 1 or (mode == "beam" and width < 2):
         raise ValueError(f"width must be at least {2 if mode == 'beam' else 1}, got {width}")
-    # Room for every sequence as an independent copy, plus one block each for
-    # can_append_slots: nothing is ever preempted.
-    per_seq = [-(-(r.prompt_len + r.output_len) // block_size) + 1 for r in requests]
-    num_gpu_blocks = max(1, width * sum(per_seq))
+    num_gpu_blocks = max(1, width * sum(copy_blocks(r.prompt_len, r.output_len, block_size)
+                                        for r in requests))
     engine = LLMEngine(CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks,
                                    num_cpu_blocks=0, watermark=0.0),
-                       SchedulerConfig(), seed=seed, record_events=False)
+                       SchedulerConfig(), seed=seed, record_events=record_events)
     for r in requests:
         engine.add_request(r.request_id, r.prompt_len,
                            sampling_params(mode, width, r.output_len),
                            arrival_step=r.arrival_step)
+    return engine
+
+
+def trace(engine: LLMEngine) -> list[tuple[dict, object]]:
+    """(snapshot, StepOutput) before the first step (None) and after every step."""
+    out_trace = [(engine.snapshot(), None)]
+    while engine.has_unfinished_requests():
+        out = engine.step()
+        if out.scheduler_outputs.preempted:
+            raise RuntimeError("the pool is sized so that nothing is preempted")
+        out_trace.append((engine.snapshot(), out))
+    return out_trace
+
+
+def measure(mode: str, width: int, requests: list[RequestSpec],
+            block_size: int = FIG15_BLOCK_SIZE, seed: int = 0) -> SharingResult:
+    """Serve `requests` with n = width samples each (or beam width k = width) and count
+    blocks with and without sharing after every engine step."""
+    engine = sharing_engine(mode, width, requests, block_size, seed, record_events=False)
     bm = engine.block_manager
     used_sum = unshared_sum = peak_used = peak_unshared = steps = 0
     while engine.has_unfinished_requests():
