@@ -8,7 +8,7 @@ hover text, and all text is escaped by pages/svg.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from pages import svg

@@ -6,7 +6,6 @@ and each physical block's owner count and slot payloads.
 """
 from __future__ import annotations
 
-from .block import Device
 
 
 def engine_snapshot(engine, with_slots: bool = True) -> dict:

@@ -10,7 +10,7 @@ def test_stack_order_hands_out_the_last_block_first():
 
 def test_most_recently_freed_block_is_reused_first():
     a = BlockAllocator(Device.GPU, 4, 5)
-    b4, b3, b2 = a.allocate(), a.allocate(), a.allocate()
+    b4, b3, _ = a.allocate(), a.allocate(), a.allocate()
     a.free(b3)
     a.free(b4)
     assert a.allocate().block_number == 4

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from sim.cli import main, parse_request
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sim.config import CacheConfig, SchedulerConfig
+from sim.config import CacheConfig
 from sim.engine import LLMEngine
 from sim.events import Aborted, KVWritten, RequestArrived, event_to_dict
 from sim.invariants import check_engine
@@ -125,7 +125,7 @@ def test_recompute_restores_exactly_the_same_tokens():
     eng = get_scenario("recompute").build_engine()
     snapshots = {}
     while eng.has_unfinished_requests():
-        out = eng.step()
+        eng.step()
         assert not check_engine(eng)
         for g in eng.requests.values():
             for s in g.get_seqs():

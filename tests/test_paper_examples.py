@@ -91,7 +91,7 @@ def test_fig9_exact_blocks_for_the_seeded_scenario():
         {18: [31, 29, 25], 17: [31, 30, 26], 16: [31, 30, 28], 19: [31, 27, 24]},
     ]
     for step, want in enumerate(expected):
-        out = eng.step()
+        eng.step()
         assert tables(eng) == want, step
     assert eng.block_manager.gpu_allocator.blocks[31].ref_count == 4
     run_checked(eng)

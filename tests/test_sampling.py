@@ -1,7 +1,7 @@
 """Parallel sampling and beam search (VLLM.md section 5)."""
 import pytest
 
-from sim.events import BeamSearchStep, BlockFreed, CopyOnWrite, Forked, SeqFreed
+from sim.events import BeamSearchStep, CopyOnWrite, Forked, SeqFreed
 from sim.sampling import check_stop
 from sim.sequence import SamplingParams, Sequence, SequenceStatus
 

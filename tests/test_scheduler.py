@@ -8,7 +8,7 @@ from sim.sequence import SamplingParams, SequenceStatus
 
 from sim.scenarios import get_scenario
 
-from helpers import engine, events_of, run_checked, tables
+from helpers import engine, events_of, run_checked
 
 
 def swap_engine(**cache):

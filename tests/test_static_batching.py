@@ -2,7 +2,7 @@ from sim.events import Admitted, PromptIgnored
 from sim.scenarios import get_scenario
 from sim.sequence import SamplingParams
 
-from helpers import engine, run_checked
+from helpers import run_checked
 
 
 def test_static_batch_never_admits_into_a_running_batch():
