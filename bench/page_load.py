@@ -1,6 +1,8 @@
 """Page-load benchmark: headless Chromium against the built site (a benchmark, not a test).
 
-    .venv/bin/python bench/page_load.py [--runs 5] [--out bench/out]
+    .venv/bin/python bench/page_load.py [PATH ...] [--runs 5] [--out bench/out]
+
+PATHs are widget pages such as "paged-attention/" (default: every page with a widget).
 
 For every page with a widget (the test build: real pages plus the test-only demo page), and
 for two references built in the same run, it loads the page `runs` times cold (a fresh
@@ -186,6 +188,7 @@ def fmt(x, digits=0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("paths", nargs="*")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
@@ -197,7 +200,8 @@ def main() -> None:
     pages = testsite.widget_pages(site)  # widget id -> page
     by_page: dict[str, str] = {}
     for wid, path in sorted(pages.items()):
-        by_page.setdefault(path, wid)  # time each page once, through its first widget
+        if not args.paths or path in args.paths:
+            by_page.setdefault(path, wid)  # time each page once, through its first widget
     first_path, first_wid = next(iter(sorted(by_page.items())))
     add_references(site, first_path, first_wid)
     base, server = serve(site)

@@ -110,6 +110,8 @@ def on_page_content(html: str, page, config, files):
             return markup.chart_html(chart.id, chart.title, chart.render(), chart.caption)
         entry = _state["widgets"][item_id]
         page.meta["vsb_widgets"] = True
+        # overrides/main.html preloads these, so stepping does not wait for the player.
+        page.meta.setdefault("vsb_frames", []).append(f"{item_id}.frames.json")
         return markup.widget_html(entry.item, entry.module, _state["frames"][item_id],
                                   f"{item_id}.frames.json")
 
