@@ -17,18 +17,25 @@ fill the cache) and prints medians of:
 - rebuild: a form submission through the worker, answer to frame shown (median of 3)
 - KB: bytes the server sent for the load, Python start-up included
 
-References: "static" is a plain page with the same first SVG and a few lines of JS that fetch
-and step the same frames; "bare pyodide" only boots the vendored Pyodide in a worker.
-Goals (issue 3): picture and stepping within 1.5x of static, python within 1.2x of bare
-Pyodide, step under 16 ms.
+References, built in the same run from the same frames:
+- "static page": the widget page itself (same theme, same text, same first SVG) with the
+  widget runtime taken out: no player, no Python, and a few lines of JS that fetch and step
+  the same frames. This isolates what the widget machinery costs.
+- "static bare HTML": a bare HTML page with the same SVG and the same few lines of JS (no
+  theme at all), to show what the theme itself costs.
+- "bare pyodide": a page that only boots the vendored Pyodide in a worker.
+Goals (issue 3): picture and stepping within 1.5x of the static page, python within 1.2x of
+bare Pyodide, step under 16 ms. The ratios are printed under the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import html
 import http.server
 import json
+import re
 import statistics
 import sys
 import threading
@@ -89,14 +96,46 @@ def serve(site: Path):
     return f"http://127.0.0.1:{server.server_address[1]}/", server
 
 
+STEP_SCRIPT = """<script type="module">
+const frames = await (await fetch("{frames}")).json();
+let i = 0;
+document.getElementById("vsb-ref-step").onclick = () => {{
+  i = Math.min(i + 1, frames.length - 1);
+  document.querySelector(".vsb-picture").innerHTML = frames[i].svg;
+  document.getElementById("vsb-ref-n").textContent = frames[i].narration;
+}};
+performance.mark("vsb:stepping:static");
+</script>"""
+
+
 def add_references(site: Path, widget_path: str, widget_id: str) -> None:
-    frames = json.loads((site / widget_path / f"{widget_id}.frames.json").read_text(encoding="utf-8"))
+    frames_file = f"{widget_id}.frames.json"
+    frames = json.loads((site / widget_path / frames_file).read_text(encoding="utf-8"))
     ref = site / "_bench"
     ref.mkdir(exist_ok=True)
     (ref / "static.html").write_text(STATIC_PAGE.format(
         svg=frames[0]["svg"], narration=frames[0]["narration"],
-        frames=f"../{widget_path}{widget_id}.frames.json"), encoding="utf-8")
+        frames=f"../{widget_path}{frames_file}"), encoding="utf-8")
     (ref / "bare.html").write_text(BARE_PAGE.format(), encoding="utf-8")
+    # The themed page without its widget runtime, next to it so relative URLs still work.
+    page = (site / widget_path / "index.html").read_text(encoding="utf-8")
+    page = re.sub(r"<script>\s*performance\.mark\(\"vsb:boot\"\).*?</script>", "", page,
+                  flags=re.S)
+    page = re.sub(r'<script type="module" async src="[^"]*player\.js"></script>', "", page)
+    page = re.sub(r'<link rel="preload"[^>]*frames\.json"[^>]*>', "", page)
+    start = page.index(f'<div class="vsb-widget')
+    depth, end = 0, None
+    for m in re.finditer(r"<div\b|</div>", page[start:]):
+        depth += 1 if m.group(0) != "</div>" else -1
+        if depth == 0:
+            end = start + m.end()
+            break
+    static = (f'<div class="vsb-picture">{frames[0]["svg"]}</div>'
+              f'<p id="vsb-ref-n">{html.escape(frames[0]["narration"])}</p>'
+              f'<button id="vsb-ref-step">Step</button>'
+              + STEP_SCRIPT.format(frames=frames_file))
+    (site / widget_path / "static-ref.html").write_text(page[:start] + static + page[end:],
+                                                         encoding="utf-8")
 
 
 MEASURE = """async ([wid, steps]) => {
@@ -206,7 +245,10 @@ def main() -> None:
     add_references(site, first_path, first_wid)
     base, server = serve(site)
     targets = [(f"{path} ({wid})", base + path, wid, "vsb:python-ready") for path, wid in sorted(by_page.items())]
-    targets.append((f"static reference ({first_wid})", base + "_bench/static.html", "static", "vsb:stepping:static"))
+    targets.append((f"static page ({first_path})", base + first_path + "static-ref.html", "static",
+                    "vsb:stepping:static"))
+    targets.append((f"static bare HTML ({first_wid})", base + "_bench/static.html", "static",
+                    "vsb:stepping:static"))
     targets.append(("bare pyodide reference", base + "_bench/bare.html", "", "vsb:python-ready"))
 
     rows = []
@@ -228,6 +270,19 @@ def main() -> None:
         cells = [label, mode, fmt(r["picture"]), fmt(r["stepping"]), fmt(r["python"]),
                  fmt(r["step"], 1), fmt(r["rebuild"], 1), fmt(r["KB"])]
         print("| " + " | ".join(cells) + " |")
+    ref = {mode: r for label, mode, r in rows if label.startswith("static page")}
+    bare = {mode: r for label, mode, r in rows if label.startswith("bare pyodide")}
+    print("\nratios (goal: picture and stepping <= 1.5x the static page, python <= 1.2x bare "
+          "Pyodide, step < 16 ms)\n")
+    for label, mode, r in rows:
+        if label.startswith(("static", "bare")):
+            continue
+        def ratio(key, base):
+            return ("-" if r[key] is None or not base[mode][key] else
+                    f"{r[key] / base[mode][key]:.2f}x")
+        print(f"- {label} {mode}: picture {ratio('picture', ref)}, stepping "
+              f"{ratio('stepping', ref)}, python {ratio('python', bare)}, step "
+              f"{fmt(r['step'], 1)} ms")
     print("\nsimulation in CPython, default scenario (ms, median of 5)\n")
     for wid, ms in simulation_times(5):
         print(f"- {wid}: {ms:.2f}")

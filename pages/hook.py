@@ -120,7 +120,28 @@ def on_page_content(html: str, page, config, files):
         raise PluginError(f"{page.file.src_uri}: a [[widget: ...]] or [[chart: ...]] marker "
                           "must stand alone on its own line")
     _check_permalinks(page)
+    if page.meta.get("vsb_widgets"):
+        # The player loads as an async module right after the last widget: it starts as
+        # soon as it arrives, with every widget above it already parsed, instead of
+        # waiting behind the theme's scripts for the whole document (a deferred module).
+        from mkdocs.utils import get_relative_url
+
+        src = get_relative_url("js/player.js", page.url)
+        last = html.rindex('<div class="vsb-widget')
+        end = _widget_end(html, last)
+        html = (html[:end] + f'<script type="module" async src="{src}"></script>'
+                + html[end:])
     return html
+
+
+def _widget_end(html: str, start: int) -> int:
+    """The index just past the </div> that closes the widget div opened at `start`."""
+    depth = 0
+    for m in re.finditer(r"<div\b|</div>", html[start:]):
+        depth += 1 if m.group(0) != "</div>" else -1
+        if depth == 0:
+            return start + m.end()
+    raise PluginError("a widget's HTML is not closed")
 
 
 def _check_permalinks(page) -> None:
