@@ -55,8 +55,7 @@ def run(engine: LLMEngine) -> dict:
         steps += 1
         so = out.scheduler_outputs
         swapped_blocks += len(so.blocks_to_swap_out)
-        for s in so.scheduled_seq_groups:
-            running_seq_steps += s.seq_group.num_seqs()
+        running_seq_steps += len(out.tokens)   # one token per running sequence per step
         for e in out.events:
             if isinstance(e, Preempted):
                 if e.mode == "swap":

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .cache_engine import CacheEngine
 from .config import CacheConfig, SchedulerConfig
-from .events import Aborted, KVWritten, RequestArrived, RequestFinished
+from .events import Aborted, KVWritten, RequestArrived, RequestFinished, fast_event
 from .sampling import OutputProcessor
 from .scheduler import Scheduler, SchedulerOutputs
 from .sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
@@ -145,8 +145,8 @@ class LLMEngine:
             group = scheduled.seq_group
             if group.first_scheduled_step is None:
                 group.first_scheduled_step = step
-            was_prompt = group.is_prefill()
-            running = group.get_seqs(status=SequenceStatus.RUNNING)
+            running = scheduled.seqs or group.get_seqs(status=SequenceStatus.RUNNING)
+            was_prompt = running[0].stage is SequenceStage.PREFILL
             # The forward pass writes the KV of every token it processes into the slot
             # its block table points at.
             if was_prompt:
@@ -168,14 +168,20 @@ class LLMEngine:
                     gpu_cache[block.block_number][pos % bs] = (seq.output_token_ids[-1], pos)
                     seq.num_computed_tokens = pos + 1
                     if events is not None:
-                        events.append(KVWritten(seq.seq_id, pos, 1))
+                        events.append(fast_event(KVWritten, (seq.seq_id, pos, 1)))
             # A prompt chunk that leaves part of the prompt uncomputed samples nothing.
             if was_prompt and running[0].stage is SequenceStage.PREFILL:
                 continue
             rid = group.request_id
-            for s in process(group, was_prompt, running):
-                tokens.append((rid, s.seq_id, s.get_len() - 1, s.output_token_ids[-1]))
-            if group.is_finished():
+            kept = process(group, was_prompt, running)
+            # A group can only have finished if one of its sequences just did, or if
+            # beam search dropped every running beam (nothing kept).
+            maybe_done = not kept
+            for s in kept:
+                tokens.append((rid, s.seq_id, s._len - 1, s.output_token_ids[-1]))
+                if s.status > SequenceStatus.SWAPPED:
+                    maybe_done = True
+            if maybe_done and group.is_finished():
                 self._finish(group, step, finished)
 
         for group in outputs.ignored_seq_groups:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .events import BeamCandidate, BeamSearchStep, SequenceFinished, TokenSampled
+from .events import (BeamCandidate, BeamSearchStep, SequenceFinished, TokenSampled,
+                     fast_event)
 from .sequence import SamplingParams, Sequence, SequenceGroup, SequenceStatus
 from .stand_in_model import StandInModel
 
@@ -47,15 +48,39 @@ class OutputProcessor:
         `running`: the group's running sequences, when the caller has them at hand."""
         if running is None:
             running = seq_group.get_seqs(status=SequenceStatus.RUNNING)
-        if seq_group.sampling_params.use_beam_search:
+        sp = seq_group.sampling_params
+        if sp.use_beam_search:
             return self._process_beam_search(seq_group, running)
+        if len(running) == 1 and (not was_prompt or sp.best_of == 1):
+            return self._sample_one(seq_group, running)
         return self._process_sampling(seq_group, was_prompt, running)
+
+    def _sample_one(self, seq_group: SequenceGroup, running: list[Sequence]) -> list[Sequence]:
+        """One sample for one sequence (most decode steps): nothing to fork. This is
+        `_process_sampling` with one parent and one sample, written out because it runs
+        once per generated token."""
+        seq = running[0]
+        token_id, logprob = self.model.sample(seq, seq_group.output_len)
+        events = self.events
+        if events is not None:
+            events.append(fast_event(TokenSampled, (seq.seq_id, seq._len, token_id, logprob)))
+        seq.output_token_ids.append(token_id)
+        seq.output_logprobs.append(logprob)
+        seq.cumulative_logprob += logprob
+        seq._len += 1
+        check_stop(seq, seq_group.sampling_params, self.max_model_len)
+        if seq.status > SequenceStatus.SWAPPED:
+            if events is not None:
+                events.append(SequenceFinished(seq_group.request_id, seq.seq_id,
+                                               seq.status.label))
+            self.free_seq(seq)
+        return running
 
     def _append(self, seq: Sequence, token_id: int, logprob: float, request_id: str,
                 emit: bool = True) -> None:
         events = self.events if emit else None
         if events is not None:
-            events.append(TokenSampled(seq.seq_id, seq._len, token_id, logprob))
+            events.append(fast_event(TokenSampled, (seq.seq_id, seq._len, token_id, logprob)))
         seq.append_token_id(token_id, logprob)
         check_stop(seq, self._sp, self.max_model_len)
         if events is not None and seq.status > SequenceStatus.SWAPPED:
@@ -66,15 +91,6 @@ class OutputProcessor:
                           parents: list[Sequence]) -> list[Sequence]:
         sp = self._sp = seq_group.sampling_params
         rid = seq_group.request_id
-        if len(parents) == 1 and (not was_prompt or sp.best_of == 1):
-            # One sample for one sequence (most decode steps): nothing to fork. The
-            # general path below gives the same result, with more bookkeeping.
-            seq = parents[0]
-            token_id, logprob = self.model.sample(seq, seq_group.output_len)
-            self._append(seq, token_id, logprob, rid)
-            if seq.status > SequenceStatus.SWAPPED:
-                self.free_seq(seq)
-            return parents
         child_seqs: list[tuple[Sequence, Sequence]] = []
         for parent in parents:
             # The prompt step draws best_of samples from the one prompt sequence; later

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from .block_manager import AllocStatus, BlockSpaceManager
 from .config import CacheConfig, SchedulerConfig
 from .events import Aborted, Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
-from .sequence import SequenceGroup, SequenceStatus
+from .sequence import SequenceGroup, SequenceStage, SequenceStatus
 
 
 class PreemptionMode(enum.Enum):
@@ -79,6 +79,9 @@ class ScheduledSequenceGroup:
     # Tokens to process this step: 1 per sequence for a decode, the prompt (or a chunk of
     # it) for a prefill.
     token_chunk_size: int
+    # Addition: the group's running sequences as the scheduler saw them, so the engine
+    # need not scan the group again (None: ask the group).
+    seqs: list | None = None
 
 
 @dataclass(slots=True)
@@ -271,7 +274,10 @@ class Scheduler:
     def _get_num_new_tokens(self, seqs: list, enable_chunking: bool,
                             budget: SchedulingBudget) -> int:
         """Tokens to process for these sequences (one group's, in one status)."""
-        num_new_tokens = sum(seq.get_num_new_tokens() for seq in seqs)
+        if len(seqs) == 1:
+            num_new_tokens = seqs[0].get_num_new_tokens()
+        else:
+            num_new_tokens = sum(seq.get_num_new_tokens() for seq in seqs)
         # Only a single-sequence prompt is cut to the budget (a beam group never is).
         if enable_chunking and len(seqs) == 1:
             num_new_tokens = min(num_new_tokens, budget.remaining_token_budget())
@@ -281,6 +287,8 @@ class Scheduler:
                           enable_chunking: bool) -> tuple[deque, _RunningOutputs]:
         out = _RunningOutputs()
         running_queue = deque(running_queue)
+        can_append_slots = self.block_manager.can_append_slots
+        append_slots = self.block_manager.append_slots
         while running_queue:
             seq_group = running_queue[0]
             seqs = seq_group.get_seqs(status=SequenceStatus.RUNNING)
@@ -288,7 +296,7 @@ class Scheduler:
             if num_running_tokens == 0:
                 break
             running_queue.popleft()
-            while not self.block_manager.can_append_slots(seq_group):
+            while not can_append_slots(seq_group):
                 budget.subtract_num_batched_tokens(seq_group.request_id, num_running_tokens)
                 budget.subtract_num_seqs(seq_group.request_id,
                                          seq_group.get_max_num_running_seqs())
@@ -301,9 +309,12 @@ class Scheduler:
                     self._preempt(seq_group, out, needed_by=seq_group.request_id)
                     break
             else:
-                self._append_slots(seqs, out.blocks_to_copy)
-                scheduled = ScheduledSequenceGroup(seq_group, num_running_tokens)
-                if seqs[0].is_prefill():
+                for seq in seqs:     # _append_slots, inlined: this runs for every sequence
+                    cows = append_slots(seq)
+                    if cows:
+                        out.blocks_to_copy.extend(cows)
+                scheduled = ScheduledSequenceGroup(seq_group, num_running_tokens, seqs)
+                if seqs[0].stage is SequenceStage.PREFILL:
                     out.prefill_seq_groups.append(scheduled)
                 else:
                     scheduled.token_chunk_size = 1

@@ -191,6 +191,9 @@ class SequenceGroup:
     def num_seqs(self, status: SequenceStatus | None = None) -> int:
         if status is None:
             return len(self.seqs_dict)
+        if len(self.seqs_dict) == 1:   # most groups, on every step
+            for s in self.seqs_dict.values():
+                return 1 if s.status is status else 0
         return len([s for s in self.seqs_dict.values() if s.status is status])
 
     def get_unfinished_seqs(self) -> list[Sequence]:
@@ -207,7 +210,8 @@ class SequenceGroup:
         `best_of = 4` request has one sequence but will run four: it is charged four."""
         sp = self.sampling_params
         if sp.best_of == 1 and len(self.seqs_dict) == 1:
-            return 1 - self.is_finished()
+            for s in self.seqs_dict.values():
+                return 0 if s.status > 2 else 1
         if sp.use_beam_search:
             return sp.best_of
         if sp.best_of > len(self.seqs_dict):

@@ -6,6 +6,7 @@ from sim.sampling import check_stop
 from sim.sequence import SamplingParams, Sequence, SequenceStatus
 
 from helpers import engine, run_checked
+from sim.invariants import check_engine
 
 
 @pytest.mark.parametrize("best_of", [2, 3, 4, 6])
@@ -142,3 +143,21 @@ def test_parallel_samples_diverge():
     run_checked(eng)
     outs = {tuple(s.output_token_ids) for s in eng.requests["A"].get_seqs()}
     assert len(outs) == 3
+
+
+def test_the_single_sample_fast_path_equals_the_general_path(monkeypatch):
+    """`_sample_one` is `_process_sampling` written out for one sequence and one sample;
+    the two must give the same tokens, events and blocks."""
+    from sim.sampling import OutputProcessor
+    from sim.scenarios import get_scenario
+
+    def trace():
+        eng = get_scenario("recompute").build_engine()
+        return [(o.tokens, o.events) for o in eng.run()], check_engine(eng)
+
+    fast = trace()
+    monkeypatch.setattr(OutputProcessor, "_sample_one",
+                        lambda self, group, running: self._process_sampling(group, False,
+                                                                            running))
+    slow = trace()
+    assert fast == slow and fast[0]
