@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pages import chart, svg
 from pages.registry import Chart
+from pages.text import wrap
 from pages.widget import Param, Widget
 from sim.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
 from sim.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny_model
@@ -98,7 +99,7 @@ def growth_narration(model, v: dict, s, steps) -> str:
     if s.phase == "prefill":
         head = (f"Prefill: the {n} prompt tokens (positions 0-{n - 1}) go through the model "
                 f"together.")
-        what = f"for every prompt position"
+        what = "for every prompt position"
         attn = (f" Attention: {s.pairs_with_cache} query-key pairs per head and layer, with "
                 f"or without a cache (nothing was cached before).")
     else:
@@ -334,7 +335,7 @@ def cost_svg(v: dict, n: dict) -> str:
         nonlocal y
         y += gap
         width = int((W - 20) / (CHAR * size))
-        chunks = _wrap(text, width - 2) if len(text) > width else [text]
+        chunks = wrap(text, width - 2) if len(text) > width else [text]
         for i, chunk in enumerate(chunks):
             y += size * 1.35
             body.append(svg.text(10, y, chunk if i == 0 else "  " + chunk, size=size, fill=fill))
@@ -427,17 +428,6 @@ def cost_svg(v: dict, n: dict) -> str:
     return svg.document(W, y + 10, body, label=f"KV cache cost of {model.name} on {gpus}")
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    lines, cur = [], ""
-    for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
-            lines.append(cur)
-            cur = word
-        else:
-            cur = f"{cur} {word}" if cur else word
-    if cur:
-        lines.append(cur)
-    return lines
 
 
 COST = Widget(

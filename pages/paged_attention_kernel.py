@@ -15,6 +15,7 @@ from typing import Any
 
 from pages import chart, svg
 from pages.registry import Chart
+from pages.text import f2, plural, span
 from pages.widget import Param, Widget
 from sim.attention import (PARTITION_SIZE, V1_MAX_SEQ_LEN, contiguous_attention, gather_kv,
                            paged_attention_v1_trace, paged_attention_v2_trace,
@@ -33,27 +34,14 @@ OUTPUT_COLUMNS = (0, 54, 134)           # x of the last frame's output table
 
 # ------------------------------------------------------------------------ formatting
 
-def f2(x: float) -> str:
-    """A float with two decimals, never "-0.00" (the picture's numbers are rounded)."""
-    text = f"{x:.2f}"
-    return "0.00" if text == "-0.00" else text
 
 
 def vec(xs) -> str:
     return "[" + ", ".join(f2(x) for x in xs) + "]"
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def span(positions) -> str:
-    positions = list(positions)
-    if not positions:
-        return "none"
-    if len(positions) == 1:
-        return str(positions[0])
-    return f"{positions[0]}-{positions[-1]}"
 
 
 # ------------------------------------------------------------------------- scenario
@@ -207,7 +195,7 @@ def narrate(inp, v, state) -> str:
                     f"output as it is: {vec(rec['output'])}.")
         return (f"Head {h}, reduce: global max M = {f2(rec['global_max'])}. Each partition is "
                 f"rescaled by exp(m_i - M) = " + ", ".join(f2(x) for x in rec["rescale_factors"])
-                + f", so its exp sum becomes "
+                + ", so its exp sum becomes "
                 + ", ".join(f2(x) for x in rec["rescaled_exp_sums"])
                 + f" (total L = {f2(rec['global_exp_sum'])}). Output = sum of o_i x l_i x "
                 f"exp(m_i - M) / L = {vec(rec['output'])}.")

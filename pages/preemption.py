@@ -20,6 +20,7 @@ from pathlib import Path
 from pages import chart, kv_view, svg
 from pages.narrate import blocks_list, describe_step, join
 from pages.registry import Chart
+from pages.text import wrap
 from pages.widget import Param, Widget
 from sim.block_manager import AllocStatus
 from sim.config import CacheConfig, SchedulerConfig
@@ -111,15 +112,6 @@ def _arrow(x1: float, y1: float, x2: float, y2: float, tip: str) -> str:
     ], tip=tip)
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return lines + ([line] if line else [])
 
 
 def draw(snap: dict, events: list, heading: str, notes: list[str],
@@ -132,7 +124,7 @@ def draw(snap: dict, events: list, heading: str, notes: list[str],
     parts += elements
     y += dy + 2
     for note, color in notes:
-        for line in _wrap(note, 62):
+        for line in wrap(note, 62):
             parts.append(svg.text(x, y + 10, line, size=10, fill=color))
             y += 13
     y += 4
@@ -179,7 +171,7 @@ def draw(snap: dict, events: list, heading: str, notes: list[str],
                           fill="muted" if status.startswith("check_engine: ok") else "highlight"))
     y += 18
     if error:
-        lines = _wrap(error, 56)
+        lines = wrap(error, 56)
         box_h = 14 * len(lines) + 12
         parts.append(svg.rect(x, y + 2, kv_view.WIDTH - 2 * x, box_h, fill="panel",
                               stroke="highlight", stroke_width=2, tip="vLLM stops here"))

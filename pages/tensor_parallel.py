@@ -19,6 +19,7 @@ from typing import Any
 
 from pages import svg
 from pages.registry import Chart
+from pages.text import f2, plural, span
 from pages.widget import Param, Widget
 from sim.config import CacheConfig, SchedulerConfig
 from sim.engine import LLMEngine
@@ -54,24 +55,14 @@ MiB = 1024 ** 2
 
 # ------------------------------------------------------------------------ formatting
 
-def f2(x: float) -> str:
-    text = f"{x:.2f}"
-    return "0.00" if text == "-0.00" else text
 
 
 def short(xs) -> str:
     return "[" + " ".join(f2(x) for x in xs) + "]"
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def span(xs) -> str:
-    xs = list(xs)
-    if len(xs) == 1:
-        return str(xs[0])
-    return f"{xs[0]}-{xs[-1]}"
 
 
 def size_text(n: float) -> str:
