@@ -16,6 +16,10 @@ from .sequence import Sequence, SequenceGroup, SequenceStatus
 
 BlockTable = list[PhysicalTokenBlock]
 
+# Enum members as module constants: on CPython 3.11 `SequenceStatus.RUNNING` is a
+# descriptor lookup (~0.1 us), and these are read for every sequence on every step.
+_RUNNING, _GPU = SequenceStatus.RUNNING, Device.GPU
+
 
 class AllocStatus(enum.Enum):
     """OK: allocate now. LATER: not enough free blocks now. NEVER: it cannot fit even in
@@ -77,8 +81,8 @@ class BlockSpaceManager:
     def can_append_slots(self, seq_group: SequenceGroup) -> bool:
         # Conservative: one free block per running sequence, even when the last block of
         # every sequence still has room.
-        num_seqs = seq_group.num_seqs(status=SequenceStatus.RUNNING)
-        return num_seqs <= self.gpu_allocator.get_num_free_blocks()
+        num_seqs = seq_group.num_seqs(status=_RUNNING)
+        return num_seqs <= len(self.gpu_allocator.free_blocks)
 
     def append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         """Make room for the sequence's newest token. Returns copy-on-write pairs."""
@@ -93,7 +97,7 @@ class BlockSpaceManager:
                                                   block.block_number, "gpu", 1))
             return []
         last_block = block_table[-1]
-        assert last_block.device is Device.GPU
+        assert last_block.device is _GPU
         if last_block.ref_count == 1:
             return []     # not shared: write in place
         # Shared and the token goes into it: copy-on-write.

@@ -14,6 +14,8 @@ from .events import (BeamCandidate, BeamSearchStep, SequenceFinished, TokenSampl
 from .sequence import SamplingParams, Sequence, SequenceGroup, SequenceStatus
 from .stand_in_model import StandInModel
 
+_SWAPPED = SequenceStatus.SWAPPED   # a module constant: read once per generated token
+
 
 def check_stop(seq: Sequence, sp: SamplingParams, max_model_len: int) -> None:
     """vLLM's StopChecker, in its order: EOS, stop tokens, model length, max_tokens."""
@@ -69,7 +71,7 @@ class OutputProcessor:
         seq.cumulative_logprob += logprob
         seq._len += 1
         check_stop(seq, seq_group.sampling_params, self.max_model_len)
-        if seq.status > SequenceStatus.SWAPPED:
+        if seq.status > _SWAPPED:
             if events is not None:
                 events.append(SequenceFinished(seq_group.request_id, seq.seq_id,
                                                seq.status.label))
@@ -83,7 +85,7 @@ class OutputProcessor:
             events.append(fast_event(TokenSampled, (seq.seq_id, seq._len, token_id, logprob)))
         seq.append_token_id(token_id, logprob)
         check_stop(seq, self._sp, self.max_model_len)
-        if events is not None and seq.status > SequenceStatus.SWAPPED:
+        if events is not None and seq.status > _SWAPPED:
             events.append(SequenceFinished(request_id, seq.seq_id, seq.status.label))
 
     # -- parallel sampling (and n = 1) ---------------------------------------------------

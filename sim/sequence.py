@@ -35,6 +35,11 @@ class SequenceStage(enum.Enum):
     DECODE = "decode"
 
 
+# Enum members as module constants: on CPython 3.11 `SequenceStage.DECODE` is a descriptor
+# lookup (~0.1 us), and these are read for every sequence on every step.
+_PREFILL, _DECODE = SequenceStage.PREFILL, SequenceStage.DECODE
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """The subset of vLLM's SamplingParams that changes what the engine does with memory."""
@@ -113,14 +118,14 @@ class Sequence:
         return self._len - self.num_computed_tokens
 
     def get_num_new_tokens(self) -> int:
-        if self.stage is SequenceStage.DECODE:
+        if self.stage is _DECODE:
             return 1
         return self.get_num_uncomputed_tokens()
 
     def update_num_computed_tokens(self, num_new_computed_tokens: int) -> None:
         self.num_computed_tokens += num_new_computed_tokens
         if self.get_num_uncomputed_tokens() == 0:
-            self.stage = SequenceStage.DECODE
+            self.stage = _DECODE
 
     def reset_state_for_recompute(self) -> None:
         """Preempted by recompute: the KV is dropped; the next prefill recomputes the
@@ -129,7 +134,7 @@ class Sequence:
         self.stage = SequenceStage.PREFILL
 
     def is_prefill(self) -> bool:
-        return self.stage is SequenceStage.PREFILL
+        return self.stage is _PREFILL
 
     def append_token_id(self, token_id: int, logprob: float = 0.0) -> None:
         self.output_token_ids.append(token_id)
@@ -240,7 +245,7 @@ class SequenceGroup:
     def is_prefill(self) -> bool:
         # All sequences of a group share the stage (forks happen after the prompt step).
         for s in self.seqs_dict.values():
-            return s.stage is SequenceStage.PREFILL
+            return s.stage is _PREFILL
         return False
 
     def __repr__(self) -> str:
