@@ -5,9 +5,9 @@
 PATHs are widget pages such as "paged-attention/" (default: every page with a widget).
 
 For every page with a widget (the test build: real pages plus the test-only demo page), and
-for two references built in the same run, it loads the page `runs` times cold (a fresh
-browser context: empty HTTP cache) and `runs` times warm (one context, after one load to
-fill the cache) and prints medians of:
+for the references built in the same run, it loads the page `runs` times cold (a fresh
+browser context: empty HTTP cache) and `runs` times warm (one context per page, after one
+load to fill the cache), round-robin over all pages, and prints medians of:
 
 - picture: first contentful paint (the first picture is inline, so this is when it shows)
 - stepping: when the player has the default frames and Step works
@@ -185,17 +185,28 @@ def load_once(context, url: str, wid: str, wait: str) -> dict:
     return result
 
 
-def measure(browser, url: str, wid: str, wait: str, runs: int) -> dict[str, dict]:
-    cold = []
+def measure_all(browser, targets, runs: int) -> dict[str, dict[str, dict]]:
+    """Cold and warm medians per target. The loads go round-robin over the targets, so a
+    machine that speeds up or slows down during the run affects every page and every
+    reference alike (the references are what the ratios divide by)."""
+    cold: dict[str, list] = {label: [] for label, *_ in targets}
     for _ in range(runs):
-        context = browser.new_context()
-        cold.append(load_once(context, url, wid, wait))
+        for label, url, wid, wait in targets:
+            context = browser.new_context()
+            cold[label].append(load_once(context, url, wid, wait))
+            context.close()
+    contexts = {}
+    for label, url, wid, wait in targets:
+        contexts[label] = browser.new_context()
+        load_once(contexts[label], url, wid, wait)  # fill the cache
+    warm: dict[str, list] = {label: [] for label, *_ in targets}
+    for _ in range(runs):
+        for label, url, wid, wait in targets:
+            warm[label].append(load_once(contexts[label], url, wid, wait))
+    for context in contexts.values():
         context.close()
-    context = browser.new_context()
-    load_once(context, url, wid, wait)  # fill the cache
-    warm = [load_once(context, url, wid, wait) for _ in range(runs)]
-    context.close()
-    return {"cold": medians(cold), "warm": medians(warm)}
+    return {label: {"cold": medians(cold[label]), "warm": medians(warm[label])}
+            for label, *_ in targets}
 
 
 def medians(results: list[dict]) -> dict:
@@ -254,11 +265,11 @@ def main() -> None:
     rows = []
     with sync_playwright() as p:
         browser = testsite.launch(p)
-        for label, url, wid, wait in targets:
-            print(f"measuring {label} ...", file=sys.stderr)
-            result = measure(browser, url, wid, wait, args.runs)
+        print(f"measuring {len(targets)} pages, {args.runs} rounds ...", file=sys.stderr)
+        results = measure_all(browser, targets, args.runs)
+        for label, *_ in targets:
             for mode in ("cold", "warm"):
-                rows.append((label, mode, result[mode]))
+                rows.append((label, mode, results[label][mode]))
         browser.close()
     server.shutdown()
 
