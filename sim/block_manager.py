@@ -48,6 +48,14 @@ class BlockSpaceManager:
         # Shared with the scheduler and engine; None when nobody is listening.
         self.events = events
 
+    @classmethod
+    def from_cache_config(cls, cache_config, events: list | None = None) -> "BlockSpaceManager":
+        """The block manager a scheduler builds from its CacheConfig."""
+        c = cache_config
+        return cls(block_size=c.block_size, num_gpu_blocks=c.num_gpu_blocks,
+                   num_cpu_blocks=c.num_cpu_blocks, watermark=c.watermark,
+                   free_order=c.free_order, seed=c.seed, events=events)
+
     # -- prompts -----------------------------------------------------------------------
     def can_allocate(self, seq_group: SequenceGroup) -> AllocStatus:
         seq = seq_group.get_seqs(status=SequenceStatus.WAITING)[0]

@@ -107,17 +107,22 @@ class OutputProcessor:
             token_id, logprob = samples[-1]
             self._append(parent, token_id, logprob, rid)
             child_seqs.append((parent, parent))
-        # Fork first ...
-        for seq, parent in child_seqs:
+        self._fork_then_free(seq_group, child_seqs)
+        return [seq for seq, _ in child_seqs]
+
+    def _fork_then_free(self, seq_group: SequenceGroup,
+                        pairs: list[tuple[Sequence, Sequence]]) -> None:
+        """vLLM's order for the (sequence, parent) pairs a step keeps: every new child is
+        added and forked first, and only then are finished parents freed, so a block a
+        surviving sequence still needs never drops to a reference count of zero."""
+        for seq, parent in pairs:
             if seq is not parent:
                 seq_group.add(seq)
                 if not seq.is_finished():
                     self.fork_seq(parent, seq)
-        # ... then free the finished ones.
-        for seq, parent in child_seqs:
+        for seq, parent in pairs:
             if seq is parent and seq.is_finished():
                 self.free_seq(seq)
-        return [seq for seq, _ in child_seqs]
 
     # -- beam search ---------------------------------------------------------------------
     def _process_beam_search(self, seq_group: SequenceGroup,
@@ -208,16 +213,8 @@ class OutputProcessor:
                 if seq.is_finished():
                     self.events.append(SequenceFinished(rid, seq.seq_id, seq.status.label))
 
-        # Fork the selected children first ...
-        for seq, parent in selected:
-            if seq is not parent:
-                seq_group.add(seq)
-                if not seq.is_finished():
-                    self.fork_seq(parent, seq)
-        # ... then free finished parents that were kept as outputs ...
-        for seq, parent in selected:
-            if seq is parent and seq.is_finished():
-                self.free_seq(seq)
+        # Fork the selected children, free finished parents kept as outputs ...
+        self._fork_then_free(seq_group, selected)
         # ... then drop the parents that were not selected (pruned beams).
         for seq, parent in unselected:
             if seq is parent:

@@ -140,14 +140,7 @@ class Scheduler:
         else:
             self.prompt_limit = min(scheduler_config.max_model_len,
                                     scheduler_config.max_num_batched_tokens)
-        self.block_manager = BlockSpaceManager(
-            block_size=cache_config.block_size,
-            num_gpu_blocks=cache_config.num_gpu_blocks,
-            num_cpu_blocks=cache_config.num_cpu_blocks,
-            watermark=cache_config.watermark,
-            free_order=cache_config.free_order,
-            seed=cache_config.seed,
-            events=events)
+        self.block_manager = BlockSpaceManager.from_cache_config(cache_config, events)
         self.waiting: deque[SequenceGroup] = deque()
         self.running: deque[SequenceGroup] = deque()
         self.swapped: deque[SequenceGroup] = deque()
