@@ -119,6 +119,15 @@ def variant_link(wid):
     return raw, frames, step
 
 
+def assert_restored(page, wid, raw, frames, step) -> None:
+    """The widget shows the permalink's step and settings, with the frames CPython makes."""
+    shown = state(page, wid)
+    assert shown["step"] == step - 1
+    assert shown["values"] == raw
+    assert json.loads(shown["frames"]) == json.loads(to_json(frames))
+    assert shown["notice"] == ""
+
+
 # Opening a link waits for Python on a fresh page, which costs seconds: once per page (the
 # code path is the player's, not the widget's); every widget gets the same link below.
 @pytest.mark.parametrize("wid", testsite.first_widgets())
@@ -127,11 +136,7 @@ def test_opening_a_permalink_restores_step_and_settings(open_page, widget_page, 
     page = open_page(widget_page(wid) + hash_for(wid, raw, step)).page
     wait_python(page, wid)
     answered(page, wid)
-    shown = state(page, wid)
-    assert shown["step"] == step - 1
-    assert shown["values"] == raw
-    assert json.loads(shown["frames"]) == json.loads(to_json(frames))
-    assert shown["notice"] == ""
+    assert_restored(page, wid, raw, frames, step)
 
 
 @pytest.mark.parametrize("wid", IDS)
@@ -140,11 +145,7 @@ def test_a_permalink_followed_on_the_page_restores_step_and_settings(live, widge
     page = live(widget_page(wid)).page
     page.evaluate("h => { location.hash = h; }", hash_for(wid, raw, step))
     answered(page, wid)
-    shown = state(page, wid)
-    assert shown["step"] == step - 1
-    assert shown["values"] == raw
-    assert json.loads(shown["frames"]) == json.loads(to_json(frames))
-    assert shown["notice"] == ""
+    assert_restored(page, wid, raw, frames, step)
 
 
 @pytest.mark.parametrize("wid", STEPPING)
