@@ -219,7 +219,7 @@ def medians(results: list[dict]) -> dict:
 
 def simulation_times(runs: int) -> list[tuple[str, float]]:
     """Each widget's default scenario, built in CPython (ms, median)."""
-    from pages.widget import run
+    from pages.framework.widget import run
 
     rows = []
     for wid, entry in sorted(testsite.all_widgets().items()):

@@ -2,7 +2,7 @@
 
 OPT-13B on one A100-40GB as in the paper's Table 1: block size 16 and the blocks that
 12 GiB of KV space gives (983 GPU blocks, 15.7K token slots), vLLM's default 4 GiB of swap
-(327 CPU blocks). 1,000 requests with ShareGPT-like lengths (sim/workload.py: log-normal,
+(327 CPU blocks). 1,000 requests with ShareGPT-like lengths (sim/studies/workload.py: log-normal,
 means 161 prompt / 338 output tokens as in the paper's Fig. 11, prompt + output <= 2048),
 Poisson arrivals at 1 request per step -- far faster than the cache drains, so preemption
 happens. One request in twenty asks for n=2 parallel samples, so preemption swaps as well as
@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.config import CacheConfig, SchedulerConfig  # noqa: E402
-from sim.engine import LLMEngine  # noqa: E402
+from sim.core.config import CacheConfig, SchedulerConfig  # noqa: E402
+from sim.core.engine import LLMEngine  # noqa: E402
 from sim.events import Preempted  # noqa: E402
-from sim.hardware import num_cpu_blocks  # noqa: E402
-from sim.models import cache_block_size, get_model  # noqa: E402
-from sim.sequence import SamplingParams  # noqa: E402
-from sim.workload import make_workload  # noqa: E402
+from sim.perf.hardware import num_cpu_blocks  # noqa: E402
+from sim.perf.models import cache_block_size, get_model  # noqa: E402
+from sim.core.sequence import SamplingParams  # noqa: E402
+from sim.studies.workload import make_workload  # noqa: E402
 
 KV_SPACE_BYTES = 12 * 2 ** 30   # the paper's "12 GB" for OPT-13B on an A100-40GB
 

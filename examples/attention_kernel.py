@@ -2,7 +2,7 @@
 (contiguous) softmax attention: the widget's default scenario."""
 import random
 
-from sim.attention import (contiguous_attention, gather_kv, paged_attention_v1,
+from sim.perf.attention import (contiguous_attention, gather_kv, paged_attention_v1,
                            paged_attention_v1_trace, paged_attention_v2,
                            random_paged_attention_inputs, use_v1)
 

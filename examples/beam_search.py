@@ -1,6 +1,6 @@
 """Beam search from Python: the paper's Fig. 9 (k = 4), with the tree property checked."""
 from sim.events import BeamSearchStep, BlockFreed
-from sim.scenarios import get_scenario
+from sim.studies.scenarios import get_scenario
 
 engine = get_scenario("fig9").build_engine()     # k = 4, a 6-token prompt, blocks of 4
 bm = engine.block_manager

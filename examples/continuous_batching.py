@@ -1,5 +1,5 @@
 """Static batching vs vLLM's continuous batching on the same requests, from Python."""
-from sim.batching_metrics import compare, uniform_workload
+from sim.studies.batching_metrics import compare, uniform_workload
 
 # The page's default workload: 5 requests, prompts of 3-10 tokens, outputs of 2-10 tokens,
 # about one arrival per iteration (seed 31); 3 batch slots and a budget of 32 tokens.

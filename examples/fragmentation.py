@@ -1,7 +1,7 @@
 """The fragmentation page from Python: one stream, four policies, and the Fig. 2 reproduction."""
-from sim.fragmentation import (PAPER_TOKEN_STATE_SHARE, POLICIES, make_memory, reproduce_fig2,
+from sim.studies.fragmentation import (PAPER_TOKEN_STATE_SHARE, POLICIES, make_memory, reproduce_fig2,
                                simulate)
-from sim.workload import RequestSpec
+from sim.studies.workload import RequestSpec
 
 # The widget's default stream: prompt + output tokens, arriving at a step.
 requests = [RequestSpec(rid, p, o, a) for rid, (p, o, a) in

@@ -1,7 +1,7 @@
 """The PagedAttention paper's Fig. 6, from Python: one request's block table, step by step."""
-from sim.config import CacheConfig, SchedulerConfig
-from sim.engine import LLMEngine
-from sim.sequence import SamplingParams
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.core.engine import LLMEngine
+from sim.core.sequence import SamplingParams
 
 # 8 GPU blocks of 4 slots; hand out blocks 7, 1, 3 first, as in the paper's figure.
 engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=8, num_cpu_blocks=0,

@@ -1,9 +1,9 @@
 """Parallel sampling from Python: the paper's Fig. 8, then the saving on a small workload."""
-from sim.config import CacheConfig, SchedulerConfig
-from sim.engine import LLMEngine
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.core.engine import LLMEngine
 from sim.events import CopyOnWrite, Forked
-from sim.sequence import SamplingParams
-from sim.sharing import alpaca_requests, measure
+from sim.core.sequence import SamplingParams
+from sim.studies.sharing import alpaca_requests, measure
 
 # Two samples of a 7-token prompt, blocks of 4; hand out blocks 7, 1, 3, 2 first (Fig. 8).
 engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=8, num_cpu_blocks=0,

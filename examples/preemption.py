@@ -1,9 +1,9 @@
 """Preemption under memory pressure, from Python: the page's default scenario, swap mode."""
-from sim.config import CacheConfig, SchedulerConfig
-from sim.engine import LLMEngine
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.core.engine import LLMEngine
 from sim.events import Preempted, SwappedIn, SwappedOut
-from sim.invariants import check_engine, read_back
-from sim.sequence import SamplingParams
+from sim.core.invariants import check_engine, read_back
+from sim.core.sequence import SamplingParams
 
 engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=10, num_cpu_blocks=8,
                                watermark=0.1),

@@ -3,9 +3,9 @@ measurements. Run from a checkout: python examples/prefill_decode.py"""
 import json
 from pathlib import Path
 
-from sim.cost import (Roofline, compare_with_measurements, decode_cost,
+from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost,
                       predict, prefill_cost)
-from sim.models import get_model
+from sim.perf.models import get_model
 
 model = get_model("llama-3-8b")
 root = Path(__file__).resolve().parent.parent

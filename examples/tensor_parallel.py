@@ -3,10 +3,10 @@ broadcast to tp workers, each with its own KV heads in the same block numbers; t
 layer (two all-reduces) equals the unsharded one; KV bytes per GPU for a real model."""
 import random
 
-from sim.block_manager import BlockSpaceManager
-from sim.models import get_model
-from sim.sequence import SamplingParams, Sequence, SequenceGroup
-from sim.tensor_parallel import (TensorParallelGroup, partition_heads, per_rank_cache,
+from sim.core.block_manager import BlockSpaceManager
+from sim.perf.models import get_model
+from sim.core.sequence import SamplingParams, Sequence, SequenceGroup
+from sim.perf.tensor_parallel import (TensorParallelGroup, partition_heads, per_rank_cache,
                                  random_layer_weights)
 
 # Which heads each of 4 GPUs holds: 8 query heads, 2 KV heads -> each KV head on 2 GPUs.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import CacheConfig, SchedulerConfig
-from .events import (Admitted, BlockFreed, CopyOnWrite, Forked, Preempted, PromptIgnored,
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.events import (Admitted, BlockFreed, CopyOnWrite, Forked, Preempted, PromptIgnored,
                      RequestFinished, SwappedIn, SwappedOut)
-from .scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
+from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 
 
 def parse_request(text: str) -> ScenarioRequest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from .sequence import Sequence
+from sim.core.sequence import Sequence
 
 _MASK = (1 << 64) - 1
 FIRST_REGULAR_TOKEN = 3   # ids 0-2 are special (pad, bos, eos), as in Llama's tokenizer

@@ -1,8 +1,8 @@
 """Small builders shared by the simulation tests."""
-from sim.config import CacheConfig, SchedulerConfig
-from sim.engine import LLMEngine
-from sim.invariants import check_engine
-from sim.sequence import SamplingParams, Sequence, SequenceGroup
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.core.engine import LLMEngine
+from sim.core.invariants import check_engine
+from sim.core.sequence import SamplingParams, Sequence, SequenceGroup
 
 
 def make_group(request_id, prompt_len, block_size=4, first_seq_id=0, **sp):

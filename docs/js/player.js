@@ -1,6 +1,6 @@
 // The trace player: shows frame i of a list of frames. It knows nothing about vLLM.
 //
-// Contract with pages/markup.py (the HTML) and pages/worker.py (the Python side):
+// Contract with pages/framework/markup.py (the HTML) and pages/framework/worker.py (the Python side):
 // - each .vsb-widget has data-widget (id), data-module, data-frames (URL of the default
 //   frames, written at build time) and the first frame inline;
 // - a frame is {svg, narration, ...}; the SVG comes from Python, which escaped every text

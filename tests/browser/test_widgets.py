@@ -15,7 +15,7 @@ pytest.importorskip("playwright.sync_api", reason="pip install -e '.[site]'")
 import testsite  # noqa: E402
 from testsite import state, wait_python, wait_stepping  # noqa: E402
 
-from pages.widget import respond, run, to_json, validate  # noqa: E402
+from pages.framework.widget import respond, run, to_json, validate  # noqa: E402
 
 WIDGETS = testsite.all_widgets()
 IDS = sorted(WIDGETS)

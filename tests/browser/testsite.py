@@ -57,7 +57,7 @@ def build_test_site(work: Path, *, demo: bool = True) -> Path:
         "INHERIT": str(ROOT / "mkdocs.yml"),
         "docs_dir": str(docs),
         "site_dir": str(work / "site"),
-        "hooks": [str(ROOT / "pages" / "hook.py")],
+        "hooks": [str(ROOT / "pages" / "framework" / "hook.py")],
         "theme": {"custom_dir": str(ROOT / "overrides")},
         "watch": [],
         "nav": nav,
@@ -104,7 +104,7 @@ def widget_pages(site: Path) -> dict[str, str]:
 
 def all_widgets():
     """Every registered widget (the real topic modules and the demo), by id -> Entry."""
-    from pages import registry
+    from pages.framework import registry
 
     widgets, _ = registry.collect([DEMO_MODULE])
     return widgets
@@ -179,7 +179,7 @@ def state(page, wid) -> dict:
 def variant_raw(widget) -> dict[str, str]:
     """Valid settings that differ from the defaults and change the trace, found by nudging
     one field at a time, so tests need nothing written per widget."""
-    from pages.widget import run, to_json, validate
+    from pages.framework.widget import run, to_json, validate
 
     base = widget.default_raw()
     default_json = to_json(run(widget, widget.defaults()))
@@ -206,7 +206,7 @@ def _nudges(p) -> list[str]:
 
 def invalid_field(widget) -> tuple[str, str, str] | None:
     """(field name, bad text, Python's message) for the first field that rejects text."""
-    from pages.widget import validate
+    from pages.framework.widget import validate
 
     for p in widget.params:
         if p.kind in ("int", "float", "text"):

@@ -1,0 +1,93 @@
+"""The HTML a widget or chart marker becomes on a built page.
+
+The player (docs/js/player.js) finds everything by these class names and data attributes,
+so this file and the player are the two halves of one contract. The first frame's SVG is
+inlined, so the first picture needs no request and no Python.
+"""
+
+from __future__ import annotations
+
+from pages.views.svg import esc
+from pages.framework.widget import Param, Widget
+
+SPEEDS = (("0.5", "0.5×"), ("1", "1×"), ("2", "2×"), ("4", "4×"))
+
+
+def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str) -> str:
+    wid = esc(widget.id)
+    first = frames[0]
+    single = " vsb-single" if len(frames) == 1 else ""
+    fields = "".join(_field(widget, p) for p in widget.params)
+    summary = f'<p class="vsb-summary">{esc(widget.summary)}</p>' if widget.summary else ""
+    speeds = "".join(
+        f'<option value="{v}"{" selected" if v == "1" else ""}>{label}</option>' for v, label in SPEEDS
+    )
+    # One line per element keeps Python-Markdown from treating any of it as Markdown.
+    return "".join([
+        f'<div class="vsb-widget{single}" id="{wid}" data-widget="{wid}" data-module="{esc(module)}"',
+        f' data-frames="{esc(frames_url)}" data-count="{len(frames)}" tabindex="0" role="group"',
+        f' aria-label="{esc(widget.title)} (left and right arrows step, space plays)">',
+        '<div class="vsb-head">',
+        f'<span class="vsb-title">{esc(widget.title)}</span>',
+        '<span class="vsb-status" role="status">Python starts in the background; the default steps work now.</span>',
+        '</div>',
+        summary,
+        '<p class="vsb-notice" role="alert" hidden></p>',
+        '<div class="vsb-stage">',
+        f'<div class="vsb-picture">{first["svg"]}</div>',
+        f'<p class="vsb-narration" aria-live="polite">{esc(first["narration"])}</p>',
+        '</div>',
+        '<div class="vsb-controls">',
+        '<button type="button" data-act="reset" title="Back to the first step">Reset</button>',
+        '<button type="button" data-act="back" title="Previous step (left arrow)">◀ Back</button>',
+        '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">▶ Play</button>',
+        '<button type="button" data-act="step" title="Next step (right arrow)">Step ▶</button>',
+        f'<label class="vsb-speed">Speed <select data-act="speed">{speeds}</select></label>',
+        f'<input type="range" class="vsb-scrub" min="0" max="{len(frames) - 1}" value="0" aria-label="Step">',
+        f'<output class="vsb-counter">1 / {len(frames)}</output>',
+        '</div>',
+        f'<form class="vsb-form" novalidate aria-label="{esc(widget.title)} settings">',
+        f'<div class="vsb-fields">{fields}</div>',
+        '<p class="vsb-error vsb-form-error" data-for="" role="alert"></p>',
+        '<button type="submit" class="vsb-run">Run with these settings</button>',
+        '</form>',
+        '<div class="vsb-tools">',
+        '<a class="vsb-permalink" href="#">Link to this step</a>',
+        '<button type="button" data-act="download">Download frame (SVG)</button>',
+        '<button type="button" data-act="embed">Copy embed code</button>',
+        '<input class="vsb-embed-code" readonly hidden aria-label="Embed code">',
+        '</div>',
+        '</div>',
+    ])
+
+
+def chart_html(chart_id: str, title: str, svg: str, caption: str) -> str:
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return (f'<figure class="vsb-chart" id="{esc(chart_id)}" aria-label="{esc(title)}">'
+            f'<div class="vsb-picture">{svg}</div>{cap}</figure>')
+
+
+def _field(widget: Widget, p: Param) -> str:
+    fid = f"{widget.id}--{p.name}"
+    name = esc(p.name)
+    raw = esc(p.to_raw(p.default))
+    help_id = f"{fid}--help"
+    common = f'id="{esc(fid)}" name="{name}" aria-describedby="{esc(help_id)}"'
+    if p.kind == "choice":
+        options = "".join(
+            f'<option value="{esc(v)}"{" selected" if v == p.default else ""}>{esc(label)}</option>'
+            for v, label in p.choices
+        )
+        control = f"<select {common}>{options}</select>"
+    elif p.kind == "bool":
+        checked = " checked" if p.default else ""
+        control = f'<input type="checkbox" {common} value="true"{checked}>'
+    else:
+        # type="text" (not "number") so the reader's exact text reaches Python's checks.
+        mode = {"int": ' inputmode="numeric"', "float": ' inputmode="decimal"'}.get(p.kind, "")
+        control = f'<input type="text" {common} value="{raw}"{mode} autocomplete="off" spellcheck="false">'
+    help_text = esc(p.help or p.allowed())
+    return (f'<div class="vsb-field vsb-{p.kind}" data-field="{name}">'
+            f'<label for="{esc(fid)}">{esc(p.label)}</label>{control}'
+            f'<small class="vsb-help" id="{esc(help_id)}">{help_text}</small>'
+            f'<span class="vsb-error" data-for="{name}" role="alert"></span></div>')

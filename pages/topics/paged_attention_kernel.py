@@ -1,0 +1,572 @@
+"""Topic page "paged attention kernel": one query attending over a block table, block by
+block (vLLM v0.5.5 `paged_attention_v1` / `paged_attention_v2`, VLLM.md section 7).
+
+The trace is `sim.attention`'s: per head, a `BlockScores` record per logical block, one
+`Softmax`, a `ValueAccumulated` per block; in v2 those per partition, each partition ending
+in a `PartitionResult`, and each head in a `PartitionsMerged`. One record is one frame;
+the picture and the narration of a frame are written from the records up to it, so they
+cannot disagree. A first frame introduces the scenario and a last one compares the output
+with plain (contiguous) softmax attention over the gathered keys and values.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pages.views import chart, svg
+from pages.framework.registry import Chart
+from pages.views.text import f2, plural, span
+from pages.framework.widget import Param, Widget
+from sim.perf.attention import (PARTITION_SIZE, V1_MAX_SEQ_LEN, contiguous_attention, gather_kv,
+                           paged_attention_v1_trace, paged_attention_v2_trace,
+                           random_paged_attention_inputs, records_as_dicts, use_v1)
+
+WIDGET_ID = "paged-attention-kernel"
+MAX_BLOCKS = 12           # logical blocks a sequence may need (rows of the picture)
+SPARE_BLOCKS = 2          # physical blocks that belong to someone else
+EQUAL_TOL = 1e-9          # "equal" in the last frame: float64 agrees far below this
+
+WIDTH = 400
+PAD = 10
+TABLE_COLUMNS = (0, 32, 86, 140, 240)   # x of the reduce table's columns
+OUTPUT_COLUMNS = (0, 54, 134)           # x of the last frame's output table
+
+
+# ------------------------------------------------------------------------ formatting
+
+
+
+def vec(xs) -> str:
+    return "[" + ", ".join(f2(x) for x in xs) + "]"
+
+
+
+
+
+
+# ------------------------------------------------------------------------- scenario
+
+def scenario(v: dict[str, Any]):
+    """(inputs, trace records as dicts) for checked widget values."""
+    inp = random_paged_attention_inputs(
+        random.Random(v["seed"]), num_heads=v["num_heads"], num_kv_heads=v["num_kv_heads"],
+        head_size=v["head_size"], block_size=v["block_size"], seq_len=v["seq_len"],
+        spare_blocks=SPARE_BLOCKS, decimals=1)
+    if v["kernel"] == "v1":
+        records = paged_attention_v1_trace(**inp.args())
+    else:
+        records = paged_attention_v2_trace(**inp.args(), partition_size=v["partition_size"])
+    # Every head runs the same walk in its own thread block; the frames follow one.
+    records = [r for r in records_as_dicts(records)
+               if r["kind"] == "attention_output" or r["head"] == v["head"]]
+    return inp, records
+
+
+def check(v: dict[str, Any]) -> dict[str, str]:
+    errors = {}
+    if v["num_heads"] % v["num_kv_heads"]:
+        errors["num_kv_heads"] = (f"KV heads: must divide the number of query heads "
+                                  f"({v['num_heads']}): each KV head serves a group of "
+                                  f"query heads")
+    needed = -(-v["seq_len"] // v["block_size"])
+    if needed > MAX_BLOCKS:
+        errors["seq_len"] = (f"length: {v['seq_len']} tokens need {needed} blocks of "
+                             f"{v['block_size']}; at most {MAX_BLOCKS} blocks fit the "
+                             f"picture (use at most {MAX_BLOCKS * v['block_size']} tokens "
+                             f"or a larger block size)")
+    if v["kernel"] == "v2" and v["partition_size"] % v["block_size"]:
+        errors["partition_size"] = (f"partition size: must be a multiple of the block size "
+                                    f"({v['block_size']}): a partition owns whole blocks, "
+                                    f"as vLLM asserts")
+    if v["head"] >= v["num_heads"]:
+        errors["head"] = (f"watched head: a query head from 0 to {v['num_heads'] - 1} "
+                          f"(there are {v['num_heads']})")
+    return errors
+
+
+# ------------------------------------------------------------------- the trace walk
+
+def walk(inp, records: list[dict]) -> list[dict]:
+    """One state per frame: which record it shows and what the current head has
+    computed so far (scores, weights, accumulated blocks, partition results)."""
+    states = [{"kind": "intro", "record": None}]
+    head_state: dict[str, Any] = {}
+    current_head = None
+    for rec in records:
+        if rec["kind"] == "attention_output":
+            states.append({"kind": "final", "record": rec})
+            continue
+        if rec["head"] != current_head:
+            current_head = rec["head"]
+            head_state = {"scores": {}, "masked": set(), "weights": {}, "softmax": {},
+                          "accumulated": set(), "partitions": {}, "partials": [], "merged": None,
+                          "output": None}
+        if rec["kind"] == "block_scores":
+            for pos, score in zip(rec["positions"], rec["scores"]):
+                if score is None:
+                    head_state["masked"].add(pos)
+                else:
+                    head_state["scores"][pos] = score
+        elif rec["kind"] == "softmax":
+            for pos, w in zip(rec["positions"], rec["weights"]):
+                head_state["weights"][pos] = w
+            head_state["softmax"][rec["partition"]] = rec
+        elif rec["kind"] == "value_accumulated":
+            head_state["accumulated"].add(rec["logical_block"])
+            head_state["output"] = rec["output"]
+        elif rec["kind"] == "partition_result":
+            head_state["partitions"][rec["partition"]] = rec
+            head_state["partials"] = head_state["partials"] + [rec["partial_output"]]
+        elif rec["kind"] == "partitions_merged":
+            head_state["merged"] = rec
+            head_state["output"] = rec["output"]
+        states.append({"kind": rec["kind"], "record": rec,
+                       "head": {k: (set(x) if isinstance(x, set) else
+                                    dict(x) if isinstance(x, dict) else x)
+                                for k, x in head_state.items()}})
+    return states
+
+
+# ----------------------------------------------------------------------- narration
+
+def kv_head_of(inp, head: int) -> int:
+    return head // (len(inp.query) // inp.num_kv_heads)
+
+
+def narrate(inp, v, state) -> str:
+    rec = state["record"]
+    kind = state["kind"]
+    bs, n = inp.block_size, inp.seq_len
+    needed = -(-n // bs)
+    if kind == "intro":
+        table = ", ".join(str(b) for b in inp.block_table[:needed])
+        used = inp.block_table[:needed]
+        layout = ("consecutive here by chance; the kernel does not rely on it"
+                  if all(b == a + 1 for a, b in zip(used, used[1:]))
+                  else "scattered over the cache, not in order")
+        heads = len(inp.query)
+        group = (f"{plural(heads, 'query head')}, each with its own KV head" if heads == inp.num_kv_heads
+                 else f"{plural(heads, 'query head')} sharing {plural(inp.num_kv_heads, 'KV head')}"
+                 f" (grouped-query attention)")
+        kernel = ("paged_attention_v1: per head, one walk over the blocks for the scores, one "
+                  "softmax, a second walk for the values" if v["kernel"] == "v1" else
+                  f"paged_attention_v2 with partitions of {v['partition_size']} tokens: each "
+                  f"partition does the v1 walk on its own, then a reduce merges them")
+        return (f"One decode step of one sequence: {n} cached tokens in {plural(needed, 'block')} "
+                f"of {bs}. Its block table maps logical blocks to physical blocks {table}: "
+                f"{layout}. {group}. "
+                f"Kernel: {kernel}.")
+    h = rec.get("head")
+    part = rec.get("partition")
+    where = f"Head {h}" + (f", partition {part}" if part is not None else "")
+    if kind == "block_scores":
+        scored = [(p, s) for p, s in zip(rec["positions"], rec["scores"]) if s is not None]
+        masked = [p for p, m in zip(rec["positions"], rec["masked"]) if m]
+        text = (f"{where}: logical block {rec['logical_block']} -> block table -> physical "
+                f"block {rec['physical_block']}. Read its keys (KV head {rec['kv_head']}) and "
+                f"score {'position' if len(scored) == 1 else 'positions'} "
+                f"{span(p for p, _ in scored)}: q.k x {f2(inp.scale)} = "
+                + ", ".join(f2(s) for _, s in scored) + ".")
+        if masked:
+            text += (f" {'Position' if len(masked) == 1 else 'Positions'} {span(masked)} "
+                     f"{'is' if len(masked) == 1 else 'are'} past the length {n}: "
+                     f"masked, never read.")
+        return text
+    if kind == "softmax":
+        count = len(rec["positions"])
+        scope = "all" if part is None else "this partition's"
+        return (f"{where}: one softmax over {scope} {count} scores. Max logit m = "
+                f"{f2(rec['max_logit'])}, exp sum l = sum of exp(score - m) = "
+                f"{f2(rec['exp_sum'])}; each weight is exp(score - m) / l.")
+    if kind == "value_accumulated":
+        return (f"{where}, second walk: logical block {rec['logical_block']} -> physical block "
+                f"{rec['physical_block']}. Its values, weighted by "
+                + ", ".join(f2(w) for w in rec["weights"])
+                + f", are added to the output: {vec(rec['output'])}.")
+    if kind == "partition_result":
+        return (f"{where} done (positions {rec['start']}-{rec['end'] - 1}): it hands the reduce "
+                f"its max logit m{part} = {f2(rec['max_logit'])}, its exp sum "
+                f"l{part} = {f2(rec['exp_sum'])} and its partial output "
+                f"{vec(rec['partial_output'])}, already divided by l{part} (vLLM's max_logits, "
+                f"exp_sums, tmp_out).")
+    if kind == "partitions_merged":
+        if len(rec["max_logits"]) == 1:
+            return (f"Head {h}, reduce: only one partition, so the reduce kernel copies its "
+                    f"output as it is: {vec(rec['output'])}.")
+        return (f"Head {h}, reduce: global max M = {f2(rec['global_max'])}. Each partition is "
+                f"rescaled by exp(m_i - M) = " + ", ".join(f2(x) for x in rec["rescale_factors"])
+                + ", so its exp sum becomes "
+                + ", ".join(f2(x) for x in rec["rescaled_exp_sums"])
+                + f" (total L = {f2(rec['global_exp_sum'])}). Output = sum of o_i x l_i x "
+                f"exp(m_i - M) / L = {vec(rec['output'])}.")
+    # final
+    ref = reference(inp)
+    same = max_diff(rec["output"], ref) < EQUAL_TOL
+    chosen = use_v1(n, 1, len(inp.query))
+    verdict = "the same numbers" if same else "DIFFERENT numbers (a bug)"
+    parts = -(-n // PARTITION_SIZE)
+    why = (f"{n} tokens fit one {PARTITION_SIZE}-token partition" if parts == 1
+           else f"{n} tokens need {parts} partitions of {PARTITION_SIZE}")
+    return (f"The paged output of every head next to plain softmax attention over the keys and "
+            f"values gathered into one contiguous array: {verdict}. For this sequence vLLM "
+            f"would launch {'v1' if chosen else 'v2'}: use_v1({n} tokens, 1 sequence, "
+            f"{plural(len(inp.query), 'head')}) is {chosen}, since {why}.")
+
+
+def reference(inp) -> list[list[float]]:
+    keys, values = gather_kv(inp.key_cache, inp.value_cache, inp.block_table, inp.seq_len,
+                             inp.block_size)
+    return contiguous_attention(inp.query, keys, values, inp.scale)
+
+
+def max_diff(a, b) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+# ---------------------------------------------------------------------------- view
+
+def draw(inp, v, state, memo: dict | None = None) -> str:
+    """One frame's SVG. `memo` (one dict per trace) keeps the pieces that repeat from
+    frame to frame, drawn once: the build stays fast in the browser."""
+    memo = {} if memo is None else memo
+
+    def once(key, make):
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
+    bs, n = inp.block_size, inp.seq_len
+    needed = -(-n // bs)
+    num_blocks = len(inp.key_cache)
+    rec = state["record"]
+    hs = state.get("head") or {}
+    kind = state["kind"]
+    current_logical = rec.get("logical_block") if rec else None
+    current_physical = rec.get("physical_block") if rec else None
+    owner = {p: l for l, p in enumerate(inp.block_table[:needed])}
+    body: list[str] = []
+    y = PAD + 11
+
+    # -- the physical KV cache ------------------------------------------------------
+    body.append(svg.text(PAD, y, "KV cache: physical blocks", size=11, fill="muted"))
+    lx = WIDTH - PAD - 206
+    for fill, name in (("seq-0", "this sequence"), ("waste", "unused"), ("used", "other")):
+        body.append(svg.rect(lx, y - 8, 8, 8, fill=fill, rx=0))
+        body.append(svg.text(lx + 11, y, name, size=10, fill="muted"))
+        lx += 22 + 6 * len(name)
+    y += 5
+    gap = 3
+    bw = min(40.0, (WIDTH - 2 * PAD + gap) / num_blocks - gap)
+    def cache_block(p: int, here: bool) -> str:
+        x = PAD + p * (bw + gap)
+        mine = p in owner
+        if mine:
+            logical = owner[p]
+            first = logical * bs
+            tip = (f"physical block {p}: logical block {logical} of this sequence "
+                   f"(positions {first}-{min(first + bs, n) - 1})")
+        else:
+            tip = f"physical block {p}: another sequence's data (never read here)"
+        cells = [svg.rect(x, y, bw, 28, fill="panel", stroke="highlight" if here else "line",
+                          stroke_width=3 if here else 1)]
+        sw = (bw - 4) / bs
+        for s in range(bs):
+            pos = owner[p] * bs + s if mine else None
+            fill = "seq-0" if mine and pos < n else "waste" if mine else "used"
+            cells.append(svg.rect(x + 2 + s * sw, y + 16, max(sw - 1, 1), 9, fill=fill, rx=0))
+        cells.append(svg.text(x + bw / 2, y + 12, p, size=11, anchor="middle",
+                              fill="fg" if mine else "muted"))
+        return svg.group(cells, tip=tip)
+
+    for p in range(num_blocks):
+        here = p == current_physical
+        body.append(once(("cache", p, here), lambda: cache_block(p, here)))
+    y += 28 + 20
+
+    # -- header of the current head -------------------------------------------------
+    if kind == "intro":
+        label = "Block table: logical → physical"
+    elif kind == "final":
+        label = "Every head's output"
+    else:
+        h = rec["head"]
+        label = f"Head {h} of {len(inp.query)}, KV head {kv_head_of(inp, h)}"
+        if rec.get("partition") is not None:
+            label += f", partition {rec['partition']}"
+    body.append(svg.text(PAD, y, label, size=12))
+    y += 6
+
+    # -- the grid: one row per logical block ----------------------------------------
+    left = PAD + 76
+    status_w = 44
+    cw = min(52.0, (WIDTH - PAD - left - status_w) / bs)
+    rh = 24
+    cell_note = {"intro": "positions", "block_scores": "scores  q.k x scale",
+                 "softmax": "softmax weights", "value_accumulated": "weights",
+                 "partition_result": "weights (this partition)",
+                 "partitions_merged": "weights (per partition)",
+                 "final": "positions"}[kind]
+    body.append(svg.text(PAD, y + 10, "logical", size=9, fill="muted"))
+    body.append(svg.text(PAD + 42, y + 10, "phys.", size=9, fill="muted"))
+    body.append(svg.text(left + 1, y + 10, cell_note, size=9, fill="muted"))
+    y += 14
+    partition_size = v["partition_size"] if v["kernel"] == "v2" else None
+    weights = hs.get("weights", {})
+    scores = hs.get("scores", {})
+    top_weight = max(weights.values()) if weights else 1.0
+
+    def table_entry(ry: float, logical: int, physical: int, edge: str) -> str:
+        return "".join((
+            svg.rect(PAD, ry + 2, 30, rh - 4, fill="panel", stroke=edge,
+                     tip=f"logical block {logical}"),
+            svg.text(PAD + 15, ry + rh / 2 + 4, logical, size=11, anchor="middle"),
+            svg.text(PAD + 37, ry + rh / 2 + 4, "→", size=10, anchor="middle", fill="muted"),
+            svg.rect(PAD + 44, ry + 2, 28, rh - 4, fill="panel", stroke=edge,
+                     tip=f"block table[{logical}] = physical block {physical}"),
+            svg.text(PAD + 58, ry + rh / 2 + 4, physical, size=11, anchor="middle")))
+
+    for logical in range(needed):
+        ry = y + logical * rh
+        physical = inp.block_table[logical]
+        is_current = logical == current_logical
+        edge = "highlight" if is_current else "line"
+        if partition_size and (logical * bs) % partition_size == 0:
+            part = logical * bs // partition_size
+            if logical:
+                body.append(svg.line(PAD, ry, WIDTH - PAD, ry, stroke="accent",
+                                     stroke_dasharray="4 3"))
+            body.append(svg.text(WIDTH - PAD, ry + rh / 2 + 4, f"p{part}", size=10,
+                                 anchor="end", fill="accent"))
+        body.append(once(("row", logical, is_current),
+                         lambda: table_entry(ry, logical, physical, edge)))
+        for s in range(bs):
+            pos = logical * bs + s
+            cx = left + s * cw
+            text, fill, opacity, tip = str(pos), "free", None, f"position {pos}"
+            ink = "muted"
+            stroke = "highlight" if is_current and pos < n else None
+            if pos >= n:
+                text, fill, stroke = "mask", "bg", "waste"
+                tip = f"slot {s}: past the length {n}, masked (never read)"
+            elif kind not in ("intro", "final"):
+                ink = "fg"
+                if pos in weights and kind != "block_scores":
+                    w = weights[pos]
+                    text, fill = f2(w), "seq-0"
+                    opacity = round(0.15 + 0.6 * (w / top_weight), 2)
+                    tip = f"position {pos}: score {f2(scores[pos])}, weight {f2(w)}"
+                elif pos in scores:
+                    text, fill = f2(scores[pos]), "panel"
+                    tip = f"position {pos}: score {f2(scores[pos])}"
+                else:
+                    text, fill = "", "free"
+            key = ("cell", pos, text, fill, opacity, tip, stroke, ink)
+            body.append(once(key, lambda: (
+                svg.rect(cx + 1, ry + 2, cw - 2, rh - 4, fill=fill, rx=1, tip=tip,
+                         fill_opacity=opacity, stroke=stroke)
+                + svg.text(cx + cw / 2, ry + rh / 2 + 4, text, anchor="middle",
+                           size=10 if cw >= 34 else 9, fill=ink))))
+        if logical in hs.get("accumulated", set()):
+            body.append(svg.text(WIDTH - PAD - 22, ry + rh / 2 + 4, "+V", size=10,
+                                 anchor="end", fill="seq-2"))
+    y += needed * rh + 8
+
+    # -- partitions (v2) ------------------------------------------------------------
+    if partition_size and kind not in ("intro", "final"):
+        parts = hs.get("partitions", {})
+        count = -(-n // partition_size)
+        cols = (PAD, PAD + 70, PAD + 170, PAD + 250)
+        for x, head in zip(cols, ("partition", "positions", "max m_i", "sum l_i")):
+            body.append(svg.text(x, y + 6, head, size=9, fill="muted"))
+        y += 8
+        for p in range(count):
+            start, end = p * partition_size, min((p + 1) * partition_size, n)
+            res = parts.get(p)
+            cells = (f"p{p}", f"{start}-{end - 1}",
+                     f2(res["max_logit"]) if res else "...", f2(res["exp_sum"]) if res else "...")
+            for x, text in zip(cols, cells):
+                body.append(svg.text(x, y + 10, text, size=10, fill="fg" if res else "muted"))
+            y += 14
+        y += 6
+
+    # -- detail panel ---------------------------------------------------------------
+    lines = detail_lines(inp, v, state)
+    top = y
+    lh = 15
+    body.append(svg.rect(PAD - 4, top - 2, WIDTH - 2 * PAD + 8, lh * len(lines) + 8,
+                         fill="panel"))
+    for i, (text, colour, *columns) in enumerate(lines):
+        if isinstance(text, tuple):       # a table row: fixed columns
+            for x, cell in zip(columns[0] if columns else TABLE_COLUMNS, text):
+                body.append(svg.text(PAD + 2 + x, top + 11 + lh * i, cell, size=10,
+                                     fill=colour))
+        else:
+            body.append(svg.text(PAD + 2, top + 11 + lh * i, text, size=10, fill=colour))
+    y = top + lh * len(lines) + 12
+    return svg.document(WIDTH, y, body, label=f"Paged attention {v['kernel']}: "
+                                              f"{frame_label(state)}")
+
+
+def frame_label(state) -> str:
+    rec = state["record"]
+    if rec is None:
+        return "the scenario"
+    if state["kind"] == "final":
+        return "the output"
+    return f"head {rec['head']}, {state['kind'].replace('_', ' ')}"
+
+
+def short(xs, decimals: int = 2) -> str:
+    """A vector in few characters: space-separated, fixed decimals."""
+    fmt = f2 if decimals == 2 else (lambda x: "0.0" if f"{x:.1f}" == "-0.0" else f"{x:.1f}")
+    return "[" + " ".join(fmt(x) for x in xs) + "]"
+
+
+def detail_lines(inp, v, state) -> list[tuple[str, str]]:
+    """The panel under the grid: the numbers of the current step."""
+    rec, kind = state["record"], state["kind"]
+    lines: list[tuple[str, str]] = []
+    if kind == "intro":
+        lines.append((f"scale = 1/sqrt(head size {len(inp.query[0])}) = {f2(inp.scale)}",
+                      "muted"))
+        for h, q in enumerate(inp.query):
+            lines.append((f"head {h} (KV head {kv_head_of(inp, h)}): q = {short(q, 1)}", "fg"))
+        return lines
+    if kind == "final":
+        ref = reference(inp)
+        for h, (out, r) in enumerate(zip(rec["output"], ref)):
+            lines.append(((f"head {h}", "paged", short(out)), "fg", OUTPUT_COLUMNS))
+            lines.append((("", "contiguous", short(r)), "muted", OUTPUT_COLUMNS))
+        same = max_diff(rec["output"], ref) < EQUAL_TOL
+        lines.append(("equal (to within 1e-9, float64)" if same else "NOT equal",
+                      "seq-2" if same else "highlight"))
+        return lines
+    h = rec["head"]
+    lines.append((f"q (head {h}) = {short(inp.query[h], 1)}", "muted"))
+    if kind == "block_scores":
+        keys = inp.key_cache[rec["physical_block"]][rec["kv_head"]]
+        for s, (pos, score) in enumerate(zip(rec["positions"], rec["scores"])):
+            if score is None:
+                lines.append((f"pos {pos:>2}: masked, past the length", "muted"))
+            else:
+                lines.append((f"pos {pos:>2}: k = {short(keys[s], 1)} -> {f2(score)}", "fg"))
+    elif kind == "softmax":
+        lines.append((f"m = max score = {f2(rec['max_logit'])}", "fg"))
+        lines.append((f"l = sum of exp(score - m) = {f2(rec['exp_sum'])}", "fg"))
+        lines.append(("weight = exp(score - m) / l", "muted"))
+    elif kind == "value_accumulated":
+        values = inp.value_cache[rec["physical_block"]][kv_head_of(inp, h)]
+        for s, (pos, w) in enumerate(zip(rec["positions"], rec["weights"])):
+            lines.append((f"pos {pos:>2}: {f2(w)} x v = {short(values[s], 1)}", "fg"))
+        lines.append((f"output so far = {short(rec['output'])}", "seq-2"))
+    elif kind == "partition_result":
+        p = rec["partition"]
+        lines.append((f"m{p} = {f2(rec['max_logit'])}, l{p} = {f2(rec['exp_sum'])}", "fg"))
+        lines.append((f"o{p} = {short(rec['partial_output'])} (divided by l{p})", "fg"))
+    elif kind == "partitions_merged":
+        lines.append((f"M = max of the m_i = {f2(rec['global_max'])}", "fg"))
+        lines.append((("", "m_i", "l_i", "exp(m_i - M)", "l_i x exp(m_i - M)"), "muted"))
+        for i, (m, l, f, r) in enumerate(zip(rec["max_logits"], rec["exp_sums"],
+                                             rec["rescale_factors"],
+                                             rec["rescaled_exp_sums"])):
+            lines.append(((f"p{i}", f2(m), f2(l), f2(f), f2(r)), "fg"))
+        for i, partial in enumerate(state["head"]["partials"]):
+            lines.append((f"o{i} = {short(partial)}", "muted"))
+        lines.append((f"L = {f2(rec['global_exp_sum'])}, output = {short(rec['output'])}",
+                      "seq-2"))
+    return lines
+
+
+# --------------------------------------------------------------------------- build
+
+def build(v: dict[str, Any]) -> list[dict]:
+    inp, records = scenario(v)
+    frames = []
+    memo: dict = {}
+    for state in walk(inp, records):
+        frames.append({"svg": draw(inp, v, state, memo), "narration": narrate(inp, v, state),
+                       "kind": state["kind"]})
+    return frames
+
+
+WIDGETS = (Widget(
+    id=WIDGET_ID,
+    title="Paged attention, block by block",
+    summary="One query attends over keys and values scattered in physical blocks.",
+    params=(
+        Param("kernel", "kernel", "choice", "v1",
+              choices=(("v1", "v1"), ("v2", "v2 (partitions)")),
+              help="v1: one softmax over the whole sequence. v2: partitions merged by a reduce."),
+        Param("partition_size", "partition size", "int", 8, min=1, max=40,
+              help="v2 only: tokens per partition, a multiple of the block size (vLLM: 512)."),
+        Param("seq_len", "length", "int", 13, min=1, max=40,
+              help="Tokens already in the KV cache, the new one included."),
+        Param("block_size", "block size", "int", 4, min=2, max=8, help="Tokens per block."),
+        Param("num_heads", "query heads", "int", 2, min=1, max=4),
+        Param("num_kv_heads", "KV heads", "int", 1, min=1, max=4,
+              help="Fewer KV heads than query heads is grouped-query attention."),
+        Param("head_size", "head size", "int", 4, min=2, max=8),
+        Param("head", "watched head", "int", 0, min=0, max=3,
+              help="The query head whose walk the steps follow; the others run the same "
+                   "walk in their own thread blocks."),
+        Param("seed", "seed", "int", 0, min=0, max=999, help="Seeds the random query and cache."),
+    ),
+    build=build,
+    check=check,
+),)
+
+
+# ------------------------------------------------------------ build-time chart
+
+CHART_HEADS = 32          # Llama-2-7B's query heads on one GPU
+
+
+def render_kernel_choice() -> str:
+    """Which kernel vLLM v0.5.5 launches for a decode batch, from `sim.attention.use_v1`,
+    over the longest sequence and the number of sequences (32 heads)."""
+    lengths = [2 ** k for k in range(7, 16)]          # 128 .. 32768 tokens
+    batch = [2 ** k for k in range(0, 10)]            # 1 .. 512 sequences
+    v1, v2 = [], []
+    for n in lengths:
+        for b in batch:
+            (v1 if use_v1(n, b, CHART_HEADS) else v2).append((n, b))
+
+    def tips(points, name):
+        return [f"{name}: longest sequence {n:,} tokens, {b} sequences x {CHART_HEADS} heads "
+                f"= {b * CHART_HEADS:,} (sequence, head) pairs" for n, b in points]
+
+    series = [chart.Series("v1 (one pass)", v1, color="seq-0", kind="points",
+                           tips=tips(v1, "v1")),
+              chart.Series("v2 (partitions + reduce)", v2, color="seq-1", kind="points",
+                           marker="square", tips=tips(v2, "v2"))]
+    markers = [chart.Marker(x=PARTITION_SIZE, color="muted"),
+               chart.Marker(x=V1_MAX_SEQ_LEN, color="muted"),
+               chart.Marker(y=512 / CHART_HEADS, color="muted")]
+    width, height = 460, 330
+    body = chart.plot(0, 0, width, height, series,
+                      x=chart.Axis("longest sequence in the batch (tokens)", log=True, base=2,
+                                   fmt=lambda t: str(int(t))),
+                      y=chart.Axis("sequences in the batch", log=True, base=2,
+                                   fmt=lambda t: str(int(t))),
+                      markers=markers, title=f"Which kernel vLLM v0.5.5 launches "
+                                             f"({CHART_HEADS} heads)", legend=False)
+    y = height + 4
+    for i, s in enumerate(series):
+        x = 62 + i * 170
+        body.append(svg.rect(x, y, 12, 10, fill=s.color, rx=1))
+        body.append(svg.text(x + 17, y + 9, s.name, size=11))
+    body.append(svg.text(62, y + 28, f"dashed: {PARTITION_SIZE} tokens (one partition), "
+                                     f"{V1_MAX_SEQ_LEN} tokens,", size=10, fill="muted"))
+    body.append(svg.text(62, y + 42, f"{512 // CHART_HEADS} sequences x {CHART_HEADS} heads = "
+                                     f"512 thread blocks", size=10, fill="muted"))
+    return svg.document(width, y + 52, body, label="v1 or v2 by batch shape")
+
+
+CHARTS = (Chart(
+    id="paged-attention-kernel-choice",
+    title="v1 or v2: vLLM's choice per decode batch",
+    render=render_kernel_choice,
+    caption="Drawn from sim.perf.attention.use_v1, the rule in PagedAttention.forward_decode "
+            "(vLLM v0.5.5): v1 when the longest sequence is at most 8192 tokens and either "
+            "fits one 512-token partition or there are more than 512 (sequence, head) pairs.",
+),)

@@ -1,0 +1,131 @@
+import re
+
+import pytest
+
+from pages.topics.beam_search import CHARTS, WIDGETS, beam_tree, live_beams, run_trace
+from pages.framework.widget import run, validate
+from sim.events import BeamSearchStep, BlockAllocated, BlockFreed, CopyOnWrite, SeqFreed
+
+W = WIDGETS[0]
+
+
+def values(**kw):
+    return dict(W.defaults(), **kw)
+
+
+GRID = [values(), values(seed=3), values(seed=11, k=6, prompt_len=5, output_len=9),
+        values(k=2, block_size=1, prompt_len=3, output_len=5),
+        values(k=3, block_size=2, prompt_len=7, output_len=8, seed=5),
+        values(k=5, block_size=8, prompt_len=16, output_len=16, seed=2)]
+
+
+def test_default_trace_tells_the_story():
+    frames = run(W, W.defaults())
+    assert len(frames) == 9                    # before + 8 iterations: under twenty
+    text = [f["narration"] for f in frames]
+    assert "takes the best 2k = 8 continuations of the prompt sequence" in text[1]
+    assert "4 are kept (A.1, A.2, A.3 and A.4 from A.0)" in text[1]
+    assert "block 19 has 4, block 18 has 4" in text[1]
+    assert "A.0 is not kept and is freed after the forks. Every block it held" in text[1]
+    # Iteration 1: three copies of block 18, two beams gone, two blocks freed.
+    assert "A.3 writes into shared block 18: copy-on-write to block 15" in text[2]
+    assert "A.11 from A.3" in text[2]
+    assert "Their last beam gone, blocks 18 and 16 reach ref count 0." in text[2]
+    # Iteration 4: a beam with no candidate among the best 2k.
+    assert "A.19 had no candidate among the best 2k, so it is dropped at once" in text[5]
+    assert "15, 12" in text[5]
+    assert "With n = 1, vLLM returns the best finished beam" in text[-1]
+    assert "No live beams: every block is back in the pool." in frames[-1]["svg"]
+
+
+@pytest.mark.parametrize("v", GRID)
+def test_ref_count_equals_live_beams_below(v):
+    for snap, _ in run_trace(v):
+        users = {}
+        for s in live_beams(snap):
+            for _, num, _ in s["block_table"]:
+                users[num] = users.get(num, 0) + 1
+        for num, block in enumerate(snap["gpu"]["blocks"]):
+            assert block["ref_count"] == users.get(num, 0)
+        nodes, order = beam_tree(snap)
+        assert sorted(order) == sorted(s["seq_id"] for s in live_beams(snap))
+        for node in nodes:
+            assert node.ref_count == len(node.leaves)
+            for c in node.children:        # a child's beams are a subset of its parent's
+                assert set(nodes[c].leaves) <= set(node.leaves)
+        if nodes:
+            assert len(live_beams(snap)) == v["k"] or not snap["queues"]["running"]
+
+
+@pytest.mark.parametrize("v", GRID)
+def test_a_block_is_freed_exactly_when_its_last_beam_goes(v):
+    trace = run_trace(v)
+    for (before, _), (after, out) in zip(trace, trace[1:]):
+        held_before = {num for s in live_beams(before) for _, num, _ in s["block_table"]}
+        holders_after = {}
+        for s in live_beams(after):
+            for _, num, _ in s["block_table"]:
+                holders_after.setdefault(num, []).append(s["seq_id"])
+        made = {e.physical for e in out.events if isinstance(e, BlockAllocated)} | \
+            {e.dst for e in out.events if isinstance(e, CopyOnWrite)}
+        freed = [e.physical for e in out.events if isinstance(e, BlockFreed)]
+        assert len(freed) == len(set(freed))
+        # Every block that had users (before or made during the step) and has none now was
+        # freed in this step, and every freed block has no user now.
+        assert (held_before | made) - set(holders_after) == set(freed)
+        # A freed block's beams are all gone (or copied their way off it, copy-on-write,
+        # before the last of them was dropped).
+        gone = {e.seq_id for e in out.events if isinstance(e, SeqFreed)}
+        for num in freed:
+            users = {s["seq_id"] for s in live_beams(before)
+                     if any(n == num for _, n, _ in s["block_table"])}
+            copied_off = {e.seq_id for e in out.events
+                          if isinstance(e, CopyOnWrite) and e.src == num}
+            # A block made in this step (a new block, a copy) belongs to the beam it was
+            # made for.
+            makers = {e.seq_id for e in out.events if isinstance(e, CopyOnWrite)
+                      and e.dst == num} | {sid for e in out.events
+                                           if isinstance(e, BlockAllocated)
+                                           and e.physical == num for sid in e.seq_ids}
+            last = (users - copied_off) | makers
+            assert last and last <= gone, "a block is freed only when its last beam goes"
+
+
+@pytest.mark.parametrize("v", GRID[:3])
+def test_candidates_are_drawn_best_first(v):
+    frames = run(W, v)
+    for (_, out), frame in zip(run_trace(v)[1:], frames[1:]):
+        step = next(e for e in out.events if isinstance(e, BeamSearchStep))
+        assert len(step.candidates) == 2 * v["k"]
+        scores = [c.cumulative_logprob for c in step.candidates]
+        assert scores == sorted(scores, reverse=True)
+        kept = sum(c.outcome != "pruned" for c in step.candidates)
+        assert kept == v["k"]
+        assert frame["svg"].count(": pruned (not among the best") == 2 * v["k"] - kept
+        assert frame["svg"].count(", carried on by A.") == kept
+
+
+def test_validation_messages():
+    _, errors = validate(W, {"k": "1", "output_len": "17"})
+    assert errors["k"] == "beam width k: a whole number from 2 to 6"
+    assert errors["output_len"] == "output length: a whole number from 1 to 16"
+    _, errors = validate(W, {"block_size": "1", "prompt_len": "6", "output_len": "8"})
+    assert "fit in 8 blocks per beam" in errors["block_size"]
+    _, errors = validate(W, {"k": "6", "prompt_len": "24", "output_len": "8"})
+    assert "must be at most 40" in errors["k"]
+
+
+def test_frames_are_deterministic_and_titled():
+    a = run(W, W.defaults())
+    assert a == run(W, W.defaults())
+    for frame in a:
+        assert frame["svg"].startswith("<svg") and "viewBox" in frame["svg"]
+    assert len(re.findall("<title>", a[3]["svg"])) > 20
+    # Every tree node carries a hover text naming its block and its ref count.
+    assert "GPU block 19: logical block 0 of A.12, A.13, A.14, A.15" in a[3]["svg"]
+    assert run(W, values(seed=3)) != a                 # the seed grows another tree
+
+
+def test_fig15_chart_is_registered():
+    assert CHARTS[0].id == "fig15-beam"
+    assert "beam search" in CHARTS[0].title

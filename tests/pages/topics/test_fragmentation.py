@@ -1,0 +1,190 @@
+"""pages/topics/fragmentation.py: the four-policy widget and the Fig. 2 reproduction chart."""
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from pages.topics import fragmentation as page
+from pages.framework.widget import respond, run, to_json, validate
+from sim.studies.fragmentation import CATEGORIES, PAPER_TOKEN_STATE_SHARE
+
+W = page.WIDGET
+NS = "{http://www.w3.org/2000/svg}"
+
+
+def texts(svg_text: str) -> str:
+    root = ET.fromstring(svg_text)
+    return re.sub(r"\s+", " ", " ".join("".join(t.itertext()) for t in root.iter(NS + "text")))
+
+
+def titles(svg_text: str) -> list[str]:
+    return [t.text for t in ET.fromstring(svg_text).iter(NS + "title")]
+
+
+# ------------------------------------------------------------------------ the request list
+
+def test_requests_round_trip():
+    reqs = page.parse_requests(" 5/11@0, 6+4 ,8/8@3")
+    assert reqs == ((5, 11, 0), (6, 4, 0), (8, 8, 3))
+    assert page.format_requests(reqs) == "5/11@0, 6/4@0, 8/8@3"
+    assert page.parse_requests(page.format_requests(reqs)) == reqs
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "give at least one request"),
+    (",".join(["2/2"] * 11), "at most 10 requests"),
+    ("5-11", "request 1 should look like 5/11@0"),
+    ("<b>5</b>/3", "request 1 should look like 5/11@0"),
+    ("2/2, 0/3", "request B: prompt and output need at least 1 token"),
+    ("2/2@61", "request A: arrival step at most 60"),
+])
+def test_bad_requests_name_the_field_and_what_is_allowed(text, message):
+    _, errors = validate(W, {"requests": text})
+    assert errors["requests"].startswith("requests: ") and message in errors["requests"]
+
+
+def test_cross_field_checks():
+    _, errors = validate(W, {"requests": "20/20"})
+    assert errors == {"requests": "requests: A has 40 tokens; at most max_model_len (32)"}
+    _, errors = validate(W, {"pool": "48", "max_len": "40", "requests": "4/4"})
+    assert errors == {"max_len": "max_model_len: Orca (Max) needs a chunk of 64 slots; the "
+                                 "largest a pool of 48 slots has is 32"}
+    _, errors = validate(W, {"pool": "16", "block_size": "16", "max_len": "16",
+                             "requests": "8/8"})
+    assert list(errors) == ["pool"] and "can never hold it" in errors["pool"]
+    _, errors = validate(W, {"requests": ",".join(["16/16@0"] * 10), "pool": "64"})
+    assert "steps to serve; at most 80" in errors["requests"]
+    _, errors = validate(W, {"pool": "300", "block_size": "0"})
+    assert errors == {"pool": "pool slots: a whole number from 16 to 128",
+                      "block_size": "block size (vLLM): a whole number from 1 to 16"}
+
+
+# ----------------------------------------------------------------------- the default story
+
+@pytest.fixture(scope="module")
+def frames():
+    return run(W, W.defaults())
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return page.run_all(W.defaults())
+
+
+def test_one_frame_per_step_of_the_longest_run(frames, runs):
+    assert len(frames) == max(len(r.steps) for r in runs)
+    assert [r.label for r in runs] == list(PAPER_TOKEN_STATE_SHARE)
+    assert all(f["narration"].startswith(f"Step {i}.") for i, f in enumerate(frames))
+
+
+def test_refused_although_free_is_marked_within_the_first_steps(frames, runs):
+    oracle = runs[2]
+    marked = [r.step for r in oracle.steps if r.refused_although_free]
+    assert marked and marked[0] < 10
+    step = marked[0]
+    shown = texts(frames[step]["svg"])
+    r = oracle.steps[step].refusal
+    assert (f"✗ {r.request_id} refused: {r.free_slots} slots free, largest chunk "
+            f"{r.largest_free_chunk} < {r.chunk_slots}") in shown
+    assert (f"Orca (Oracle): D finishes and frees its memory; refuses E although 32 slots are "
+            f"free: it asks for 22, the buddy allocator needs one free chunk of 32, and the "
+            f"largest is 16 (external fragmentation).") in frames[step]["narration"]
+    # The outline appears only on steps with such a refusal.
+    for i, f in enumerate(frames):
+        flagged = any(i < len(run.steps) and run.steps[i].refused_although_free for run in runs)
+        assert ("refused:" in texts(f["svg"])) == flagged
+
+
+def test_vllm_admits_what_oracle_must_refuse(frames, runs):
+    vllm = runs[3]
+    assert not any(r.refusal for r in vllm.steps)
+    assert "vLLM: admits E" in frames[5]["narration"]
+    assert len(vllm.steps) < min(len(r.steps) for r in runs[:3])
+
+
+def test_each_bar_covers_the_pool_and_numbers_match_the_accounting(frames, runs):
+    pool = W.defaults()["pool"]
+    for i, f in enumerate(frames):
+        shown = texts(f["svg"])
+        for run in runs:
+            if i >= len(run.steps):
+                continue
+            rec = run.steps[i]
+            b = rec.breakdown
+            assert sum(b[:5]) == pool
+            assert (f"{b.token_states} tokens · {b.reserved} reserved · "
+                    f"{b.internal_fragmentation} int. · {b.external_fragmentation} ext. · "
+                    f"{b.free} free") in shown
+            assert sum(seg.size for seg in rec.layout) == pool
+        # Every segment drawn has a tooltip naming its category and slots.
+        seg_tips = [t for t in titles(f["svg"]) if re.search(r": slots \d+-\d+ \(\d+\)$", t)]
+        assert len(seg_tips) == sum(len(r.steps[i].layout) if i < len(r.steps) else 1
+                                    for r in runs)
+
+
+def test_narration_comes_from_the_events(frames, runs):
+    assert frames[0]["narration"].startswith(
+        "Step 0. A arrives (5 prompt, 11 output tokens), B arrives (6 prompt, 4 output tokens) "
+        "and C arrives (8 prompt, 8 output tokens).")
+    assert "Orca (Max): admits A into a 32-slot chunk at slot 0" in frames[0]["narration"]
+    assert "C waits (0 slots free, 32 needed)" in frames[0]["narration"]
+    # A plain wait is told once, not every step.
+    assert "C waits" not in frames[1]["narration"]
+    last = frames[-1]["narration"]
+    assert "have served every request" in last
+
+
+def test_paged_bar_shows_block_boundaries(frames):
+    f = run(W, dict(W.defaults(), block_size=8))[0]
+    default = frames[0]
+    assert f["svg"] != default["svg"]
+
+
+def test_all_frames_are_well_formed_and_deterministic(frames):
+    for f in frames:
+        ET.fromstring(f["svg"])
+    assert to_json(run(W, W.defaults())) == to_json(frames)
+
+
+def test_largest_allowed_scenario_is_small_enough():
+    # Near the 80-step limit, with one-slot blocks: the most segments to draw.
+    raw = {"requests": ",".join(f"28/12@{i}" for i in range(10)), "pool": "128",
+           "max_len": "64", "block_size": "1"}
+    answer = respond(W, raw)
+    assert "frames" in answer, answer
+    assert len(to_json(answer)) < 2_500_000
+
+
+# ------------------------------------------------------------------ the reproduction chart
+
+def test_fig2_chart_with_given_shares():
+    shares = {label: {"token_states": p, "reserved": (1 - p) / 3,
+                      "internal_fragmentation": (1 - p) / 3,
+                      "external_fragmentation": (1 - p) / 3}
+              for label, p in PAPER_TOKEN_STATE_SHARE.items()}
+    shares["Orca (Max)"]["token_states"] = 0.25
+    out = page.render_fig2(shares)
+    shown = texts(out)
+    assert "ours 25.0% · paper 20.4% (+4.6 points)" in shown
+    assert "ours 96.3% · paper 96.3% (+0.0 points)" in shown
+    assert "Ordering kept: Orca (Max) < Orca (Pow2) < Orca (Oracle) < vLLM" in shown
+    shares["vLLM"]["token_states"] = 0.1
+    assert "Ordering NOT kept" in texts(page.render_fig2(shares))
+
+
+def test_fig2_reproduction_keeps_the_papers_ordering():
+    out = page.render_fig2()
+    ET.fromstring(out)
+    shown = texts(out)
+    assert "Ordering kept: Orca (Max) < Orca (Pow2) < Orca (Oracle) < vLLM" in shown
+    for label, paper in PAPER_TOKEN_STATE_SHARE.items():
+        assert re.search(re.escape(label) + r" ours \d+\.\d% · paper "
+                         + re.escape(f"{100 * paper:.1f}%"), shown)
+    assert len(CATEGORIES) == 5
+
+
+def test_caption_states_the_workload_and_the_allocator():
+    cap = page.FIG2.caption
+    for words in ("200 ShareGPT-like requests", "log-normal", "Poisson arrivals at 0.2",
+                  "15,728 slots", "buddy allocator", "blocks of 16"):
+        assert words in cap

@@ -1,0 +1,210 @@
+"""pages/topics/kv_cache.py: the growth widget, the cost calculator and the KV-vs-length chart."""
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from pages.topics import kv_cache as page
+from pages.framework.widget import respond, run, to_json, validate
+from sim.perf.hardware import GiB, get_gpu, memory_profile
+from sim.studies.kv_growth import generate
+from sim.perf.models import get_model, kv_bytes_per_token
+
+GROWTH, COST = page.GROWTH, page.COST
+
+
+def cost(**raw):
+    values, errors = validate(COST, {k: str(v) for k, v in raw.items()})
+    assert not errors, errors
+    return run(COST, values)[0], page.cost_numbers(values)
+
+
+def texts(svg_text: str) -> str:
+    """The picture's visible text, joined, wrapped lines undone (entities decoded by the
+    XML parser)."""
+    root = ET.fromstring(svg_text)
+    joined = " ".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    return re.sub(r"\s+", " ", joined)
+
+
+def titles(svg_text: str) -> list[str]:
+    root = ET.fromstring(svg_text)
+    return [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+
+
+# ------------------------------------------------------------------- the calculator
+
+def test_opt_13b_costs_800_kib_per_token_with_the_formula_substituted():
+    frame, n = cost()
+    assert n["per_token"] == 819_200 == kv_bytes_per_token(get_model("opt-13b"), "fp16")
+    shown = texts(frame["svg"])
+    assert "= 2 × 40 × 40 × 128 × 2" in shown
+    assert "= 819,200 B = 800 KiB" in shown
+    assert "No GQA" in shown
+    assert "800 KiB per token" in frame["narration"]
+
+
+def test_12_gib_gives_the_papers_15_7k_slots_and_says_what_it_assumed():
+    frame, n = cost()
+    assert n["paper_slots"] == 15_728 == 12 * GiB // 819_200
+    shown = texts(frame["svg"])
+    assert "12 GiB / 800 KiB = 15,728 slots (15.7K)" in shown
+    assert "assumed fp16 and 12 GB left for KV beside 26 GB of weights" in shown
+    assert "binary" in shown
+    # Only on OPT-13B.
+    assert "Table 1" not in texts(cost(model="llama-2-7b")[0]["svg"])
+
+
+def test_blocks_and_slots_come_from_vllms_formula():
+    frame, n = cost(utilization=0.8, seq_len=1000, batch=3)
+    p = memory_profile(get_model("opt-13b"), get_gpu("a100-40gb"), 16, "fp16", 0.8)
+    assert n["profile"] == p
+    shown = texts(frame["svg"])
+    assert f"= {p.num_gpu_blocks:,} blocks of 16 tokens" in shown
+    assert f"= {p.num_token_slots:,} token slots" in shown
+    assert n["blocks_per_seq"] == 63 and n["seqs_fit"] == p.num_gpu_blocks // 63
+    assert "The batch of 3 takes 189 blocks: it fits" in shown
+    assert f"{p.num_gpu_blocks:,} blocks" in frame["narration"]
+
+
+def test_per_sequence_and_per_batch_bytes():
+    frame, n = cost(seq_len=2048, batch=8)
+    assert n["per_seq"] == 2048 * 819_200 and n["per_batch"] == 8 * n["per_seq"]
+    shown = texts(frame["svg"])
+    assert "2,048 tokens × 800 KiB = 1.56 GiB" in shown and "batch of 8: 12.5 GiB" in shown
+    assert "it does not fit" in shown
+
+
+def test_gqa_is_explained_for_llama_2_70b():
+    frame, n = cost(model="llama-2-70b", tp=8, gpu="a100-80gb")
+    assert n["kv_heads"] == 1 and n["per_token"] == 40 * 1024
+    shown = texts(frame["svg"])
+    assert "GQA: 64 query heads share 8 KV heads (8 per group)" in shown
+    assert "8× more" in shown
+    assert "× 1 KV heads (8 / 8 GPUs)" in shown
+    assert "one GPU's share" in shown
+
+
+def test_fp8_cache_halves_the_bytes():
+    _, n16 = cost()
+    _, n8 = cost(kv_dtype="fp8")
+    assert n8["per_token"] * 2 == n16["per_token"]
+    assert n8["profile"].num_gpu_blocks > 1.9 * n16["profile"].num_gpu_blocks
+
+
+def test_vllms_start_up_error_is_shown_when_nothing_fits():
+    frame, n = cost(model="opt-175b")
+    assert n["profile"].num_gpu_blocks == 0
+    assert "No available memory for the cache blocks" in texts(frame["svg"])
+    assert "would not start" in frame["narration"]
+
+
+def test_cost_validation_messages():
+    _, errors = validate(COST, {"seq_len": "5000"})
+    assert errors == {"seq_len": "sequence length: at most 2,048, OPT-13B's max_model_len"}
+    _, errors = validate(COST, {"utilization": "1.5", "batch": "0", "model": "gpt-5"})
+    assert errors["utilization"] == "gpu_memory_utilization: a number from 0.5 to 1"
+    assert errors["batch"] == "batch: a whole number from 1 to 1024"
+    assert errors["model"].startswith("model: one of OPT-13B, ")
+    assert validate(COST, {"model": "mistral-7b", "seq_len": "32768"})[1] == {}
+
+
+def test_every_preset_builds_on_every_gpu():
+    for model in ("opt-13b", "opt-66b", "opt-175b", "llama-2-7b", "llama-2-13b",
+                  "llama-2-70b", "llama-3-8b", "llama-3-70b", "mistral-7b"):
+        for gpu in ("a100-40gb", "h200", "l4"):
+            for tp in ("1", "8"):
+                answer = respond(COST, {"model": model, "gpu": gpu, "tp": tp, "seq_len": "100"})
+                assert "frames" in answer, answer
+                ET.fromstring(answer["frames"][0]["svg"])
+
+
+# -------------------------------------------------------------------- the growth widget
+
+def test_growth_has_one_frame_per_step_plus_the_empty_cache():
+    frames = run(GROWTH, GROWTH.defaults())
+    v = GROWTH.defaults()
+    assert len(frames) == v["new_tokens"] + 1 <= 20
+    assert "The KV cache is empty" in frames[0]["narration"]
+    assert frames[1]["narration"].startswith("Prefill: the 4 prompt tokens")
+    assert frames[2]["narration"].startswith("Decode step 1: token 4")
+
+
+def test_growth_narration_comes_from_the_steps_numbers():
+    v = GROWTH.defaults()
+    steps = generate(page.growth_model(v), v["prompt_len"], v["new_tokens"], v["dtype"])
+    frames = run(GROWTH, v)
+    for s, f in zip(steps, frames[1:]):
+        text = f["narration"]
+        assert f"{s.bytes_appended:,} bytes in fp16" in text
+        assert f"samples token {s.sampled_position}" in text
+        if s.phase == "decode":
+            assert f"{s.pairs_with_cache} pairs per head and layer" in text
+            assert f"{s.pairs_recompute} pairs" in text
+            assert f"rerun all {s.cached_after} tokens" in text
+
+
+def test_growth_picture_draws_each_layer_and_kv_head_and_the_chart_grows():
+    v = dict(GROWTH.defaults(), layers=3, kv_heads=2, prompt_len=3, new_tokens=4)
+    frames = run(GROWTH, v)
+    for i, f in enumerate(frames):
+        tips = titles(f["svg"])
+        rows = [t for t in tips if re.match(r"layer \d, KV head \d, [KV]:", t)]
+        assert len(rows) == 3 * 2 * 2
+        cached = 0 if i == 0 else 3 + (i - 1)
+        assert all((f"tokens 0-{cached - 1} cached" in t) if cached else t.endswith("empty")
+                   for t in rows)
+        # One chart point per series per step so far.
+        assert sum(t.startswith("step ") for t in tips) == 2 * i
+    assert "just sampled" in " ".join(titles(frames[2]["svg"]))
+
+
+def test_gqa_narration():
+    one = run(GROWTH, dict(GROWTH.defaults(), group=1))[0]["narration"]
+    four = run(GROWTH, dict(GROWTH.defaults(), group=4))[0]["narration"]
+    assert "Each of its 2 query heads has its own KV head" in one
+    assert "Its 8 query heads share 2 KV heads (4 each" in four
+
+
+def test_growth_validation_messages():
+    _, errors = validate(GROWTH, {"layers": "9", "head_size": "<b>", "dtype": "int4"})
+    assert errors == {"layers": "layers: a whole number from 1 to 4",
+                      "head_size": "head size: a whole number from 1 to 256",
+                      "dtype": "dtype: one of fp16 (2 bytes), fp32 (4 bytes), fp8 (1 byte)"}
+
+
+def test_largest_growth_trace_stays_small():
+    v = dict(prompt_len=12, new_tokens=16, layers=4, kv_heads=4, group=4, head_size=256,
+             dtype="fp32")
+    text = to_json(run(GROWTH, v))
+    assert len(text) < 2_500_000
+    for f in run(GROWTH, v):
+        ET.fromstring(f["svg"])
+
+
+def test_frames_are_deterministic():
+    for w in (GROWTH, COST):
+        assert to_json(run(w, w.defaults())) == to_json(run(w, w.defaults()))
+
+
+# ---------------------------------------------------------------------------- the chart
+
+def test_kv_vs_length_chart():
+    out = page.render_kv_vs_length()
+    ET.fromstring(out)
+    shown = texts(out)
+    for name in ("OPT-175B (4.5 MiB/token)", "OPT-13B (800 KiB/token)",
+                 "Llama-2-70B (320 KiB/token)", "Llama-3-8B (128 KiB/token)"):
+        assert name in shown
+    assert "12 GiB = 15,728 OPT-13B tokens" in shown
+    tips = titles(out)
+    assert "OPT-13B, 2,048 tokens: 1.56 GiB" in tips
+    # Each line stops at the model's max_model_len.
+    assert not any(t.startswith("OPT-13B, 4,096") for t in tips)
+    assert "Llama-3-8B, 8,192 tokens: 1 GiB" in tips
+
+
+@pytest.mark.parametrize("n, text", [(819_200, "800 KiB"), (13_107_200, "12.5 MiB"),
+                                     (512, "512 B"), (12 * GiB, "12 GiB")])
+def test_fmt_bytes(n, text):
+    assert page.fmt_bytes(n) == text

@@ -1,0 +1,126 @@
+import re
+
+import pytest
+
+from pages.topics.parallel_sampling import CHARTS, WIDGETS, run_trace, sample_colors
+from pages.framework.widget import run, validate
+from sim.events import CopyOnWrite
+from sim.studies.sharing import PAPER_FIG15, SharingResult, usage_from_snapshot
+
+W = WIDGETS[0]
+
+
+def values(**kw):
+    return dict(W.defaults(), **kw)
+
+
+def test_default_trace_tells_the_story():
+    frames = run(W, W.defaults())
+    assert len(frames) == 7                    # before + 6 iterations: under twenty
+    text = [f["narration"] for f in frames]
+    assert "its last block holds 3 of 4 tokens" in text[0]
+    # Iteration 0: one prompt sequence, two forks, the partial block shared by 3.
+    assert "A prefills (7 tokens -> blocks 14 and 13)" in text[1]
+    assert "A.1 and A.2 fork from A.0, sharing blocks 14 and 13" in text[1]
+    assert "block 13, holds 3 of 4 tokens and is shared by 3 samples (ref count 3)" in text[1]
+    assert "Blocks in use: 2; 3 independent copies would hold 6" in text[1]
+    # Iteration 1: parent first, then each child; the last writes in place.
+    assert ("A.0 writes into shared block 13: copy-on-write to block 12. A.1 writes into "
+            "shared block 13: copy-on-write to block 11. A.2 then finds block 13 with ref "
+            "count 1 and writes in place: 2 copies in all, best_of - 1.") in text[2]
+    # Iteration 2: each sample's own new block.
+    assert ("The last blocks of A.0, A.1 and A.2 were full, so each new token starts logical "
+            "block 2 (physical blocks 10, 9 and 8)") in text[3]
+    assert "return to the free list" in text[-1]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+@pytest.mark.parametrize("prompt_len, block_size", [(7, 4), (8, 4), (5, 2), (6, 1), (9, 16)])
+def test_copies_and_the_boundary_case(n, prompt_len, block_size):
+    v = values(n=n, prompt_len=prompt_len, block_size=block_size, output_len=3)
+    trace = run_trace(v)
+    cows = [e for _, out in trace[1:] for e in out.events if isinstance(e, CopyOnWrite)]
+    text = " ".join(f["narration"] for f in run(W, v))
+    if prompt_len % block_size == 0:
+        assert cows == []
+        if n > 1:
+            assert "nothing will ever be copied" in text
+    else:
+        assert [e.seq_id for e in cows] == list(range(n - 1))   # parent first, then children
+        if n > 1:
+            assert f"{n - 1} cop{'y' if n == 2 else 'ies'} in all, best_of - 1" in text
+
+
+@pytest.mark.parametrize("v", [values(), values(n=6, prompt_len=10, output_len=4),
+                               values(block_size=1, prompt_len=8, output_len=4),
+                               values(prompt_len=8)])
+def test_ref_counts_equal_live_users_and_are_drawn(v):
+    frames = run(W, v)
+    for (snap, _), frame in zip(run_trace(v), frames):
+        users = {}
+        for r in snap["requests"]:
+            for s in r["seqs"]:
+                for _, num, _ in s["block_table"]:
+                    users[num] = users.get(num, 0) + 1
+        for num, block in enumerate(snap["gpu"]["blocks"]):
+            assert block["ref_count"] == users.get(num, 0)
+            if block["ref_count"] > 1:
+                assert f"GPU block {num}: " in frame["svg"]
+                assert f"ref count {block['ref_count']} (" in frame["svg"]
+        u = usage_from_snapshot(snap)
+        if u.unshared:
+            assert f"saved now: {u.saved} of {u.unshared}" in frame["svg"]
+
+
+def test_shared_blocks_and_own_blocks_have_their_colours():
+    frames = run(W, W.defaults())
+    snap = run_trace(W.defaults())[3][0]
+    colors = sample_colors(snap)
+    assert set(colors.values()) == {"seq-1", "seq-2", "seq-3"}
+    svg = frames[3]["svg"]
+    assert "var(--vsb-accent)" in svg            # block 14, still shared
+    assert all(f"var(--vsb-{c})" in svg for c in colors.values())
+    assert "copy #13" in frames[2]["svg"]         # the copy-on-write label
+
+
+def test_time_averaged_saving_matches_the_sim_formula():
+    trace = run_trace(W.defaults())
+    frames = run(W, W.defaults())
+    used = unshared = 0
+    for (snap, _), frame in zip(trace[1:], frames[1:]):
+        u = usage_from_snapshot(snap)
+        used += u.used
+        unshared += u.unshared
+        avg = SharingResult("parallel", 3, 1, 1, used, unshared, 0, 1).time_averaged
+        assert f"time-averaged so far: {100 * avg:.0f}%" in frame["svg"]
+
+
+def test_validation_messages():
+    _, errors = validate(W, {"n": "0", "prompt_len": "x", "block_size": "17"})
+    assert errors["n"] == "n (samples): a whole number from 1 to 6"
+    assert errors["prompt_len"] == "prompt length: a whole number from 1 to 32"
+    assert errors["block_size"] == "block size: a whole number from 1 to 16"
+    _, errors = validate(W, {"n": "6", "prompt_len": "32", "output_len": "16"})
+    assert "must be at most 40" in errors["n"] and "6 x 13 = 78" in errors["n"]
+
+
+def test_frames_are_deterministic_escaped_and_titled():
+    a = run(W, W.defaults())
+    assert a == run(W, W.defaults())
+    for frame in a:
+        assert frame["svg"].startswith("<svg") and "viewBox" in frame["svg"]
+        assert "<script" not in frame["svg"]
+    assert len(re.findall("<title>", a[2]["svg"])) > 15
+    # The seed changes token ids only, never the blocks.
+    b = run(W, values(seed=7))
+    assert [f["narration"] for f in a] == [f["narration"] for f in b]
+
+
+def test_fig15_chart_shows_paper_and_sim():
+    fake = {w: SharingResult("parallel", w, 10, 10, 90, 100, 9, 10) for w in (2, 4, 6)}
+    from pages.topics.parallel_sampling import fig15_chart
+    svg = fig15_chart("parallel", fake)
+    for w, value in PAPER_FIG15["parallel"].items():
+        assert f"{100 * value:.2f}%" in svg
+    assert "10.0%" in svg                        # the sim's (fake) saving
+    assert CHARTS[0].id == "fig15-parallel"

@@ -1,0 +1,283 @@
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pages.views import kv_view
+from pages.topics.preemption import (WIDGETS, format_requests, load_measurements, make_engine,
+                              parse_requests, swap_vs_recompute_svg)
+from pages.framework.widget import run, validate
+from sim.events import Admitted, BlockAllocated, BlockFreed, Preempted, SwappedIn, SwappedOut
+from sim.core.invariants import check_engine, read_back
+
+W = WIDGETS[0]
+ROOT = Path(__file__).resolve().parents[3]
+DOC = (ROOT / "docs" / "preemption.md").read_text(encoding="utf-8")
+
+
+def values(**kw):
+    return dict(W.defaults(), **kw)
+
+
+def step_all(v):
+    """Every step of the page's engine: (StepOutput, queues after it, GPU tables)."""
+    eng = make_engine(v)
+    out = []
+    while eng.has_unfinished_requests():
+        o = eng.step()
+        snap = eng.snapshot(with_slots=False)
+        tables = {r["request_id"]: [(d, n) for d, n, _ in r["seqs"][0]["block_table"]]
+                  for r in snap["requests"] if r["seqs"][0]["block_table"]}
+        out.append((o, snap["queues"], tables))
+        assert check_engine(eng) == [], (o.step, check_engine(eng))
+    return out
+
+
+def of(o, cls):
+    return [e for e in o.events if isinstance(e, cls)]
+
+
+# -- the scenario, step by step ---------------------------------------------------------
+
+def test_requests_round_trip_and_errors():
+    reqs = parse_requests(" 6/12, 5/10x2 ,3/3@8")
+    assert reqs == ((6, 12, 0, 1), (5, 10, 0, 2), (3, 3, 8, 1))
+    assert parse_requests(format_requests(reqs)) == reqs
+    for text, message in [("", "1 to 5 requests"), ("6-12", "should look like"),
+                          ("<b>6</b>/12", "should look like"), ("0/3", "from 1 to 20"),
+                          ("6/12x3", "1 to 2 parallel samples"), ("6/12@31", "at most 30")]:
+        _, errors = validate(W, {"requests": text})
+        assert message in errors["requests"] and errors["requests"].startswith("requests: ")
+    _, errors = validate(W, {"requests": "3/20@13"})
+    assert "within 32" in errors["requests"]
+    _, errors = validate(W, {"watermark": "0.9", "num_cpu_blocks": "-1"})
+    assert errors["watermark"] == "watermark: a number from 0 to 0.5"
+    assert errors["num_cpu_blocks"] == "CPU blocks: a whole number from 0 to 16"
+    _, errors = validate(W, {"block_size": "16", "num_gpu_blocks": "7"})
+    assert errors["num_gpu_blocks"].startswith("GPU blocks: at most 6 with block size 16")
+
+
+def test_swap_scenario_victims_queues_and_mappings():
+    steps = step_all(values())
+    assert len(steps) == 18
+    preempted = [(o.step, e) for o, _, _ in steps for e in of(o, Preempted)]
+    assert preempted == [(7, Preempted("C", "swap", "B", False))]
+    o, queues, tables = steps[7]
+    assert of(o, SwappedOut) == [SwappedOut("C", ((5, 7), (4, 6), (1, 5)))]
+    assert o.scheduler_outputs.blocks_to_swap_out == [(5, 7), (4, 6), (1, 5)]
+    assert queues["running"] == ["A", "B"] and queues["swapped"] == ["C"]
+    assert tables["C"] == [("cpu", 7), ("cpu", 6), ("cpu", 5)]
+    assert tables["A"] == [("gpu", 9), ("gpu", 8), ("gpu", 3), ("gpu", 0)]
+    # The freed block 1 serves B one step later; D arrives and is not admitted.
+    o, queues, tables = steps[8]
+    assert [(e.physical, e.seq_ids) for e in of(o, BlockAllocated)] == [(1, (1,))]
+    assert queues["waiting"] == ["D"] and queues["swapped"] == ["C"]
+    assert all(not of(s[0], Admitted) for s in steps[8:13])
+    # After A and B finish, C comes back under new GPU numbers, then D is admitted.
+    o, queues, tables = steps[12]
+    assert of(o, SwappedIn) == [SwappedIn("C", ((7, 1), (6, 2), (5, 6)))]
+    assert tables["C"] == [("gpu", 1), ("gpu", 2), ("gpu", 6)]
+    assert queues == {"pending": [], "waiting": ["D"], "running": ["C"], "swapped": []}
+    o, queues, _ = steps[13]
+    assert of(o, Admitted) == [Admitted("D", 3, False)]
+    assert queues["running"] == ["C", "D"]
+
+
+def test_recompute_scenario_victims_queues_and_blocks():
+    steps = step_all(values(preemption_mode="recompute"))
+    o, queues, tables = steps[7]
+    assert of(o, Preempted) == [Preempted("C", "recompute", "B", False)]
+    assert o.scheduler_outputs.blocks_to_swap_out == []
+    assert {e.physical for e in of(o, BlockFreed)} == {5, 4, 1}
+    assert queues["waiting"] == ["C"] and "C" not in tables
+    # D arrives behind C: a recompute victim goes to the front of waiting.
+    assert steps[8][1]["waiting"] == ["C", "D"]
+    # The watermark holds C back while only 2 or 3 blocks are free (C needs 3 + 1).
+    assert all(not of(s[0], Admitted) for s in steps[8:12])
+    o, queues, tables = steps[12]
+    assert of(o, Admitted) == [Admitted("C", 11, True), Admitted("D", 3, False)]
+    assert o.scheduler_outputs.num_prefill_groups == 2
+    assert tables["C"] == [("gpu", 1), ("gpu", 2), ("gpu", 6)]
+
+
+def test_default_mode_recomputes_one_sequence_and_swaps_several():
+    steps = step_all(values(preemption_mode="auto"))
+    assert [e.mode for o, _, _ in steps for e in of(o, Preempted)] == ["recompute"]
+    steps = step_all(values(preemption_mode="auto", requests=parse_requests("6/12, 5/12, 4/12x2")))
+    assert {e.mode for o, _, _ in steps for e in of(o, Preempted)} == {"swap"}
+
+
+# -- payload integrity ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["swap", "recompute"])
+def test_restored_request_reads_back_as_before(mode):
+    eng = make_engine(values(preemption_mode=mode))
+    c = eng.requests["C"].get_seqs()[0]
+    before = None
+    while eng.has_unfinished_requests():
+        cached = read_back(eng, c) if c.seq_id in eng.block_manager.block_tables else None
+        out = eng.step()
+        if any(isinstance(e, Preempted) for e in out.events):
+            before = cached
+            assert len(before) == 10
+        if any(isinstance(e, (SwappedIn, Admitted)) and e.request_id == "C" and
+               (isinstance(e, SwappedIn) or e.recompute) for e in out.events):
+            assert read_back(eng, c)[:len(before)] == before
+            assert before == [(c.get_token_ids()[p], p) for p in range(10)]
+            break
+    else:
+        pytest.fail("C never came back")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(["swap", "recompute", "auto"]), gpu=st.integers(3, 14),
+       cpu=st.integers(0, 14), bs=st.sampled_from([1, 2, 4, 8]),
+       wm=st.sampled_from([0.0, 0.1, 0.3]),
+       reqs=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(0, 6),
+                               st.integers(1, 2)), min_size=1, max_size=5),
+       seed=st.integers(0, 20))
+def test_random_workloads_keep_every_payload_and_end_with_a_frame(mode, gpu, cpu, bs, wm,
+                                                                   reqs, seed):
+    v = values(preemption_mode=mode, num_gpu_blocks=gpu, num_cpu_blocks=cpu, block_size=bs,
+               watermark=wm, requests=tuple(reqs), seed=seed)
+    frames = run(W, v)                  # never raises: errors end the trace with a frame
+    for f in frames:
+        assert "Check FAILED" not in f["narration"]
+        assert "check_engine found" not in f["svg"]
+    last = frames[-1]["narration"]
+    if "Aborted due to the lack of CPU swap space" in last:
+        assert mode != "recompute"
+    if "can recompute only a single sequence" in last:
+        assert mode == "recompute" and any(n > 1 for *_, n in reqs)
+
+
+def test_narration_reports_the_check_not_a_fixed_sentence(monkeypatch):
+    # Corrupt the swap-in copy: the narration and the status line must say so.
+    from sim.core.cache_engine import CacheEngine
+
+    def bad_swap_in(self, pairs):
+        for cpu_block, gpu_block in pairs:
+            self.gpu_cache[gpu_block] = [(0, -1)] * self.block_size
+
+    good = run(W, values())
+    monkeypatch.setattr(CacheEngine, "swap_in", bad_swap_in)
+    frames = run(W, values())
+    assert "Check: C's 10 cached tokens, swapped in, read back" in good[13]["narration"]
+    assert "Check FAILED: C's tokens do not read back" in frames[13]["narration"]
+    assert "check_engine found" in frames[13]["svg"]
+
+
+# -- the widget ------------------------------------------------------------------------------
+
+def test_default_trace_tells_the_story():
+    frames = run(W, W.defaults())
+    assert len(frames) == 19
+    text = [f["narration"] for f in frames]
+    assert "watermark int(0.1 x 10) = 1 block" in text[0]
+    assert "C is the tail of running" in text[8]
+    assert "(5->C7, 4->C6, 1->C5)" in text[8]
+    assert "read back from the CPU copy exactly as they were on the GPU" in text[8]
+    assert "B now uses block 1, which C held before" in text[9]
+    assert "nothing is admitted while a request is swapped out" in text[9]
+    assert "(C7->1, C6->2, C5->6)" in text[13]
+    assert "read back through its new block table (blocks 1, 2 and 6) exactly" in text[13]
+    svg8 = frames[8]["svg"]
+    notes = " ".join(re.findall(r'highlight\)">([^<]+)<', svg8))
+    assert ("Preempted (swap): can_append_slots(B) finds no free block; the victim is C, "
+            "the tail of running [A, B, C].") in notes
+    for g, c in ((5, 7), (4, 6), (1, 5)):
+        assert f"C: GPU block {g} swapped out to CPU block {c}" in svg8
+    assert "arrows: blocks_to_swap_out" in svg8
+    for c, g in ((7, 1), (6, 2), (5, 6)):
+        assert f"C: CPU block {c} swapped in to GPU block {g}" in frames[13]["svg"]
+    assert "watermark 1 block" in frames[1]["svg"]
+
+
+def test_recompute_toggle():
+    frames = run(W, values(preemption_mode="recompute"))
+    text = [f["narration"] for f in frames]
+    assert "Preempted by recompute" in text[8] and "swapped out" not in text[8]
+    assert "C waits at the front: can_allocate needs 3 blocks for recomputing 11 tokens" \
+        in text[9]
+    assert "C recomputes its prompt and generated tokens (11 tokens -> blocks 1, 2 and 6)" \
+        in text[13]
+    assert "Check: C's 10 cached tokens, recomputed, read back" in text[13]
+
+
+def test_too_little_swap_space_ends_with_vllms_error():
+    frames = run(W, values(num_cpu_blocks=2))
+    assert len(frames) == 9
+    last = frames[-1]
+    assert "Aborted due to the lack of CPU swap space" in last["narration"]
+    assert "'C' needs 3 CPU blocks, 2 are free" in last["narration"]
+    assert "not enough CPU swap space" in last["svg"]
+
+
+def test_recomputing_a_multi_sequence_request_ends_with_an_explanation():
+    frames = run(W, values(preemption_mode="recompute",
+                           requests=parse_requests("6/12, 5/12, 4/12x2")))
+    last = frames[-1]["narration"]
+    assert "can recompute only a single sequence" in last
+    assert "preempts itself" in last
+    assert "cannot recompute this request" in frames[-1]["svg"]
+
+
+def test_pool_block_box_points_at_the_drawn_blocks():
+    eng = make_engine(values())
+    eng.step()
+    snap = eng.snapshot()
+    h = kv_view.highlights([])
+    for device in ("gpu", "cpu"):
+        parts, _ = kv_view.pool(8, 100, snap, device, h)
+        drawn = "".join(parts)
+        for n in range(snap[device]["num_blocks"]):
+            x, y, w, hh = kv_view.pool_block_box(8, 100, snap, n)
+            assert f'x="{x:g}" y="{y:g}" width="{w:g}" height="{hh:g}"' in drawn
+
+
+def test_frames_are_deterministic_and_escaped():
+    a = run(W, W.defaults())
+    assert a == run(W, W.defaults())
+    assert all(f["svg"].startswith("<svg") and "viewBox" in f["svg"] for f in a)
+    assert len(re.findall("<title>", a[8]["svg"])) > 30
+
+
+@pytest.mark.parametrize("link", re.findall(r"\(#preemption\.([^)]*)\)", DOC))
+def test_doc_permalinks_validate(link):
+    raw = dict(kv.split("=", 1) for kv in unquote(link).split("&preemption."))
+    step = raw.pop("step", None)
+    v, errors = validate(W, raw)
+    assert not errors, (link, errors)
+    if step is not None:
+        assert 1 <= int(step) <= len(run(W, v))
+
+
+# -- the H200 chart --------------------------------------------------------------------------
+
+def test_chart_draws_every_measured_row():
+    data = load_measurements()
+    svg = swap_vs_recompute_svg(1024, data)
+    assert svg.startswith("<svg")
+    for r in data["rows"]:
+        if r["tokens"] == 1024:
+            assert f"swap out (GPU to CPU), block size {r['block_size']}:" in svg
+    assert "vLLM default" in svg and "Block size 16: out 28.1 ms, in 28.6 ms, recompute 28.9 ms" in svg
+
+
+def test_measured_numbers_in_the_docs_match_the_data():
+    data = json.loads((ROOT / "data" / "h200-swap-vs-recompute.json").read_text())
+    row = {(r["tokens"], r["block_size"]): r for r in data["rows"]}
+    assert f"takes {row[1024, 1]['swap_out_s'] * 1e3:.0f} ms" in DOC
+    assert f"{row[1024, 16]['swap_out_s'] * 1e3:.1f}\nms out and " \
+           f"{row[1024, 16]['swap_in_s'] * 1e3:.1f} ms in" in DOC
+    assert f"({data['recompute_prefill_s']['1024'] * 1e3:.1f} ms)" in DOC
+    assert f"would take {row[1024, 1]['bulk_out_s'] * 1e3:.1f} ms" in DOC
+    # "from 32 up, swapping is cheaper" than recomputing, in each direction.
+    rec = data["recompute_prefill_s"]["1024"]
+    assert all(row[1024, b]["swap_out_s"] < rec and row[1024, b]["swap_in_s"] < rec
+               for b in (32, 64, 128, 256))
+    assert row[1024, 8]["swap_out_s"] > rec

@@ -1,0 +1,228 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.studies.contiguous import ContiguousMemory, OrcaPolicy
+from sim.events import Admitted, Preempted, RequestFinished
+from sim.studies.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHARE, POLICIES,
+                               MemoryBreakdown, PagedMemory, PolicyRun, StepRecord,
+                               make_memory, reproduce_fig2, simulate)
+from sim.core.invariants import check_block_accounting
+from sim.studies.workload import RequestSpec, make_workload, requests_from_lengths
+
+
+def four_holes_then_a_big_one():
+    """Four 4-slot requests fill a 16-slot pool; two finish at step 2 and leave two holes
+    that are not buddies; an 8-slot request waits for them."""
+    return [RequestSpec("A", 2, 2), RequestSpec("B", 1, 3), RequestSpec("C", 2, 2),
+            RequestSpec("D", 1, 3), RequestSpec("E", 4, 4, arrival_step=1)]
+
+
+def test_oracle_refuses_although_the_free_slots_would_hold_it():
+    run = simulate(four_holes_then_a_big_one(),
+                   ContiguousMemory(OrcaPolicy.ORACLE, 16, max_model_len=16),
+                   record_layout=True)
+    s1, s2, s3 = run.steps[1:4]
+    assert s1.refusal.reason == "full" and not s1.refused_although_free
+    assert s2.refused_although_free
+    assert (s2.refusal.request_id, s2.refusal.free_slots, s2.refusal.largest_free_chunk) == \
+        ("E", 8, 4)
+    # B and D hold 3 tokens each and will fill one more slot; both holes are external.
+    assert s2.breakdown == MemoryBreakdown(token_states=6, reserved=2,
+                                           internal_fragmentation=0,
+                                           external_fragmentation=8, free=0,
+                                           internal_rounding=0)
+    assert [(seg.start, seg.kind) for seg in s2.layout] == [
+        (0, "external_fragmentation"), (4, "token_states"), (7, "reserved"),
+        (8, "external_fragmentation"), (12, "token_states"), (15, "reserved")]
+    assert s3.refusal is None and Admitted("E", 4, False) in s3.events
+    # E: 4 tokens of 8, 4 to come; nobody left in line, so nothing is external.
+    assert s3.breakdown == MemoryBreakdown(4, 4, 0, 0, 8, 0)
+    assert run.steps[-1].breakdown.free == 16
+
+
+def test_paged_admits_what_oracle_refused():
+    run = simulate(four_holes_then_a_big_one(), PagedMemory(16, block_size=4, watermark=0.0,
+                                                           max_model_len=16))
+    assert not any(s.refusal for s in run.steps[2:])
+    assert Admitted("E", 4, False) in run.steps[2].events
+
+
+def test_max_wastes_the_whole_reservation():
+    run = simulate([RequestSpec("0", 10, 5)],
+                   ContiguousMemory(OrcaPolicy.MAX, 64, max_model_len=64))
+    first = run.steps[0].breakdown
+    assert first == MemoryBreakdown(10, 5, 49, 0, 0, 0)
+    assert [s.breakdown.token_states for s in run.steps] == [10, 11, 12, 13, 14, 0]
+    assert RequestFinished("0", "finished_stopped") in run.steps[5].events
+
+
+def test_rounding_is_internal_fragmentation():
+    # Pow2 asks 3 + 8 = 11 for a 3 + 5 request; the buddy gives 16.
+    run = simulate([RequestSpec("0", 3, 5)],
+                   ContiguousMemory(OrcaPolicy.POW2, 64, max_model_len=64))
+    b = run.steps[0].breakdown
+    assert (b.token_states, b.reserved, b.internal_fragmentation, b.internal_rounding) == \
+        (3, 5, 8, 5)
+
+
+def test_next_request_to_arrive_counts_when_nobody_waits():
+    reqs = [RequestSpec("0", 4, 4), RequestSpec("1", 10, 6, arrival_step=3)]
+    run = simulate(reqs, ContiguousMemory(OrcaPolicy.ORACLE, 32, max_model_len=32))
+    # Request 0 holds [0, 8); free chunks 8 and 16; request 1 will need a chunk of 16.
+    assert run.steps[0].breakdown.external_fragmentation == 8
+    assert run.steps[0].breakdown.free == 16
+
+
+def test_paged_preempts_the_latest_by_recompute_and_everyone_finishes():
+    # 8 blocks of 2 slots, no watermark: three growing requests cannot all fit.
+    reqs = requests_from_lengths([(2, 6), (2, 6), (2, 6)])
+    mem = PagedMemory(16, block_size=2, watermark=0.0, max_model_len=16)
+    run = simulate(reqs, mem)
+    preempted = [e for s in run.steps for e in s.events if isinstance(e, Preempted)]
+    assert preempted and preempted[0].request_id == "2" and preempted[0].mode == "recompute"
+    readmitted = [e for s in run.steps for e in s.events
+                  if isinstance(e, Admitted) and e.recompute]
+    assert readmitted and readmitted[0].request_id == "2" and readmitted[0].num_tokens > 2
+    finished = {e.request_id for s in run.steps for e in s.events
+                if isinstance(e, RequestFinished)}
+    assert finished == {"0", "1", "2"}
+    assert check_block_accounting(mem.block_manager) == []
+    assert mem.block_manager.get_num_free_gpu_blocks() == 8
+
+
+def expected_token_states(run: PolicyRun, specs: dict[str, RequestSpec]) -> list[int]:
+    """Recount tokens from the events alone: a request holds its admitted tokens plus one
+    per later step, until it finishes or is preempted."""
+    held: dict[str, tuple[int, int]] = {}       # id -> (tokens at admission, step)
+    counts = []
+    for record in run.steps:
+        for event in record.events:
+            if isinstance(event, Admitted):
+                held[event.request_id] = (event.num_tokens, record.step)
+            elif isinstance(event, (RequestFinished, Preempted)):
+                held.pop(event.request_id, None)
+        counts.append(sum(n + record.step - at for n, at in held.values()))
+    return counts
+
+
+def check_run(run: PolicyRun, requests: list[RequestSpec], total: int) -> None:
+    specs = {r.request_id: r for r in requests}
+    assert [r.step for r in run.steps] == list(range(len(run.steps)))
+    for record in run.steps:
+        b = record.breakdown
+        assert sum(b[:5]) == total and min(b) >= 0
+        assert b.internal_rounding <= b.internal_fragmentation
+        if record.layout is not None:            # the same split, slot by slot
+            position, by_kind = 0, dict.fromkeys(CATEGORIES, 0)
+            previous = None
+            for seg in record.layout:
+                assert seg.start == position and seg.size > 0
+                assert previous is None or (previous.kind, previous.request_id) != \
+                    (seg.kind, seg.request_id)             # neighbours of a kind are merged
+                previous = seg
+                position += seg.size
+                by_kind[seg.kind] += seg.size
+            assert position == total
+            assert tuple(by_kind.values()) == tuple(b[:5])
+    assert [r.breakdown.token_states for r in run.steps] == expected_token_states(run, specs)
+    finished = [e.request_id for s in run.steps for e in s.events
+                if isinstance(e, RequestFinished)]
+    assert sorted(finished) == sorted(specs)
+    assert run.steps[-1].breakdown.free == total
+
+
+small_workloads = st.lists(
+    st.tuples(st.integers(1, 20), st.integers(1, 12), st.integers(0, 15)),
+    min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_workloads, st.sampled_from(POLICIES), st.integers(40, 100),
+       st.sampled_from([1, 2, 4, 8]))
+def test_five_categories_sum_to_the_pool_at_every_step(rows, policy, total, block_size):
+    requests = requests_from_lengths([(p, o) for p, o, _ in rows], [a for *_, a in rows])
+    memory = make_memory(policy, total, max_model_len=32, block_size=block_size,
+                         watermark=0.0)
+    run = simulate(requests, memory, record_layout=True)
+    check_run(run, requests, total)
+    if policy != "paged":
+        admitted = [e.request_id for s in run.steps for e in s.events
+                    if isinstance(e, Admitted)]
+        by_arrival = sorted(requests, key=lambda r: r.arrival_step)
+        assert admitted == [r.request_id for r in by_arrival]        # FCFS, no preemption
+    else:
+        assert check_block_accounting(memory.block_manager) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_sharegpt_run_accounts_for_every_slot(policy):
+    requests = make_workload("sharegpt", 40, seed=3, arrival_rate=0.1)
+    run = simulate(requests, make_memory(policy, 8192))
+    check_run(run, requests, 8192)
+
+
+def test_time_averaged_shares():
+    run = PolicyRun("x", 10, [
+        StepRecord(0, MemoryBreakdown(2, 2, 2, 0, 4, 0), (), (), (), None),
+        StepRecord(1, MemoryBreakdown(4, 0, 2, 2, 2, 0), (), (), (), None)])
+    assert run.time_averaged_shares() == {"token_states": 6 / 14, "reserved": 2 / 14,
+                                          "internal_fragmentation": 4 / 14,
+                                          "external_fragmentation": 2 / 14}
+    assert run.time_averaged_shares("total")["free"] == 6 / 20
+    with pytest.raises(ValueError, match="denominator"):
+        run.time_averaged_shares("all")
+
+
+def test_records_are_json_ready_and_deterministic():
+    requests = make_workload("alpaca", 12, seed=2, arrival_rate=0.5, max_model_len=200)
+    dumps = [json.dumps([s.to_dict() for s in simulate(
+        requests, make_memory(p, 256, max_model_len=256), record_layout=True).steps])
+        for p in POLICIES for _ in range(2)]
+    assert dumps[0::2] == dumps[1::2]
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        simulate([RequestSpec("a", 1, 1), RequestSpec("a", 1, 1)], make_memory("max", 4096))
+    with pytest.raises(ValueError, match="policy must be one of"):
+        make_memory("best", 4096)
+    with pytest.raises(ValueError, match="can never hold it"):
+        simulate([RequestSpec("a", 1000, 1000)], make_memory("paged", 1024))
+    with pytest.raises(ValueError, match="at least one block"):
+        PagedMemory(8, block_size=16)
+
+
+def test_max_steps_truncates():
+    run = simulate(make_workload("sharegpt", 10, seed=0), make_memory("max", 4096),
+                   max_steps=5)
+    assert len(run.steps) == 5
+
+
+def test_reproduction_keeps_the_papers_ordering():
+    shares = reproduce_fig2()
+    assert list(shares) == list(PAPER_TOKEN_STATE_SHARE)
+    tokens = [shares[label]["token_states"] for label in PAPER_TOKEN_STATE_SHARE]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+    assert tokens[-1] > 0.9 and tokens[0] < 0.3
+    for label, by_category in shares.items():
+        assert sum(by_category.values()) == pytest.approx(1.0)
+    # Paged memory has no external fragmentation; contiguous memory does.
+    assert shares["vLLM"]["external_fragmentation"] == 0.0
+    assert all(shares[label]["external_fragmentation"] > 0.01
+               for label in ("Orca (Max)", "Orca (Pow2)", "Orca (Oracle)"))
+
+
+def test_paper_pool_is_table_1s():
+    assert PAPER_KV_SLOTS == 15728       # 12 GiB / 800 KiB, "about 15.7K"
+
+
+def test_paged_refuses_a_request_that_would_preempt_itself_for_ever():
+    # 4 blocks of 4: a 16-token request would hold all 4 blocks at its 13th token, and
+    # vLLM's can_append_slots wants a spare block even when the last one has room.
+    with pytest.raises(ValueError, match="can never hold it"):
+        simulate([RequestSpec("a", 8, 8)], PagedMemory(16, 4, 0.0, max_model_len=16))
+    run = simulate([RequestSpec("a", 8, 5)], PagedMemory(16, 4, 0.0, max_model_len=16))
+    assert not any(isinstance(e, Preempted) for s in run.steps for e in s.events)

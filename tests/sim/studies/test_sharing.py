@@ -1,0 +1,122 @@
+"""sim/studies/sharing.py: the paper's saving measure and the Fig. 15 reproduction."""
+import pytest
+
+from sim.core.config import CacheConfig, SchedulerConfig
+from sim.core.engine import LLMEngine
+from sim.events import CopyOnWrite
+from sim.core.sequence import SamplingParams
+from sim.studies.sharing import (FIG15_REQUESTS, PAPER_FIG15, BlockUsage, alpaca_requests, measure,
+                         reproduce_fig15, sampling_params, saving, usage,
+                         usage_from_snapshot)
+from sim.studies.workload import RequestSpec
+
+from helpers import run_checked
+
+
+def test_saving_formula():
+    assert saving(0, 0) == 0.0
+    assert saving(3, 12) == 0.25
+    assert saving(12, 12) == 1.0
+    u = BlockUsage(used=5, unshared=8)
+    assert (u.saved, u.saving) == (3, 3 / 8)
+    for saved, unshared in ((5, 4), (-1, 4), (1, -1)):
+        with pytest.raises(ValueError, match="0 <= saved <= unshared"):
+            saving(saved, unshared)
+
+
+def parallel_engine(prompt, n, output, block_size=4):
+    per_copy = -(-(prompt + output) // block_size)
+    engine = LLMEngine(CacheConfig(block_size=block_size, num_gpu_blocks=n * (per_copy + 1),
+                                   num_cpu_blocks=0, watermark=0.0), SchedulerConfig())
+    engine.add_request("A", prompt, SamplingParams(n=n, max_tokens=output, ignore_eos=True))
+    return engine
+
+
+@pytest.mark.parametrize("mode, width", [("parallel", 1), ("parallel", 3), ("beam", 2),
+                                         ("beam", 4)])
+def test_usage_counts_table_entries_and_distinct_blocks(mode, width):
+    engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=64, num_cpu_blocks=0,
+                                   watermark=0.0), SchedulerConfig(), seed=1)
+    engine.add_request("A", 7, sampling_params(mode, width, 9))
+    engine.add_request("B", 5, sampling_params(mode, width, 6))
+    bm = engine.block_manager
+    while engine.has_unfinished_requests():
+        engine.step()
+        u = usage(bm)
+        assert u == usage_from_snapshot(engine.snapshot())
+        # Without sharing = one block per table entry = the sum of the reference counts.
+        assert u.unshared == sum(b.ref_count for b in bm.gpu_allocator.blocks)
+        assert u.used == sum(1 for b in bm.gpu_allocator.blocks if b.ref_count)
+        if mode == "parallel" and width == 1:
+            assert u.saved == 0
+
+
+def test_measure_by_hand():
+    # A 16-token prompt fills one block of 16 exactly; two samples, 3 tokens each.
+    # Step 0: both tables [b]: 1 block used, 2 without sharing. Step 1: each sample's token
+    # 16 starts a block of its own: 3 used, 4 without. Step 2: both finish and free: 0, 0.
+    r = measure("parallel", 2, [RequestSpec("0", 16, 3)], block_size=16)
+    assert (r.steps, r.block_steps_used, r.block_steps_unshared) == (3, 4, 6)
+    assert r.time_averaged == pytest.approx(2 / 6)
+    assert (r.peak_used, r.peak_unshared) == (3, 4)
+    assert r.at_peak == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize("prompt, block_size", [(7, 4), (8, 4), (3, 4), (16, 16), (17, 16),
+                                                (5, 1)])
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+def test_copy_on_write_count_and_the_boundary_case(prompt, block_size, n):
+    engine = parallel_engine(prompt, n, 3, block_size)
+    outs = run_checked(engine)      # every invariant, after every step
+    cows = [(o.step, e) for o in outs for e in o.events if isinstance(e, CopyOnWrite)]
+    if prompt % block_size == 0:
+        # The prompt fills its last block exactly: no sample ever writes into a shared block.
+        assert cows == []
+    else:
+        # best_of - 1 copies, all in the first decode step: the parent (seq 0) first, then
+        # the children in order; the last child writes in place.
+        assert [s for s, _ in cows] == [1] * (n - 1)
+        assert [e.seq_id for _, e in cows] == list(range(n - 1))
+        assert len({e.src for _, e in cows}) <= 1
+
+
+def test_measure_is_deterministic_and_never_preempts():
+    reqs = alpaca_requests(20, seed=3)
+    a = measure("beam", 3, reqs)
+    assert a == measure("beam", 3, reqs)
+    assert 0 < a.time_averaged < 1 and a.steps >= max(r.output_len for r in reqs)
+
+
+def test_first_requests_of_a_workload_are_a_smaller_workload():
+    # The beam reproduction runs the first FIG15_REQUESTS["beam"] of the same workload.
+    small = alpaca_requests(FIG15_REQUESTS["beam"])
+    assert small == alpaca_requests(FIG15_REQUESTS["parallel"])[:len(small)]
+
+
+def test_bad_mode_and_width():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        measure("greedy", 2, [RequestSpec("0", 4, 4)])
+    with pytest.raises(ValueError, match="width must be at least 2"):
+        measure("beam", 1, [RequestSpec("0", 4, 4)])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        reproduce_fig15(("greedy",))
+
+
+@pytest.fixture(scope="module")
+def fig15():
+    return reproduce_fig15()
+
+
+def test_fig15_shape(fig15):
+    """What the pages say about the reproduction, held to the numbers."""
+    par, beam = fig15["parallel"], fig15["beam"]
+    for results in (par, beam):
+        savings = [results[w].time_averaged for w in (2, 4, 6)]
+        assert savings == sorted(savings)            # more samples or beams, more saving
+    for w in (2, 4, 6):
+        assert beam[w].time_averaged > par[w].time_averaged
+        # Parallel sampling: within about a point of the paper at every n.
+        assert abs(par[w].time_averaged - PAPER_FIG15["parallel"][w]) < 0.015
+    # Beam search: above the paper at every k, by a gap that grows with k.
+    gaps = [beam[w].time_averaged - PAPER_FIG15["beam"][w] for w in (2, 4, 6)]
+    assert all(g > 0 for g in gaps) and gaps == sorted(gaps)

@@ -1,0 +1,78 @@
+"""The real site builds with `mkdocs build --strict`, asks no other host for anything, and
+every "From Python" example it includes runs."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    pytest.importorskip("mkdocs", reason="pip install -e '.[site]'")
+    out = tmp_path_factory.mktemp("realsite") / "site"
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
+                   cwd=ROOT, env=env, check=True)
+    return out
+
+
+def html_pages(site):
+    return sorted(site.rglob("*.html"))
+
+
+def test_real_site_has_no_test_widgets(site):
+    for page in html_pages(site):
+        text = page.read_text(encoding="utf-8")
+        assert "demo-fill" not in text and "vsb-demo" not in text, page
+
+
+def test_no_page_or_stylesheet_loads_anything_from_another_host(site):
+    loads = re.compile(r'<(?:script|img|iframe|source|link)\b[^>]*\b(?:src|href)="(https?:)?//', re.I)
+    for page in html_pages(site):
+        text = page.read_text(encoding="utf-8")
+        # <link rel="canonical"> and friends are not requests; stylesheets and scripts are.
+        for tag in re.findall(r"<(?:script|img|iframe|source|link)\b[^>]*>", text, re.I):
+            if re.search(r'rel="(canonical|alternate|prev|next|icon)"', tag) and "stylesheet" not in tag:
+                continue
+            assert not loads.search(tag), (page, tag)
+    for css in site.rglob("*.css"):
+        for url in re.findall(r"url\(\s*['\"]?([^)'\"]+)", css.read_text(encoding="utf-8")):
+            assert not re.match(r"(https?:)?//", url), (css, url)
+
+
+def test_home_page_has_one_card_per_topic_page(site):
+    from mkdocs.config import load_config
+
+    config = load_config(str(ROOT / "mkdocs.yml"))
+    nav_files = [v for item in config.nav for v in item.values()] if config.nav else []
+    topics = []
+    for rel in nav_files:
+        text = (ROOT / "docs" / rel).read_text(encoding="utf-8")
+        if rel != "index.md" and not re.search(r"^card:\s*false\s*$", text, re.M):
+            topics.append(rel)
+    home = (site / "index.html").read_text(encoding="utf-8")
+    cards = re.findall(r"<li><p><strong><a href=", home)
+    assert len(cards) == len(topics)
+    if not topics:
+        assert "vsb-no-topics" in home
+
+
+def test_about_page_names_the_vllm_version(site):
+    about = (site / "about" / "index.html").read_text(encoding="utf-8")
+    assert "v0.5.5" in about and "Using <code>sim</code> from Python" in about
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(example):
+    # As a reader runs it from a checkout: the project on the path, nothing else.
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, str(example)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
