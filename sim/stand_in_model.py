@@ -65,7 +65,7 @@ class StandInModel:
         """One sampled token for the sequence's next position, and its log probability."""
         # One finaliser round over a per-model salt: this runs once per generated token.
         h = _fmix(self._salt + seq.seq_id * 0x9E3779B97F4A7C15
-                  + seq._len * 0xD1B54A32D192ED03 + sample_index & _MASK)
+                  + seq.num_tokens * 0xD1B54A32D192ED03 + sample_index & _MASK)
         # A made-up but reproducible log probability in (-4, 0].
         logprob = -((h & 0xFFFF) / 16384.0)
         if (output_len is not None or self.eos_prob) and self._ends_here(seq, output_len, h):

@@ -19,7 +19,7 @@ from pages.framework.widget import Param, Widget
 from sim.perf.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
 from sim.studies.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny_model
 from sim.perf.models import MODELS, dtype_bytes, get_model, kv_bytes_per_token
-from sim.perf.tensor_parallel import check_tensor_parallel
+from sim.perf.models import check_tensor_parallel
 
 WIDTH = 480          # the chart of KV bytes against length
 GROWTH_WIDTH = 400   # the growth widget: narrower, so a phone shows it larger

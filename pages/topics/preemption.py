@@ -27,7 +27,7 @@ from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
 from sim.events import Admitted, BlockAllocated, Preempted, SwappedIn, SwappedOut
 from sim.core.invariants import check_engine, read_back, seq_payload_intact
-from sim.core.scheduler import SwapSpaceError
+from sim.errors import SwapSpaceError
 from sim.core.sequence import SamplingParams, SequenceStatus
 
 MAX_REQUESTS = 5
@@ -260,7 +260,7 @@ def _waiting_notes(engine, events) -> list[str]:
         group = sched.swapped[0]
         status = bm.can_swap_in(group)
         if status is AllocStatus.LATER:
-            blocks = len(bm._get_physical_blocks(group))
+            blocks = bm.num_blocks_to_move(group)
             seqs = group.num_seqs(status=SequenceStatus.SWAPPED)
             out.append(f"{group.request_id} stays swapped out: can_swap_in needs its {blocks} "
                        f"block{'s' if blocks != 1 else ''} + {seqs} for the next token"

@@ -139,6 +139,11 @@ class BlockSpaceManager:
                 seen.setdefault(block.block_number, block)
         return list(seen.values())
 
+    def num_blocks_to_move(self, seq_group: SequenceGroup) -> int:
+        """An addition for pictures and messages: the distinct blocks a swap of this group
+        moves (what can_swap_out and can_swap_in count)."""
+        return len(self._get_physical_blocks(seq_group))
+
     def can_swap_in(self, seq_group: SequenceGroup) -> AllocStatus:
         blocks = self._get_physical_blocks(seq_group)
         num_swapped_seqs = seq_group.num_seqs(status=SequenceStatus.SWAPPED)

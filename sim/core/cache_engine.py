@@ -28,11 +28,20 @@ class CacheEngine:
         for src, dst in blocks_to_copy:
             self.gpu_cache[dst] = self.gpu_cache[src][:]
 
-    def write(self, block_table: list[int], position: int, token_id: int) -> None:
-        """The model's KV write for one token: vLLM's slot mapping
-        block_table[pos // block_size] * block_size + pos % block_size."""
+    # The model's KV writes (vLLM's reshape_and_cache): the token at position `pos` goes to
+    # slot pos % block_size of block block_table[pos // block_size].
+    def write_slot(self, block_number: int, pos: int, token_id: int) -> None:
+        """One token's KV (a decode step writes one per running sequence)."""
+        self.gpu_cache[block_number][pos % self.block_size] = (token_id, pos)
+
+    def write_tokens(self, block_numbers: list[int], first_pos: int,
+                     token_ids: list[int]) -> None:
+        """The KV of positions first_pos, first_pos + 1, ... (a prompt or a chunk of it);
+        `block_numbers` is the sequence's block table."""
         bs = self.block_size
-        self.gpu_cache[block_table[position // bs]][position % bs] = (token_id, position)
+        cache = self.gpu_cache
+        for pos in range(first_pos, first_pos + len(token_ids)):
+            cache[block_numbers[pos // bs]][pos % bs] = (token_ids[pos - first_pos], pos)
 
     def read(self, block_table: list[int], num_tokens: int, on_gpu: bool = True) -> list[Slot]:
         cache = self.gpu_cache if on_gpu else self.cpu_cache

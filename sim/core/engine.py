@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Callable
+
 from sim.core.cache_engine import CacheEngine
 from sim.core.config import CacheConfig, SchedulerConfig
-from sim.events import Aborted, KVWritten, RequestArrived, RequestFinished, fast_event
 from sim.core.output_processor import OutputProcessor
-from sim.core.scheduler import Scheduler, SchedulerOutputs
-from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
+from sim.core.scheduler import Scheduler, SchedulerBase, SchedulerOutputs
+from sim.core.snapshot import engine_snapshot
+from sim.core.sequence import (SamplingParams, Sequence, SequenceGroup, SequenceStage,
+                               SequenceStatus)
+from sim.events import Aborted, KVWritten, RequestArrived, RequestFinished, fast_event
 from sim.stand_in_model import StandInModel
-from sim.studies.static_batching import StaticBatchScheduler
-
-SCHEDULERS = ("vllm", "static")
+from sim.trace import Scheduled
 
 # Enum members as module constants: on CPython 3.11 `SequenceStatus.RUNNING` is a
 # descriptor lookup (~0.1 us), and these are read for every sequence on every step.
@@ -42,26 +44,35 @@ class StepOutput:
     tokens: list = field(default_factory=list)
     finished: list = field(default_factory=list)   # request ids that finished this step
 
+    def scheduled(self) -> tuple[Scheduled, ...]:
+        """The scheduled groups in the engine-neutral form a trace keeps (prefills first)."""
+        so = self.scheduler_outputs
+        return tuple(Scheduled(s.seq_group.request_id, s.token_chunk_size,
+                               i < so.num_prefill_groups, s.seq_group.num_seqs())
+                     for i, s in enumerate(so.scheduled_seq_groups))
+
 
 class LLMEngine:
     def __init__(self, cache_config: CacheConfig | None = None,
                  scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
-                 scheduler: str = "vllm", model: StandInModel | None = None,
-                 record_events: bool = True) -> None:
+                 scheduler: Callable[..., SchedulerBase] = Scheduler,
+                 model: StandInModel | None = None, record_events: bool = True) -> None:
+        """`scheduler`: a SchedulerBase class, built with (scheduler_config, cache_config,
+        events): vLLM's `Scheduler`, or `sim.studies.static_batching.StaticBatchScheduler`."""
         self.cache_config = cache_config or CacheConfig()
         self.scheduler_config = scheduler_config or SchedulerConfig()
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if not (isinstance(scheduler, type) and issubclass(scheduler, SchedulerBase)):
+            raise ValueError(f"scheduler must be a SchedulerBase class, got {scheduler!r}")
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
-        scheduler_cls = Scheduler if scheduler == "vllm" else StaticBatchScheduler
-        self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events)
+        self.scheduler = scheduler(self.scheduler_config, self.cache_config, self._events)
         self.block_manager = self.scheduler.block_manager
         cc = self.cache_config
         self.cache_engine = CacheEngine(cc.block_size, cc.num_gpu_blocks, cc.num_cpu_blocks)
         self.step_index = 0
         self.requests: dict[str, SequenceGroup] = {}   # every request ever added, in order
-        self._pending: list[SequenceGroup] = []        # added, not yet arrived
+        # Added, not arrived yet (an addition: vLLM's requests arrive when they are added).
+        self.pending: list[SequenceGroup] = []
         self._seq_counter = 0
         self.output_processor = OutputProcessor(
             self.model, self.scheduler_config.max_model_len, self.scheduler.fork_seq,
@@ -96,15 +107,15 @@ class LLMEngine:
                        self.model.eos_token_id)
         group = SequenceGroup(request_id, [seq], sp, arrival_step, output_len)
         self.requests[request_id] = group
-        self._pending.append(group)
+        self.pending.append(group)
         # Stable: equal arrival steps keep the order of add_request.
-        self._pending.sort(key=lambda g: g.arrival_step)
+        self.pending.sort(key=lambda g: g.arrival_step)
         return group
 
     def abort_request(self, request_id: str) -> bool:
-        for group in self._pending:
+        for group in self.pending:
             if group.request_id == request_id:
-                self._pending.remove(group)
+                self.pending.remove(group)
                 for seq in group.get_seqs():
                     seq.status = SequenceStatus.FINISHED_ABORTED
                 self._emit_abort_pending(request_id)
@@ -116,17 +127,17 @@ class LLMEngine:
             self._events.append(Aborted(request_id, "pending"))
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self._pending) or self.scheduler.has_unfinished_seqs()
+        return bool(self.pending) or self.scheduler.has_unfinished_seqs()
 
     def get_num_unfinished_requests(self) -> int:
-        return len(self._pending) + self.scheduler.get_num_unfinished_seq_groups()
+        return len(self.pending) + self.scheduler.get_num_unfinished_seq_groups()
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
         step = self.step_index
         events = self._events
-        while self._pending and self._pending[0].arrival_step <= step:
-            group = self._pending.pop(0)
+        while self.pending and self.pending[0].arrival_step <= step:
+            group = self.pending.pop(0)
             self.scheduler.add_seq_group(group)
             if events is not None:
                 events.append(RequestArrived(group.request_id,
@@ -142,7 +153,7 @@ class LLMEngine:
 
         tokens: list = []
         finished: list = []
-        gpu_cache = cache.gpu_cache
+        write_slot = cache.write_slot
         bs = self.cache_config.block_size
         block_tables = self.block_manager.block_tables
         process = self.output_processor.process
@@ -158,10 +169,8 @@ class LLMEngine:
                 for seq in running:
                     first = seq.num_computed_tokens
                     num = scheduled.token_chunk_size
-                    table = block_tables[seq.seq_id]
-                    ids = seq.get_token_ids()
-                    for pos in range(first, first + num):
-                        gpu_cache[table[pos // bs].block_number][pos % bs] = (ids[pos], pos)
+                    table = [b.block_number for b in block_tables[seq.seq_id]]
+                    cache.write_tokens(table, first, seq.get_token_ids()[first:first + num])
                     if events is not None:
                         events.append(KVWritten(seq.seq_id, first, num))
                     seq.update_num_computed_tokens(num)
@@ -169,8 +178,8 @@ class LLMEngine:
                 # Decode: one token per sequence, the newest one (this is the hot path).
                 for seq in running:
                     pos = seq.num_computed_tokens
-                    block = block_tables[seq.seq_id][pos // bs]
-                    gpu_cache[block.block_number][pos % bs] = (seq.output_token_ids[-1], pos)
+                    write_slot(block_tables[seq.seq_id][pos // bs].block_number, pos,
+                               seq.output_token_ids[-1])
                     seq.num_computed_tokens = pos + 1
                     if events is not None:
                         events.append(fast_event(KVWritten, (seq.seq_id, pos, 1)))
@@ -183,7 +192,7 @@ class LLMEngine:
             # beam search dropped every running beam (nothing kept).
             maybe_done = not kept
             for s in kept:
-                tokens.append((rid, s.seq_id, s._len - 1, s.output_token_ids[-1]))
+                tokens.append((rid, s.seq_id, s.num_tokens - 1, s.output_token_ids[-1]))
                 if s.status > _SWAPPED:
                     maybe_done = True
             if maybe_done and group.is_finished():
@@ -210,9 +219,17 @@ class LLMEngine:
             statuses = sorted({s.status.label for s in group.get_seqs()})
             self._events.append(RequestFinished(group.request_id, ",".join(statuses)))
 
+    def take_events(self) -> list:
+        """The events recorded since the last step returned, and forget them (what a step
+        that raised had done before vLLM would stop)."""
+        if self._events is None:
+            return []
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
     def snapshot(self, with_slots: bool = True) -> dict:
         """A JSON-ready copy of the state (see sim/core/snapshot.py)."""
-        from sim.core.snapshot import engine_snapshot
         return engine_snapshot(self, with_slots)
 
     def run(self, max_steps: int = 100_000) -> list[StepOutput]:

@@ -24,7 +24,7 @@ def check_stop(seq: Sequence, sp: SamplingParams, max_model_len: int) -> None:
         seq.status = SequenceStatus.FINISHED_STOPPED
     elif last in sp.stop_token_ids:
         seq.status = SequenceStatus.FINISHED_STOPPED
-    elif seq._len > max_model_len:
+    elif seq.num_tokens > max_model_len:
         seq.status = SequenceStatus.FINISHED_LENGTH_CAPPED
     elif seq.get_output_len() == sp.max_tokens:
         seq.status = SequenceStatus.FINISHED_LENGTH_CAPPED
@@ -65,11 +65,11 @@ class OutputProcessor:
         token_id, logprob = self.model.sample(seq, seq_group.output_len)
         events = self.events
         if events is not None:
-            events.append(fast_event(TokenSampled, (seq.seq_id, seq._len, token_id, logprob)))
+            events.append(fast_event(TokenSampled, (seq.seq_id, seq.num_tokens, token_id, logprob)))
         seq.output_token_ids.append(token_id)
         seq.output_logprobs.append(logprob)
         seq.cumulative_logprob += logprob
-        seq._len += 1
+        seq.num_tokens += 1
         check_stop(seq, seq_group.sampling_params, self.max_model_len)
         if seq.status > _SWAPPED:
             if events is not None:
@@ -82,7 +82,7 @@ class OutputProcessor:
                 emit: bool = True) -> None:
         events = self.events if emit else None
         if events is not None:
-            events.append(fast_event(TokenSampled, (seq.seq_id, seq._len, token_id, logprob)))
+            events.append(fast_event(TokenSampled, (seq.seq_id, seq.num_tokens, token_id, logprob)))
         seq.append_token_id(token_id, logprob)
         check_stop(seq, self._sp, self.max_model_len)
         if events is not None and seq.status > _SWAPPED:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from sim.core.block_manager import AllocStatus, BlockSpaceManager
 from sim.core.config import CacheConfig, SchedulerConfig
-from sim.events import Aborted, Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
 from sim.core.sequence import SequenceGroup, SequenceStage, SequenceStatus
+from sim.errors import RecomputeAssertionError, SwapSpaceError
+from sim.events import Aborted, Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
 
 # Enum members as module constants: on CPython 3.11 `SequenceStatus.RUNNING` is a
 # descriptor lookup (~0.1 us), and these are read for every sequence on every step.
@@ -32,10 +33,6 @@ _RUNNING, _PREFILL = SequenceStatus.RUNNING, SequenceStage.PREFILL
 class PreemptionMode(enum.Enum):
     SWAP = "swap"
     RECOMPUTE = "recompute"
-
-
-class SwapSpaceError(RuntimeError):
-    """vLLM aborts the whole engine when a victim does not fit in the CPU swap space."""
 
 
 @dataclass(slots=True)
@@ -129,17 +126,16 @@ class _PrefillOutputs:
     ignored_seq_groups: list = field(default_factory=list)
 
 
-class Scheduler:
+class SchedulerBase:
+    """What the engine needs from a scheduler: the three queues, `schedule()`, and the
+    block-manager calls the output processor makes. vLLM's `Scheduler` below and the
+    static-batching baseline (`sim.studies.static_batching`) both build on it."""
+
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None) -> None:
         self.scheduler_config = scheduler_config
         self.cache_config = cache_config
         self.events = events
-        if scheduler_config.chunked_prefill_enabled:
-            self.prompt_limit = scheduler_config.max_model_len
-        else:
-            self.prompt_limit = min(scheduler_config.max_model_len,
-                                    scheduler_config.max_num_batched_tokens)
         self.block_manager = BlockSpaceManager.from_cache_config(cache_config, events)
         self.waiting: deque[SequenceGroup] = deque()
         self.running: deque[SequenceGroup] = deque()
@@ -171,6 +167,38 @@ class Scheduler:
 
     def get_num_unfinished_seq_groups(self) -> int:
         return len(self.waiting) + len(self.running) + len(self.swapped)
+
+    def schedule(self) -> "SchedulerOutputs":
+        raise NotImplementedError
+
+    # -- what the output processor asks ------------------------------------------------
+    def fork_seq(self, parent_seq, child_seq) -> None:
+        self.block_manager.fork(parent_seq, child_seq)
+
+    def free_seq(self, seq) -> None:
+        self.block_manager.free(seq)
+
+    def free_seq_group(self, seq_group: SequenceGroup) -> None:
+        for seq in seq_group.get_seqs():
+            self.block_manager.free(seq)
+
+    def free_finished_seq_groups(self) -> None:
+        self.running = deque(g for g in self.running if not g.is_finished())
+
+    def _emit(self, event) -> None:
+        if self.events is not None:
+            self.events.append(event)
+
+
+class Scheduler(SchedulerBase):
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
+                 events: list | None = None) -> None:
+        super().__init__(scheduler_config, cache_config, events)
+        if scheduler_config.chunked_prefill_enabled:
+            self.prompt_limit = scheduler_config.max_model_len
+        else:
+            self.prompt_limit = min(scheduler_config.max_model_len,
+                                    scheduler_config.max_num_batched_tokens)
 
     # -- one step ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutputs:
@@ -208,27 +236,8 @@ class Scheduler:
                 remaining_swapped, swapped_in = self._schedule_swapped(
                     self.swapped, budget, False)
 
-        self.waiting = remaining_waiting
-        # Victims were popped newest first; extendleft reverses them, so the front
-        # of `waiting` gets them back in their running order, ahead of new requests.
-        self.waiting.extendleft(running_scheduled.preempted)
-        self.running = remaining_running
-        self.running.extend(s.seq_group for s in prefills.seq_groups)
-        self.running.extend(s.seq_group for s in running_scheduled.decode_seq_groups)
-        self.running.extend(s.seq_group for s in swapped_in.decode_seq_groups)
-        self.swapped = remaining_swapped
-        self.swapped.extend(running_scheduled.swapped_out)
-
-        return SchedulerOutputs(
-            scheduled_seq_groups=(prefills.seq_groups + running_scheduled.decode_seq_groups
-                                  + swapped_in.decode_seq_groups),
-            num_prefill_groups=len(prefills.seq_groups),
-            num_batched_tokens=budget.num_batched_tokens,
-            blocks_to_swap_in=swapped_in.blocks_to_swap_in,
-            blocks_to_swap_out=running_scheduled.blocks_to_swap_out,
-            blocks_to_copy=running_scheduled.blocks_to_copy + swapped_in.blocks_to_copy,
-            ignored_seq_groups=prefills.ignored_seq_groups + swapped_in.infeasible_seq_groups,
-            preempted=len(running_scheduled.preempted) + len(running_scheduled.swapped_out))
+        return self._update_queues(remaining_waiting, remaining_running, remaining_swapped,
+                                   prefills, running_scheduled, swapped_in, budget)
 
     def _schedule_chunked_prefill(self) -> SchedulerOutputs:
         """Running first (decodes and unfinished prompt chunks), then swapped (if nothing
@@ -241,6 +250,17 @@ class Scheduler:
             remaining_swapped, swapped_in = self._schedule_swapped(self.swapped, budget, True)
         remaining_waiting, prefills = self._schedule_prefills(self.waiting, budget, True)
 
+        return self._update_queues(remaining_waiting, remaining_running, remaining_swapped,
+                                   prefills, running_scheduled, swapped_in, budget)
+
+    def _update_queues(self, remaining_waiting: deque, remaining_running: deque,
+                       remaining_swapped: deque, prefills: "_PrefillOutputs",
+                       running_scheduled: "_RunningOutputs", swapped_in: "_SwappedInOutputs",
+                       budget: SchedulingBudget) -> SchedulerOutputs:
+        """The end of both policies, as in vLLM: the new queues, then SchedulerOutputs.
+        `running` keeps its survivors in order, then this step's newcomers. (Without
+        chunked prefill no running or swapped-in group is ever mid-prompt, so the prefill
+        lists of those two are empty and one assembly serves both policies.)"""
         self.waiting = remaining_waiting
         # Victims were popped newest first; extendleft reverses them, so the front
         # of `waiting` gets them back in their running order, ahead of new requests.
@@ -253,14 +273,13 @@ class Scheduler:
         self.running.extend(s.seq_group for s in swapped_in.prefill_seq_groups)
         self.swapped = remaining_swapped
         self.swapped.extend(running_scheduled.swapped_out)
+        # Prefills (new, then running chunks, then swapped-in chunks) before decodes.
+        prefill_groups = (prefills.seq_groups + running_scheduled.prefill_seq_groups
+                          + swapped_in.prefill_seq_groups)
         return SchedulerOutputs(
-            scheduled_seq_groups=(prefills.seq_groups + running_scheduled.prefill_seq_groups
-                                  + swapped_in.prefill_seq_groups
-                                  + running_scheduled.decode_seq_groups
+            scheduled_seq_groups=(prefill_groups + running_scheduled.decode_seq_groups
                                   + swapped_in.decode_seq_groups),
-            num_prefill_groups=(len(prefills.seq_groups)
-                                + len(running_scheduled.prefill_seq_groups)
-                                + len(swapped_in.prefill_seq_groups)),
+            num_prefill_groups=len(prefill_groups),
             num_batched_tokens=budget.num_batched_tokens,
             blocks_to_swap_in=swapped_in.blocks_to_swap_in,
             blocks_to_swap_out=running_scheduled.blocks_to_swap_out,
@@ -430,7 +449,7 @@ class Scheduler:
         seqs = seq_group.get_seqs(status=SequenceStatus.RUNNING)
         if len(seqs) != 1:
             # vLLM v0.5.5 asserts this; say why instead of failing an assert.
-            raise RuntimeError(
+            raise RecomputeAssertionError(
                 f"cannot preempt {seq_group.request_id!r} by recompute: it has {len(seqs)} "
                 "running sequences and vLLM v0.5.5 recomputes only single-sequence groups "
                 "(use preemption_mode='swap' or leave it unset)")
@@ -451,27 +470,10 @@ class Scheduler:
             raise SwapSpaceError(
                 "Aborted due to the lack of CPU swap space. Please increase the swap space "
                 f"to avoid this error. ({seq_group.request_id!r} needs "
-                f"{len(self.block_manager._get_physical_blocks(seq_group))} CPU blocks, "
+                f"{self.block_manager.num_blocks_to_move(seq_group)} CPU blocks, "
                 f"{self.block_manager.get_num_free_cpu_blocks()} are free.)")
         mapping = self.block_manager.swap_out(seq_group)
         blocks_to_swap_out.extend(mapping)
         for seq in seq_group.get_seqs(status=SequenceStatus.RUNNING):
             seq.status = SequenceStatus.SWAPPED
         self._emit(SwappedOut(seq_group.request_id, tuple(mapping)))
-
-    def fork_seq(self, parent_seq, child_seq) -> None:
-        self.block_manager.fork(parent_seq, child_seq)
-
-    def free_seq(self, seq) -> None:
-        self.block_manager.free(seq)
-
-    def free_seq_group(self, seq_group: SequenceGroup) -> None:
-        for seq in seq_group.get_seqs():
-            self.block_manager.free(seq)
-
-    def free_finished_seq_groups(self) -> None:
-        self.running = deque(g for g in self.running if not g.is_finished())
-
-    def _emit(self, event) -> None:
-        if self.events is not None:
-            self.events.append(event)

@@ -74,7 +74,7 @@ class Sequence:
 
     __slots__ = ("seq_id", "block_size", "prompt_token_ids", "output_token_ids",
                  "output_logprobs", "cumulative_logprob", "num_computed_tokens", "stage",
-                 "status", "parent_seq_id", "eos_token_id", "_len")
+                 "status", "parent_seq_id", "eos_token_id", "num_tokens")
 
     def __init__(self, seq_id: int, prompt_token_ids: list[int], block_size: int,
                  eos_token_id: int | None = None) -> None:
@@ -82,7 +82,9 @@ class Sequence:
         self.block_size = block_size
         self.prompt_token_ids = list(prompt_token_ids)
         self.output_token_ids: list[int] = []
-        self._len = len(self.prompt_token_ids)   # prompt + output, read on every step
+        # Prompt + output tokens: get_len(), as an attribute because the engine, the
+        # output processor and the stand-in model read it for every token.
+        self.num_tokens = len(self.prompt_token_ids)
         self.output_logprobs: list[float] = []
         self.cumulative_logprob = 0.0
         # Tokens whose KV is in the cache; the rest must be computed (prefill or decode).
@@ -94,7 +96,7 @@ class Sequence:
 
     # -- lengths ---------------------------------------------------------------------
     def get_len(self) -> int:
-        return self._len
+        return self.num_tokens
 
     def get_prompt_len(self) -> int:
         return len(self.prompt_token_ids)
@@ -111,11 +113,11 @@ class Sequence:
     @property
     def n_blocks(self) -> int:
         """Logical blocks needed to hold every token of the sequence."""
-        return (self._len + self.block_size - 1) // self.block_size
+        return (self.num_tokens + self.block_size - 1) // self.block_size
 
     # -- progress --------------------------------------------------------------------
     def get_num_uncomputed_tokens(self) -> int:
-        return self._len - self.num_computed_tokens
+        return self.num_tokens - self.num_computed_tokens
 
     def get_num_new_tokens(self) -> int:
         if self.stage is _DECODE:
@@ -138,7 +140,7 @@ class Sequence:
 
     def append_token_id(self, token_id: int, logprob: float = 0.0) -> None:
         self.output_token_ids.append(token_id)
-        self._len += 1
+        self.num_tokens += 1
         self.output_logprobs.append(logprob)
         self.cumulative_logprob += logprob
 
@@ -148,7 +150,7 @@ class Sequence:
     def fork(self, new_seq_id: int) -> "Sequence":
         child = Sequence(new_seq_id, self.prompt_token_ids, self.block_size, self.eos_token_id)
         child.output_token_ids = list(self.output_token_ids)
-        child._len = self._len
+        child.num_tokens = self.num_tokens
         child.output_logprobs = list(self.output_logprobs)
         child.cumulative_logprob = self.cumulative_logprob
         child.num_computed_tokens = self.num_computed_tokens

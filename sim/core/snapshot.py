@@ -47,7 +47,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "max_tokens": group.sampling_params.max_tokens,
             "seqs": seqs,
         })
-    pending = [g.request_id for g in engine._pending]
+    pending = [g.request_id for g in engine.pending]
     snap = {
         "step": engine.step_index,
         "block_size": bs,

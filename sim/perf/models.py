@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.perf.tensor_parallel import check_tensor_parallel
 
 # Bytes per element. The short names are the ones pages use; the long ones are vLLM's
 # `--dtype` / `--kv-cache-dtype` spellings (`STR_DTYPE_TO_TORCH_DTYPE`). fp8 caches store
@@ -35,6 +34,27 @@ DTYPE_BYTES = {
     "bf16": 2, "bfloat16": 2,
     "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
 }
+
+
+def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp_size: int) -> None:
+    """vLLM's rules: the heads must split evenly (`ModelConfig.
+    verify_with_parallel_config`), and either tp divides the KV heads or the KV heads
+    divide tp (`QKVParallelLinear` calls `divide`, which asserts divisibility)."""
+    if tp_size < 1:
+        raise ValueError(f"tensor parallel size must be at least 1, got {tp_size}")
+    if num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ValueError(f"number of attention heads ({num_heads}) must be a multiple of "
+                         f"the number of KV heads ({num_kv_heads})")
+    if num_heads % tp_size:
+        raise ValueError(f"Total number of attention heads ({num_heads}) must be "
+                         f"divisible by tensor parallel size ({tp_size}).")
+    if tp_size >= num_kv_heads and tp_size % num_kv_heads:
+        raise ValueError(f"tensor parallel size ({tp_size}) is not a multiple of the "
+                         f"number of KV heads ({num_kv_heads}): KV heads cannot be "
+                         f"replicated evenly")
+    if tp_size < num_kv_heads and num_kv_heads % tp_size:
+        raise ValueError(f"number of KV heads ({num_kv_heads}) is not divisible by "
+                         f"tensor parallel size ({tp_size})")
 
 
 def dtype_bytes(dtype: str) -> int:

@@ -31,32 +31,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sim.perf.attention import new_kv_cache, paged_attention_v1, write_kv
+from sim.perf.models import check_tensor_parallel, dtype_bytes
 
 Vector = list[float]
 Matrix = list[list[float]]
 
 # ------------------------------------------------------------------- head partitioning
-
-def check_tensor_parallel(num_heads: int, num_kv_heads: int, tp_size: int) -> None:
-    """vLLM's rules: the heads must split evenly (`ModelConfig.
-    verify_with_parallel_config`), and either tp divides the KV heads or the KV heads
-    divide tp (`QKVParallelLinear` calls `divide`, which asserts divisibility)."""
-    if tp_size < 1:
-        raise ValueError(f"tensor parallel size must be at least 1, got {tp_size}")
-    if num_kv_heads < 1 or num_heads % num_kv_heads:
-        raise ValueError(f"number of attention heads ({num_heads}) must be a multiple of "
-                         f"the number of KV heads ({num_kv_heads})")
-    if num_heads % tp_size:
-        raise ValueError(f"Total number of attention heads ({num_heads}) must be "
-                         f"divisible by tensor parallel size ({tp_size}).")
-    if tp_size >= num_kv_heads and tp_size % num_kv_heads:
-        raise ValueError(f"tensor parallel size ({tp_size}) is not a multiple of the "
-                         f"number of KV heads ({num_kv_heads}): KV heads cannot be "
-                         f"replicated evenly")
-    if tp_size < num_kv_heads and num_kv_heads % tp_size:
-        raise ValueError(f"number of KV heads ({num_kv_heads}) is not divisible by "
-                         f"tensor parallel size ({tp_size})")
-
 
 def get_num_kv_heads(num_kv_heads: int, tp_size: int) -> int:
     """KV heads per rank (vLLM `ModelConfig.get_num_kv_heads`)."""
@@ -119,8 +99,6 @@ def per_rank_cache(model, block_size: int = 16, dtype: str = "fp16",
     with num_layers, num_attention_heads, num_kv_heads and head_size (a
     `sim.models.ModelConfig`). Every rank gets the same size, so the same block numbers
     fit on all; with replication the sum over ranks exceeds the unsharded size."""
-    # Imported here: sim.models imports this module for check_tensor_parallel.
-    from sim.perf.models import dtype_bytes
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
     element = dtype_bytes(dtype)

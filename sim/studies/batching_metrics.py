@@ -1,6 +1,6 @@
 """Static vs continuous batching, measured in iterations.
 
-One engine run (either scheduler: `LLMEngine(..., scheduler="static")` or vLLM's) becomes a
+One engine run (either scheduler: `LLMEngine(..., scheduler=StaticBatchScheduler)` or vLLM's) becomes a
 *slot timeline*: for every iteration, who sits in each of the `max_num_seqs` batch slots and
 what that slot did. The totals the continuous-batching page shows come from it:
 
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
+from sim.studies.scenarios import SCHEDULERS
+from sim.studies.static_batching import StaticBatchScheduler
 from sim.events import Preempted
 from sim.core.sequence import SamplingParams
 
@@ -123,7 +125,7 @@ def record(engine: LLMEngine, max_steps: int = 1000) -> Run:
     timeline. The engine must have its requests added and not have stepped yet."""
     sched = engine.scheduler
     slots_n = engine.scheduler_config.max_num_seqs
-    static = hasattr(sched, "batch")
+    static = isinstance(sched, StaticBatchScheduler)
     seat: dict[str, int] = {}                 # request id -> slot
     holder: list[str | None] = [None] * slots_n
     last: list[str | None] = [None] * slots_n     # who held the slot most recently
@@ -242,7 +244,7 @@ def make_engine(requests: list[BatchRequest], scheduler: str, max_num_seqs: int,
         SchedulerConfig(max_num_batched_tokens=max_num_batched_tokens,
                         max_num_seqs=max_num_seqs, max_model_len=longest,
                         enable_chunked_prefill=chunked_prefill),
-        seed=seed, scheduler=scheduler)
+        seed=seed, scheduler=SCHEDULERS[scheduler])
     for r in requests:
         # ignore_eos: each request generates exactly output_len tokens, as in benchmarks.
         engine.add_request(r.request_id, r.prompt_len,

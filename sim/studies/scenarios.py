@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
+from sim.core.scheduler import Scheduler
+from sim.studies.static_batching import StaticBatchScheduler
 from sim.core.sequence import SamplingParams
+
+
+# The schedulers a scenario (and the command line) may name.
+SCHEDULERS = {"vllm": Scheduler, "static": StaticBatchScheduler}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +42,11 @@ class Scenario:
     scheduler_config: SchedulerConfig = field(default_factory=SchedulerConfig)
     requests: tuple[ScenarioRequest, ...] = ()
     seed: int = 0
-    scheduler: str = "vllm"
+    scheduler: str = "vllm"          # a key of SCHEDULERS
 
     def build_engine(self, record_events: bool = True) -> LLMEngine:
         engine = LLMEngine(self.cache_config, self.scheduler_config, seed=self.seed,
-                           scheduler=self.scheduler, record_events=record_events)
+                           scheduler=SCHEDULERS[self.scheduler], record_events=record_events)
         for r in self.requests:
             engine.add_request(r.request_id, r.prompt_len, r.sampling_params(),
                                arrival_step=r.arrival_step, output_len=r.output_len)

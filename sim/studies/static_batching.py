@@ -13,55 +13,22 @@ the same paged blocks; only the admission rule and the batch boundary differ.
 """
 from __future__ import annotations
 
-from collections import deque
-
-from sim.core.block_manager import BlockSpaceManager
 from sim.core.config import CacheConfig, SchedulerConfig
-from sim.events import Aborted, Admitted, PromptIgnored
-from sim.core.scheduler import ScheduledSequenceGroup, SchedulerOutputs
+from sim.core.scheduler import ScheduledSequenceGroup, SchedulerBase, SchedulerOutputs
 from sim.core.sequence import SequenceGroup, SequenceStatus
+from sim.events import Admitted, PromptIgnored
 
 
-class StaticBatchScheduler:
+class StaticBatchScheduler(SchedulerBase):
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None) -> None:
-        self.scheduler_config = scheduler_config
-        self.cache_config = cache_config
-        self.events = events
+        super().__init__(scheduler_config, cache_config, events)
         self.prompt_limit = min(scheduler_config.max_model_len,
                                 scheduler_config.max_num_batched_tokens)
-        self.block_manager = BlockSpaceManager.from_cache_config(cache_config, events)
-        self.waiting: deque[SequenceGroup] = deque()
-        self.running: deque[SequenceGroup] = deque()
-        self.swapped: deque[SequenceGroup] = deque()   # always empty: no preemption
+        # `swapped` stays empty: memory is reserved at admission, nothing is preempted.
         # Every member of the current batch, finished ones included: their slots stay
         # occupied (idle) until the whole batch is done.
         self.batch: list[SequenceGroup] = []
-        self.total_preempted = 0
-
-    def add_seq_group(self, seq_group: SequenceGroup) -> None:
-        self.waiting.append(seq_group)
-
-    def abort_seq_group(self, request_id: str) -> bool:
-        for name in ("waiting", "running"):
-            queue: deque = getattr(self, name)
-            for group in queue:
-                if group.request_id == request_id:
-                    queue.remove(group)
-                    for seq in group.get_seqs():
-                        if not seq.is_finished():
-                            seq.status = SequenceStatus.FINISHED_ABORTED
-                            self.free_seq(seq)
-                    if self.events is not None:
-                        self.events.append(Aborted(request_id, name))
-                    return True
-        return False
-
-    def has_unfinished_seqs(self) -> bool:
-        return bool(self.waiting or self.running)
-
-    def get_num_unfinished_seq_groups(self) -> int:
-        return len(self.waiting) + len(self.running)
 
     def _reservation(self, group: SequenceGroup) -> int:
         """Blocks a request may ever need: its longest possible sequence, per sequence."""
@@ -125,13 +92,7 @@ class StaticBatchScheduler:
             scheduled.append(ScheduledSequenceGroup(group, 1))
         return SchedulerOutputs(scheduled, 0, num_tokens, [], [], blocks_to_copy, [], 0)
 
-    def fork_seq(self, parent_seq, child_seq) -> None:
-        self.block_manager.fork(parent_seq, child_seq)
-
-    def free_seq(self, seq) -> None:
-        self.block_manager.free(seq)
-
     def free_finished_seq_groups(self) -> None:
-        self.running = deque(g for g in self.running if not g.is_finished())
+        super().free_finished_seq_groups()
         if not self.running:
             self.batch = []

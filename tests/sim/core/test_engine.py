@@ -109,7 +109,7 @@ def test_duplicate_request_id_is_rejected():
 
 
 def test_unknown_scheduler_is_rejected():
-    with pytest.raises(ValueError, match="scheduler must be one of"):
+    with pytest.raises(ValueError, match="scheduler must be a SchedulerBase class"):
         LLMEngine(scheduler="fifo")
 
 

@@ -12,8 +12,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
 from sim.core.invariants import check_engine
-from sim.core.scheduler import SwapSpaceError
+from sim.errors import SwapSpaceError
 from sim.core.sequence import SamplingParams
+from sim.studies.static_batching import StaticBatchScheduler
+from sim.core.scheduler import Scheduler
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -36,7 +38,7 @@ class EngineMachine(RuleBasedStateMachine):
             CacheConfig(block_size=block_size, num_gpu_blocks=gpu,
                         num_cpu_blocks=gpu * cpu_factor, watermark=watermark,
                         free_order=free_order, seed=seed),
-            sched, seed=seed, scheduler="static" if static else "vllm")
+            sched, seed=seed, scheduler=StaticBatchScheduler if static else Scheduler)
         self.n = 0
 
     @rule(prompt=st.integers(1, 20), max_tokens=st.integers(1, 12),

@@ -3,7 +3,8 @@ import pytest
 
 from sim.core.config import SchedulerConfig
 from sim.events import Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
-from sim.core.scheduler import SchedulingBudget, SwapSpaceError
+from sim.core.scheduler import SchedulingBudget
+from sim.errors import SwapSpaceError
 from sim.core.sequence import SamplingParams, SequenceStatus
 
 from sim.studies.scenarios import get_scenario
@@ -239,7 +240,7 @@ def test_abort_from_every_queue_frees_everything(queue):
     target = {"pending": "E", "waiting": "D", "running": "A", "swapped": "C"}[queue]
     for _ in range(200):
         w, r, s = queues(eng)
-        where = {"pending": [g.request_id for g in eng._pending], "waiting": w,
+        where = {"pending": [g.request_id for g in eng.pending], "waiting": w,
                  "running": r, "swapped": s}
         if target in where[queue]:
             break

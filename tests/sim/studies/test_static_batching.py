@@ -3,6 +3,7 @@ from sim.studies.scenarios import get_scenario
 from sim.core.sequence import SamplingParams
 
 from helpers import run_checked
+from sim.studies.static_batching import StaticBatchScheduler
 
 
 def test_static_batch_never_admits_into_a_running_batch():
@@ -43,7 +44,7 @@ def test_static_reserves_the_whole_output_so_it_never_preempts():
     from sim.core.engine import LLMEngine
     eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=8, num_cpu_blocks=0,
                                 watermark=0.0), SchedulerConfig(max_num_seqs=4),
-                    scheduler="static")
+                    scheduler=StaticBatchScheduler)
     eng.add_request("A", 4, SamplingParams(max_tokens=12))   # reserves 4 blocks
     eng.add_request("B", 4, SamplingParams(max_tokens=12))   # reserves 4 blocks
     eng.add_request("C", 4, SamplingParams(max_tokens=4))    # would not fit: next batch
@@ -60,7 +61,7 @@ def test_static_ignores_what_can_never_fit():
     from sim.core.engine import LLMEngine
     eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=4, num_cpu_blocks=0,
                                 watermark=0.0), SchedulerConfig(max_num_seqs=4),
-                    scheduler="static")
+                    scheduler=StaticBatchScheduler)
     eng.add_request("A", 4, SamplingParams(max_tokens=40))
     eng.add_request("B", 3, SamplingParams(max_tokens=2))
     out = eng.step()
