@@ -1,10 +1,22 @@
 """What a topic page declares: a widget, its parameters, and how reader input is checked.
 
-A topic module (`pages/<topic>.py`) exposes `WIDGETS = (Widget(...), ...)`. A widget's
-`build(values)` turns checked parameter values into frames; a frame is a JSON-ready dict
-with at least `svg` (a string) and `narration` (plain text). The same code runs in CPython
-when the site is built and in the browser's PyScript worker when a reader submits the form,
-so `validate` is the only gate reader text passes through, and it never returns markup.
+A topic module (`pages/topics/<topic>.py`) exposes `WIDGETS = (Widget(...), ...)`. A widget
+is three functions:
+
+    scenario(values) -> trace            the simulation's work: a sim.trace.Trace, or any
+                                         sequence of step records the topic defines
+    view(step, ctx) -> svg.Figure | str  the picture of one step (pure)
+    narrate(step, ctx) -> str            the words for the same step (pure)
+
+`ctx` is `Context(values, trace)`, or what the widget's optional `context(values, trace)`
+returns when its views need something computed once over the whole trace (a scale, the
+names of sequences, running totals). `run` turns them into frames: JSON-ready dicts with
+`svg` and `narration` (plus the optional `meta(step, ctx)` fields). Figures of one trace
+share the tallest one's height, so the controls under the picture do not jump.
+
+The same code runs in CPython when the site is built and in the browser's PyScript worker
+when a reader submits the form, so `validate` is the only gate reader text passes through,
+and it never returns markup.
 """
 
 from __future__ import annotations
@@ -12,7 +24,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from pages.views import svg
 
 KINDS = ("int", "float", "choice", "bool", "text")
 
@@ -126,20 +140,32 @@ class Param:
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What view and narrate get beside the step: the checked values and the whole trace."""
+    values: dict
+    trace: Sequence
+
+
 @dataclass(frozen=True)
 class Widget:
-    """An interactive picture on a topic page.
+    """An interactive picture on a topic page (see the module docstring).
 
-    `build(values)` gets every parameter by name, already checked, and returns the frames.
     `check(values)` (optional) looks across fields and returns {field name: message}.
     """
 
     id: str
     title: str
     params: tuple[Param, ...]
-    build: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    scenario: Callable[[dict[str, Any]], Sequence] | None = None
+    view: Callable[[Any, Any], Any] | None = None
+    narrate: Callable[[Any, Any], str] | None = None
+    context: Callable[[dict[str, Any], Sequence], Any] | None = None
+    meta: Callable[[Any, Any], dict[str, Any]] | None = None
     check: Callable[[dict[str, Any]], dict[str, str]] | None = None
     summary: str = ""
+    # Deprecated: an opaque build(values) -> frames, until every topic has the three parts.
+    build: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
     names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -152,6 +178,8 @@ class Widget:
             raise ValueError(f"widget {self.id}: two parameters share a name")
         if "step" in names:
             raise ValueError(f"widget {self.id}: 'step' is the player's, not a parameter name")
+        if self.build is None and None in (self.scenario, self.view, self.narrate):
+            raise ValueError(f"widget {self.id}: needs scenario, view and narrate")
         object.__setattr__(self, "names", names)
 
     def defaults(self) -> dict[str, Any]:
@@ -187,9 +215,27 @@ def validate(widget: Widget, raw: dict[str, str]) -> tuple[dict[str, Any], dict[
     return values, errors
 
 
+def frames_of(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """scenario -> trace -> (view, narrate) for every step -> frames."""
+    if widget.build is not None:
+        return widget.build(values)
+    trace = widget.scenario(values)
+    if not len(trace):
+        raise ValueError(f"widget {widget.id}: the scenario has no steps")
+    ctx = widget.context(values, trace) if widget.context else Context(values, trace)
+    pictures = svg.documents([widget.view(step, ctx) for step in trace])
+    frames = []
+    for step, picture in zip(trace, pictures):
+        frame = {"svg": picture, "narration": widget.narrate(step, ctx)}
+        if widget.meta is not None:
+            frame.update(widget.meta(step, ctx))
+        frames.append(frame)
+    return frames
+
+
 def run(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
     """Build the frames and hold them to the contract the player relies on."""
-    frames = widget.build(values)
+    frames = frames_of(widget, values)
     if not isinstance(frames, list) or not frames:
         raise ValueError(f"widget {widget.id}: build must return a non-empty list of frames")
     for i, frame in enumerate(frames):

@@ -354,7 +354,7 @@ def build(v: dict) -> list[dict]:
         averaged = (unshared_sum - used_sum) / unshared_sum if unshared_sum else None
         kind = "prefill" if out.scheduler_outputs.num_prefill_groups else "decode"
         step_event = next((e for e in out.events if isinstance(e, BeamSearchStep)), None)
-        text = " ".join([describe_step(out.step, out, labels, request_of)]
+        text = " ".join([describe_step(_as_step(out), labels, request_of)]
                         + beam_sentences(step_event, out.events, snap, labels))
         if u.unshared:
             text += (f" Blocks in use: {u.used}; {k} independent beams would hold "
@@ -433,3 +433,9 @@ FIG15_BEAM = Chart(
 )
 
 CHARTS = (FIG15_BEAM,)
+
+
+def _as_step(out):
+    # Transitional: a StepOutput read as a trace Step, until this topic records a Trace.
+    from types import SimpleNamespace
+    return SimpleNamespace(step=out.step, events=out.events, scheduled=out.scheduled())

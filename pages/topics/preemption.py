@@ -358,7 +358,7 @@ def build(v: dict) -> list[dict]:
         so = out.scheduler_outputs
         kind = ("prefill" if so.num_prefill_groups
                 else "decode" if so.scheduled_seq_groups else "idle")
-        text = describe_step(out.step, out, labels, request_of)
+        text = describe_step(_as_step(out), labels, request_of)
         text += _reuse(out.events, request_of, last_owner)
         checks = (_swap_out_sentences(engine, out.events, saved, labels)
                   + _restore_sentences(engine, out.events, saved, labels))
@@ -521,3 +521,9 @@ CHARTS = (
           caption="The same measurement for a request twice as long. "
                   "Data: data/h200-swap-vs-recompute.json."),
 )
+
+
+def _as_step(out):
+    # Transitional: a StepOutput read as a trace Step, until this topic records a Trace.
+    from types import SimpleNamespace
+    return SimpleNamespace(step=out.step, events=out.events, scheduled=out.scheduled())

@@ -77,6 +77,19 @@ def seq_labels(snap: dict) -> dict[int, str]:
     return labels
 
 
+def names(trace) -> tuple[dict[int, str], dict[int, str]]:
+    """(labels, request_of) over a whole trace: every sequence's short name (seq_labels) and
+    its request id. A sequence keeps its name for life, so one pass serves every step."""
+    labels: dict[int, str] = {}
+    request_of: dict[int, str] = {}
+    for step in trace:
+        labels.update(seq_labels(step.snapshot))
+        for r in step.snapshot["requests"]:
+            for s in r["seqs"]:
+                request_of[s["seq_id"]] = r["request_id"]
+    return labels, request_of
+
+
 def owners(snap: dict) -> dict[tuple[str, int], list[tuple[str, int]]]:
     """(device, block) -> [(request_id, seq_id), ...] for every table entry."""
     out: dict[tuple[str, int], list] = {}

@@ -5,6 +5,7 @@ emphasis around it. Names follow vLLM's vocabulary.
 """
 from __future__ import annotations
 
+from pages.views.text import join
 from sim.events import (Aborted, Admitted, BlockAllocated, BlockFreed, CopyOnWrite, Forked,
                         Preempted, PromptIgnored, RequestArrived, RequestFinished, SwappedIn,
                         SwappedOut)
@@ -23,16 +24,11 @@ def blocks_list(numbers: list[int]) -> str:
     return "blocks " + ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
 
 
-def join(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, str]) -> str:
-    """`labels`: seq_id -> display name; `request_of`: seq_id -> request id."""
-    ev = out.events
-    so = out.scheduler_outputs
+def describe_step(step, labels: dict[int, str], request_of: dict[int, str]) -> str:
+    """A few sentences for one engine step (a sim.trace.Step). `labels`: seq_id -> display
+    name; `request_of`: seq_id -> request id."""
+    ev = step.events
+    scheduled = step.scheduled
     sentences: list[str] = []
 
     arrived = [e.request_id for e in ev if isinstance(e, RequestArrived)]
@@ -73,9 +69,9 @@ def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, 
                          f"{blocks_list(prompt_blocks)})")
         sentences.append("Prefill step: " + join(parts) + ". No decodes run in a step that "
                          "admits prompts.")
-    elif so.scheduled_seq_groups:
-        names = [s.seq_group.request_id for s in so.scheduled_seq_groups]
-        multi = any(s.seq_group.num_seqs() > 1 for s in so.scheduled_seq_groups)
+    elif scheduled:
+        names = [s.request_id for s in scheduled]
+        multi = any(s.num_seqs > 1 for s in scheduled)
         verb = ("each add one token per sequence" if multi and len(names) > 1
                 else "adds one token per sequence" if multi
                 else "each add one token" if len(names) > 1 else "adds one token")
@@ -120,7 +116,28 @@ def describe_step(step: int, out, labels: dict[int, str], request_of: dict[int, 
     if freed:
         sentences.append(f"GPU {blocks_list(freed)} return{'s' if len(freed) == 1 else ''} "
                          "to the free list.")
-    return f"Iteration {step}. " + " ".join(sentences)
+    return f"Iteration {step.step}. " + " ".join(sentences)
+
+
+def reuse_by_step(trace, request_of: dict[int, str]) -> list[list[tuple[str, str, list[int]]]]:
+    """Per step, [(request, previous holder, GPU blocks)] for GPU blocks that a request got
+    although another request held them before (freed, then handed out again)."""
+    last_owner: dict[int, str] = {}      # GPU block -> the request that last held it
+    out = []
+    for step in trace:
+        reused: dict[tuple[str, str], list[int]] = {}
+        for e in step.events:
+            if isinstance(e, BlockAllocated) and e.device == "gpu":
+                rid = request_of.get(e.seq_ids[0], "?")
+                before = last_owner.get(e.physical)
+                if before is not None and before != rid:
+                    reused.setdefault((rid, before), []).append(e.physical)
+                last_owner[e.physical] = rid
+            elif isinstance(e, SwappedIn):
+                for _, g in e.mapping:
+                    last_owner[g] = e.request_id
+        out.append([(rid, before, nums) for (rid, before), nums in reused.items()])
+    return out
 
 
 def _prompt_blocks(events, request_id: str, request_of: dict[int, str]) -> list[int]:

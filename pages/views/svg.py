@@ -9,6 +9,8 @@ browsers show on hover and screen readers read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The palette a view may use. docs/css/widgets.css defines --vsb-<name> for each, in the
 # light and the dark scheme; tests/test_svg.py checks the two lists agree.
 COLORS = (
@@ -100,3 +102,21 @@ def document(width: float, height: float, children: list[str] | tuple[str, ...],
         f' role="img"{attrs(aria_label=label)} class="vsb-svg">'
         f"{title(label)}{''.join(children)}</svg>"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A picture not yet wrapped in its <svg>: a view returns one, and `documents` gives every
+    frame of a trace the same (tallest) height, so nothing under the picture moves."""
+    width: float
+    height: float
+    body: list[str] | tuple[str, ...]
+    label: str
+
+
+def documents(pictures: list) -> list[str]:
+    """SVG text for each picture: Figures share the tallest one's height; strings (views
+    that wrap their own document) pass through."""
+    height = max((p.height for p in pictures if isinstance(p, Figure)), default=0)
+    return [document(p.width, height, p.body, label=p.label) if isinstance(p, Figure) else p
+            for p in pictures]

@@ -2,21 +2,22 @@ import re
 
 import pytest
 
-from pages.topics.paged_attention import WIDGETS, format_requests, make_engine, parse_requests
 from pages.framework.widget import run, validate
+from pages.topics.paged_attention import REQUESTS, WIDGETS, scenario
 
 W = WIDGETS[0]
 
 
 def test_requests_round_trip():
-    reqs = parse_requests(" 7/3, 3/6 ,5/3@4")
-    assert reqs == ((7, 3, 0), (3, 6, 0), (5, 3, 4))
-    assert parse_requests(format_requests(reqs)) == reqs
+    reqs = REQUESTS.parse(" 7/3, 3/6 ,5/3@4")
+    assert reqs == ((7, 3, 0, 1), (3, 6, 0, 1), (5, 3, 4, 1))
+    assert REQUESTS.parse(REQUESTS.format(reqs)) == reqs
 
 
 @pytest.mark.parametrize("text, message", [
     ("", "1 to 6 requests"), ("7/3,7/3,7/3,7/3,7/3,7/3,7/3", "1 to 6 requests"),
     ("7-3", "should look like 7/3"), ("<b>7</b>/3", "should look like 7/3"),
+    ("7/3x2", "should look like 7/3"), ("\u0663/3", "should look like 7/3"),
     ("0/3", "from 1 to 40"), ("7/41", "from 1 to 40"), ("7/3@41", "at most 40")])
 def test_bad_requests_name_the_field_and_what_is_allowed(text, message):
     _, errors = validate(W, {"requests": text})
@@ -45,10 +46,10 @@ def test_default_trace_tells_the_story():
 def test_every_frame_matches_the_engine_state():
     values = W.defaults()
     frames = run(W, values)
-    engine = make_engine(values)
-    for frame in frames[1:]:
-        engine.step()
-        snap = engine.snapshot()
+    trace = scenario(values)
+    assert len(frames) == len(trace)
+    for frame, step in zip(frames, trace):
+        snap = step.snapshot
         # Every block table entry is drawn with its physical number and filled count.
         for r in snap["requests"]:
             for s in r["seqs"]:

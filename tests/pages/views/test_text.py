@@ -14,3 +14,22 @@ def test_wrap_keeps_words_whole_and_lines_short():
     lines = wrap("the quick brown fox jumps over the lazy dog", 10)
     assert lines == ["the quick", "brown fox", "jumps over", "the lazy", "dog"]
     assert wrap("", 10) == [] and wrap("averyveryverylongword", 5) == ["averyveryverylongword"]
+
+
+def test_agreement_helpers():
+    from pages.views.text import a, commas, join, noun, verb
+    assert plural(2, "copy", "copies") == "2 copies" and plural(1, "copy", "copies") == "1 copy"
+    assert noun(1, "block") == "block" and noun(["a", "b"], "block") == "blocks"
+    assert verb(["A"], "is", "are") == "is" and verb(2, "waits", "wait") == "wait"
+    assert join([]) == "" and join(["A"]) == "A" and join(["A", "B", "C"]) == "A, B and C"
+    assert commas(1234567) == "1,234,567"
+
+
+def test_a_or_an_follows_how_the_word_is_spoken():
+    from pages.views.text import a
+    spoken = {"8-token prompt": "an", "7-token prompt": "a", "11-block table": "an",
+              "18-token": "an", "80-token": "an", "800-token": "an", "1-token": "a",
+              "110-token": "a", "11000-token": "an", "empty pool": "an", "block": "a",
+              "ordinary": "an", "uniform": "a", "unused slot": "an"}
+    for word, article in spoken.items():
+        assert a(word) == f"{article} {word}", word
