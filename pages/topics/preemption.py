@@ -1,11 +1,15 @@
 """The preemption page: what vLLM v0.5.5 does when the GPU KV cache runs out mid-batch.
 
-The widget drives sim's engine on a workload that overflows the GPU blocks and draws, after
-every iteration, the queues, the block tables, the GPU and the CPU block pools, with arrows
-for the blocks that were swapped out or in. The narration is written from the step's events
-and from integrity checks the simulation makes (sim/core/invariants.py): after a swap round trip
-or a recompute, the restored request's cached tokens are read back through its new block
-table and compared with what it held before it was preempted.
+scenario: sim's engine on a workload that overflows the GPU blocks, recorded step by step,
+          with the simulation's integrity checks (sim/core/invariants.py) after every step.
+          When vLLM would stop (no CPU swap space left, or a recompute it cannot do), the
+          trace ends on that step and vLLM's message.
+view:     the queues, the block tables, the GPU and the CPU block pools, with arrows for the
+          blocks swapped out or in (pages.views.arrows), and why the heads of `swapped` and
+          `waiting` stay there (what the block manager answers, from the snapshot).
+narrate:  the step's events in words, and after a swap round trip or a recompute, whether the
+          restored request's cached tokens, read back through its new block table, are what
+          it held before it was preempted (compared from the snapshots).
 
 The build-time chart draws data/h200-swap-vs-recompute.json: swap-out and swap-in time
 against block size, beside recomputing the same tokens.
@@ -13,109 +17,272 @@ against block size, beside recomputing the same tokens.
 from __future__ import annotations
 
 import json
-import math
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pages.views import chart, kv_view, svg
-from pages.views.narrate import blocks_list, describe_step, join
 from pages.framework.registry import Chart
-from pages.views.text import wrap
-from pages.framework.widget import Param, Widget
-from sim.core.block_manager import AllocStatus
+from pages.framework.request_list import RequestList
+from pages.framework.widget import Context, Param, Widget
+from pages.views import arrows, chart, kv_view, svg
+from pages.views.narrate import blocks_list, describe_step, reuse_by_step
+from pages.views.text import join, noun, plural, verb, wrap
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
-from sim.events import Admitted, BlockAllocated, Preempted, SwappedIn, SwappedOut
-from sim.core.invariants import check_engine, read_back, seq_payload_intact
-from sim.errors import SwapSpaceError
-from sim.core.sequence import SamplingParams, SequenceStatus
+from sim.core.invariants import check_engine
+from sim.core.sequence import SamplingParams
+from sim.core.snapshot import payload_intact, read_back
+from sim.events import Admitted, Preempted, SwappedIn, SwappedOut
+from sim.trace import Step, Trace, record
 
 MAX_REQUESTS = 5
 MAX_LEN = 20
 MAX_ARRIVAL = 30
-MAX_N = 2
 MAX_STEPS = 40
 MAX_SLOTS = 96     # token slots per pool: every slot stays legible and a trace stays small
-NAMES = "ABCDEF"
 DATA_FILE = "data/h200-swap-vs-recompute.json"
 
 MODES = (("swap", "swap (PreemptionMode.SWAP)"),
          ("recompute", "recompute (PreemptionMode.RECOMPUTE)"),
          ("auto", "vLLM's default: recompute one sequence, swap several"))
 
-_REQUEST = re.compile(r"^(\d+)\s*/\s*(\d+)(?:\s*x\s*(\d+))?(?:\s*@\s*(\d+))?$")
+REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_LEN, max_arrival=MAX_ARRIVAL,
+                       max_n=2)
+CHECK_OK = "check_engine: ok (ref counts, free lists, every token reads back)"
 
 
-def parse_requests(text: str) -> tuple[tuple[int, int, int, int], ...]:
-    """"6/12, 5/12x2, 3/3@8" -> ((6, 12, 0, 1), (5, 12, 0, 2), (3, 3, 8, 1)):
-    prompt/output[xN samples][@arrival]."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not 1 <= len(items) <= MAX_REQUESTS:
-        raise ValueError(f"1 to {MAX_REQUESTS} requests, written prompt/output[xN][@step] and "
-                         "separated by commas, e.g. 6/12, 5/12, 3/3@8")
-    out = []
-    for i, item in enumerate(items):
-        m = _REQUEST.match(item)
-        if not m:
-            raise ValueError(f"request {i + 1} should look like 6/12, 5/10x2 or 3/3@8 "
-                             "(prompt tokens / output tokens, x samples, @ arrival step)")
-        prompt, output = int(m[1]), int(m[2])
-        n, arrival = int(m[3] or 1), int(m[4] or 0)
-        if not (1 <= prompt <= MAX_LEN and 1 <= output <= MAX_LEN):
-            raise ValueError(f"request {i + 1}: prompt and output lengths must be from 1 to "
-                             f"{MAX_LEN}")
-        if not 1 <= n <= MAX_N:
-            raise ValueError(f"request {i + 1}: from 1 to {MAX_N} parallel samples (x1 to "
-                             f"x{MAX_N})")
-        if arrival > MAX_ARRIVAL:
-            raise ValueError(f"request {i + 1}: the arrival step must be at most {MAX_ARRIVAL}")
-        out.append((prompt, output, arrival, n))
-    return tuple(out)
-
-
-def format_requests(requests) -> str:
-    return ", ".join(f"{p}/{o}" + (f"x{n}" if n > 1 else "") + (f"@{a}" if a else "")
-                     for p, o, a, n in requests)
-
-
-def make_engine(v: dict) -> LLMEngine:
+def build_engine(v: dict) -> LLMEngine:
+    """The page's engine with its requests added, before the first step."""
     mode = None if v["preemption_mode"] == "auto" else v["preemption_mode"]
     engine = LLMEngine(
         CacheConfig(block_size=v["block_size"], num_gpu_blocks=v["num_gpu_blocks"],
                     num_cpu_blocks=v["num_cpu_blocks"], watermark=v["watermark"]),
         SchedulerConfig(preemption_mode=mode), seed=v["seed"])
-    for name, (prompt, output, arrival, n) in zip(NAMES, v["requests"]):
+    for r in REQUESTS.named(v["requests"]):
         # ignore_eos: each sequence generates exactly `output` tokens, as in benchmarks.
-        engine.add_request(name, prompt,
-                           SamplingParams(n=n, max_tokens=output, ignore_eos=True),
-                           arrival_step=arrival)
+        engine.add_request(r.name, r.prompt,
+                           SamplingParams(n=r.n, max_tokens=r.output, ignore_eos=True),
+                           arrival_step=r.arrival)
     return engine
 
 
-# -- drawing -------------------------------------------------------------------------------
-
-def _arrow(x1: float, y1: float, x2: float, y2: float, tip: str) -> str:
-    """A line with an arrowhead at (x2, y2), in the highlight colour."""
-    dx, dy = x2 - x1, y2 - y1
-    length = math.hypot(dx, dy) or 1.0
-    ux, uy = dx / length, dy / length
-    hx, hy = x2 - 6 * ux, y2 - 6 * uy
-    p1 = (hx - 3.5 * uy, hy + 3.5 * ux)
-    p2 = (hx + 3.5 * uy, hy - 3.5 * ux)
-    head = (f"M{svg.num(round(x2, 2))} {svg.num(round(y2, 2))} "
-            f"L{svg.num(round(p1[0], 2))} {svg.num(round(p1[1], 2))} "
-            f"L{svg.num(round(p2[0], 2))} {svg.num(round(p2[1], 2))} Z")
-    return svg.group([
-        svg.line(round(x1, 2), round(y1, 2), round(hx, 2), round(hy, 2), stroke="highlight",
-                 width=1.8),
-        f"<path{svg.attrs(d=head, style='fill:' + svg.color('highlight'))}/>",
-    ], tip=tip)
+def scenario(v: dict) -> Trace:
+    trace = record(build_engine(v), max_steps=MAX_STEPS, check=check_engine)
+    if trace.stopped != "max_steps":
+        return trace
+    # One more frame says that the picture stops here: the last state again, nothing new.
+    last = trace.last
+    cut = Step(len(trace), last.step, last.snapshot, problems=last.problems)
+    return Trace(trace.steps + (cut,), trace.stopped, trace.meta)
 
 
+def cut_off(step: Step, trace: Trace) -> bool:
+    """Whether `step` is the frame that says the trace was cut short (see scenario)."""
+    return trace.stopped == "max_steps" and step.index == len(trace) - 1
 
 
-def draw(snap: dict, events: list, heading: str, notes: list[str],
-         status: str, error: str | None = None) -> tuple[list[str], float]:
+@dataclass(frozen=True)
+class PreemptionContext(Context):
+    labels: dict = field(default_factory=dict)       # seq_id -> "A", "B.1", ...
+    request_of: dict = field(default_factory=dict)   # seq_id -> request id
+    reuse: list = field(default_factory=list)        # per step: [(request, before, blocks)]
+    checks: list = field(default_factory=list)       # per step: cache checks, as sentences
+
+
+def context(v: dict, trace: Trace) -> PreemptionContext:
+    labels, request_of = kv_view.names(trace)
+    return PreemptionContext(v, trace, labels, request_of, reuse_by_step(trace, request_of),
+                             cache_checks(trace, labels))
+
+
+# -- what the simulation checked ---------------------------------------------------------
+
+def _live_seqs(snap: dict):
+    for r in snap["requests"]:
+        for s in r["seqs"]:
+            if s["block_table"] and not s["status"].startswith("finished"):
+                yield s
+
+
+def cache_checks(trace: Trace, labels: dict[int, str]) -> list[list[str]]:
+    """Per step, sentences comparing what a preempted sequence's cache held just before its
+    preemption with what it reads back from the CPU copy after a swap out, and through its
+    new block table once it is restored (swapped in, or recomputed)."""
+    saved: dict[int, list] = {}          # what preempted sequences held, by seq_id
+    out: list[list[str]] = [[]]
+    for prev, step in zip(trace, trace.steps[1:]):
+        sentences: list[str] = []
+        out.append(sentences)
+        if step.error:
+            continue
+        snap = step.snapshot
+        seqs = {r["request_id"]: r["seqs"] for r in snap["requests"]}
+        held = {s["seq_id"]: read_back(prev.snapshot, s) for s in _live_seqs(prev.snapshot)}
+        for e in step.of_type(Preempted):
+            for s in seqs[e.request_id]:
+                if s["seq_id"] in held:
+                    saved[s["seq_id"]] = held[s["seq_id"]]
+        for e in step.of_type(SwappedOut):
+            for s in seqs[e.request_id]:
+                before = saved.get(s["seq_id"])
+                if s["status"] == "swapped" and before is not None \
+                        and read_back(snap, s) == before:
+                    sentences.append(f"Check: {labels.get(s['seq_id'], e.request_id)}'s "
+                                     f"{len(before)} cached tokens read back from the CPU "
+                                     "copy exactly as they were on the GPU.")
+        swapped_in = [e.request_id for e in step.of_type(SwappedIn)]
+        recomputed = [e.request_id for e in step.of_type(Admitted) if e.recompute]
+        for rid in swapped_in + recomputed:
+            how = "swapped in" if rid in swapped_in else "recomputed"
+            for s in seqs[rid]:
+                before = saved.pop(s["seq_id"], None)
+                if before is None or not s["block_table"]:
+                    continue
+                name = labels.get(s["seq_id"], rid)
+                if read_back(snap, s)[:len(before)] == before and payload_intact(snap, s):
+                    table = [number for _, number, _ in s["block_table"]]
+                    sentences.append(f"Check: {name}'s {len(before)} cached tokens, {how}, "
+                                     "read back through its new block table "
+                                     f"({blocks_list(table)}) exactly as before the "
+                                     "preemption: same token id at the same position in "
+                                     "every slot.")
+                else:
+                    sentences.append(f"Check FAILED: {name}'s tokens do not read back as "
+                                     "before the preemption.")
+    return out
+
+
+def status_line(step: Step) -> str:
+    if not step.problems:
+        return CHECK_OK
+    return "check_engine found: " + "; ".join(step.problems[:2])
+
+
+def waiting_notes(snap: dict, events) -> list[str]:
+    """Why the heads of `swapped` and `waiting` stay where they are: vLLM's own tests
+    (can_swap_in, can_allocate), as the block manager answered them in this state."""
+    queues, heads = snap["queues"], snap["heads"]
+    waiting = queues["waiting"]
+    free = snap["gpu"]["num_free"]
+    wm = snap["watermark_blocks"]
+    out = []
+    back = [e.request_id for e in events if isinstance(e, SwappedIn)]
+    if back and waiting and not queues["swapped"] and not any(
+            isinstance(e, Admitted) for e in events):
+        out.append(f"{join(waiting)} still waited this step: admission is skipped while a "
+                   f"request is swapped out, and {join(back)} only came back in this step.")
+    if queues["swapped"]:
+        head = heads["swapped"]
+        if head["can_swap_in"] == "later":
+            seqs = head["num_seqs"]
+            out.append(f"{head['request_id']} stays swapped out: can_swap_in needs its "
+                       f"{plural(head['num_blocks'], 'block')} + {seqs} for the next "
+                       f"{noun(seqs, 'token')} and {wm} left free (the watermark); "
+                       f"{free} {verb(free, 'is', 'are')} free.")
+        if waiting:
+            out.append(f"{join(waiting)} {verb(waiting, 'waits', 'wait')}: nothing is "
+                       "admitted while a request is swapped out.")
+    elif waiting:
+        head = heads["waiting"]
+        if head is not None and head["can_allocate"] == "later":
+            what = "recomputing" if head["output_len"] else "its prompt of"
+            out.append(f"{head['request_id']} waits at the front: can_allocate needs "
+                       f"{plural(head['num_required_blocks'], 'block')} for {what} "
+                       f"{head['len']} tokens and {wm} left free (the watermark); {free} "
+                       f"{verb(free, 'is', 'are')} free.")
+    return out
+
+
+def victim_notes(prev_running: list[str], events) -> list[str]:
+    out = []
+    for e in events:
+        if isinstance(e, Preempted):
+            order = ", ".join(prev_running)
+            if e.victim_is_self:
+                why = (f"can_append_slots({e.request_id}) finds no free block and nobody "
+                       f"else is left in running [{order}]: it preempts itself")
+            else:
+                why = (f"can_append_slots({e.needed_by}) finds no free block; the victim "
+                       f"is {e.request_id}, the tail of running [{order}]")
+            out.append(f"Preempted ({e.mode}): {why}.")
+    return out
+
+
+def stop(step: Step) -> tuple[str, str, Preempted | None]:
+    """(heading, explanation, victim) for the step in which vLLM stops: the victim of that
+    step could not be swapped out (no CPU space) or recomputed (several sequences)."""
+    victims = step.of_type(Preempted)
+    victim = victims[-1] if victims else None
+    # The step never finished: its snapshot is the state before it.
+    running = step.snapshot["queues"]["running"]
+    if victim is None:
+        who = ""
+    elif victim.victim_is_self:
+        who = (f"{victim.request_id} needs a block and nobody else is left to preempt, so it "
+               "preempts itself. ")
+    else:
+        who = (f"{victim.needed_by} needs a block; the victim is {victim.request_id}, the "
+               f"tail of running [{', '.join(running)}]. ")
+    n = step.step
+    if victim is not None and victim.mode == "swap":
+        explain = (f"Iteration {n}: {who}It must be swapped out, but the CPU swap space "
+                   "has too few free blocks. vLLM v0.5.5 does not fall back to recompute: "
+                   "the scheduler raises and the engine stops, for every request. vLLM's "
+                   "message: " + step.error + " Give it more CPU blocks (swap_space) or "
+                   "choose recompute.")
+        return f"Iteration {n}: not enough CPU swap space", explain, victim
+    explain = (f"Iteration {n}: {who}Its request has several running sequences, and "
+               "vLLM v0.5.5 can recompute only a single sequence (an assert in "
+               "_preempt_by_recompute); the engine stops. Leave the preemption mode on "
+               "the default, which swaps such requests. (" + step.error + ")")
+    return f"Iteration {n}: cannot recompute this request", explain, victim
+
+
+# -- the picture and the words -------------------------------------------------------------
+
+def view(step: Step, ctx: PreemptionContext) -> svg.Figure:
+    snap = step.snapshot
+    if step.error:
+        heading, explain, victim = stop(step)
+        return draw(snap, [victim] if victim else [], heading, [],
+                    "The state before this iteration:", error=explain)
+    if cut_off(step, ctx.trace):
+        return draw(snap, [], f"Stopped after {MAX_STEPS} iterations", [], status_line(step))
+    if step.step is None:
+        return draw(snap, [], "Before the first iteration", [], status_line(step))
+    prev_running = ctx.trace.previous(step).snapshot["queues"]["running"]
+    notes = ([(n, "highlight") for n in victim_notes(prev_running, step.events)]
+             + [(n, "fg") for n in waiting_notes(snap, step.events)])
+    return draw(snap, step.events, f"After iteration {step.step} ({step.kind})", notes,
+                status_line(step))
+
+
+def narrate(step: Step, ctx: PreemptionContext) -> str:
+    v = ctx.values
+    if step.error:
+        return stop(step)[1]
+    if cut_off(step, ctx.trace):
+        return (f"The picture stops after {MAX_STEPS} iterations; requests are still "
+                "running. Use fewer or shorter requests.")
+    if step.step is None:
+        mode = dict(MODES)[v["preemption_mode"]]
+        wm = step.snapshot["watermark_blocks"]
+        return (f"{len(v['requests'])} requests; {v['num_gpu_blocks']} GPU blocks and "
+                f"{v['num_cpu_blocks']} CPU blocks of {v['block_size']} slots; watermark "
+                f"int({v['watermark']:g} x {v['num_gpu_blocks']}) = {plural(wm, 'block')}; "
+                f"preemption mode: {mode}.")
+    text = describe_step(step, ctx.labels, ctx.request_of)
+    text += "".join(f" {rid} now uses {blocks_list(nums)}, which {before} held before."
+                    for rid, before, nums in ctx.reuse[step.index])
+    for sentences in (ctx.checks[step.index], waiting_notes(step.snapshot, step.events)):
+        if sentences:
+            text += " " + " ".join(sentences)
+    return text
+
+
+def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status: str,
+         error: str | None = None) -> svg.Figure:
+    """Queues, notes, block tables, the GPU pool, the CPU pool with swap arrows, the check
+    line and (when vLLM stops) its message, top to bottom."""
     h = kv_view.highlights(events)
     x = kv_view.MARGIN
     parts = [svg.text(x, 16, heading, size=13)]
@@ -132,16 +299,15 @@ def draw(snap: dict, events: list, heading: str, notes: list[str],
     parts += elements
     y += dy + 6
     gpu = snap["gpu"]
-    wm = snap["watermark_blocks"]
     title = (f"GPU physical blocks: {gpu['num_blocks'] - gpu['num_free']} used, "
-             f"{gpu['num_free']} free; watermark {wm} block{'s' if wm != 1 else ''}")
+             f"{gpu['num_free']} free; watermark {plural(snap['watermark_blocks'], 'block')}")
     gpu_y = y
     elements, dy = kv_view.pool(x, y, snap, "gpu", h, title=title)
     parts += elements
     y += dy + 10
     cpu = snap["cpu"]
     cpu_y = y
-    moved = [e for e in events if isinstance(e, (SwappedOut, SwappedIn))]
+    moved = arrows.swaps(events)
     if cpu["num_blocks"]:
         title = (f"CPU swap space: {cpu['num_blocks'] - cpu['num_free']} used, "
                  f"{cpu['num_free']} free")
@@ -155,20 +321,9 @@ def draw(snap: dict, events: list, heading: str, notes: list[str],
     else:
         parts.append(svg.text(x, y + 12, "CPU swap space: 0 blocks", size=10, fill="muted"))
         y += 20
-    for e in moved:
-        for a, b in e.mapping:
-            g, c = (a, b) if isinstance(e, SwappedOut) else (b, a)
-            gx, gy, gw, gh = kv_view.pool_block_box(x, gpu_y, snap, g)
-            cx, cy, cw, _ = kv_view.pool_block_box(x, cpu_y, snap, c)
-            start, end = (gx + gw / 2, gy + gh), (cx + cw / 2, cy)
-            if isinstance(e, SwappedIn):
-                start, end = end, start
-                tip = f"{e.request_id}: CPU block {c} swapped in to GPU block {g}"
-            else:
-                tip = f"{e.request_id}: GPU block {g} swapped out to CPU block {c}"
-            parts.append(_arrow(*start, *end, tip=tip))
+    parts += arrows.swap_arrows(x, gpu_y, cpu_y, snap, events)
     parts.append(svg.text(x, y + 12, status, size=10,
-                          fill="muted" if status.startswith("check_engine: ok") else "highlight"))
+                          fill="muted" if status == CHECK_OK else "highlight"))
     y += 18
     if error:
         lines = wrap(error, 56)
@@ -178,238 +333,8 @@ def draw(snap: dict, events: list, heading: str, notes: list[str],
         for i, line in enumerate(lines):
             parts.append(svg.text(x + 8, y + 18 + 14 * i, line, size=10.5))
         y += box_h + 6
-    return parts, y + 4
-
-
-# -- what the simulation checked ---------------------------------------------------------
-
-def _reads(engine) -> dict[int, list]:
-    """What every sequence holding blocks reads back now, by seq_id."""
-    tables = engine.block_manager.block_tables
-    out = {}
-    for group in engine.requests.values():
-        for seq in group.get_seqs():
-            if seq.seq_id in tables and not seq.is_finished():
-                out[seq.seq_id] = read_back(engine, seq)
-    return out
-
-
-def _status(engine) -> str:
-    problems = check_engine(engine)
-    if not problems:
-        return "check_engine: ok (ref counts, free lists, every token reads back)"
-    return "check_engine found: " + "; ".join(problems[:2])
-
-
-def _restore_sentences(engine, events, saved: dict, labels: dict) -> list[str]:
-    """For each request restored this step (swapped in, or recomputed), compare what its
-    sequences read back now with what they held before they were preempted."""
-    out = []
-    restored = [e.request_id for e in events if isinstance(e, SwappedIn)]
-    restored += [e.request_id for e in events if isinstance(e, Admitted) and e.recompute]
-    for rid in restored:
-        group = engine.requests[rid]
-        how = "swapped in" if any(isinstance(e, SwappedIn) and e.request_id == rid
-                                  for e in events) else "recomputed"
-        for seq in group.get_seqs():
-            before = saved.pop(seq.seq_id, None)
-            if before is None or seq.seq_id not in engine.block_manager.block_tables:
-                continue
-            now = read_back(engine, seq)
-            same = now[:len(before)] == before and seq_payload_intact(engine, seq)
-            table = engine.block_manager.get_block_table(seq)
-            if same:
-                out.append(f"Check: {labels.get(seq.seq_id, rid)}'s {len(before)} cached "
-                           f"tokens, {how}, read back through its new block table "
-                           f"({blocks_list(table)}) exactly as before the preemption: same "
-                           "token id at the same position in every slot.")
-            else:
-                out.append(f"Check FAILED: {labels.get(seq.seq_id, rid)}'s tokens do not read "
-                           "back as before the preemption.")
-    return out
-
-
-def _swap_out_sentences(engine, events, saved: dict, labels: dict) -> list[str]:
-    out = []
-    for e in events:
-        if isinstance(e, SwappedOut):
-            for seq in engine.requests[e.request_id].get_seqs(status=SequenceStatus.SWAPPED):
-                before = saved.get(seq.seq_id)
-                if before is not None and read_back(engine, seq) == before:
-                    out.append(f"Check: {labels.get(seq.seq_id, e.request_id)}'s "
-                               f"{len(before)} cached tokens read back from the CPU copy "
-                               "exactly as they were on the GPU.")
-    return out
-
-
-def _waiting_notes(engine, events) -> list[str]:
-    """Why the heads of `swapped` and `waiting` stay where they are (vLLM's own tests,
-    asked of the block manager in the state the picture shows)."""
-    sched = engine.scheduler
-    bm = engine.block_manager
-    free = bm.get_num_free_gpu_blocks()
-    wm = bm.watermark_blocks
-    out = []
-    back = [e.request_id for e in events if isinstance(e, SwappedIn)]
-    if back and sched.waiting and not sched.swapped and not any(
-            isinstance(e, Admitted) for e in events):
-        names = join([g.request_id for g in sched.waiting])
-        out.append(f"{names} still waited this step: admission is skipped while a request is "
-                   f"swapped out, and {join(back)} only came back in this step.")
-    if sched.swapped:
-        group = sched.swapped[0]
-        status = bm.can_swap_in(group)
-        if status is AllocStatus.LATER:
-            blocks = bm.num_blocks_to_move(group)
-            seqs = group.num_seqs(status=SequenceStatus.SWAPPED)
-            out.append(f"{group.request_id} stays swapped out: can_swap_in needs its {blocks} "
-                       f"block{'s' if blocks != 1 else ''} + {seqs} for the next token"
-                       f"{'s' if seqs != 1 else ''} and {wm} left free (the watermark); "
-                       f"{free} {'is' if free == 1 else 'are'} free.")
-        if sched.waiting:
-            names = join([g.request_id for g in sched.waiting])
-            out.append(f"{names} wait{'s' if len(sched.waiting) == 1 else ''}: nothing is "
-                       "admitted while a request is swapped out.")
-    elif sched.waiting:
-        group = sched.waiting[0]
-        seq = group.get_seqs(status=SequenceStatus.WAITING)[0]
-        if bm.can_allocate(group) is AllocStatus.LATER:
-            need = seq.n_blocks
-            what = "recomputing" if seq.get_output_len() else "its prompt of"
-            out.append(f"{group.request_id} waits at the front: can_allocate needs {need} "
-                       f"block{'s' if need != 1 else ''} for {what} {seq.get_len()} tokens "
-                       f"and {wm} left free (the watermark); {free} "
-                       f"{'is' if free == 1 else 'are'} free.")
-    return out
-
-
-def _victim_notes(prev_running: list[str], events) -> list[str]:
-    out = []
-    for e in events:
-        if isinstance(e, Preempted):
-            order = ", ".join(prev_running)
-            if e.victim_is_self:
-                why = (f"can_append_slots({e.request_id}) finds no free block and nobody "
-                       f"else is left in running [{order}]: it preempts itself")
-            else:
-                why = (f"can_append_slots({e.needed_by}) finds no free block; the victim "
-                       f"is {e.request_id}, the tail of running [{order}]")
-            out.append(f"Preempted ({e.mode}): {why}.")
-    return out
-
-
-def _reuse(events, request_of: dict, last_owner: dict) -> str:
-    reused: dict[tuple[str, str], list[int]] = {}
-    for e in events:
-        if isinstance(e, BlockAllocated) and e.device == "gpu":
-            rid = request_of.get(e.seq_ids[0], "?")
-            before = last_owner.get(e.physical)
-            if before is not None and before != rid:
-                reused.setdefault((rid, before), []).append(e.physical)
-            last_owner[e.physical] = rid
-        elif isinstance(e, SwappedIn):
-            for _, g in e.mapping:
-                last_owner[g] = e.request_id
-    return "".join(f" {rid} now uses {blocks_list(nums)}, which {before} held before."
-                   for (rid, before), nums in reused.items())
-
-
-def build(v: dict) -> list[dict]:
-    engine = make_engine(v)
-    mode = dict(MODES)[v["preemption_mode"]]
-    snap = engine.snapshot()
-    wm = snap["watermark_blocks"]
-    intro = (f"{len(v['requests'])} requests; {v['num_gpu_blocks']} GPU blocks and "
-             f"{v['num_cpu_blocks']} CPU blocks of {v['block_size']} slots; watermark "
-             f"int({v['watermark']:g} x {v['num_gpu_blocks']}) = {wm} block"
-             f"{'s' if wm != 1 else ''}; preemption mode: {mode}.")
-    drawn = [(draw(snap, [], "Before the first iteration", [], _status(engine)), intro)]
-    labels: dict[int, str] = {}
-    request_of: dict[int, str] = {}
-    last_owner: dict[int, str] = {}
-    saved: dict[int, list] = {}          # what preempted sequences held, by seq_id
-    while engine.has_unfinished_requests():
-        if len(drawn) > MAX_STEPS:
-            parts, height = draw(snap, [], f"Stopped after {MAX_STEPS} iterations", [],
-                                 _status(engine))
-            drawn.append(((parts, height), f"The picture stops after {MAX_STEPS} iterations; "
-                          "requests are still running. Use fewer or shorter requests."))
-            break
-        prev_snap, prev_reads = snap, _reads(engine)
-        prev_running = list(prev_snap["queues"]["running"])
-        try:
-            out = engine.step()
-        except SwapSpaceError as err:
-            drawn.append(_error_frame(engine, prev_snap, prev_running, str(err), swap=True))
-            break
-        except RuntimeError as err:
-            drawn.append(_error_frame(engine, prev_snap, prev_running, str(err), swap=False))
-            break
-        snap = engine.snapshot()
-        labels.update(kv_view.seq_labels(snap))
-        for r in snap["requests"]:
-            for s in r["seqs"]:
-                request_of[s["seq_id"]] = r["request_id"]
-        for e in out.events:
-            if isinstance(e, Preempted):
-                for seq in engine.requests[e.request_id].get_seqs():
-                    if seq.seq_id in prev_reads:
-                        saved[seq.seq_id] = prev_reads[seq.seq_id]
-        so = out.scheduler_outputs
-        kind = ("prefill" if so.num_prefill_groups
-                else "decode" if so.scheduled_seq_groups else "idle")
-        text = describe_step(_as_step(out), labels, request_of)
-        text += _reuse(out.events, request_of, last_owner)
-        checks = (_swap_out_sentences(engine, out.events, saved, labels)
-                  + _restore_sentences(engine, out.events, saved, labels))
-        waits = _waiting_notes(engine, out.events)
-        if checks:
-            text += " " + " ".join(checks)
-        if waits:
-            text += " " + " ".join(waits)
-        notes = ([(n, "highlight") for n in _victim_notes(prev_running, out.events)]
-                 + [(n, "fg") for n in waits])
-        status = _status(engine)
-        drawn.append((draw(snap, out.events, f"After iteration {out.step} ({kind})", notes,
-                           status), text))
-    height = max(hh for (_, hh), _ in drawn)
-    return [{"svg": svg.document(kv_view.WIDTH, height, parts,
-                                 label="Queues, block tables, GPU and CPU block pools"),
-             "narration": text} for (parts, _), text in drawn]
-
-
-def _error_frame(engine, prev_snap: dict, prev_running: list[str], message: str,
-                 swap: bool):
-    """The last frame when vLLM would stop: the state before the failing step, the victim,
-    and vLLM's own message."""
-    step = engine.step_index
-    pending = [e for e in (engine.scheduler.events or []) if isinstance(e, Preempted)]
-    victim = pending[-1] if pending else None
-    if victim is None:
-        who = ""
-    elif victim.victim_is_self:
-        who = (f"{victim.request_id} needs a block and nobody else is left to preempt, so it "
-               "preempts itself. ")
-    else:
-        who = (f"{victim.needed_by} needs a block; the victim is {victim.request_id}, the "
-               f"tail of running [{', '.join(prev_running)}]. ")
-    if swap:
-        explain = (f"Iteration {step}: {who}It must be swapped out, but the CPU swap space "
-                   "has too few free blocks. vLLM v0.5.5 does not fall back to recompute: "
-                   "the scheduler raises and the engine stops, for every request. vLLM's "
-                   "message: " + message + " Give it more CPU blocks (swap_space) or choose "
-                   "recompute.")
-        heading = f"Iteration {step}: not enough CPU swap space"
-    else:
-        explain = (f"Iteration {step}: {who}Its request has several running sequences, and "
-                   "vLLM v0.5.5 can recompute only a single sequence (an assert in "
-                   "_preempt_by_recompute); the engine stops. Leave the preemption mode on "
-                   "the default, which swaps such requests. (" + message + ")")
-        heading = f"Iteration {step}: cannot recompute this request"
-    events = [victim] if victim else []
-    parts, height = draw(prev_snap, events, heading, [], "The state before this iteration:",
-                         error=explain)
-    return (parts, height), explain
+    return svg.Figure(kv_view.WIDTH, y + 4, parts,
+                      "Queues, block tables, GPU and CPU block pools")
 
 
 def check(v: dict) -> dict[str, str]:
@@ -418,8 +343,8 @@ def check(v: dict) -> dict[str, str]:
             return {name: f"{label}: at most {MAX_SLOTS // v['block_size']} with block size "
                           f"{v['block_size']} ({MAX_SLOTS} token slots per pool, so that every "
                           "slot fits in the picture)"}
-    for i, (_, output, arrival, _) in enumerate(v["requests"]):
-        if arrival + output > 32:
+    for i, r in enumerate(REQUESTS.named(v["requests"])):
+        if r.arrival + r.output > 32:
             return {"requests": f"requests: request {i + 1} ends too late; keep arrival step "
                                 "+ output tokens within 32"}
     return {}
@@ -443,15 +368,10 @@ WIDGETS = (Widget(
         Param("watermark", "watermark", "float", 0.1, min=0.0, max=0.5,
               help="Fraction of GPU blocks admission and swap-in must leave free "
                    "(vLLM's default is 0.01)."),
-        Param("requests", "requests", "text", ((6, 12, 0, 1), (5, 12, 0, 1), (4, 12, 0, 1),
-                                               (3, 3, 8, 1)),
-              parse=parse_requests, format=format_requests,
-              help="prompt/output tokens, xN parallel samples, @arrival step; "
-                   "e.g. 6/12, 5/12x2, 3/3@8"),
+        REQUESTS.param("requests", "6/12, 5/12, 4/12, 3/3@8"),
         Param("seed", "seed", "int", 0, min=0, max=9999, help="Seeds the token ids."),
     ),
-    build=build,
-    check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, check=check,
 ),)
 
 
@@ -521,9 +441,3 @@ CHARTS = (
           caption="The same measurement for a request twice as long. "
                   "Data: data/h200-swap-vs-recompute.json."),
 )
-
-
-def _as_step(out):
-    # Transitional: a StepOutput read as a trace Step, until this topic records a Trace.
-    from types import SimpleNamespace
-    return SimpleNamespace(step=out.step, events=out.events, scheduled=out.scheduled())

@@ -2,10 +2,12 @@
 
 Everything a picture needs and nothing it must compute from live objects: the queues,
 each sequence's tokens and block table (with how many slots of each block it has filled),
-and each physical block's owner count and slot payloads.
+each physical block's owner count and slot payloads, and what the block manager answers for
+the heads of `swapped` and `waiting` (`heads`).
 """
 from __future__ import annotations
 
+from sim.core.sequence import SequenceStatus
 
 
 def engine_snapshot(engine, with_slots: bool = True) -> dict:
@@ -59,6 +61,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "swapped": [g.request_id for g in sched.swapped],
         },
         "requests": requests,
+        "heads": queue_heads(engine),
     }
     for allocator, cache in ((bm.gpu_allocator, engine.cache_engine.gpu_cache),
                              (bm.cpu_allocator, engine.cache_engine.cpu_cache)):
@@ -78,3 +81,55 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "blocks": blocks,
         }
     return snap
+
+
+def queue_heads(engine) -> dict:
+    """What the block manager answers now for the request at the head of `swapped` and the
+    one at the head of `waiting`: the first questions the next step's scheduler asks
+    (`can_swap_in`, `can_allocate`), so a picture can say why a request stays where it is
+    without the live objects. Each is None when its queue is empty."""
+    bm = engine.block_manager
+    sched = engine.scheduler
+    swapped = waiting = None
+    if sched.swapped:
+        group = sched.swapped[0]
+        swapped = {
+            "request_id": group.request_id,
+            "can_swap_in": bm.can_swap_in(group).value,
+            # can_swap_in asks for these blocks plus one new block per sequence.
+            "num_blocks": bm.num_blocks_to_move(group),
+            "num_seqs": group.num_seqs(status=SequenceStatus.SWAPPED),
+        }
+    if sched.waiting:
+        group = sched.waiting[0]
+        seqs = group.get_seqs(status=SequenceStatus.WAITING)
+        if seqs:
+            seq = seqs[0]
+            waiting = {
+                "request_id": group.request_id,
+                "can_allocate": bm.can_allocate(group).value,
+                "num_required_blocks": seq.n_blocks,
+                "len": seq.get_len(),
+                # Non-zero for a request preempted by recompute: its prompt is recomputed
+                # together with the tokens it had generated.
+                "output_len": seq.get_output_len(),
+            }
+    return {"swapped": swapped, "waiting": waiting}
+
+
+def read_back(snap: dict, seq: dict) -> list[list[int]]:
+    """The [token_id, position] payloads that `seq` (one of `snap`'s sequences) reaches
+    through its block table, for its computed tokens: the snapshot's twin of
+    `sim.core.invariants.read_back`, so a page can compare a sequence's cache before a
+    preemption and after it from a trace alone. `snap` must hold slots."""
+    out: list[list[int]] = []
+    for device, number, filled in seq["block_table"]:
+        out += snap[device]["blocks"][number]["slots"][:filled]
+    return out
+
+
+def payload_intact(snap: dict, seq: dict) -> bool:
+    """Every computed token of `seq` reads back as written: its own token id at its own
+    position (`sim.core.invariants.seq_payload_intact`, from a snapshot)."""
+    tokens = seq["token_ids"]
+    return read_back(snap, seq) == [[tokens[p], p] for p in range(seq["num_computed_tokens"])]

@@ -7,12 +7,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pages.views import kv_view
-from pages.topics.preemption import (WIDGETS, format_requests, load_measurements, make_engine,
-                              parse_requests, swap_vs_recompute_svg)
 from pages.framework.widget import run, validate
+from pages.topics.preemption import (REQUESTS, WIDGETS, build_engine, context,
+                                     load_measurements, narrate, scenario,
+                                     swap_vs_recompute_svg, view)
+from pages.views import kv_view
+from sim.core import snapshot
+from sim.core.invariants import read_back
+from sim.core.sequence import SequenceStatus
 from sim.events import Admitted, BlockAllocated, BlockFreed, Preempted, SwappedIn, SwappedOut
-from sim.core.invariants import check_engine, read_back
 
 W = WIDGETS[0]
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,30 +27,34 @@ def values(**kw):
 
 
 def step_all(v):
-    """Every step of the page's engine: (StepOutput, queues after it, GPU tables)."""
-    eng = make_engine(v)
+    """Every engine step of the page's trace: (Step, queues after it, tables)."""
+    trace = scenario(v)
+    assert trace.stopped is None
     out = []
-    while eng.has_unfinished_requests():
-        o = eng.step()
-        snap = eng.snapshot(with_slots=False)
+    for step in trace.steps[1:]:
+        snap = step.snapshot
         tables = {r["request_id"]: [(d, n) for d, n, _ in r["seqs"][0]["block_table"]]
                   for r in snap["requests"] if r["seqs"][0]["block_table"]}
-        out.append((o, snap["queues"], tables))
-        assert check_engine(eng) == [], (o.step, check_engine(eng))
+        out.append((step, snap["queues"], tables))
+        assert step.problems == (), (step.step, step.problems)
     return out
 
 
-def of(o, cls):
-    return [e for e in o.events if isinstance(e, cls)]
+def of(step, cls):
+    return step.of_type(cls)
 
 
 # -- the scenario, step by step ---------------------------------------------------------
 
 def test_requests_round_trip_and_errors():
-    reqs = parse_requests(" 6/12, 5/10x2 ,3/3@8")
+    reqs = REQUESTS.parse(" 6/12, 5/10x2 ,3/3@8")
     assert reqs == ((6, 12, 0, 1), (5, 10, 0, 2), (3, 3, 8, 1))
-    assert parse_requests(format_requests(reqs)) == reqs
-    for text, message in [("", "1 to 5 requests"), ("6-12", "should look like"),
+    assert REQUESTS.parse(REQUESTS.format(reqs)) == reqs
+    assert W.default_raw()["requests"] == "6/12, 5/12, 4/12, 3/3@8"
+    help_text = next(p.help for p in W.params if p.name == "requests")
+    assert "xN parallel samples" in help_text and "e.g. 6/12, 5/12x2, 3/3@8" in help_text
+    for text, message in [("", "1 to 5 requests, written prompt/output[xN][@step]"),
+                          ("6-12", "should look like 6/12, 5/10x2 or 3/3@8"),
                           ("<b>6</b>/12", "should look like"), ("0/3", "from 1 to 20"),
                           ("6/12x3", "1 to 2 parallel samples"), ("6/12@31", "at most 30")]:
         _, errors = validate(W, {"requests": text})
@@ -68,7 +75,7 @@ def test_swap_scenario_victims_queues_and_mappings():
     assert preempted == [(7, Preempted("C", "swap", "B", False))]
     o, queues, tables = steps[7]
     assert of(o, SwappedOut) == [SwappedOut("C", ((5, 7), (4, 6), (1, 5)))]
-    assert o.scheduler_outputs.blocks_to_swap_out == [(5, 7), (4, 6), (1, 5)]
+    assert o.outputs.blocks_to_swap_out == [(5, 7), (4, 6), (1, 5)]
     assert queues["running"] == ["A", "B"] and queues["swapped"] == ["C"]
     assert tables["C"] == [("cpu", 7), ("cpu", 6), ("cpu", 5)]
     assert tables["A"] == [("gpu", 9), ("gpu", 8), ("gpu", 3), ("gpu", 0)]
@@ -91,7 +98,7 @@ def test_recompute_scenario_victims_queues_and_blocks():
     steps = step_all(values(preemption_mode="recompute"))
     o, queues, tables = steps[7]
     assert of(o, Preempted) == [Preempted("C", "recompute", "B", False)]
-    assert o.scheduler_outputs.blocks_to_swap_out == []
+    assert o.outputs.blocks_to_swap_out == []
     assert {e.physical for e in of(o, BlockFreed)} == {5, 4, 1}
     assert queues["waiting"] == ["C"] and "C" not in tables
     # D arrives behind C: a recompute victim goes to the front of waiting.
@@ -100,14 +107,14 @@ def test_recompute_scenario_victims_queues_and_blocks():
     assert all(not of(s[0], Admitted) for s in steps[8:12])
     o, queues, tables = steps[12]
     assert of(o, Admitted) == [Admitted("C", 11, True), Admitted("D", 3, False)]
-    assert o.scheduler_outputs.num_prefill_groups == 2
+    assert o.outputs.num_prefill_groups == 2 and o.kind == "prefill"
     assert tables["C"] == [("gpu", 1), ("gpu", 2), ("gpu", 6)]
 
 
 def test_default_mode_recomputes_one_sequence_and_swaps_several():
     steps = step_all(values(preemption_mode="auto"))
     assert [e.mode for o, _, _ in steps for e in of(o, Preempted)] == ["recompute"]
-    steps = step_all(values(preemption_mode="auto", requests=parse_requests("6/12, 5/12, 4/12x2")))
+    steps = step_all(values(preemption_mode="auto", requests=REQUESTS.parse("6/12, 5/12, 4/12x2")))
     assert {e.mode for o, _, _ in steps for e in of(o, Preempted)} == {"swap"}
 
 
@@ -115,7 +122,7 @@ def test_default_mode_recomputes_one_sequence_and_swaps_several():
 
 @pytest.mark.parametrize("mode", ["swap", "recompute"])
 def test_restored_request_reads_back_as_before(mode):
-    eng = make_engine(values(preemption_mode=mode))
+    eng = build_engine(values(preemption_mode=mode))
     c = eng.requests["C"].get_seqs()[0]
     before = None
     while eng.has_unfinished_requests():
@@ -131,6 +138,48 @@ def test_restored_request_reads_back_as_before(mode):
             break
     else:
         pytest.fail("C never came back")
+
+
+@pytest.mark.parametrize("v", [values(), values(preemption_mode="recompute"),
+                               values(preemption_mode="auto",
+                                      requests=REQUESTS.parse("6/12, 5/12, 4/12x2"))])
+def test_snapshots_answer_what_the_live_engine_answers(v):
+    """What the page reads from a snapshot (read-backs, the queue heads' admission answers)
+    equals what the live engine and block manager say in the same state."""
+    eng = build_engine(v)
+    seen_heads = set()
+    while eng.has_unfinished_requests():
+        eng.step()
+        snap = eng.snapshot()
+        bm, sched = eng.block_manager, eng.scheduler
+        for r in snap["requests"]:
+            group = eng.requests[r["request_id"]]
+            for s, seq in zip(r["seqs"], group.get_seqs()):
+                assert s["seq_id"] == seq.seq_id
+                if seq.seq_id in bm.block_tables:
+                    assert snapshot.read_back(snap, s) == [list(p) for p in read_back(eng, seq)]
+                    assert snapshot.payload_intact(snap, s)
+        heads = snap["heads"]
+        if sched.swapped:
+            group = sched.swapped[0]
+            assert heads["swapped"] == {
+                "request_id": group.request_id, "can_swap_in": bm.can_swap_in(group).value,
+                "num_blocks": bm.num_blocks_to_move(group),
+                "num_seqs": len(group.get_seqs(status=SequenceStatus.SWAPPED))}
+            seen_heads.add(("swapped", heads["swapped"]["can_swap_in"]))
+        else:
+            assert heads["swapped"] is None
+        if sched.waiting:
+            group = sched.waiting[0]
+            seq = group.get_seqs(status=SequenceStatus.WAITING)[0]
+            assert heads["waiting"] == {
+                "request_id": group.request_id, "can_allocate": bm.can_allocate(group).value,
+                "num_required_blocks": seq.n_blocks, "len": seq.get_len(),
+                "output_len": seq.get_output_len()}
+            seen_heads.add(("waiting", heads["waiting"]["can_allocate"]))
+        else:
+            assert heads["waiting"] is None
+    assert seen_heads
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -219,17 +268,42 @@ def test_too_little_swap_space_ends_with_vllms_error():
 
 def test_recomputing_a_multi_sequence_request_ends_with_an_explanation():
     frames = run(W, values(preemption_mode="recompute",
-                           requests=parse_requests("6/12, 5/12, 4/12x2")))
+                           requests=REQUESTS.parse("6/12, 5/12, 4/12x2")))
     last = frames[-1]["narration"]
     assert "can recompute only a single sequence" in last
     assert "preempts itself" in last
     assert "cannot recompute this request" in frames[-1]["svg"]
 
 
+def test_a_long_trace_ends_with_a_cut_off_frame():
+    v = values(preemption_mode="recompute", num_gpu_blocks=6,
+               requests=REQUESTS.parse("20/12, 20/12, 20/12, 20/12, 20/12"))
+    trace = scenario(v)
+    assert trace.stopped == "max_steps" and len(trace) == 42
+    # The extra frame shows the last state again, with its checks, and nothing new.
+    assert trace.last.snapshot is trace[-2].snapshot and trace.last.events == ()
+    frames = run(W, v)
+    assert len(frames) == 42
+    assert frames[-1]["narration"] == ("The picture stops after 40 iterations; requests are "
+                                       "still running. Use fewer or shorter requests.")
+    assert "Stopped after 40 iterations" in frames[-1]["svg"]
+    assert "check_engine: ok" in frames[-1]["svg"]
+
+
+def test_view_and_narrate_are_pure_functions_of_the_trace():
+    v = values(num_cpu_blocks=2)
+    trace = scenario(v)
+    assert trace.stopped == "error" and trace.last.error
+    ctx = context(v, trace)
+    for step in trace:
+        assert view(step, ctx) == view(step, context(v, trace))
+        assert narrate(step, ctx) == narrate(step, ctx)
+    assert narrate(trace.last, ctx).startswith("Iteration 7: B needs a block; the victim is "
+                                               "C, the tail of running [A, B, C].")
+
+
 def test_pool_block_box_points_at_the_drawn_blocks():
-    eng = make_engine(values())
-    eng.step()
-    snap = eng.snapshot()
+    snap = scenario(values())[1].snapshot
     h = kv_view.highlights([])
     for device in ("gpu", "cpu"):
         parts, _ = kv_view.pool(8, 100, snap, device, h)
