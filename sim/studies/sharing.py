@@ -148,15 +148,20 @@ def sharing_engine(mode: str, width: int, requests: list[RequestSpec], block_siz
     return engine
 
 
-def trace(engine: LLMEngine) -> list[tuple[dict, object]]:
-    """(snapshot, StepOutput) before the first step (None) and after every step."""
-    out_trace = [(engine.snapshot(), None)]
-    while engine.has_unfinished_requests():
-        out = engine.step()
-        if out.scheduler_outputs.preempted:
-            raise RuntimeError("the pool is sized so that nothing is preempted")
-        out_trace.append((engine.snapshot(), out))
-    return out_trace
+def saving_so_far(trace) -> list[float | None]:
+    """Per step of a recorded trace (`sim.trace.record` of a `sharing_engine`): the
+    time-averaged saving over the engine steps up to and including that one, summed as
+    `measure` sums a whole run; None before the first step and while no block is held yet.
+    What the pages show beside each step's saving, so a reader sees the average build up."""
+    out: list[float | None] = []
+    used_sum = unshared_sum = 0
+    for step in trace:
+        if step.step is not None:
+            u = usage_from_snapshot(step.snapshot)
+            used_sum += u.used
+            unshared_sum += u.unshared
+        out.append(saving(unshared_sum - used_sum, unshared_sum) if unshared_sum else None)
+    return out
 
 
 def measure(mode: str, width: int, requests: list[RequestSpec],

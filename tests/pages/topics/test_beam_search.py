@@ -2,9 +2,12 @@ import re
 
 import pytest
 
-from pages.topics.beam_search import CHARTS, WIDGETS, beam_tree, live_beams, run_trace
 from pages.framework.widget import run, validate
-from sim.events import BeamSearchStep, BlockAllocated, BlockFreed, CopyOnWrite, SeqFreed
+from pages.topics.beam_search import CHARTS, WIDGETS, pool_size
+from pages.views import fig15
+from pages.views.beam_tree import live_beams, tree
+from sim.events import (BeamSearchStep, BlockAllocated, BlockFreed, CopyOnWrite, Preempted,
+                        SeqFreed)
 
 W = WIDGETS[0]
 
@@ -40,14 +43,15 @@ def test_default_trace_tells_the_story():
 
 @pytest.mark.parametrize("v", GRID)
 def test_ref_count_equals_live_beams_below(v):
-    for snap, _ in run_trace(v):
+    for step in W.scenario(v):
+        snap = step.snapshot
         users = {}
         for s in live_beams(snap):
             for _, num, _ in s["block_table"]:
                 users[num] = users.get(num, 0) + 1
         for num, block in enumerate(snap["gpu"]["blocks"]):
             assert block["ref_count"] == users.get(num, 0)
-        nodes, order = beam_tree(snap)
+        nodes, order = tree(snap)
         assert sorted(order) == sorted(s["seq_id"] for s in live_beams(snap))
         for node in nodes:
             assert node.ref_count == len(node.leaves)
@@ -59,8 +63,9 @@ def test_ref_count_equals_live_beams_below(v):
 
 @pytest.mark.parametrize("v", GRID)
 def test_a_block_is_freed_exactly_when_its_last_beam_goes(v):
-    trace = run_trace(v)
-    for (before, _), (after, out) in zip(trace, trace[1:]):
+    trace = W.scenario(v)
+    for prev, out in zip(trace, trace[1:]):
+        before, after = prev.snapshot, out.snapshot
         held_before = {num for s in live_beams(before) for _, num, _ in s["block_table"]}
         holders_after = {}
         for s in live_beams(after):
@@ -94,8 +99,8 @@ def test_a_block_is_freed_exactly_when_its_last_beam_goes(v):
 @pytest.mark.parametrize("v", GRID[:3])
 def test_candidates_are_drawn_best_first(v):
     frames = run(W, v)
-    for (_, out), frame in zip(run_trace(v)[1:], frames[1:]):
-        step = next(e for e in out.events if isinstance(e, BeamSearchStep))
+    for out, frame in zip(W.scenario(v)[1:], frames[1:]):
+        [step] = out.of_type(BeamSearchStep)
         assert len(step.candidates) == 2 * v["k"]
         scores = [c.cumulative_logprob for c in step.candidates]
         assert scores == sorted(scores, reverse=True)
@@ -129,3 +134,31 @@ def test_frames_are_deterministic_and_titled():
 def test_fig15_chart_is_registered():
     assert CHARTS[0].id == "fig15-beam"
     assert "beam search" in CHARTS[0].title
+    assert CHARTS[0].caption == fig15.caption("beam")
+    assert CHARTS[0].caption.startswith("60 Alpaca-like requests")
+
+
+@pytest.mark.parametrize("v", GRID)
+def test_the_pool_is_sized_so_that_nothing_is_preempted(v):
+    trace = W.scenario(v)
+    assert trace.stopped is None
+    assert [e for step in trace for e in step.of_type(Preempted)] == []
+    assert trace[0].snapshot["gpu"]["num_blocks"] == pool_size(v)
+    assert trace.last.snapshot["gpu"]["num_free"] == pool_size(v)   # everything came back
+
+
+def test_view_and_narrate_are_pure_functions_of_the_step():
+    v = W.defaults()
+    trace = W.scenario(v)
+    ctx = W.context(v, trace)
+    frames = run(W, v)
+    # Any step drawn alone, in any order, says what the whole run says about it.
+    for step in reversed(trace.steps):
+        assert W.narrate(step, ctx) == frames[step.index]["narration"]
+        assert W.view(step, ctx).body == W.view(step, W.context(v, trace)).body
+    assert [step.kind for step in trace] == ["before", "prefill"] + ["decode"] * 7
+    # Every sequence has its name, even a beam that lived only inside one step.
+    named = set(ctx.labels)
+    for step in trace:
+        for e in step.of_type(BeamSearchStep):
+            assert {c.parent_seq_id for c in e.candidates} <= named

@@ -2,9 +2,10 @@ import re
 
 import pytest
 
-from pages.topics.parallel_sampling import CHARTS, WIDGETS, run_trace, sample_colors
 from pages.framework.widget import run, validate
-from sim.events import CopyOnWrite
+from pages.topics.parallel_sampling import CHARTS, WIDGETS, pool_size, sample_colors
+from pages.views import fig15
+from sim.events import CopyOnWrite, Preempted
 from sim.studies.sharing import PAPER_FIG15, SharingResult, usage_from_snapshot
 
 W = WIDGETS[0]
@@ -12,6 +13,10 @@ W = WIDGETS[0]
 
 def values(**kw):
     return dict(W.defaults(), **kw)
+
+
+def snapshots(v):
+    return [step.snapshot for step in W.scenario(v)]
 
 
 def test_default_trace_tells_the_story():
@@ -38,8 +43,7 @@ def test_default_trace_tells_the_story():
 @pytest.mark.parametrize("prompt_len, block_size", [(7, 4), (8, 4), (5, 2), (6, 1), (9, 16)])
 def test_copies_and_the_boundary_case(n, prompt_len, block_size):
     v = values(n=n, prompt_len=prompt_len, block_size=block_size, output_len=3)
-    trace = run_trace(v)
-    cows = [e for _, out in trace[1:] for e in out.events if isinstance(e, CopyOnWrite)]
+    cows = [e for step in W.scenario(v) for e in step.of_type(CopyOnWrite)]
     text = " ".join(f["narration"] for f in run(W, v))
     if prompt_len % block_size == 0:
         assert cows == []
@@ -56,7 +60,7 @@ def test_copies_and_the_boundary_case(n, prompt_len, block_size):
                                values(prompt_len=8)])
 def test_ref_counts_equal_live_users_and_are_drawn(v):
     frames = run(W, v)
-    for (snap, _), frame in zip(run_trace(v), frames):
+    for snap, frame in zip(snapshots(v), frames):
         users = {}
         for r in snap["requests"]:
             for s in r["seqs"]:
@@ -74,7 +78,7 @@ def test_ref_counts_equal_live_users_and_are_drawn(v):
 
 def test_shared_blocks_and_own_blocks_have_their_colours():
     frames = run(W, W.defaults())
-    snap = run_trace(W.defaults())[3][0]
+    snap = snapshots(W.defaults())[3]
     colors = sample_colors(snap)
     assert set(colors.values()) == {"seq-1", "seq-2", "seq-3"}
     svg = frames[3]["svg"]
@@ -84,10 +88,9 @@ def test_shared_blocks_and_own_blocks_have_their_colours():
 
 
 def test_time_averaged_saving_matches_the_sim_formula():
-    trace = run_trace(W.defaults())
     frames = run(W, W.defaults())
     used = unshared = 0
-    for (snap, _), frame in zip(trace[1:], frames[1:]):
+    for snap, frame in zip(snapshots(W.defaults())[1:], frames[1:]):
         u = usage_from_snapshot(snap)
         used += u.used
         unshared += u.unshared
@@ -118,9 +121,35 @@ def test_frames_are_deterministic_escaped_and_titled():
 
 def test_fig15_chart_shows_paper_and_sim():
     fake = {w: SharingResult("parallel", w, 10, 10, 90, 100, 9, 10) for w in (2, 4, 6)}
-    from pages.topics.parallel_sampling import fig15_chart
-    svg = fig15_chart("parallel", fake)
+    svg = fig15.panel("parallel", fake)
     for w, value in PAPER_FIG15["parallel"].items():
         assert f"{100 * value:.2f}%" in svg
     assert "10.0%" in svg                        # the sim's (fake) saving
     assert CHARTS[0].id == "fig15-parallel"
+    assert CHARTS[0].caption == fig15.caption("parallel")
+    assert CHARTS[0].caption.startswith("200 Alpaca-like requests")
+
+
+@pytest.mark.parametrize("v", [values(), values(n=6, prompt_len=10, output_len=4),
+                               values(n=1, block_size=2, prompt_len=32, output_len=16),
+                               values(n=5, prompt_len=4, output_len=3, block_size=16)])
+def test_the_pool_is_sized_so_that_nothing_is_preempted(v):
+    trace = W.scenario(v)
+    assert trace.stopped is None
+    assert [e for step in trace for e in step.of_type(Preempted)] == []
+    assert trace[0].snapshot["gpu"]["num_blocks"] == pool_size(v)
+    assert trace.last.snapshot["gpu"]["num_free"] == pool_size(v)   # everything came back
+
+
+def test_view_and_narrate_are_pure_functions_of_the_step():
+    v = W.defaults()
+    trace = W.scenario(v)
+    ctx = W.context(v, trace)
+    frames = run(W, v)
+    # Any step drawn alone, in any order, says what the whole run says about it.
+    for step in reversed(trace.steps):
+        assert W.narrate(step, ctx) == frames[step.index]["narration"]
+        assert W.narrate(step, ctx) == W.narrate(step, W.context(v, trace))
+        figure = W.view(step, ctx)
+        assert figure.body == W.view(step, ctx).body
+    assert [step.kind for step in trace] == ["before", "prefill"] + ["decode"] * 5

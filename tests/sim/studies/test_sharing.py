@@ -3,12 +3,13 @@ import pytest
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
-from sim.events import CopyOnWrite
+from sim.events import CopyOnWrite, Preempted
 from sim.core.sequence import SamplingParams
 from sim.studies.sharing import (FIG15_REQUESTS, PAPER_FIG15, BlockUsage, alpaca_requests, measure,
-                         reproduce_fig15, sampling_params, saving, usage,
-                         usage_from_snapshot)
+                         reproduce_fig15, sampling_params, saving, saving_so_far,
+                         sharing_engine, usage, usage_from_snapshot)
 from sim.studies.workload import RequestSpec
+from sim.trace import record
 
 from helpers import run_checked
 
@@ -78,6 +79,29 @@ def test_copy_on_write_count_and_the_boundary_case(prompt, block_size, n):
         assert [s for s, _ in cows] == [1] * (n - 1)
         assert [e.seq_id for _, e in cows] == list(range(n - 1))
         assert len({e.src for _, e in cows}) <= 1
+
+
+@pytest.mark.parametrize("mode, width", [("parallel", 1), ("parallel", 6), ("beam", 2),
+                                         ("beam", 6)])
+def test_a_recorded_sharing_engine_never_preempts_and_averages_like_measure(mode, width):
+    requests = [RequestSpec("A", 7, 9), RequestSpec("B", 16, 3, arrival_step=2),
+                RequestSpec("C", 1, 12)]
+    trace = record(sharing_engine(mode, width, requests, block_size=4, seed=2))
+    assert trace.stopped is None
+    assert [e for step in trace for e in step.of_type(Preempted)] == []
+    so_far = saving_so_far(trace)
+    assert len(so_far) == len(trace) and so_far[0] is None
+    # The last step's running average is the whole run's, as measure() counts it.
+    result = measure(mode, width, requests, block_size=4, seed=2)
+    assert result.steps == len(trace) - 1
+    assert so_far[-1] == result.time_averaged
+
+
+def test_saving_so_far_by_hand():
+    # measure_by_hand's run, step by step: 1 of 2 saved, then 2 of 6 (1 + 1 over 2 + 4), and
+    # the last step holds nothing, so the average stays.
+    trace = record(sharing_engine("parallel", 2, [RequestSpec("0", 16, 3)], block_size=16))
+    assert saving_so_far(trace) == [None, 1 / 2, 2 / 6, 2 / 6]
 
 
 def test_measure_is_deterministic_and_never_preempts():
