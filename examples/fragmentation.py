@@ -1,13 +1,12 @@
 """The fragmentation page from Python: one stream, four policies, and the Fig. 2 reproduction."""
-from sim.studies.fragmentation import (PAPER_TOKEN_STATE_SHARE, POLICIES, make_memory, reproduce_fig2,
-                               simulate)
+from sim.studies.fragmentation import PAPER_TOKEN_STATE_SHARE, reproduce_fig2, simulate_policies
 from sim.studies.workload import RequestSpec
 
 # The widget's default stream: prompt + output tokens, arriving at a step.
 requests = [RequestSpec(rid, p, o, a) for rid, (p, o, a) in
             zip("ABCDEF", [(5, 11, 0), (6, 4, 0), (8, 8, 0), (5, 5, 1), (10, 12, 5), (3, 5, 6)])]
-for policy in POLICIES:
-    run = simulate(requests, make_memory(policy, 64, max_model_len=32, block_size=4))
+# Orca (Max), (Pow2), (Oracle) on a buddy allocator, then vLLM's paged blocks of 4.
+for run in simulate_policies(requests, 64, max_model_len=32, block_size=4):
     refused = [(r.step, r.refusal.request_id) for r in run.steps if r.refused_although_free]
     print(f"{run.label:14} {len(run.steps):2} steps; refused although free: {refused}")
 

@@ -1,19 +1,26 @@
 """The continuous-batching page: static batching and vLLM's scheduler on the same workload.
 
-Both schedulers run the same requests (sim/studies/batching_metrics.py turns each run into a slot
-timeline and its totals); the picture draws, iteration by iteration, one timeline per
-scheduler: rows are batch slots, columns are iterations, each cell says what the slot's
-request did (prefill, decode, paused by a prefill-only step, or idle padding).
+scenario: both schedulers run the same requests (sim/studies/batching_metrics.py turns each
+          run into a slot timeline and its totals); the trace pairs their iterations, one
+          step per iteration, after a step 0 before the first.
+view:     one timeline per scheduler, drawn up to the step: rows are batch slots, columns
+          are iterations, each cell says what the slot's request did (prefill, decode,
+          paused by a prefill-only step, or idle padding).
+narrate:  what each scheduler did in the step's iteration, and the first moment vLLM refills
+          a slot while the static batch keeps one idle.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from itertools import zip_longest
 
+from pages.framework.widget import Context, Param, Widget
 from pages.views import svg
-from pages.views.narrate import join
-from pages.framework.widget import Param, Widget
-from sim.studies.batching_metrics import (DECODE, PADDING, PAUSED, PREFILL, Run, compare,
-                                  uniform_workload)
+from pages.views.text import join, plural, verb
+from sim.studies.batching_metrics import (DECODE, PADDING, PAUSED, PREFILL, Iteration, Run,
+                                          compare, uniform_workload)
+from sim.trace import Trace
 
 WIDTH = 400
 LEFT = 50           # room for the row labels
@@ -21,6 +28,9 @@ RIGHT = 8
 ROW = 17
 MAX_ITERATIONS = 40
 MAX_LEN = 32
+
+STATIC_HEAD = "Static batching: the batch runs to its end"
+LABEL = "Batch slots per iteration: static batching above, vLLM below"
 
 _RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
 
@@ -50,6 +60,26 @@ def runs(v: dict) -> tuple[Run, Run]:
                    v["chunked_prefill"], v["seed"], max_steps=MAX_ITERATIONS + 1)
 
 
+# -- scenario ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One step of the trace: `index` iterations are drawn. `static` and `vllm` are each
+    run's iteration `index - 1` (None in step 0, and once that run has drained)."""
+    index: int
+    static: Iteration | None
+    vllm: Iteration | None
+
+
+def scenario(v: dict) -> Trace:
+    static, vllm = runs(v)
+    pairs = zip_longest(static.iterations, vllm.iterations)
+    steps = [Column(0, None, None)] + [Column(i + 1, s, m) for i, (s, m) in enumerate(pairs)]
+    # The views draw each run's history and totals up to the step: the runs travel along.
+    return Trace(tuple(steps), meta={"static": static, "vllm": vllm,
+                                     "requests": tuple(workload(v))})
+
+
 def first_contrast(static: Run, vllm: Run):
     """The first iteration in which vLLM refills a slot a finished request left while the
     static batch holds a finished request's slot idle: (step, seating) or None."""
@@ -58,6 +88,30 @@ def first_contrast(static: Run, vllm: Run):
                 c is not None and c.kind == PADDING for c in static.iterations[step].slots):
             return step, seating
     return None
+
+
+@dataclass(frozen=True)
+class BatchingContext(Context):
+    static: Run
+    vllm: Run
+    requests: tuple
+    columns: int                 # iterations of the longer run: the grid's width
+    contrast: tuple | None       # first_contrast(static, vllm)
+    static_marks: dict           # {"idle": (step, [slots])}: the static slots to outline
+    vllm_marks: dict             # {"refill": (step, slot)}: the refill to highlight
+
+
+def context(v: dict, trace: Trace) -> BatchingContext:
+    static, vllm = trace.meta["static"], trace.meta["vllm"]
+    contrast = first_contrast(static, vllm)
+    static_marks, vllm_marks = {}, {}
+    if contrast:
+        step, seating = contrast
+        vllm_marks["refill"] = (step, seating.slot)
+        static_marks["idle"] = (step, [s for s, c in enumerate(static.iterations[step].slots)
+                                       if c is not None and c.kind == PADDING])
+    return BatchingContext(v, trace, static, vllm, trace.meta["requests"], len(trace) - 1,
+                           contrast, static_marks, vllm_marks)
 
 
 # -- drawing ---------------------------------------------------------------------------
@@ -71,7 +125,7 @@ def _cell(x: float, y: float, w: float, cell, step: int, rid_text: bool) -> list
     h = ROW - 3
     color = _color(rid)
     if kind == PREFILL:
-        what = f"prefill of {cell.tokens} prompt token{'s' if cell.tokens != 1 else ''}"
+        what = f"prefill of {plural(cell.tokens, 'prompt token')}"
         box = svg.rect(x, y, w, h, fill=color, rx=1.5)
         ink = "bg"
     elif kind == DECODE:
@@ -177,40 +231,19 @@ def totals_line(run: Run, shown: int) -> str:
     return f"{head} · {lat} · slots busy {100 * t.utilisation:.0f}%"
 
 
-def build(v: dict) -> list[dict]:
-    static, vllm = runs(v)
-    reqs = workload(v)
-    columns = max(len(static.iterations), len(vllm.iterations))
-    contrast = first_contrast(static, vllm)
-    marks_v, marks_s = {}, {}
-    if contrast:
-        step, seating = contrast
-        marks_v["refill"] = (step, seating.slot)
-        marks_s["idle"] = (step, [s for s, c in enumerate(static.iterations[step].slots)
-                                  if c is not None and c.kind == PADDING])
-    chunked = v["chunked_prefill"]
-    vllm_head = ("vLLM v0.5.5 with chunked prefill" if chunked
+def view(step: Column, ctx: BatchingContext) -> svg.Figure:
+    vllm_head = ("vLLM v0.5.5 with chunked prefill" if ctx.values["chunked_prefill"]
                  else "vLLM v0.5.5: continuous (iteration-level) batching")
-    frames = []
-    for shown in range(columns + 1):
-        parts = []
-        y = 4
-        for run, head, marks in ((static, "Static batching: the batch runs to its end", marks_s),
-                                 (vllm, vllm_head, marks_v)):
-            elements, dy = panel(8, y, run, head, min(shown, len(run.iterations)), columns,
-                                 marks)
-            parts += elements
-            y += dy + 8
-        parts += _legend(8, y)
-        height = y + 16
-        label = "Batch slots per iteration: static batching above, vLLM below"
-        if shown == 0:
-            text = intro(reqs, v)
-        else:
-            text = narrate(shown - 1, static, vllm, contrast, chunked)
-        frames.append({"svg": svg.document(WIDTH, height, parts, label=label),
-                       "narration": text})
-    return frames
+    parts = []
+    y = 4
+    for run, head, marks in ((ctx.static, STATIC_HEAD, ctx.static_marks),
+                             (ctx.vllm, vllm_head, ctx.vllm_marks)):
+        elements, dy = panel(8, y, run, head, min(step.index, len(run.iterations)),
+                             ctx.columns, marks)
+        parts += elements
+        y += dy + 8
+    parts += _legend(8, y)
+    return svg.Figure(WIDTH, y + 16, parts, LABEL)
 
 
 # -- narration ---------------------------------------------------------------------------
@@ -224,11 +257,7 @@ def intro(reqs, v: dict) -> str:
             "(max_num_batched_tokens).")
 
 
-def _who(items) -> str:
-    return join(list(items))
-
-
-def _static_text(it, run: Run) -> str:
+def _static_text(it: Iteration, run: Run) -> str:
     ran = [c for c in it.slots if c is not None and c.kind in (PREFILL, DECODE)]
     pads = [c.request_id for c in it.slots if c is not None and c.kind == PADDING]
     s = []
@@ -236,26 +265,26 @@ def _static_text(it, run: Run) -> str:
         tokens = sum(c.tokens for c in ran)
         first = ("A new batch" if any(x.seated for x in run.iterations[:it.step])
                  else "The first batch")
-        s.append(f"{first}: {_who(x.request_id for x in it.seated)} prefill ({tokens} tokens).")
+        s.append(f"{first}: {join([x.request_id for x in it.seated])} prefill "
+                 f"({tokens} tokens).")
     elif ran:
-        s.append(f"{_who(c.request_id for c in ran)} decode{'s' if len(ran) == 1 else ''}.")
+        s.append(f"{join([c.request_id for c in ran])} {verb(ran, 'decodes', 'decode')}.")
         if pads:
-            s.append(f"{_who(pads)} {'is' if len(pads) == 1 else 'are'} done but "
-                     f"{'its slot idles' if len(pads) == 1 else 'their slots idle'} until the "
-                     "batch ends.")
+            s.append(f"{join(pads)} {verb(pads, 'is', 'are')} done but "
+                     f"{verb(pads, 'its slot idles', 'their slots idle')} until the batch ends.")
     elif not it.waiting:
         s.append("Nothing to run.")
     if it.finished:
-        s.append(f"{_who(it.finished)} finish{'es' if len(it.finished) == 1 else ''}.")
+        s.append(f"{join(list(it.finished))} {verb(it.finished, 'finishes', 'finish')}.")
     if it.waiting:
         why = ("nobody joins a running batch" if ran and not it.seated
                else "the batch is full" if None not in it.slots
                else "the token budget or memory is spent")
-        s.append(f"{_who(it.waiting)} wait{'s' if len(it.waiting) == 1 else ''} ({why}).")
+        s.append(f"{join(list(it.waiting))} {verb(it.waiting, 'waits', 'wait')} ({why}).")
     return " ".join(s)
 
 
-def _vllm_text(it, chunked: bool) -> str:
+def _vllm_text(it: Iteration, chunked: bool) -> str:
     cells = [c for c in it.slots if c is not None]
     pre = [c for c in cells if c.kind == PREFILL]
     dec = [c.request_id for c in cells if c.kind == DECODE]
@@ -266,43 +295,44 @@ def _vllm_text(it, chunked: bool) -> str:
             s.append(f"{seating.request_id} takes slot {seating.slot}, which "
                      f"{seating.after} left.")
     if pre:
-        what = _who(f"{c.request_id} ({c.tokens} tokens)" for c in pre)
+        what = join([f"{c.request_id} ({c.tokens} tokens)" for c in pre])
         if chunked and dec:
-            s.append(f"Prefill of {what} runs together with the decode of {_who(dec)}: "
+            s.append(f"Prefill of {what} runs together with the decode of {join(dec)}: "
                      "chunked prefill mixes them in one step.")
         else:
             s.append(f"Prefill of {what}.")
         if paused:
-            s.append(f"{_who(paused)} skip{'s' if len(paused) == 1 else ''} "
-                     f"{'its' if len(paused) == 1 else 'their'} decode: v0.5.5 runs "
-                     "prefill-only steps.")
+            s.append(f"{join(paused)} {verb(paused, 'skips its', 'skip their')} decode: v0.5.5 "
+                     "runs prefill-only steps.")
     elif dec:
-        s.append(f"{_who(dec)} decode{'s' if len(dec) == 1 else ''}.")
+        s.append(f"{join(dec)} {verb(dec, 'decodes', 'decode')}.")
     elif not it.waiting:
         s.append("Nothing to run.")
     if it.finished:
-        one = len(it.finished) == 1
-        s.append(f"{_who(it.finished)} finish{'es' if one else ''}; "
-                 f"{'its slot is' if one else 'their slots are'} free for the next iteration.")
+        s.append(f"{join(list(it.finished))} {verb(it.finished, 'finishes', 'finish')}; "
+                 f"{verb(it.finished, 'its slot is', 'their slots are')} free for the next "
+                 "iteration.")
     if it.waiting:
         why = ("every slot is taken" if None not in it.slots else "the token budget is spent")
-        s.append(f"{_who(it.waiting)} wait{'s' if len(it.waiting) == 1 else ''} ({why}).")
+        s.append(f"{join(list(it.waiting))} {verb(it.waiting, 'waits', 'wait')} ({why}).")
     return " ".join(s)
 
 
-def narrate(step: int, static: Run, vllm: Run, contrast, chunked: bool) -> str:
-    parts = [f"Iteration {step}."]
-    for name, run, fn in (("Static", static, _static_text), ("vLLM", vllm, None)):
-        if step < len(run.iterations):
-            it = run.iterations[step]
-            body = fn(it, run) if fn else _vllm_text(it, chunked)
-            parts.append(f"{name}: {body}")
-        else:
-            parts.append(f"{name}: drained after {len(run.iterations)} iterations.")
-    if contrast and contrast[0] == step:
-        seating = contrast[1]
-        members = [c.request_id for c in static.iterations[step].slots if c is not None]
-        batch_end = max(static.finished_step.get(r, step) for r in members)
+def narrate(step: Column, ctx: BatchingContext) -> str:
+    if step.index == 0:
+        return intro(ctx.requests, ctx.values)
+    i = step.index - 1                  # the iteration this step shows last
+    parts = [f"Iteration {i}."]
+    said = (_static_text(step.static, ctx.static) if step.static else None,
+            _vllm_text(step.vllm, ctx.values["chunked_prefill"]) if step.vllm else None)
+    for name, run, body in zip(("Static", "vLLM"), (ctx.static, ctx.vllm), said):
+        if body is None:
+            body = f"drained after {len(run.iterations)} iterations."
+        parts.append(f"{name}: {body}")
+    if ctx.contrast and ctx.contrast[0] == i:
+        seating = ctx.contrast[1]
+        members = [c.request_id for c in step.static.slots if c is not None]
+        batch_end = max(ctx.static.finished_step.get(r, i) for r in members)
         parts.append(f"This is the difference: vLLM refilled {seating.after}'s slot at once, "
                      f"while the static batch keeps finished requests' slots idle until its "
                      f"longest request finishes (iteration {batch_end}).")
@@ -350,6 +380,5 @@ WIDGETS = (Widget(
               help="enable_chunked_prefill: mix prompt chunks and decodes in one step."),
         Param("seed", "seed", "int", 31, min=0, max=9999, help="Seeds lengths and arrivals."),
     ),
-    build=build,
-    check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, check=check,
 ),)

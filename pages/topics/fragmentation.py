@@ -1,31 +1,40 @@
 """The fragmentation page: where contiguous KV memory goes (the PagedAttention paper, Fig. 2).
 
-Widget `fragmentation`: one stream of requests served four times (Orca Max, Pow2, Oracle on
-a buddy allocator, and vLLM's paged `BlockSpaceManager`; sim/studies/fragmentation.py), one memory
-bar per policy in address order, split into token states, reserved, internal
-fragmentation, external fragmentation and free. The moment a request is refused although
-the free slots add up to enough is marked.
+Widget `fragmentation`:
+scenario: one stream of requests served four times (Orca Max, Pow2, Oracle on a buddy
+          allocator, and vLLM's paged `BlockSpaceManager`; sim/studies/fragmentation.py);
+          the trace pairs the four runs' steps.
+view:     one memory bar per policy in address order, split into token states, reserved,
+          internal fragmentation, external fragmentation and free. The moment a request is
+          refused although the free slots add up to enough is marked.
+narrate:  arrivals, then what each policy admitted, finished, preempted or refused.
 
 Chart `fig2-reproduction` (build time): `reproduce_fig2()`'s time-averaged shares beside
 the paper's token-state shares.
 """
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from functools import lru_cache
 
-from pages.views import svg
 from pages.framework.registry import Chart
-from pages.framework.widget import Param, Widget
-from sim.studies.contiguous import ChunkAllocated, next_power_of_two
+from pages.framework.request_list import RequestList
+from pages.framework.widget import Context, Param, Widget
+from pages.views import svg
+from pages.views.text import join, verb
 from sim.events import Admitted, Preempted, RequestArrived, RequestFinished
-from sim.studies.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHARE, POLICIES,
-                               make_memory, reproduce_fig2, simulate)
+from sim.studies.contiguous import ChunkAllocated, next_power_of_two
+from sim.studies.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHARE,
+                                       PolicyRun, StepRecord, reproduce_fig2,
+                                       simulate_policies)
 from sim.studies.workload import RequestSpec
+from sim.trace import Trace
 
 WIDTH = 420
 MAX_REQUESTS = 10
 MAX_STEPS = 80
-IDS = "ABCDEFGHIJ"
+MAX_MODEL_LEN = 64      # the max_len field's top; a request's total must fit max_model_len
+MAX_ARRIVAL = 60
 
 # Category -> (palette colour, short label for the legend and the numbers).
 STYLE = {
@@ -36,135 +45,79 @@ STYLE = {
     "free": ("free", "free"),
 }
 
-# --------------------------------------------------------------- the request list field
-
-_ITEM = re.compile(r"^(\d{1,3})[/+](\d{1,3})(?:@(\d{1,3}))?$")
-REQUESTS_HELP = ("Up to 10 requests, comma-separated, each prompt/output@arrival step "
-                 "(e.g. 5/11@0 or 5/11 for step 0); named A, B, C... in order.")
+REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_MODEL_LEN,
+                       max_arrival=MAX_ARRIVAL)
 
 
-def parse_requests(text: str) -> tuple[tuple[int, int, int], ...]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError("give at least one request, e.g. 5/11@0")
-    if len(items) > MAX_REQUESTS:
-        raise ValueError(f"at most {MAX_REQUESTS} requests")
-    out = []
-    for i, item in enumerate(items):
-        m = _ITEM.match(item.replace(" ", ""))
-        if not m:
-            raise ValueError(f"request {i + 1} should look like 5/11@0 (prompt/output@arrival)")
-        prompt, output, arrival = int(m[1]), int(m[2]), int(m[3] or 0)
-        if prompt < 1 or output < 1:
-            raise ValueError(f"request {IDS[i]}: prompt and output need at least 1 token")
-        if arrival > 60:
-            raise ValueError(f"request {IDS[i]}: arrival step at most 60")
-        out.append((prompt, output, arrival))
-    return tuple(out)
+def to_specs(requests) -> list[RequestSpec]:
+    return [RequestSpec(r.name, r.prompt, r.output, r.arrival) for r in REQUESTS.named(requests)]
 
 
-def format_requests(reqs: tuple[tuple[int, int, int], ...]) -> str:
-    return ", ".join(f"{p}/{o}@{a}" for p, o, a in reqs)
+# ---------------------------------------------------------------------------- scenario
+
+@lru_cache(maxsize=1)           # check() and scenario() see the same values: simulate once
+def policy_runs(requests, pool: int, max_len: int, block_size: int) -> tuple[PolicyRun, ...]:
+    return tuple(simulate_policies(to_specs(requests), pool, max_model_len=max_len,
+                                   block_size=block_size, max_steps=10 * MAX_STEPS,
+                                   record_layout=True))
 
 
-def to_specs(reqs) -> list[RequestSpec]:
-    return [RequestSpec(IDS[i], p, o, a) for i, (p, o, a) in enumerate(reqs)]
+@dataclass(frozen=True, slots=True)
+class PoolStep:
+    """One step of the trace: each policy's record of step `index`, in POLICIES order (None
+    for a policy that had served every request before it)."""
+    index: int
+    records: tuple[StepRecord | None, ...]
 
 
-DEFAULT_REQUESTS = ((5, 11, 0), (6, 4, 0), (8, 8, 0), (5, 5, 1), (10, 12, 5), (3, 5, 6))
-
-
-def check(v: dict) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    specs = to_specs(v["requests"])
-    for s in specs:
-        if s.total_len > v["max_len"]:
-            errors["requests"] = (f"requests: {s.request_id} has {s.total_len} tokens; "
-                                  f"at most max_model_len ({v['max_len']})")
-            return errors
-    if v["block_size"] > v["pool"]:
-        errors["block_size"] = "block size: at most the pool size"
-        return errors
-    piece = 1 << (v["pool"].bit_length() - 1)
-    if next_power_of_two(v["max_len"]) > piece:
-        errors["max_len"] = (f"max_model_len: Orca (Max) needs a chunk of "
-                             f"{next_power_of_two(v['max_len'])} slots; the largest a pool of "
-                             f"{v['pool']} slots has is {piece}")
-        return errors
-    try:
-        runs = run_all(v)
-    except ValueError as err:           # the paged pool can never hold a request
-        errors["pool"] = f"pool slots: {err}"
-        return errors
-    except RuntimeError as err:
-        errors["requests"] = f"requests: {err}"
-        return errors
-    longest = max(len(r.steps) for r in runs)
-    if longest > MAX_STEPS:
-        errors["requests"] = (f"requests: this stream takes {longest} steps to serve; at most "
-                              f"{MAX_STEPS}: use fewer or shorter requests, or a bigger pool")
-    return errors
-
-
-_last_runs: dict = {}      # check() and build() see the same values: simulate once
-
-
-def run_all(v: dict):
-    key = (v["requests"], v["pool"], v["max_len"], v["block_size"])
-    if key not in _last_runs:
-        _last_runs.clear()
-        _last_runs[key] = _run_all(v)
-    return _last_runs[key]
-
-
-def _run_all(v: dict):
-    specs = to_specs(v["requests"])
-    return [simulate(specs, make_memory(p, v["pool"], max_model_len=v["max_len"],
-                                        block_size=v["block_size"]),
-                     record_layout=True, max_steps=10 * MAX_STEPS)
-            for p in POLICIES]
-
-
-# ---------------------------------------------------------------------------- frames
-
-def build(v: dict) -> list[dict]:
-    runs = run_all(v)
-    specs = {s.request_id: s for s in to_specs(v["requests"])}
-    colors = {rid: svg.seq(i) for i, rid in enumerate(specs)}
+def scenario(v: dict) -> Trace:
+    runs = policy_runs(v["requests"], v["pool"], v["max_len"], v["block_size"])
     count = max(len(r.steps) for r in runs)
-    frames = []
-    for i in range(count):
-        recs = [r.steps[i] if i < len(r.steps) else None for r in runs]
-        frames.append({"svg": frame_svg(v, runs, recs, i, colors),
-                       "narration": narrate(runs, recs, i, specs, v)})
-    return frames
+    steps = tuple(PoolStep(i, tuple(r.steps[i] if i < len(r.steps) else None for r in runs))
+                  for i in range(count))
+    return Trace(steps, meta={"runs": runs})
 
 
-def narrate(runs, recs, step: int, specs, v: dict) -> str:
-    parts = [f"Step {step}."]
-    first = next(r for r in recs if r is not None)
+@dataclass(frozen=True)
+class PoolContext(Context):
+    runs: tuple                  # one PolicyRun per policy: labels, and earlier steps
+    specs: dict                  # request id -> RequestSpec
+    colors: dict                 # request id -> palette colour
+
+
+def context(v: dict, trace: Trace) -> PoolContext:
+    specs = {s.request_id: s for s in to_specs(v["requests"])}
+    return PoolContext(v, trace, trace.meta["runs"], specs,
+                       {rid: svg.seq(i) for i, rid in enumerate(specs)})
+
+
+# ---------------------------------------------------------------------------- narration
+
+def narrate(step: PoolStep, ctx: PoolContext) -> str:
+    specs = ctx.specs
+    parts = [f"Step {step.index}."]
+    first = next(r for r in step.records if r is not None)
     arrived = [e for e in first.events if isinstance(e, RequestArrived)]
     if arrived:
-        parts.append(_join([f"{e.request_id} arrives ({specs[e.request_id].prompt_len} prompt, "
-                            f"{specs[e.request_id].output_len} output tokens)" for e in arrived])
+        parts.append(join([f"{e.request_id} arrives ({specs[e.request_id].prompt_len} prompt, "
+                           f"{specs[e.request_id].output_len} output tokens)" for e in arrived])
                      + ".")
     quiet = []
-    for run, rec in zip(runs, recs):
+    for run, rec in zip(ctx.runs, step.records):
         if rec is None:
             quiet.append(run.label)
             continue
-        said = _policy_sentence(run, rec, v)
+        said = _policy_sentence(run, rec)
         if said:
             parts.append(f"{run.label}: {said}")
-    if any(r is None for r in recs):
-        parts.append(_join(quiet) + (" has" if len(quiet) == 1 else " have")
-                     + " served every request.")
+    if quiet:
+        parts.append(f"{join(quiet)} {verb(quiet, 'has', 'have')} served every request.")
     if len(parts) == 1:
         parts.append("Every running request stores one more token.")
     return " ".join(parts)
 
 
-def _policy_sentence(run, rec, v: dict) -> str:
+def _policy_sentence(run: PolicyRun, rec: StepRecord) -> str:
     bits = []
     chunks = {e.request_id: e for e in rec.events if isinstance(e, ChunkAllocated)}
     for e in rec.events:
@@ -198,7 +151,7 @@ def _policy_sentence(run, rec, v: dict) -> str:
     return sentence + "."
 
 
-def _new_refusal(run, rec) -> bool:
+def _new_refusal(run: PolicyRun, rec: StepRecord) -> bool:
     """A plain 'full' refusal is told once per request, not every step it waits."""
     if rec.step == 0:
         return True
@@ -206,11 +159,12 @@ def _new_refusal(run, rec) -> bool:
     return prev is None or prev.request_id != rec.refusal.request_id
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+# ------------------------------------------------------------------------------ drawing
 
-
-def frame_svg(v: dict, runs, recs, step: int, colors: dict[str, str]) -> str:
+def view(step: PoolStep, ctx: PoolContext) -> str:
+    # A refusal adds a line under its bar, so frames differ in height. The view wraps its own
+    # document: a Figure would be padded to the tallest frame, and the frames would change.
+    v = ctx.values
     pool = v["pool"]
     left, right = 10, WIDTH - 10
     scale = (right - left) / pool
@@ -225,11 +179,12 @@ def frame_svg(v: dict, runs, recs, step: int, colors: dict[str, str]) -> str:
         body.append(svg.rect(x, y + 2, 12, 12, fill=color, stroke="line", rx=1))
         body.append(svg.text(x + 16, y + 12.5, label, size=12))
         x += 30 + 7.2 * len(label)
-    body.append(svg.text(right, y + 12.5, f"step {step}", size=13, anchor="end"))
+    body.append(svg.text(right, y + 12.5, f"step {step.index}", size=13, anchor="end"))
     y += 26
-    for run, rec in zip(runs, recs):
-        y = _policy_block(body, run, rec, y, left, right, scale, colors, v)
-    return svg.document(WIDTH, y + 4, body, label=f"KV memory of four policies at step {step}")
+    for run, rec in zip(ctx.runs, step.records):
+        y = _policy_block(body, run, rec, y, left, right, scale, ctx.colors, v)
+    return svg.document(WIDTH, y + 4, body,
+                        label=f"KV memory of four policies at step {step.index}")
 
 
 def outline(x: float, y: float, w: float, h: float, stroke: str, width: float,
@@ -302,20 +257,52 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
     return y + 8
 
 
+# ------------------------------------------------------------------- cross-field checks
+
+def check(v: dict) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    specs = to_specs(v["requests"])
+    for s in specs:
+        if s.total_len > v["max_len"]:
+            errors["requests"] = (f"requests: {s.request_id} has {s.total_len} tokens; "
+                                  f"at most max_model_len ({v['max_len']})")
+            return errors
+    if v["block_size"] > v["pool"]:
+        errors["block_size"] = "block size: at most the pool size"
+        return errors
+    piece = 1 << (v["pool"].bit_length() - 1)
+    if next_power_of_two(v["max_len"]) > piece:
+        errors["max_len"] = (f"max_model_len: Orca (Max) needs a chunk of "
+                             f"{next_power_of_two(v['max_len'])} slots; the largest a pool of "
+                             f"{v['pool']} slots has is {piece}")
+        return errors
+    try:
+        runs = policy_runs(v["requests"], v["pool"], v["max_len"], v["block_size"])
+    except ValueError as err:           # the paged pool can never hold a request
+        errors["pool"] = f"pool slots: {err}"
+        return errors
+    except RuntimeError as err:
+        errors["requests"] = f"requests: {err}"
+        return errors
+    longest = max(len(r.steps) for r in runs)
+    if longest > MAX_STEPS:
+        errors["requests"] = (f"requests: this stream takes {longest} steps to serve; at most "
+                              f"{MAX_STEPS}: use fewer or shorter requests, or a bigger pool")
+    return errors
+
+
 WIDGET = Widget(
     id="fragmentation",
     title="One request stream, four memory policies",
     summary="Each bar is the same KV pool in address order. Orca reserves one contiguous "
             "chunk per request on a buddy allocator; vLLM allocates 16-token blocks (here "
             "smaller) as tokens arrive.",
-    build=build,
-    check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, check=check,
     params=(
-        Param("requests", "requests", "text", DEFAULT_REQUESTS, parse=parse_requests,
-              format=format_requests, help=REQUESTS_HELP),
+        REQUESTS.param("requests", "5/11, 6/4, 8/8, 5/5@1, 10/12@5, 3/5@6"),
         Param("pool", "pool slots", "int", 64, min=16, max=128,
               help="Token slots in the KV pool (16 to 128)."),
-        Param("max_len", "max_model_len", "int", 32, min=8, max=64,
+        Param("max_len", "max_model_len", "int", 32, min=8, max=MAX_MODEL_LEN,
               help="What Orca (Max) reserves per request (8 to 64)."),
         Param("block_size", "block size (vLLM)", "int", 4, min=1, max=16,
               help="Tokens per block of vLLM's paged pool (1 to 16)."),

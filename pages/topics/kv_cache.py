@@ -1,25 +1,29 @@
 """The KV cache page: why keys and values are cached, and what the cache costs.
 
 Widgets:
-- `kv-growth`: one sequence generating with a tiny model; each step's K and V appended per
-  layer and KV head (sim/studies/kv_growth.py), and the attention work with the cache against
-  recomputing the whole prefix (sim/perf/cost.py), as a chart that grows with the steps.
-- `kv-cost`: a one-frame calculator over the model and GPU presets: bytes per token with the
-  formula, bytes per sequence and batch, and how many tokens fit by vLLM v0.5.5's memory
-  formula (sim/perf/hardware.py).
+- `kv-growth`: one sequence generating with a tiny model. scenario: the empty cache, then
+  sim/studies/kv_growth.py's steps; view: each step's K and V appended per layer and KV
+  head, and the attention work with the cache against recomputing the whole prefix
+  (sim/perf/cost.py), as a chart that grows with the steps; narrate: the step's numbers.
+- `kv-cost`: a one-frame calculator over the model and GPU presets (its trace is one set of
+  numbers): bytes per token with the formula, bytes per sequence and batch, and how many
+  tokens fit by vLLM v0.5.5's memory formula (sim/perf/hardware.py).
 Chart:
 - `kv-vs-length`: KV bytes of one sequence against its length for several presets.
 """
 from __future__ import annotations
 
-from pages.views import chart, svg
+from dataclasses import dataclass
+
 from pages.framework.registry import Chart
-from pages.views.text import wrap
-from pages.framework.widget import Param, Widget
+from pages.framework.widget import Context, Param, Widget
+from pages.views import chart, svg
+from pages.views.text import commas, plural, wrap
 from sim.perf.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
-from sim.studies.kv_growth import CacheAppended, KVWritten, TokenSampled, generate, tiny_model
-from sim.perf.models import MODELS, dtype_bytes, get_model, kv_bytes_per_token
-from sim.perf.models import check_tensor_parallel
+from sim.perf.models import (MODELS, ModelConfig, check_tensor_parallel, dtype_bytes, get_model,
+                             kv_bytes_per_token)
+from sim.studies.kv_growth import (CacheAppended, GrowthStep, KVWritten, TokenSampled, generate,
+                                   tiny_model)
 
 WIDTH = 480          # the chart of KV bytes against length
 GROWTH_WIDTH = 400   # the growth widget: narrower, so a phone shows it larger
@@ -31,10 +35,6 @@ PAPER_KV_SPACE = 12 * GiB
 
 
 # ----------------------------------------------------------------------------- formatting
-
-def commas(n: int) -> str:
-    return f"{n:,}"
-
 
 def fmt_bytes(n: float) -> str:
     """Binary units, at most two decimals: 819200 -> '800 KiB', 13107200 -> '12.5 MiB'."""
@@ -48,48 +48,52 @@ def _short(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
-def flops(n: int) -> str:
-    return chart.si(n)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{commas(n)} {word}{'' if n == 1 else 's'}"
-
-
 # ------------------------------------------------------------------------ kv-growth widget
 
 GROWTH_DTYPES = (("fp16", "fp16 (2 bytes)"), ("fp32", "fp32 (4 bytes)"), ("fp8", "fp8 (1 byte)"))
 
 
-def growth_model(v: dict):
+def growth_model(v: dict) -> ModelConfig:
     return tiny_model(v["layers"], v["kv_heads"], v["group"], v["head_size"])
 
 
-def build_growth(v: dict) -> list[dict]:
-    model = growth_model(v)
-    steps = generate(model, v["prompt_len"], v["new_tokens"], v["dtype"])
-    total_positions = v["prompt_len"] + v["new_tokens"]
-    ymax = max(s.recompute.flops_attention for s in steps)
-    frames = [{"svg": growth_svg(model, v, steps, None, total_positions, ymax),
-               "narration": growth_intro(model, v)}]
-    for i, s in enumerate(steps):
-        frames.append({"svg": growth_svg(model, v, steps, i, total_positions, ymax),
-                       "narration": growth_narration(model, v, s, steps)})
-    return frames
+def growth_scenario(v: dict) -> list[GrowthStep | None]:
+    """None (the empty cache, before the prefill), then one GrowthStep per model step."""
+    return [None, *generate(growth_model(v), v["prompt_len"], v["new_tokens"], v["dtype"])]
 
 
-def growth_intro(model, v: dict) -> str:
+@dataclass(frozen=True)
+class GrowthContext(Context):
+    model: ModelConfig
+    steps: tuple                 # the GrowthSteps: the trace after its empty first step
+    positions: int               # prompt + new tokens: the width of the token row
+    ymax: int                    # the chart's top: the most attention FLOPs of a recompute
+
+
+def growth_context(v: dict, trace: list) -> GrowthContext:
+    steps = tuple(trace[1:])
+    return GrowthContext(v, trace, growth_model(v), steps, v["prompt_len"] + v["new_tokens"],
+                         max(s.recompute.flops_attention for s in steps))
+
+
+def growth_narrate(step: GrowthStep | None, ctx: GrowthContext) -> str:
+    if step is None:
+        return growth_intro(ctx.model, ctx.values)
+    return growth_narration(ctx.model, ctx.values, step)
+
+
+def growth_intro(model: ModelConfig, v: dict) -> str:
     heads = model.num_attention_heads
     gqa = (f" Its {heads} query heads share {model.num_kv_heads} KV heads "
            f"({v['group']} each, grouped-query attention), so only {model.num_kv_heads} heads' "
            f"keys and values are cached." if v["group"] > 1 else
            f" Each of its {heads} query heads has its own KV head.")
-    return (f"A request arrives with a prompt of {_plural(v['prompt_len'], 'token')} and will "
+    return (f"A request arrives with a prompt of {plural(v['prompt_len'], 'token')} and will "
             f"generate {v['new_tokens']}. The model is a {model.name}.{gqa} "
             f"The KV cache is empty.")
 
 
-def growth_narration(model, v: dict, s, steps) -> str:
+def growth_narration(model: ModelConfig, v: dict, s: GrowthStep) -> str:
     written = next(e for e in s.events if isinstance(e, KVWritten))
     layers = [e for e in s.events if isinstance(e, CacheAppended)]
     sampled = next(e for e in s.events if isinstance(e, TokenSampled))
@@ -108,9 +112,10 @@ def growth_narration(model, v: dict, s, steps) -> str:
         what = "for that one position"
         ratio = s.recompute.flops / s.with_cache.flops
         attn = (f" Its query reads {s.cached_after} cached keys (its own included): "
-                f"{s.pairs_with_cache} pairs per head and layer, {flops(s.with_cache.flops_attention)} "
-                f"attention FLOPs. Without the cache the model would rerun all {s.cached_after} "
-                f"tokens: {s.pairs_recompute} pairs, {flops(s.recompute.flops_attention)} "
+                f"{s.pairs_with_cache} pairs per head and layer, "
+                f"{chart.si(s.with_cache.flops_attention)} attention FLOPs. Without the cache "
+                f"the model would rerun all {s.cached_after} "
+                f"tokens: {s.pairs_recompute} pairs, {chart.si(s.recompute.flops_attention)} "
                 f"attention FLOPs, and {ratio:.1f}x the work of the whole step.")
     return (f"{head} Each of the {len(layers)} layers appends a K and a V vector of {hs} "
             f"numbers {what} and each of its {kvh} KV heads: {commas(numbers)} numbers, "
@@ -118,9 +123,8 @@ def growth_narration(model, v: dict, s, steps) -> str:
             f"{sampled.position}; its K and V are written in the next step.")
 
 
-def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
-               ymax: int) -> str:
-    cur = steps[index] if index is not None else None
+def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
+    model, v, steps, total_positions = ctx.model, ctx.values, ctx.steps, ctx.positions
     cached = cur.cached_after if cur else 0
     new_from = cur.cached_before if cur else 0
     sampled = cur.sampled_position if cur else None
@@ -133,7 +137,7 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
 
     # Header: what is cached, and what this step added.
     nbytes = cur.cache_bytes if cur else 0
-    body.append(svg.text(10, 17, f"cache: {_plural(cached, 'token')}, {commas(nbytes)} B",
+    body.append(svg.text(10, 17, f"cache: {plural(cached, 'token')}, {commas(nbytes)} B",
                          size=14))
     if cur:
         body.append(svg.text(right, 17, f"+{commas(cur.bytes_appended)} B this step",
@@ -203,7 +207,7 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
     y = ly + 20
 
     # The chart: attention FLOPs per step, with the cache and recomputing the prefix.
-    shown = steps[: index + 1] if index is not None else []
+    shown = steps[: cur.step + 1] if cur else []
     xs = [s.cached_after for s in steps]
     series = [
         chart.Series("recompute the prefix", [(s.cached_after, s.recompute.flops_attention)
@@ -221,14 +225,14 @@ def growth_svg(model, v: dict, steps, index: int | None, total_positions: int,
     height = 210
     body += chart.plot(0, y, GROWTH_WIDTH, height, series,
                        x=chart.Axis("tokens in the cache after the step", lo=0, hi=max(xs)),
-                       y=chart.Axis("attention FLOPs per step", lo=0, hi=ymax),
+                       y=chart.Axis("attention FLOPs per step", lo=0, hi=ctx.ymax),
                        title="Attention work per step")
     if not shown:
         body.append(svg.text(GROWTH_WIDTH / 2, y + height / 2, "(no step yet)", size=11,
                              anchor="middle", fill="muted"))
     label = (f"KV cache of one sequence: {cached} tokens cached" if cur else
              "KV cache of one sequence: empty")
-    return svg.document(GROWTH_WIDTH, y + height, body, label=label)
+    return svg.Figure(GROWTH_WIDTH, y + height, body, label)
 
 
 GROWTH = Widget(
@@ -236,7 +240,8 @@ GROWTH = Widget(
     title="One sequence filling its KV cache",
     summary="Each step appends one token's K and V in every layer and KV head; the chart "
             "compares the attention work with the cache and without it.",
-    build=build_growth,
+    scenario=growth_scenario, context=growth_context, view=growth_view,
+    narrate=growth_narrate,
     params=(
         Param("prompt_len", "prompt tokens", "int", 4, min=1, max=12,
               help="Tokens in the prompt (1 to 12): all written in the prefill step."),
@@ -301,13 +306,12 @@ def cost_numbers(v: dict) -> dict:
     }
 
 
-def build_cost(v: dict) -> list[dict]:
-    n = cost_numbers(v)
-    return [{"svg": cost_svg(v, n), "narration": cost_narration(v, n)}]
+def cost_scenario(v: dict) -> list[dict]:
+    return [cost_numbers(v)]          # a calculator: one step, its numbers
 
 
-def cost_narration(v: dict, n: dict) -> str:
-    p = n["profile"]
+def cost_narrate(n: dict, ctx: Context) -> str:
+    v, p = ctx.values, n["profile"]
     text = (f"{n['model'].name} caches {fmt_bytes(n['per_token'])} per token"
             f"{' on each GPU' if n['tp'] > 1 else ''} in {n['kv_dtype']}: "
             f"{fmt_bytes(n['per_seq'])} for {commas(v['seq_len'])} tokens, "
@@ -324,7 +328,8 @@ COST_WIDTH = 360      # narrow: a phone shows the calculator's text at a readabl
 CHAR = 0.6            # width of a monospace character, in ems
 
 
-def cost_svg(v: dict, n: dict) -> str:
+def cost_view(n: dict, ctx: Context) -> svg.Figure:
+    v = ctx.values
     model, gpu, p, tp = n["model"], n["gpu"], n["profile"], n["tp"]
     W = COST_WIDTH
     body: list[str] = []
@@ -425,9 +430,7 @@ def cost_svg(v: dict, n: dict) -> str:
              f"{commas(n['paper_slots'])} slots ({n['paper_slots'] / 1000:.1f}K)", size=13)
         line("It assumed fp16 and 12 GB left for KV beside 26 GB of weights; its GB is "
              "binary: 12 × 2^30 bytes.", size=11, fill="muted")
-    return svg.document(W, y + 10, body, label=f"KV cache cost of {model.name} on {gpus}")
-
-
+    return svg.Figure(W, y + 10, body, f"KV cache cost of {model.name} on {gpus}")
 
 
 COST = Widget(
@@ -435,7 +438,7 @@ COST = Widget(
     title="What the KV cache costs",
     summary="Bytes per token from the model's shape, and how many tokens fit after the "
             "weights by vLLM's start-up formula.",
-    build=build_cost,
+    scenario=cost_scenario, view=cost_view, narrate=cost_narrate,
     check=check_cost,
     params=(
         Param("model", "model", "choice", "opt-13b", choices=MODEL_CHOICES),

@@ -389,6 +389,19 @@ def make_memory(policy: str, total_slots: int, *, max_model_len: int = DEFAULT_M
 
 POLICIES = ("max", "pow2", "oracle", "paged")
 
+
+def simulate_policies(requests: list[RequestSpec], total_slots: int, *,
+                      max_model_len: int = DEFAULT_MAX_MODEL_LEN, block_size: int = 16,
+                      max_steps: int | None = None, record_layout: bool = False
+                      ) -> list[PolicyRun]:
+    """The same stream served under each of POLICIES, in that order, each on a fresh pool of
+    ``total_slots``: the four bars of the paper's Fig. 2. Raises what `simulate` raises
+    (ValueError when a request can never fit a policy's pool)."""
+    return [simulate(requests, make_memory(policy, total_slots, max_model_len=max_model_len,
+                                           block_size=block_size),
+                     max_steps=max_steps, record_layout=record_layout)
+            for policy in POLICIES]
+
 # Fig. 2 of the paper: share of the KV memory in use that holds token states.
 PAPER_TOKEN_STATE_SHARE = {"Orca (Max)": 0.204, "Orca (Pow2)": 0.268,
                            "Orca (Oracle)": 0.382, "vLLM": 0.963}
@@ -413,5 +426,4 @@ def reproduce_fig2(num_requests: int = 200, seed: int = 0, arrival_rate: float =
     """
     requests = make_workload("sharegpt", num_requests, seed, arrival_rate=arrival_rate)
     return {run.label: run.time_averaged_shares("used")
-            for run in (simulate(requests, make_memory(p, total_slots, block_size=block_size))
-                        for p in POLICIES)}
+            for run in simulate_policies(requests, total_slots, block_size=block_size)}

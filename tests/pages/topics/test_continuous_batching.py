@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pages.topics.continuous_batching import (WIDGETS, first_contrast, format_range, parse_range,
-                                       runs)
 from pages.framework.widget import run, validate
+from pages.topics.continuous_batching import (WIDGETS, context, first_contrast, format_range,
+                                              narrate, parse_range, runs, scenario, view)
 
 W = WIDGETS[0]
 DOC = (Path(__file__).resolve().parents[3] / "docs" / "continuous-batching.md").read_text(
@@ -87,6 +87,33 @@ def test_chunked_prefill_toggle_mixes_prefill_and_decode():
     text = frames[4]["narration"]
     assert "runs together with the decode of B: chunked prefill mixes them" in text
     assert "prefill-only" not in text.split("vLLM:")[1]
+
+
+def test_the_trace_pairs_both_runs_iterations():
+    values = W.defaults()
+    trace = scenario(values)
+    static, vllm = runs(values)
+    assert len(trace) == 1 + max(len(static.iterations), len(vllm.iterations)) == 17
+    assert (trace[0].static, trace[0].vllm) == (None, None)
+    for step in trace.steps[1:]:
+        assert step.static == (static.iterations[step.index - 1]
+                               if step.index <= len(static.iterations) else None)
+        assert step.vllm == (vllm.iterations[step.index - 1]
+                             if step.index <= len(vllm.iterations) else None)
+    assert trace.last.vllm is None and trace.last.static is not None   # vLLM drained first
+
+
+def test_context_marks_the_first_contrast_once():
+    values = W.defaults()
+    trace = scenario(values)
+    ctx = context(values, trace)
+    assert ctx.columns == 16
+    assert ctx.vllm_marks == {"refill": (3, 0)}
+    assert ctx.static_marks == {"idle": (3, [0, 2])}
+    # view and narrate are pure: the same step gives the same picture and words.
+    assert view(trace[4], ctx) == view(trace[4], ctx)
+    assert narrate(trace[4], ctx).startswith("Iteration 3. Static: ")
+    assert narrate(trace[0], ctx).startswith("5 requests")
 
 
 def test_frames_are_deterministic():

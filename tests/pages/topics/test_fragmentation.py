@@ -23,20 +23,28 @@ def titles(svg_text: str) -> list[str]:
 
 # ------------------------------------------------------------------------ the request list
 
-def test_requests_round_trip():
-    reqs = page.parse_requests(" 5/11@0, 6+4 ,8/8@3")
-    assert reqs == ((5, 11, 0), (6, 4, 0), (8, 8, 3))
-    assert page.format_requests(reqs) == "5/11@0, 6/4@0, 8/8@3"
-    assert page.parse_requests(page.format_requests(reqs)) == reqs
+def test_requests_use_the_shared_syntax_and_round_trip():
+    reqs = page.REQUESTS.parse(" 5/11@0, 6/4 ,8 / 8 @ 3")
+    assert [tuple(r)[:3] for r in reqs] == [(5, 11, 0), (6, 4, 0), (8, 8, 3)]
+    assert page.REQUESTS.format(reqs) == "5/11, 6/4, 8/8@3"
+    assert page.REQUESTS.parse(page.REQUESTS.format(reqs)) == reqs
+    assert [s.request_id for s in page.to_specs(reqs)] == ["A", "B", "C"]
+
+
+def test_the_docs_request_permalink_parses():
+    link = "3/3@0,3/3@0,3/3@0,3/3@0,20/4@1,3/3@2,3/3@3,3/3@4"
+    values, errors = validate(W, {"requests": link})
+    assert not errors and len(values["requests"]) == 8
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "give at least one request"),
-    (",".join(["2/2"] * 11), "at most 10 requests"),
-    ("5-11", "request 1 should look like 5/11@0"),
-    ("<b>5</b>/3", "request 1 should look like 5/11@0"),
-    ("2/2, 0/3", "request B: prompt and output need at least 1 token"),
-    ("2/2@61", "request A: arrival step at most 60"),
+    ("", "1 to 10 requests"),
+    (",".join(["2/2"] * 11), "1 to 10 requests"),
+    ("5-11", "request 1 should look like 7/3 or 5/3@4"),
+    ("<b>5</b>/3", "request 1 should look like 7/3 or 5/3@4"),
+    ("5+11", "request 1 should look like 7/3 or 5/3@4"),
+    ("2/2, 0/3", "request 2: prompt and output lengths must be from 1 to 64"),
+    ("2/2@61", "request 1: the arrival step must be at most 60"),
 ])
 def test_bad_requests_name_the_field_and_what_is_allowed(text, message):
     _, errors = validate(W, {"requests": text})
@@ -68,7 +76,27 @@ def frames():
 
 @pytest.fixture(scope="module")
 def runs():
-    return page.run_all(W.defaults())
+    return page.scenario(W.defaults()).meta["runs"]
+
+
+def test_the_trace_pairs_the_four_runs_step_by_step(runs):
+    trace = page.scenario(W.defaults())
+    assert len(trace) == max(len(r.steps) for r in runs)
+    for step in trace:
+        assert [rec.step if rec else None for rec in step.records] == \
+            [step.index if step.index < len(r.steps) else None for r in runs]
+    # vLLM finishes first: its record is None once it has served every request.
+    assert trace.last.records[3] is None and trace.last.records[0] is not None
+
+
+def test_view_and_narration_of_one_step():
+    values = W.defaults()
+    trace = page.scenario(values)
+    ctx = page.context(values, trace)
+    assert ctx.colors == {rid: f"seq-{i}" for i, rid in enumerate("ABCDEF")}
+    picture = page.view(trace[6], ctx)
+    assert picture.startswith("<svg") and "step 6" in texts(picture)
+    assert page.narrate(trace[6], ctx).startswith("Step 6.")
 
 
 def test_one_frame_per_step_of_the_longest_run(frames, runs):

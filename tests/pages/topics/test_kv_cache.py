@@ -130,6 +130,24 @@ def test_growth_has_one_frame_per_step_plus_the_empty_cache():
     assert frames[2]["narration"].startswith("Decode step 1: token 4")
 
 
+def test_growth_trace_is_the_empty_cache_then_the_generation():
+    v = GROWTH.defaults()
+    trace = page.growth_scenario(v)
+    assert trace[0] is None
+    assert trace[1:] == generate(page.growth_model(v), v["prompt_len"], v["new_tokens"],
+                                 v["dtype"])
+    ctx = page.growth_context(v, trace)
+    assert ctx.positions == 16 and ctx.ymax == trace[-1].recompute.flops_attention
+    # Every frame has the same height: the token row and the cache rows do not grow.
+    heights = {page.growth_view(s, ctx).height for s in trace}
+    assert len(heights) == 1
+
+
+def test_cost_is_a_one_step_trace():
+    v = COST.defaults()
+    assert page.cost_scenario(v) == [page.cost_numbers(v)]
+
+
 def test_growth_narration_comes_from_the_steps_numbers():
     v = GROWTH.defaults()
     steps = generate(page.growth_model(v), v["prompt_len"], v["new_tokens"], v["dtype"])

@@ -8,7 +8,7 @@ from sim.studies.contiguous import ContiguousMemory, OrcaPolicy
 from sim.events import Admitted, Preempted, RequestFinished
 from sim.studies.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHARE, POLICIES,
                                MemoryBreakdown, PagedMemory, PolicyRun, StepRecord,
-                               make_memory, reproduce_fig2, simulate)
+                               make_memory, reproduce_fig2, simulate, simulate_policies)
 from sim.core.invariants import check_block_accounting
 from sim.studies.workload import RequestSpec, make_workload, requests_from_lengths
 
@@ -193,6 +193,19 @@ def test_bad_inputs_are_refused():
         simulate([RequestSpec("a", 1000, 1000)], make_memory("paged", 1024))
     with pytest.raises(ValueError, match="at least one block"):
         PagedMemory(8, block_size=16)
+
+
+def test_simulate_policies_serves_one_stream_under_each_policy_in_order():
+    requests = four_holes_then_a_big_one()
+    runs = simulate_policies(requests, 16, max_model_len=16, block_size=4, record_layout=True)
+    assert [r.label for r in runs] == list(PAPER_TOKEN_STATE_SHARE)
+    for policy, got in zip(POLICIES, runs):
+        alone = simulate(requests, make_memory(policy, 16, max_model_len=16, block_size=4),
+                         record_layout=True)
+        assert [s.to_dict() for s in got.steps] == [s.to_dict() for s in alone.steps]
+    assert runs[2].steps[2].refused_although_free          # Oracle, as above
+    with pytest.raises(ValueError, match="can never hold it"):
+        simulate_policies([RequestSpec("a", 8, 8)], 16, max_model_len=16, block_size=4)
 
 
 def test_max_steps_truncates():
