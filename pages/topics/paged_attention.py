@@ -85,7 +85,8 @@ def narrate(step: Step, ctx: PagedContext) -> str:
                 f"free; {order}.")
     text = describe_step(step, ctx.labels, ctx.request_of)
     text += "".join(f" {rid} reuses {blocks_list(nums)}, freed earlier by {before}: "
-                    "the most recently freed block is handed out first."
+                    "freed blocks go back on top of the free stack, so they are handed out "
+                    "first."
                     for rid, before, nums in ctx.reuse[step.index])
     w = kv_view.waste_stats(step.snapshot)
     return text + (f" {w['used_blocks']} blocks used, {w['free_blocks']} free; "

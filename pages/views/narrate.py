@@ -47,7 +47,7 @@ def describe_step(step, labels: dict[int, str], request_of: dict[int, str]) -> s
     for e in ev:
         if isinstance(e, Preempted):
             who = ("nothing else is left to preempt, so it preempts itself" if e.victim_is_self
-                   else f"{e.request_id} is the tail of running (the most recent arrival)")
+                   else f"{e.request_id} is the tail of running")
             sentences.append(f"{e.needed_by} needs a free block for its next token and none "
                              f"is free: {who}. Preempted by {e.mode}.")
         elif isinstance(e, SwappedOut):

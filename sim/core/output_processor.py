@@ -53,7 +53,11 @@ class OutputProcessor:
         sp = seq_group.sampling_params
         if sp.use_beam_search:
             return self._process_beam_search(seq_group, running)
-        if len(running) == 1 and (not was_prompt or sp.best_of == 1):
+        # vLLM v0.5.5's fast path: with n == 1 (and no beam search) only the first sample
+        # is kept and nothing is forked, even when best_of > 1 (the group is still charged
+        # best_of seats, get_max_num_running_seqs). One running sequence in a decode step
+        # is the same single-sample case of the general path below.
+        if sp.n == 1 or (len(running) == 1 and not was_prompt):
             return self._sample_one(seq_group, running)
         return self._process_sampling(seq_group, was_prompt, running)
 

@@ -247,7 +247,10 @@ class Scheduler(SchedulerBase):
             self.running, budget, True)
         remaining_swapped, swapped_in = self.swapped, _SwappedInOutputs()
         if not running_scheduled.preempted and not running_scheduled.swapped_out:
-            remaining_swapped, swapped_in = self._schedule_swapped(self.swapped, budget, True)
+            # vLLM passes no enable_chunking here (so False): a swapped group that is
+            # partly prefilled comes back only if all of its remainder fits.
+            remaining_swapped, swapped_in = self._schedule_swapped(self.swapped, budget,
+                                                                   False)
         remaining_waiting, prefills = self._schedule_prefills(self.waiting, budget, True)
 
         return self._update_queues(remaining_waiting, remaining_running, remaining_swapped,
@@ -453,6 +456,21 @@ class Scheduler(SchedulerBase):
                 f"cannot preempt {seq_group.request_id!r} by recompute: it has {len(seqs)} "
                 "running sequences and vLLM v0.5.5 recomputes only single-sequence groups "
                 "(use preemption_mode='swap' or leave it unset)")
+        if seq_group.num_seqs() != 1:
+            # Its other samples finished, so get_max_num_running_seqs() is 1 and RECOMPUTE
+            # was chosen; vLLM v0.5.5 has no correct way back for such a group (see the
+            # message), so the simulation stops where vLLM goes wrong instead of leaking.
+            done = seq_group.num_seqs() - 1
+            raise RecomputeAssertionError(
+                f"cannot recompute {seq_group.request_id!r}: {done} of its "
+                f"{seq_group.num_seqs()} sequences already finished, so vLLM v0.5.5 preempts "
+                "the last one by recompute (get_max_num_running_seqs() is 1), but it cannot "
+                "bring the group back: re-admitted as a prompt it would sample best_of tokens "
+                "and fork again, and BlockSpaceManagerV1.allocate would set the prompt blocks' "
+                "ref count to seq_group.num_seqs(), finished sequences included, so those "
+                "blocks would never be freed. vLLM's checks (assert len(seqs) == 1 in "
+                "_preempt_by_recompute and _schedule_prefills) count only running or waiting "
+                "sequences and do not catch it. Use preemption_mode='swap'.")
         for seq in seqs:
             seq.status = SequenceStatus.WAITING
             self.free_seq(seq)

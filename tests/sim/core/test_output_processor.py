@@ -161,3 +161,21 @@ def test_the_single_sample_fast_path_equals_the_general_path(monkeypatch):
                                                                             running))
     slow = trace()
     assert fast == slow and fast[0]
+
+
+def test_n_1_with_best_of_keeps_one_sample_and_never_forks():
+    """vLLM v0.5.5's fast path (single_step.py, _process_sequence_group_outputs): with n = 1
+    and no beam search only the first sample is kept, nothing is forked or copied, yet the
+    group is charged best_of seats all its life. Prompt 7, block size 4, best_of 2, 16 GPU
+    blocks: one sequence, no copy, 14 blocks free after the first decode."""
+    eng = engine(gpu=16)
+    group = eng.add_request("A", 7, SamplingParams(n=1, best_of=2, max_tokens=4,
+                                                   ignore_eos=True))
+    outs = [eng.step(), eng.step()]
+    assert len(group.get_seqs()) == 1
+    assert not [e for o in outs for e in o.events if isinstance(e, (CopyOnWrite, Forked))]
+    assert eng.block_manager.get_num_free_gpu_blocks() == 14
+    assert group.get_max_num_running_seqs() == 2
+    run_checked(eng)
+    # best_of > num_seqs(): still charged best_of seats after it finished, as in vLLM.
+    assert group.get_max_num_running_seqs() == 2 and len(group.get_seqs()) == 1

@@ -313,3 +313,49 @@ def test_scheduler_config_rejects_what_vllm_rejects():
         SchedulerConfig(max_num_batched_tokens=100, max_model_len=100, max_num_seqs=101)
     with pytest.raises(ValueError, match="preemption_mode"):
         SchedulerConfig(preemption_mode="evict")
+
+
+def test_chunked_prefill_brings_a_swapped_prompt_back_only_whole():
+    """_schedule_chunked_prefill calls _schedule_swapped without enable_chunking (so False):
+    a swapped group that is partly prefilled comes back only if all of its remainder fits
+    the budget. Found by running random workloads against both rules: here, at step 8, C
+    (n=2, preempted mid-prompt and swapped out) would come back with a 7-token chunk if
+    swapped groups were chunked; vLLM keeps it swapped while A takes 9 tokens."""
+    from sim.core.sequence import SamplingParams as SP
+    eng = engine(gpu=9, cpu=32, max_num_batched_tokens=16, max_num_seqs=16, max_model_len=64,
+                 enable_chunked_prefill=True)
+    for rid, prompt, out, n, arrival in (("A", 10, 6, 2, 4), ("B", 12, 4, 1, 0),
+                                         ("C", 19, 5, 2, 0), ("D", 18, 8, 2, 2)):
+        eng.add_request(rid, prompt, SP(n=n, max_tokens=out, ignore_eos=True),
+                        arrival_step=arrival)
+    outs = [eng.step() for _ in range(9)]
+    assert [(s.seq_group.request_id, s.token_chunk_size)
+            for s in outs[8].scheduler_outputs.scheduled_seq_groups] == [("A", 9)]
+    assert [g.request_id for g in eng.scheduler.swapped][0] == "C"
+    c = eng.requests["C"].get_seqs()[0]
+    assert 0 < c.num_computed_tokens < c.get_len()          # C is partly prefilled
+    assert c.get_num_uncomputed_tokens() > 16 - 9            # its remainder does not fit
+    run_checked(eng)
+
+
+def test_recompute_of_a_group_whose_other_samples_finished_stops_like_vllm():
+    """With one unfinished sample left, get_max_num_running_seqs() is 1, so the mode is
+    RECOMPUTE; vLLM v0.5.5 cannot bring such a group back (re-sampled best_of, a prompt ref
+    count that counts the finished sample: leaked blocks). The simulation stops there with
+    an explanation, and nothing leaked before it."""
+    from sim.core.config import CacheConfig, SchedulerConfig
+    from sim.core.engine import LLMEngine
+    from sim.core.invariants import check_engine
+    from sim.core.sequence import SamplingParams as SP
+    from sim.errors import RecomputeAssertionError
+    from sim.stand_in_model import StandInModel
+
+    eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=12, num_cpu_blocks=12,
+                                watermark=0.0), SchedulerConfig(), seed=72,
+                    model=StandInModel(seed=72, eos_prob=0.2))
+    for rid, prompt, out in (("A", 2, 6), ("B", 7, 12), ("C", 4, 6)):
+        eng.add_request(rid, prompt, SP(n=2, max_tokens=out))
+    with pytest.raises(RecomputeAssertionError, match="cannot recompute 'C': 1 of its 2"):
+        for _ in range(50):
+            eng.step()
+            assert not check_engine(eng)
