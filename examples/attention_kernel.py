@@ -3,8 +3,9 @@
 import random
 
 from sim.perf.attention import (contiguous_attention, gather_kv, paged_attention_v1,
-                           paged_attention_v1_trace, paged_attention_v2,
-                           random_paged_attention_inputs, use_v1)
+                                paged_attention_v1_trace, paged_attention_v2,
+                                random_paged_attention_inputs, use_v1)
+from sim.perf.kernel_walk import walk_kernel
 
 # 13 tokens in blocks of 4, two query heads sharing one KV head, head size 4.
 inp = random_paged_attention_inputs(random.Random(0), num_heads=2, num_kv_heads=1,
@@ -27,6 +28,12 @@ for record in paged_attention_v1_trace(**inp.args())[:5]:
     print(record.kind, getattr(record, "physical_block", ""),
           [None if s is None else round(s, 2) for s in getattr(record, "scores", ())])
 
+# The widget's steps: each record with what head 0 has computed so far.
+walk = walk_kernel(inp, partition_size=8, head=0)
+merge = next(step for step in walk if step.kind == "partitions_merged")
+print("v2 partitions of head 0:", {p: round(r.max_logit, 2)
+                                   for p, r in merge.head.partitions.items()})
+
 print("vLLM would launch v1 here:", use_v1(max_seq_len=13, num_seqs=1, num_heads=2))
 # block table: [5, 4, 3, 0]
 # head 0: v1 [-0.1203, 0.0679, -0.2764, -0.1538]  v2 (the same)  contiguous (the same)
@@ -35,4 +42,5 @@ print("vLLM would launch v1 here:", use_v1(max_seq_len=13, num_seqs=1, num_heads
 # ...
 # block_scores 0 [0.61, None, None, None]     <- positions 13-15 are masked
 # softmax  []
+# v2 partitions of head 0: {0: 0.87, 1: 0.61}
 # vLLM would launch v1 here: True

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost,
-                      predict, prefill_cost)
+                           decode_intensity_limit, predict, request_steps)
 from sim.perf.models import get_model
 
 model = get_model("llama-3-8b")
@@ -14,12 +14,8 @@ h200 = Roofline(data["matmul_peak_flops"], data["copy_bandwidth_bytes_per_s"])
 print(f"ridge point: {h200.ridge_point:.0f} FLOPs per byte")
 
 # The widget's default: a 512-token prefill, then decode steps at batch 1.
-prompt = 512
-steps = [prefill_cost(model, prompt, "bf16")]
-steps += [decode_cost(model, [prompt + k], "bf16") for k in range(3)]
-for cost in steps:
-    t = predict(cost, h200)
-    print(f"{cost.phase:8} {cost.arithmetic_intensity:6.1f} FLOP/B "
+for t in request_steps(model, h200, prompt_len=512, decode_steps=3):
+    print(f"{t.cost.phase:8} {t.cost.arithmetic_intensity:6.1f} FLOP/B "
           f"{t.bound:8} {t.predicted_s * 1e3:6.2f} ms")
 
 # Batching decodes moves them toward the ridge point.
@@ -27,6 +23,8 @@ for batch in (1, 16, 64, 256):
     t = predict(decode_cost(model, [512] * batch, "bf16"), h200)
     print(f"decode batch {batch:3}: {t.cost.arithmetic_intensity:6.1f} FLOP/B, "
           f"{batch / t.predicted_s:6.0f} tokens/s")
+# ...but no batch takes a decode at this context past one sequence's FLOPs per KV byte.
+print(f"decode limit: {decode_intensity_limit(decode_cost(model, [512], 'bf16')):.1f} FLOP/B")
 
 # The measured steps beside the model's predictions.
 for r in compare_with_measurements(data):

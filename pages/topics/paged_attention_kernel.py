@@ -1,25 +1,30 @@
 """Topic page "paged attention kernel": one query attending over a block table, block by
 block (vLLM v0.5.5 `paged_attention_v1` / `paged_attention_v2`, VLLM.md section 7).
 
-The trace is `sim.attention`'s: per head, a `BlockScores` record per logical block, one
-`Softmax`, a `ValueAccumulated` per block; in v2 those per partition, each partition ending
-in a `PartitionResult`, and each head in a `PartitionsMerged`. One record is one frame;
-the picture and the narration of a frame are written from the records up to it, so they
-cannot disagree. A first frame introduces the scenario and a last one compares the output
-with plain (contiguous) softmax attention over the gathered keys and values.
+scenario: `sim.perf.kernel_walk` runs the kernel on seeded inputs and walks its records
+          (sim.perf.attention): per head a `BlockScores` per logical block, one `Softmax`, a
+          `ValueAccumulated` per block; in v2 those per partition, each partition ending in
+          a `PartitionResult`, and each head in a `PartitionsMerged`. The steps follow the
+          watched head, after a first step that introduces the scenario, and end with every
+          head's output beside plain (contiguous) softmax attention.
+view:     the physical cache, the block table with the current head's scores or weights,
+          v2's partitions, and the numbers of the step.
+narrate:  the same step in words, from the same record.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from pages.views import chart, svg
 from pages.framework.registry import Chart
-from pages.views.text import f2, plural, span
-from pages.framework.widget import Param, Widget
-from sim.perf.attention import (PARTITION_SIZE, V1_MAX_SEQ_LEN, contiguous_attention, gather_kv,
-                           paged_attention_v1_trace, paged_attention_v2_trace,
-                           random_paged_attention_inputs, records_as_dicts, use_v1)
+from pages.framework.widget import Context, Param, Widget
+from pages.views import chart, svg
+from pages.views.text import f2, noun, plural, span, verb
+from pages.views.vectors import short, vec
+from sim.perf.attention import (PARTITION_SIZE, V1_MAX_SEQ_LEN, random_paged_attention_inputs,
+                                use_v1)
+from sim.perf.kernel_walk import KernelStep, KernelWalk, walk_kernel
 
 WIDGET_ID = "paged-attention-kernel"
 MAX_BLOCKS = 12           # logical blocks a sequence may need (rows of the picture)
@@ -31,35 +36,30 @@ PAD = 10
 TABLE_COLUMNS = (0, 32, 86, 140, 240)   # x of the reduce table's columns
 OUTPUT_COLUMNS = (0, 54, 134)           # x of the last frame's output table
 
-
-# ------------------------------------------------------------------------ formatting
-
-
-
-def vec(xs) -> str:
-    return "[" + ", ".join(f2(x) for x in xs) + "]"
-
-
-
-
+# The page's names for the walk's first and last steps.
+FRAME_KIND = {"before": "intro", "attention_output": "final"}
 
 
 # ------------------------------------------------------------------------- scenario
 
-def scenario(v: dict[str, Any]):
-    """(inputs, trace records as dicts) for checked widget values."""
+def scenario(v: dict[str, Any]) -> KernelWalk:
     inp = random_paged_attention_inputs(
         random.Random(v["seed"]), num_heads=v["num_heads"], num_kv_heads=v["num_kv_heads"],
         head_size=v["head_size"], block_size=v["block_size"], seq_len=v["seq_len"],
         spare_blocks=SPARE_BLOCKS, decimals=1)
-    if v["kernel"] == "v1":
-        records = paged_attention_v1_trace(**inp.args())
-    else:
-        records = paged_attention_v2_trace(**inp.args(), partition_size=v["partition_size"])
-    # Every head runs the same walk in its own thread block; the frames follow one.
-    records = [r for r in records_as_dicts(records)
-               if r["kind"] == "attention_output" or r["head"] == v["head"]]
-    return inp, records
+    return walk_kernel(inp, partition_size=v["partition_size"] if v["kernel"] == "v2" else None,
+                       head=v["head"])
+
+
+@dataclass(frozen=True)
+class KernelContext(Context):
+    # Pieces of SVG that repeat from frame to frame, drawn once per trace: the build stays
+    # fast in the browser. A cache only: a view's output does not depend on what is in it.
+    memo: dict = field(default_factory=dict)
+
+
+def context(v: dict[str, Any], trace: KernelWalk) -> KernelContext:
+    return KernelContext(v, trace)
 
 
 def check(v: dict[str, Any]) -> dict[str, str]:
@@ -84,58 +84,24 @@ def check(v: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-# ------------------------------------------------------------------- the trace walk
+def frame_kind(step: KernelStep) -> str:
+    return FRAME_KIND.get(step.kind, step.kind)
 
-def walk(inp, records: list[dict]) -> list[dict]:
-    """One state per frame: which record it shows and what the current head has
-    computed so far (scores, weights, accumulated blocks, partition results)."""
-    states = [{"kind": "intro", "record": None}]
-    head_state: dict[str, Any] = {}
-    current_head = None
-    for rec in records:
-        if rec["kind"] == "attention_output":
-            states.append({"kind": "final", "record": rec})
-            continue
-        if rec["head"] != current_head:
-            current_head = rec["head"]
-            head_state = {"scores": {}, "masked": set(), "weights": {}, "softmax": {},
-                          "accumulated": set(), "partitions": {}, "partials": [], "merged": None,
-                          "output": None}
-        if rec["kind"] == "block_scores":
-            for pos, score in zip(rec["positions"], rec["scores"]):
-                if score is None:
-                    head_state["masked"].add(pos)
-                else:
-                    head_state["scores"][pos] = score
-        elif rec["kind"] == "softmax":
-            for pos, w in zip(rec["positions"], rec["weights"]):
-                head_state["weights"][pos] = w
-            head_state["softmax"][rec["partition"]] = rec
-        elif rec["kind"] == "value_accumulated":
-            head_state["accumulated"].add(rec["logical_block"])
-            head_state["output"] = rec["output"]
-        elif rec["kind"] == "partition_result":
-            head_state["partitions"][rec["partition"]] = rec
-            head_state["partials"] = head_state["partials"] + [rec["partial_output"]]
-        elif rec["kind"] == "partitions_merged":
-            head_state["merged"] = rec
-            head_state["output"] = rec["output"]
-        states.append({"kind": rec["kind"], "record": rec,
-                       "head": {k: (set(x) if isinstance(x, set) else
-                                    dict(x) if isinstance(x, dict) else x)
-                                for k, x in head_state.items()}})
-    return states
+
+def meta(step: KernelStep, ctx: KernelContext) -> dict[str, str]:
+    return {"kind": frame_kind(step)}
+
+
+def max_diff(a, b) -> float:
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 
 # ----------------------------------------------------------------------- narration
 
-def kv_head_of(inp, head: int) -> int:
-    return head // (len(inp.query) // inp.num_kv_heads)
-
-
-def narrate(inp, v, state) -> str:
-    rec = state["record"]
-    kind = state["kind"]
+def narrate(step: KernelStep, ctx: KernelContext) -> str:
+    v, inp = ctx.values, ctx.trace.inputs
+    rec = step.record
+    kind = frame_kind(step)
     bs, n = inp.block_size, inp.seq_len
     needed = -(-n // bs)
     if kind == "intro":
@@ -145,8 +111,9 @@ def narrate(inp, v, state) -> str:
                   if all(b == a + 1 for a, b in zip(used, used[1:]))
                   else "scattered over the cache, not in order")
         heads = len(inp.query)
-        group = (f"{plural(heads, 'query head')}, each with its own KV head" if heads == inp.num_kv_heads
-                 else f"{plural(heads, 'query head')} sharing {plural(inp.num_kv_heads, 'KV head')}"
+        group = (f"{plural(heads, 'query head')}, each with its own KV head"
+                 if heads == inp.num_kv_heads else
+                 f"{plural(heads, 'query head')} sharing {plural(inp.num_kv_heads, 'KV head')}"
                  f" (grouped-query attention)")
         kernel = ("paged_attention_v1: per head, one walk over the blocks for the scores, one "
                   "softmax, a second walk for the values" if v["kernel"] == "v1" else
@@ -156,93 +123,84 @@ def narrate(inp, v, state) -> str:
                 f"of {bs}. Its block table maps logical blocks to physical blocks {table}: "
                 f"{layout}. {group}. "
                 f"Kernel: {kernel}.")
-    h = rec.get("head")
-    part = rec.get("partition")
+    if kind == "final":
+        ref = ctx.trace.reference
+        same = max_diff(rec.output, ref) < EQUAL_TOL
+        chosen = use_v1(n, 1, len(inp.query))
+        verdict = "the same numbers" if same else "DIFFERENT numbers (a bug)"
+        parts = -(-n // PARTITION_SIZE)
+        why = (f"{n} tokens fit one {PARTITION_SIZE}-token partition" if parts == 1
+               else f"{n} tokens need {parts} partitions of {PARTITION_SIZE}")
+        return (f"The paged output of every head next to plain softmax attention over the keys "
+                f"and values gathered into one contiguous array: {verdict}. For this sequence "
+                f"vLLM would launch {'v1' if chosen else 'v2'}: use_v1({n} tokens, 1 sequence, "
+                f"{plural(len(inp.query), 'head')}) is {chosen}, since {why}.")
+    h = rec.head
+    part = getattr(rec, "partition", None)
     where = f"Head {h}" + (f", partition {part}" if part is not None else "")
     if kind == "block_scores":
-        scored = [(p, s) for p, s in zip(rec["positions"], rec["scores"]) if s is not None]
-        masked = [p for p, m in zip(rec["positions"], rec["masked"]) if m]
-        text = (f"{where}: logical block {rec['logical_block']} -> block table -> physical "
-                f"block {rec['physical_block']}. Read its keys (KV head {rec['kv_head']}) and "
-                f"score {'position' if len(scored) == 1 else 'positions'} "
+        scored = [(p, s) for p, s in zip(rec.positions, rec.scores) if s is not None]
+        masked = [p for p, m in zip(rec.positions, rec.masked) if m]
+        text = (f"{where}: logical block {rec.logical_block} -> block table -> physical "
+                f"block {rec.physical_block}. Read its keys (KV head {rec.kv_head}) and "
+                f"score {noun(scored, 'position')} "
                 f"{span(p for p, _ in scored)}: q.k x {f2(inp.scale)} = "
                 + ", ".join(f2(s) for _, s in scored) + ".")
         if masked:
-            text += (f" {'Position' if len(masked) == 1 else 'Positions'} {span(masked)} "
-                     f"{'is' if len(masked) == 1 else 'are'} past the length {n}: "
+            text += (f" {noun(masked, 'Position')} {span(masked)} "
+                     f"{verb(masked, 'is', 'are')} past the length {n}: "
                      f"masked, never read.")
         return text
     if kind == "softmax":
-        count = len(rec["positions"])
+        count = len(rec.positions)
         scope = "all" if part is None else "this partition's"
         return (f"{where}: one softmax over {scope} {count} scores. Max logit m = "
-                f"{f2(rec['max_logit'])}, exp sum l = sum of exp(score - m) = "
-                f"{f2(rec['exp_sum'])}; each weight is exp(score - m) / l.")
+                f"{f2(rec.max_logit)}, exp sum l = sum of exp(score - m) = "
+                f"{f2(rec.exp_sum)}; each weight is exp(score - m) / l.")
     if kind == "value_accumulated":
-        return (f"{where}, second walk: logical block {rec['logical_block']} -> physical block "
-                f"{rec['physical_block']}. Its values, weighted by "
-                + ", ".join(f2(w) for w in rec["weights"])
-                + f", are added to the output: {vec(rec['output'])}.")
+        return (f"{where}, second walk: logical block {rec.logical_block} -> physical block "
+                f"{rec.physical_block}. Its values, weighted by "
+                + ", ".join(f2(w) for w in rec.weights)
+                + f", are added to the output: {vec(rec.output)}.")
     if kind == "partition_result":
-        return (f"{where} done (positions {rec['start']}-{rec['end'] - 1}): it hands the reduce "
-                f"its max logit m{part} = {f2(rec['max_logit'])}, its exp sum "
-                f"l{part} = {f2(rec['exp_sum'])} and its partial output "
-                f"{vec(rec['partial_output'])}, already divided by l{part} (vLLM's max_logits, "
+        return (f"{where} done (positions {rec.start}-{rec.end - 1}): it hands the reduce "
+                f"its max logit m{part} = {f2(rec.max_logit)}, its exp sum "
+                f"l{part} = {f2(rec.exp_sum)} and its partial output "
+                f"{vec(rec.partial_output)}, already divided by l{part} (vLLM's max_logits, "
                 f"exp_sums, tmp_out).")
-    if kind == "partitions_merged":
-        if len(rec["max_logits"]) == 1:
-            return (f"Head {h}, reduce: only one partition, so the reduce kernel copies its "
-                    f"output as it is: {vec(rec['output'])}.")
-        return (f"Head {h}, reduce: global max M = {f2(rec['global_max'])}. Each partition is "
-                f"rescaled by exp(m_i - M) = " + ", ".join(f2(x) for x in rec["rescale_factors"])
-                + ", so its exp sum becomes "
-                + ", ".join(f2(x) for x in rec["rescaled_exp_sums"])
-                + f" (total L = {f2(rec['global_exp_sum'])}). Output = sum of o_i x l_i x "
-                f"exp(m_i - M) / L = {vec(rec['output'])}.")
-    # final
-    ref = reference(inp)
-    same = max_diff(rec["output"], ref) < EQUAL_TOL
-    chosen = use_v1(n, 1, len(inp.query))
-    verdict = "the same numbers" if same else "DIFFERENT numbers (a bug)"
-    parts = -(-n // PARTITION_SIZE)
-    why = (f"{n} tokens fit one {PARTITION_SIZE}-token partition" if parts == 1
-           else f"{n} tokens need {parts} partitions of {PARTITION_SIZE}")
-    return (f"The paged output of every head next to plain softmax attention over the keys and "
-            f"values gathered into one contiguous array: {verdict}. For this sequence vLLM "
-            f"would launch {'v1' if chosen else 'v2'}: use_v1({n} tokens, 1 sequence, "
-            f"{plural(len(inp.query), 'head')}) is {chosen}, since {why}.")
-
-
-def reference(inp) -> list[list[float]]:
-    keys, values = gather_kv(inp.key_cache, inp.value_cache, inp.block_table, inp.seq_len,
-                             inp.block_size)
-    return contiguous_attention(inp.query, keys, values, inp.scale)
-
-
-def max_diff(a, b) -> float:
-    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+    # partitions_merged
+    if len(rec.max_logits) == 1:
+        return (f"Head {h}, reduce: only one partition, so the reduce kernel copies its "
+                f"output as it is: {vec(rec.output)}.")
+    return (f"Head {h}, reduce: global max M = {f2(rec.global_max)}. Each partition is "
+            f"rescaled by exp(m_i - M) = " + ", ".join(f2(x) for x in rec.rescale_factors)
+            + ", so its exp sum becomes "
+            + ", ".join(f2(x) for x in rec.rescaled_exp_sums)
+            + f" (total L = {f2(rec.global_exp_sum)}). Output = sum of o_i x l_i x "
+            f"exp(m_i - M) / L = {vec(rec.output)}.")
 
 
 # ---------------------------------------------------------------------------- view
 
-def draw(inp, v, state, memo: dict | None = None) -> str:
-    """One frame's SVG. `memo` (one dict per trace) keeps the pieces that repeat from
-    frame to frame, drawn once: the build stays fast in the browser."""
-    memo = {} if memo is None else memo
+def view(step: KernelStep, ctx: KernelContext) -> str:
+    """One frame's SVG. Frames keep their own heights (the panels under the grid differ
+    from step to step), so the view wraps its own document."""
+    memo = ctx.memo
 
     def once(key, make):
         if key not in memo:
             memo[key] = make()
         return memo[key]
 
+    v, inp = ctx.values, ctx.trace.inputs
     bs, n = inp.block_size, inp.seq_len
     needed = -(-n // bs)
     num_blocks = len(inp.key_cache)
-    rec = state["record"]
-    hs = state.get("head") or {}
-    kind = state["kind"]
-    current_logical = rec.get("logical_block") if rec else None
-    current_physical = rec.get("physical_block") if rec else None
+    rec = step.record
+    hs = step.head
+    kind = frame_kind(step)
+    current_logical = getattr(rec, "logical_block", None)
+    current_physical = getattr(rec, "physical_block", None)
     owner = {p: l for l, p in enumerate(inp.block_table[:needed])}
     body: list[str] = []
     y = PAD + 11
@@ -257,6 +215,7 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
     y += 5
     gap = 3
     bw = min(40.0, (WIDTH - 2 * PAD + gap) / num_blocks - gap)
+
     def cache_block(p: int, here: bool) -> str:
         x = PAD + p * (bw + gap)
         mine = p in owner
@@ -289,10 +248,10 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
     elif kind == "final":
         label = "Every head's output"
     else:
-        h = rec["head"]
-        label = f"Head {h} of {len(inp.query)}, KV head {kv_head_of(inp, h)}"
-        if rec.get("partition") is not None:
-            label += f", partition {rec['partition']}"
+        h = rec.head
+        label = f"Head {h} of {len(inp.query)}, KV head {inp.kv_head(h)}"
+        if getattr(rec, "partition", None) is not None:
+            label += f", partition {rec.partition}"
     body.append(svg.text(PAD, y, label, size=12))
     y += 6
 
@@ -310,9 +269,10 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
     body.append(svg.text(PAD + 42, y + 10, "phys.", size=9, fill="muted"))
     body.append(svg.text(left + 1, y + 10, cell_note, size=9, fill="muted"))
     y += 14
-    partition_size = v["partition_size"] if v["kernel"] == "v2" else None
-    weights = hs.get("weights", {})
-    scores = hs.get("scores", {})
+    partition_size = ctx.trace.partition_size
+    weights = hs.weights if hs else {}
+    scores = hs.scores if hs else {}
+    accumulated = hs.accumulated if hs else frozenset()
     top_weight = max(weights.values()) if weights else 1.0
 
     def table_entry(ry: float, logical: int, physical: int, edge: str) -> str:
@@ -366,14 +326,14 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
                          fill_opacity=opacity, stroke=stroke)
                 + svg.text(cx + cw / 2, ry + rh / 2 + 4, text, anchor="middle",
                            size=10 if cw >= 34 else 9, fill=ink))))
-        if logical in hs.get("accumulated", set()):
+        if logical in accumulated:
             body.append(svg.text(WIDTH - PAD - 22, ry + rh / 2 + 4, "+V", size=10,
                                  anchor="end", fill="seq-2"))
     y += needed * rh + 8
 
     # -- partitions (v2) ------------------------------------------------------------
     if partition_size and kind not in ("intro", "final"):
-        parts = hs.get("partitions", {})
+        parts = hs.partitions
         count = -(-n // partition_size)
         cols = (PAD, PAD + 70, PAD + 170, PAD + 250)
         for x, head in zip(cols, ("partition", "positions", "max m_i", "sum l_i")):
@@ -383,14 +343,14 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
             start, end = p * partition_size, min((p + 1) * partition_size, n)
             res = parts.get(p)
             cells = (f"p{p}", f"{start}-{end - 1}",
-                     f2(res["max_logit"]) if res else "...", f2(res["exp_sum"]) if res else "...")
+                     f2(res.max_logit) if res else "...", f2(res.exp_sum) if res else "...")
             for x, text in zip(cols, cells):
                 body.append(svg.text(x, y + 10, text, size=10, fill="fg" if res else "muted"))
             y += 14
         y += 6
 
     # -- detail panel ---------------------------------------------------------------
-    lines = detail_lines(inp, v, state)
+    lines = detail_lines(step, ctx)
     top = y
     lh = 15
     body.append(svg.rect(PAD - 4, top - 2, WIDTH - 2 * PAD + 8, lh * len(lines) + 8,
@@ -404,89 +364,71 @@ def draw(inp, v, state, memo: dict | None = None) -> str:
             body.append(svg.text(PAD + 2, top + 11 + lh * i, text, size=10, fill=colour))
     y = top + lh * len(lines) + 12
     return svg.document(WIDTH, y, body, label=f"Paged attention {v['kernel']}: "
-                                              f"{frame_label(state)}")
+                                              f"{frame_label(step)}")
 
 
-def frame_label(state) -> str:
-    rec = state["record"]
-    if rec is None:
+def frame_label(step: KernelStep) -> str:
+    kind = frame_kind(step)
+    if kind == "intro":
         return "the scenario"
-    if state["kind"] == "final":
+    if kind == "final":
         return "the output"
-    return f"head {rec['head']}, {state['kind'].replace('_', ' ')}"
+    return f"head {step.record.head}, {kind.replace('_', ' ')}"
 
 
-def short(xs, decimals: int = 2) -> str:
-    """A vector in few characters: space-separated, fixed decimals."""
-    fmt = f2 if decimals == 2 else (lambda x: "0.0" if f"{x:.1f}" == "-0.0" else f"{x:.1f}")
-    return "[" + " ".join(fmt(x) for x in xs) + "]"
-
-
-def detail_lines(inp, v, state) -> list[tuple[str, str]]:
+def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
     """The panel under the grid: the numbers of the current step."""
-    rec, kind = state["record"], state["kind"]
-    lines: list[tuple[str, str]] = []
+    inp = ctx.trace.inputs
+    rec, kind = step.record, frame_kind(step)
+    lines: list[tuple] = []
     if kind == "intro":
         lines.append((f"scale = 1/sqrt(head size {len(inp.query[0])}) = {f2(inp.scale)}",
                       "muted"))
         for h, q in enumerate(inp.query):
-            lines.append((f"head {h} (KV head {kv_head_of(inp, h)}): q = {short(q, 1)}", "fg"))
+            lines.append((f"head {h} (KV head {inp.kv_head(h)}): q = {short(q, 1)}", "fg"))
         return lines
     if kind == "final":
-        ref = reference(inp)
-        for h, (out, r) in enumerate(zip(rec["output"], ref)):
+        ref = ctx.trace.reference
+        for h, (out, r) in enumerate(zip(rec.output, ref)):
             lines.append(((f"head {h}", "paged", short(out)), "fg", OUTPUT_COLUMNS))
             lines.append((("", "contiguous", short(r)), "muted", OUTPUT_COLUMNS))
-        same = max_diff(rec["output"], ref) < EQUAL_TOL
+        same = max_diff(rec.output, ref) < EQUAL_TOL
         lines.append(("equal (to within 1e-9, float64)" if same else "NOT equal",
                       "seq-2" if same else "highlight"))
         return lines
-    h = rec["head"]
+    h = rec.head
     lines.append((f"q (head {h}) = {short(inp.query[h], 1)}", "muted"))
     if kind == "block_scores":
-        keys = inp.key_cache[rec["physical_block"]][rec["kv_head"]]
-        for s, (pos, score) in enumerate(zip(rec["positions"], rec["scores"])):
+        keys = inp.key_cache[rec.physical_block][rec.kv_head]
+        for s, (pos, score) in enumerate(zip(rec.positions, rec.scores)):
             if score is None:
                 lines.append((f"pos {pos:>2}: masked, past the length", "muted"))
             else:
                 lines.append((f"pos {pos:>2}: k = {short(keys[s], 1)} -> {f2(score)}", "fg"))
     elif kind == "softmax":
-        lines.append((f"m = max score = {f2(rec['max_logit'])}", "fg"))
-        lines.append((f"l = sum of exp(score - m) = {f2(rec['exp_sum'])}", "fg"))
+        lines.append((f"m = max score = {f2(rec.max_logit)}", "fg"))
+        lines.append((f"l = sum of exp(score - m) = {f2(rec.exp_sum)}", "fg"))
         lines.append(("weight = exp(score - m) / l", "muted"))
     elif kind == "value_accumulated":
-        values = inp.value_cache[rec["physical_block"]][kv_head_of(inp, h)]
-        for s, (pos, w) in enumerate(zip(rec["positions"], rec["weights"])):
+        values = inp.value_cache[rec.physical_block][inp.kv_head(h)]
+        for s, (pos, w) in enumerate(zip(rec.positions, rec.weights)):
             lines.append((f"pos {pos:>2}: {f2(w)} x v = {short(values[s], 1)}", "fg"))
-        lines.append((f"output so far = {short(rec['output'])}", "seq-2"))
+        lines.append((f"output so far = {short(rec.output)}", "seq-2"))
     elif kind == "partition_result":
-        p = rec["partition"]
-        lines.append((f"m{p} = {f2(rec['max_logit'])}, l{p} = {f2(rec['exp_sum'])}", "fg"))
-        lines.append((f"o{p} = {short(rec['partial_output'])} (divided by l{p})", "fg"))
+        p = rec.partition
+        lines.append((f"m{p} = {f2(rec.max_logit)}, l{p} = {f2(rec.exp_sum)}", "fg"))
+        lines.append((f"o{p} = {short(rec.partial_output)} (divided by l{p})", "fg"))
     elif kind == "partitions_merged":
-        lines.append((f"M = max of the m_i = {f2(rec['global_max'])}", "fg"))
+        lines.append((f"M = max of the m_i = {f2(rec.global_max)}", "fg"))
         lines.append((("", "m_i", "l_i", "exp(m_i - M)", "l_i x exp(m_i - M)"), "muted"))
-        for i, (m, l, f, r) in enumerate(zip(rec["max_logits"], rec["exp_sums"],
-                                             rec["rescale_factors"],
-                                             rec["rescaled_exp_sums"])):
+        for i, (m, l, f, r) in enumerate(zip(rec.max_logits, rec.exp_sums,
+                                             rec.rescale_factors, rec.rescaled_exp_sums)):
             lines.append(((f"p{i}", f2(m), f2(l), f2(f), f2(r)), "fg"))
-        for i, partial in enumerate(state["head"]["partials"]):
-            lines.append((f"o{i} = {short(partial)}", "muted"))
-        lines.append((f"L = {f2(rec['global_exp_sum'])}, output = {short(rec['output'])}",
+        for i, res in enumerate(step.head.partitions.values()):
+            lines.append((f"o{i} = {short(res.partial_output)}", "muted"))
+        lines.append((f"L = {f2(rec.global_exp_sum)}, output = {short(rec.output)}",
                       "seq-2"))
     return lines
-
-
-# --------------------------------------------------------------------------- build
-
-def build(v: dict[str, Any]) -> list[dict]:
-    inp, records = scenario(v)
-    frames = []
-    memo: dict = {}
-    for state in walk(inp, records):
-        frames.append({"svg": draw(inp, v, state, memo), "narration": narrate(inp, v, state),
-                       "kind": state["kind"]})
-    return frames
 
 
 WIDGETS = (Widget(
@@ -511,8 +453,7 @@ WIDGETS = (Widget(
                    "walk in their own thread blocks."),
         Param("seed", "seed", "int", 0, min=0, max=999, help="Seeds the random query and cache."),
     ),
-    build=build,
-    check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, meta=meta, check=check,
 ),)
 
 
@@ -522,7 +463,7 @@ CHART_HEADS = 32          # Llama-2-7B's query heads on one GPU
 
 
 def render_kernel_choice() -> str:
-    """Which kernel vLLM v0.5.5 launches for a decode batch, from `sim.attention.use_v1`,
+    """Which kernel vLLM v0.5.5 launches for a decode batch, from `sim.perf.attention.use_v1`,
     over the longest sequence and the number of sequences (32 heads)."""
     lengths = [2 ** k for k in range(7, 16)]          # 128 .. 32768 tokens
     batch = [2 ** k for k in range(0, 10)]            # 1 .. 512 sequences

@@ -2,14 +2,17 @@
 
 The widget follows one request through vLLM v0.5.5's two kinds of step: one prefill step
 that pushes every prompt token through the model at once (and samples the first output
-token), then decode steps that push one token per running sequence. Each step's FLOPs and
-bytes come from `sim.cost` (`prefill_cost`, `decode_cost`), its predicted time from
-`sim.cost.predict` against a GPU's two ceilings, and each step is a point on the roofline
-chart. A frame is drawn from that step's `StepTime` (the record the cost model returns) and
-its narration is written from the same record, so the picture and the text cannot disagree.
+token), then decode steps that push one token per running sequence.
+
+scenario: `sim.perf.cost.request_steps`: each step's FLOPs and bytes (`prefill_cost`,
+          `decode_cost`) and its predicted time against a GPU's two ceilings (`predict`),
+          one `StepTime` record per step.
+view:     the roofline chart with the steps so far, the step's two terms as bars split into
+          their parts, and a timeline of all the steps.
+narrate:  the same StepTime in words, so the picture and the text cannot disagree.
 
 The build-time charts put the measurements in data/h200-prefill-decode.json beside the
-model's predictions (`sim.cost.compare_with_measurements`). They read the file when the site
+model's predictions (`sim.perf.cost.compare_with_measurements`). They read the file when the site
 is built; the browser's worker never needs it: the widget's one measured input, the H200
 ceilings measured in that run, is written below as Python literals that a test holds equal
 to the file.
@@ -18,13 +21,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pages.views import chart, svg
 from pages.framework.registry import Chart
-from pages.framework.widget import Param, Widget
-from sim.perf.cost import Roofline, StepTime, compare_with_measurements, decode_cost, predict, \
-    prefill_cost
+from pages.framework.widget import Context, Param, Widget
+from pages.views import chart, svg
+from pages.views.text import commas
+from sim.perf.cost import (Roofline, StepTime, compare_with_measurements,
+                           decode_intensity_limit, request_steps)
 from sim.perf.hardware import get_gpu, memory_profile
 from sim.perf.models import get_model
 
@@ -35,7 +40,7 @@ DATA_FILE = "data/h200-prefill-decode.json"
 
 # The ceilings measured in the same run as the H200 step times (data/h200-prefill-decode.json:
 # `matmul_peak_flops`, `copy_bandwidth_bytes_per_s`). Literals, because the browser's worker
-# gets only .py files; tests/test_prefill_decode_page.py checks they equal the file.
+# gets only .py files; tests/pages/topics/test_prefill_decode.py checks they equal the file.
 H200_MEASURED_PEAK_FLOPS = 785832482732577.4
 H200_MEASURED_BANDWIDTH = 4099502913721.2954
 
@@ -114,24 +119,30 @@ def intensity_text(x: float) -> str:
     return _fixed3(x)
 
 
-def count_text(n: int) -> str:
-    return f"{n:,}"
-
-
 # ------------------------------------------------------------------ the trace
 
 def steps(values: dict) -> list[StepTime]:
-    """The request's steps: one prefill of `prompt_len` tokens, then `decode_steps` decode
-    steps, each one token for each of `batch_size` sequences at our request's context."""
-    model = get_model(values["model"])
-    roof = roofline_for(values["gpu"])
-    prompt, batch = values["prompt_len"], values["batch_size"]
-    out = [predict(prefill_cost(model, prompt, DTYPE), roof)]
-    for k in range(1, values["decode_steps"] + 1):
-        # Decode step k reads the prompt and the k - 1 tokens generated before it, and
-        # writes the K and V of the token it feeds in (the one sampled in the step before).
-        out.append(predict(decode_cost(model, [prompt + k - 1] * batch, DTYPE), roof))
-    return out
+    """The scenario: one prefill of `prompt_len` tokens, then `decode_steps` decode steps,
+    each one token for each of `batch_size` sequences at our request's context."""
+    return request_steps(get_model(values["model"]), roofline_for(values["gpu"]),
+                         values["prompt_len"], values["decode_steps"], values["batch_size"],
+                         DTYPE)
+
+
+@dataclass(frozen=True)
+class StepsContext(Context):
+    model_name: str = ""
+    # A step's place in the trace. StepTime records are values (two could compare equal),
+    # so a step is found by identity, once per trace.
+    number: dict = field(default_factory=dict)       # id(step) -> index
+
+    def index(self, step: StepTime) -> int:
+        return self.number[id(step)]
+
+
+def context(values: dict, trace: list[StepTime]) -> StepsContext:
+    return StepsContext(values, trace, get_model(values["model"]).name,
+                        {id(t): i for i, t in enumerate(trace)})
 
 
 def bound_words(t: StepTime) -> str:
@@ -157,31 +168,32 @@ def dominant(t: StepTime) -> str:
             else f"{share:.0f}% of it is {name}")
 
 
-def narration(i: int, t: StepTime, all_steps: list[StepTime]) -> str:
+def narrate(t: StepTime, ctx: StepsContext) -> str:
     """One step in words, written from its StepTime (the record the picture draws)."""
+    i, all_steps = ctx.index(t), ctx.trace
     c, roof = t.cost, t.roofline
     side = "above" if c.arithmetic_intensity >= roof.ridge_point else "below"
     ratio = (f"{intensity_text(c.arithmetic_intensity)} FLOPs per byte, {side} the ridge point "
              f"({intensity_text(roof.ridge_point)})")
     term = "FLOPs / peak" if t.bound == "compute" else "bytes / bandwidth"
     if c.phase == "prefill":
-        head = (f"Step {i + 1}, prefill: all {count_text(c.num_query_tokens)} prompt tokens go "
+        head = (f"Step {i + 1}, prefill: all {commas(c.num_query_tokens)} prompt tokens go "
                 f"through the model in one pass and the first output token is sampled. "
                 f"{flop_text(c.flops)} against {byte_text(c.bytes)} moved: {ratio}.")
     else:
         seqs = ("1 sequence" if c.num_seqs == 1
-                else f"each of {count_text(c.num_seqs)} sequences")
+                else f"each of {commas(c.num_seqs)} sequences")
         ctx = c.num_context_tokens // c.num_seqs
         head = (f"Step {i + 1}, decode {i} of {len(all_steps) - 1}: one new token for {seqs} "
-                f"(context {count_text(ctx)}). {flop_text(c.flops)} against "
+                f"(context {commas(ctx)}). {flop_text(c.flops)} against "
                 f"{byte_text(c.bytes)} moved: {ratio}.")
     tail = (f" {bound_words(t).capitalize()}: {term} = {ms_text(t.predicted_s)}; "
             f"{dominant(t)}.")
     if c.phase == "decode" and i == 1:
         prefill = all_steps[0]
-        tail += (f" The prefill computed {count_text(prefill.cost.num_query_tokens)} tokens in "
+        tail += (f" The prefill computed {commas(prefill.cost.num_query_tokens)} tokens in "
                  f"{ms_text(prefill.predicted_s)}; this step computes "
-                 f"{count_text(c.num_query_tokens)} in {ms_text(t.predicted_s)}.")
+                 f"{commas(c.num_query_tokens)} in {ms_text(t.predicted_s)}.")
         limit = decode_intensity_limit(c)
         tail += (f" No batch size takes a decode at this context past "
                  f"{intensity_text(limit)} FLOPs per byte (each sequence reads its own KV cache)"
@@ -189,20 +201,13 @@ def narration(i: int, t: StepTime, all_steps: list[StepTime]) -> str:
     return head + tail
 
 
-def decode_intensity_limit(c) -> float:
-    """The intensity a decode step tends to as its batch grows: the weights are read once
-    per step, but every FLOP and every KV byte comes with a sequence, so the limit is one
-    sequence's FLOPs over its own KV bytes (all sequences here share one context length)."""
-    return c.flops / (c.bytes_kv_read + c.bytes_kv_written)
-
-
 # ------------------------------------------------------------------ the picture
 
 def _step_tip(i: int, t: StepTime) -> str:
     c = t.cost
-    what = (f"prefill of {count_text(c.num_query_tokens)} tokens" if c.phase == "prefill"
-            else f"decode, {count_text(c.num_seqs)} seq, context "
-                 f"{count_text(c.num_context_tokens // c.num_seqs)}")
+    what = (f"prefill of {commas(c.num_query_tokens)} tokens" if c.phase == "prefill"
+            else f"decode, {commas(c.num_seqs)} seq, context "
+                 f"{commas(c.num_context_tokens // c.num_seqs)}")
     return (f"step {i + 1}: {what}: {intensity_text(c.arithmetic_intensity)} FLOP/B, "
             f"{bound_words(t)}, {ms_text(t.predicted_s)}")
 
@@ -306,7 +311,7 @@ def _timeline(y: float, i: int, all_steps: list[StepTime]) -> list[str]:
         d = all_steps[1]
         lines[0] += f", then one every {ms_text(d.predicted_s)}"
         if d.cost.num_seqs > 1:
-            lines.append(f"for each of {count_text(d.cost.num_seqs)} sequences: "
+            lines.append(f"for each of {commas(d.cost.num_seqs)} sequences: "
                          f"{rate_text(d.cost.num_seqs / d.predicted_s, 'tokens/s')} in all")
     done = sum(t.predicted_s for t in all_steps[: i + 1])
     lines.append((f"steps 1-{i + 1} take" if i else "step 1 takes")
@@ -316,8 +321,8 @@ def _timeline(y: float, i: int, all_steps: list[StepTime]) -> list[str]:
     return out
 
 
-def frame_svg(i: int, all_steps: list[StepTime], gpu_id: str, model_name: str) -> str:
-    t = all_steps[i]
+def view(t: StepTime, ctx: StepsContext) -> svg.Figure:
+    i, all_steps = ctx.index(t), ctx.trace
     roof, c = t.roofline, t.cost
     series = [roofline_series(roof),
               chart.Series("prefill", [(all_steps[0].cost.arithmetic_intensity,
@@ -335,14 +340,15 @@ def frame_svg(i: int, all_steps: list[StepTime], gpu_id: str, model_name: str) -
                                marker="square" if c.phase == "prefill" else "circle",
                                tips=[_step_tip(i, t)]))
     h_chart = 250
-    body = roofline_plot(series, roof, h_chart, f"{model_name} on {gpu_label(gpu_id)}")
+    body = roofline_plot(series, roof, h_chart,
+                         f"{ctx.model_name} on {gpu_label(ctx.values['gpu'])}")
 
     y = h_chart + 4
     if c.phase == "prefill":
-        what = f"Step {i + 1}: prefill, {count_text(c.num_query_tokens)} tokens"
+        what = f"Step {i + 1}: prefill, {commas(c.num_query_tokens)} tokens"
     else:
-        what = (f"Step {i + 1}: decode, {count_text(c.num_seqs)} seq x 1 token, "
-                f"context {count_text(c.num_context_tokens // c.num_seqs)}")
+        what = (f"Step {i + 1}: decode, {commas(c.num_seqs)} seq x 1 token, "
+                f"context {commas(c.num_context_tokens // c.num_seqs)}")
     body.append(svg.text(6, y + 12, what, size=13))
     y += 24
     longest = max(t.compute_s, t.memory_s)
@@ -360,30 +366,22 @@ def frame_svg(i: int, all_steps: list[StepTime], gpu_id: str, model_name: str) -
     body += _timeline(y, i, all_steps)
     height = y + 30 + 14 * (3 if len(all_steps) > 1 and all_steps[1].cost.num_seqs > 1 else 2)
     label = f"{what}: {bound_words(t)}, {ms_text(t.predicted_s)}"
-    return svg.document(WIDTH, height, body, label=label)
-
-
-def build(values: dict) -> list[dict]:
-    all_steps = steps(values)
-    name = get_model(values["model"]).name
-    return [{"svg": frame_svg(i, all_steps, values["gpu"], name),
-             "narration": narration(i, t, all_steps)}
-            for i, t in enumerate(all_steps)]
+    return svg.Figure(WIDTH, height, body, label)
 
 
 def check(values: dict) -> dict[str, str]:
     """Rules across fields: the sequence fits the model's context window, the weights fit
     the GPU, and the batch's KV cache fits what vLLM would allocate (its start-up sizing,
-    sim.hardware.memory_profile, 16-token blocks)."""
+    sim.perf.hardware.memory_profile, 16-token blocks)."""
     model = get_model(values["model"])
     prompt, n_decode, batch = values["prompt_len"], values["decode_steps"], values["batch_size"]
     # The prefill samples one token and each decode step one more.
     seq_len = prompt + n_decode + 1
     if seq_len > model.max_model_len:
         return {"prompt_len": (f"prompt length: {model.name}'s max_model_len is "
-                               f"{count_text(model.max_model_len)}; with {n_decode + 1} output "
+                               f"{commas(model.max_model_len)}; with {n_decode + 1} output "
                                f"tokens the prompt can have at most "
-                               f"{count_text(model.max_model_len - n_decode - 1)}")}
+                               f"{commas(model.max_model_len - n_decode - 1)}")}
     gpu = gpu_for(values["gpu"])
     profile = memory_profile(model, gpu, block_size=BLOCK_SIZE, dtype=DTYPE)
     if profile.num_gpu_blocks <= 0:
@@ -393,12 +391,12 @@ def check(values: dict) -> dict[str, str]:
     blocks_per_seq = -(-(prompt + n_decode) // BLOCK_SIZE)
     if batch * blocks_per_seq > profile.num_gpu_blocks:
         most = profile.num_gpu_blocks // blocks_per_seq
-        return {"batch_size": (f"batch size: {count_text(batch)} sequences of "
-                               f"{count_text(prompt + n_decode)} tokens need "
-                               f"{count_text(batch * blocks_per_seq)} KV blocks of {BLOCK_SIZE}; "
+        return {"batch_size": (f"batch size: {commas(batch)} sequences of "
+                               f"{commas(prompt + n_decode)} tokens need "
+                               f"{commas(batch * blocks_per_seq)} KV blocks of {BLOCK_SIZE}; "
                                f"{model.name} on the {gpu.name} has "
-                               f"{count_text(profile.num_gpu_blocks)}, so at most "
-                               f"{count_text(most)} sequences")}
+                               f"{commas(profile.num_gpu_blocks)}, so at most "
+                               f"{commas(most)} sequences")}
     return {}
 
 
@@ -407,8 +405,7 @@ WIDGETS = (Widget(
     title="One request's steps on the roofline",
     summary="A prefill step, then decode steps: each step's FLOPs and bytes, its predicted "
             "time, and where it sits against the GPU's two ceilings.",
-    build=build,
-    check=check,
+    scenario=steps, context=context, view=view, narrate=narrate, check=check,
     params=(
         Param("model", "model", "choice", "llama-3-8b",
               choices=tuple((m, get_model(m).name) for m in MODEL_IDS),
@@ -435,7 +432,7 @@ def _load() -> dict:
 
 
 def measured_rows(data: dict | None = None) -> list:
-    """The file's rows with sim.cost's predictions, prefills then decodes, each by size."""
+    """The file's rows with sim.perf.cost's predictions, prefills then decodes, each by size."""
     rows = compare_with_measurements(data if data is not None else _load())
     return sorted(rows, key=lambda r: (r.phase != "prefill", r.ctx, r.batch))
 
@@ -453,8 +450,8 @@ def measured_roofline_svg(data: dict | None = None) -> str:
             c = r.predicted.cost
             achieved = c.flops / r.measured_s
             pts.append((c.arithmetic_intensity, achieved))
-            size = (f"{count_text(r.tokens)} tokens" if phase == "prefill"
-                    else f"batch {count_text(r.batch)}, context {count_text(r.ctx)}")
+            size = (f"{commas(r.tokens)} tokens" if phase == "prefill"
+                    else f"batch {commas(r.batch)}, context {commas(r.ctx)}")
             tips.append(f"{phase}, {size}: measured {ms_text(r.measured_s)}, predicted "
                         f"{ms_text(r.predicted.predicted_s)} ({r.ratio:.2f}x), "
                         f"{rate_text(achieved, 'FLOP/s')} achieved")
@@ -486,7 +483,7 @@ _BAR_X, _BAR_SCALE = 262, 16
 
 def measured_table_svg(phase: str, data: dict | None = None) -> str:
     """A table of one phase's rows: size, measured and predicted ms, the ratio (with a bar:
-    ticks at 1x and 2x), and the bound sim.cost names (checked against the file's)."""
+    ticks at 1x and 2x), and the bound sim.perf.cost names (checked against the file's)."""
     rows = [r for r in measured_rows(data) if r.phase == phase]
     row_h, top = 19, 40
     height = top + row_h * len(rows) + 36
@@ -499,14 +496,14 @@ def measured_table_svg(phase: str, data: dict | None = None) -> str:
         if k % 2:
             body.append(svg.rect(2, y - 13, WIDTH - 4, row_h, fill="panel", rx=0))
         t = r.predicted
-        sizes = ((count_text(r.tokens),) if phase == "prefill"
-                 else (count_text(r.batch), count_text(r.ctx)))
+        sizes = ((commas(r.tokens),) if phase == "prefill"
+                 else (commas(r.batch), commas(r.ctx)))
         same = t.bound == r.measured_bound
         texts = sizes + (f"{r.measured_s * 1e3:.2f} ms", f"{t.predicted_s * 1e3:.2f} ms",
                          f"{r.ratio:.2f}x", t.bound if same else f"{t.bound}*")
         cols = _SIZE_COLS[phase] + _TIME_COLS
-        what = (f"{count_text(r.tokens)} prompt tokens" if phase == "prefill"
-                else f"batch {count_text(r.batch)}, context {count_text(r.ctx)}")
+        what = (f"{commas(r.tokens)} prompt tokens" if phase == "prefill"
+                else f"batch {commas(r.batch)}, context {commas(r.ctx)}")
         tip = (f"{phase}, {what}: measured {ms_text(r.measured_s)}, roofline "
                f"{ms_text(t.predicted_s)}, ratio {r.ratio:.2f}, {t.bound}-bound "
                + ("(the file's roofline agrees)" if same

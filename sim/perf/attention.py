@@ -438,6 +438,10 @@ class PagedAttentionInputs:
                 "seq_len": self.seq_len, "block_size": self.block_size,
                 "scale": self.scale, "num_kv_heads": self.num_kv_heads}
 
+    def kv_head(self, head: int) -> int:
+        """The KV head that query head `head` reads (grouped-query attention)."""
+        return head // (len(self.query) // self.num_kv_heads)
+
 
 def random_paged_attention_inputs(rng: random.Random, *, num_heads: int,
                                   num_kv_heads: int, head_size: int, block_size: int,

@@ -168,6 +168,27 @@ def predict(cost: StepCost, roofline: Roofline, overhead_s: float = 0.0) -> Step
                     cost.bytes / roofline.memory_bandwidth, overhead_s)
 
 
+def request_steps(model: ModelConfig, roofline: Roofline, prompt_len: int,
+                  decode_steps: int, batch_size: int = 1, dtype: str = "bf16") -> list[StepTime]:
+    """One request's steps, predicted: a prefill of `prompt_len` tokens (which samples the
+    first output token), then `decode_steps` decode steps, each one token for each of
+    `batch_size` sequences, all at this request's context."""
+    out = [predict(prefill_cost(model, prompt_len, dtype), roofline)]
+    for k in range(1, decode_steps + 1):
+        # Decode step k reads the prompt and the k - 1 tokens generated before it, and
+        # writes the K and V of the token it feeds in (the one sampled in the step before).
+        out.append(predict(decode_cost(model, [prompt_len + k - 1] * batch_size, dtype),
+                           roofline))
+    return out
+
+
+def decode_intensity_limit(cost: StepCost) -> float:
+    """The intensity a decode step tends to as its batch grows: the weights are read once
+    per step, but every FLOP and every KV byte comes with a sequence, so the limit is one
+    sequence's FLOPs over its own KV bytes (for sequences that share one context length)."""
+    return cost.flops / (cost.bytes_kv_read + cost.bytes_kv_written)
+
+
 @dataclass(frozen=True, slots=True)
 class MeasuredRow:
     """One row of a measurement file beside this model's prediction for it."""

@@ -1,4 +1,5 @@
-"""pages/topics/paged_attention_kernel.py: the block-by-block attention widget and its chart."""
+"""pages/topics/paged_attention_kernel.py: the block-by-block attention widget and its chart.
+The walk itself (sim/perf/kernel_walk.py) is tested in tests/sim/perf/test_kernel_walk.py."""
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -8,8 +9,10 @@ import pytest
 
 from pages.topics import paged_attention_kernel as page
 from pages.framework.widget import respond, run, to_json, validate
-from sim.perf.attention import (gather_kv, paged_attention_v1_trace, paged_attention_v2_trace,
-                           random_paged_attention_inputs, records_as_dicts, use_v1)
+from pages.views.text import f2
+from pages.views.vectors import short, vec
+from sim.perf.attention import (gather_kv, paged_attention_v1_trace,
+                                random_paged_attention_inputs, use_v1)
 
 W = page.WIDGETS[0]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -72,38 +75,43 @@ def test_the_docs_step_links_land_where_the_text_says():
     assert v2[13]["kind"] == "partitions_merged"      # "switch to v2, step to 14"
 
 
+def records(walk) -> list:
+    return [step.record for step in walk.steps[1:]]
+
+
 def test_narration_is_written_from_the_trace_records():
     v = values()
-    inp, records = page.scenario(v)
+    walk = page.scenario(v)
     fr = run(W, v)
-    per_head = [r for r in records if r["kind"] != "attention_output"]
-    assert len(fr) == len(records) + 1                 # plus the intro frame
+    per_head = [r for r in records(walk) if r.kind != "attention_output"]
+    assert len(fr) == len(walk) == len(records(walk)) + 1      # plus the intro frame
     for frame, rec in zip(fr[1:], per_head):
-        if rec["kind"] == "block_scores":
-            assert f"physical block {rec['physical_block']}" in frame["narration"]
-            for s in rec["scores"]:
+        if rec.kind == "block_scores":
+            assert f"physical block {rec.physical_block}" in frame["narration"]
+            for s in rec.scores:
                 if s is not None:
-                    assert page.f2(s) in frame["narration"]
-        if rec["kind"] == "softmax":
-            assert f"m = {page.f2(rec['max_logit'])}" in frame["narration"]
-            assert f"l = sum of exp(score - m) = {page.f2(rec['exp_sum'])}" in frame["narration"]
-        if rec["kind"] == "value_accumulated":
-            assert page.vec(rec["output"]) in frame["narration"]
+                    assert f2(s) in frame["narration"]
+        if rec.kind == "softmax":
+            assert f"m = {f2(rec.max_logit)}" in frame["narration"]
+            assert f"l = sum of exp(score - m) = {f2(rec.exp_sum)}" in frame["narration"]
+        if rec.kind == "value_accumulated":
+            assert vec(rec.output) in frame["narration"]
 
 
 def test_trace_follows_the_watched_head_only_and_uses_simulations_records():
     v = values(num_heads=4, num_kv_heads=2, head=3)
-    inp, records = page.scenario(v)
-    assert {r["head"] for r in records if r["kind"] != "attention_output"} == {3}
-    full = records_as_dicts(paged_attention_v1_trace(**inp.args()))
-    assert [r for r in full if r["kind"] == "attention_output" or r["head"] == 3] == records
-    assert all(r["kv_head"] == 1 for r in records if r["kind"] == "block_scores")
+    walk = page.scenario(v)
+    recs = records(walk)
+    assert {r.head for r in recs if r.kind != "attention_output"} == {3}
+    full = paged_attention_v1_trace(**walk.inputs.args())
+    assert [r for r in full if r.kind == "attention_output" or r.head == 3] == recs
+    assert all(r.kv_head == 1 for r in recs if r.kind == "block_scores")
     assert "Head 3 of 4, KV head 1" in texts(run(W, v)[1]["svg"])
 
 
 def test_picture_shows_the_block_table_scores_and_masked_slots():
     fr = frames()
-    inp, _ = page.scenario(values())
+    inp = page.scenario(values()).inputs
     shown = texts(fr[4]["svg"])
     assert "KV cache: physical blocks" in shown
     for logical, physical in enumerate(inp.block_table[:4]):
@@ -114,18 +122,21 @@ def test_picture_shows_the_block_table_scores_and_masked_slots():
     assert "stroke:var(--vsb-highlight)" in fr[4]["svg"]
     # Keys shown in the panel are the cache's own numbers (one decimal).
     key = inp.key_cache[0][0][0]
-    assert page.short(key, 1) in shown
+    assert short(key, 1) in shown
 
 
 def test_last_frame_puts_paged_output_next_to_contiguous_and_numpy_agrees():
     v = values()
-    inp, records = page.scenario(v)
-    out = records[-1]["output"]
-    np.testing.assert_allclose(np.array(out), numpy_attention(inp), rtol=1e-12, atol=1e-14)
+    walk = page.scenario(v)
+    out = walk.steps[-1].record.output
+    np.testing.assert_allclose(np.array(out), numpy_attention(walk.inputs), rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_allclose(np.array(walk.reference), numpy_attention(walk.inputs),
+                               rtol=1e-12, atol=1e-14)
     last = run(W, v)[-1]
     shown = texts(last["svg"])
     for h, row in enumerate(out):
-        assert f"head {h} paged {page.short(row)}" in shown
+        assert f"head {h} paged {short(row)}" in shown
     assert "equal (to within 1e-9, float64)" in shown
     assert "vLLM would launch v1: use_v1(13 tokens, 1 sequence, 2 heads) is True" in last["narration"]
     assert use_v1(13, 1, 2)
@@ -135,21 +146,22 @@ def test_last_frame_puts_paged_output_next_to_contiguous_and_numpy_agrees():
 
 def test_v2_shows_partition_maxima_sums_and_the_merge():
     v = values(kernel="v2", partition_size=8)
-    inp, records = page.scenario(v)
+    walk = page.scenario(v)
+    recs = records(walk)
     fr = run(W, v)
-    results = [r for r in records if r["kind"] == "partition_result"]
-    merged = next(r for r in records if r["kind"] == "partitions_merged")
-    assert [r["start"] for r in results] == [0, 8]
+    results = [r for r in recs if r.kind == "partition_result"]
+    merged = next(r for r in recs if r.kind == "partitions_merged")
+    assert [r.start for r in results] == [0, 8]
     merge_frame = next(f for f in fr if f["kind"] == "partitions_merged")
     shown = texts(merge_frame["svg"])
     for r in results:
-        assert page.f2(r["max_logit"]) in shown and page.f2(r["exp_sum"]) in shown
-    for f in merged["rescale_factors"]:
-        assert page.f2(f) in merge_frame["narration"]
-    assert f"M = {page.f2(merged['global_max'])}" in merge_frame["narration"]
+        assert f2(r.max_logit) in shown and f2(r.exp_sum) in shown
+    for f in merged.rescale_factors:
+        assert f2(f) in merge_frame["narration"]
+    assert f"M = {f2(merged.global_max)}" in merge_frame["narration"]
     # exp(m_i - M) is 1 for the partition holding the max and below 1 for the other.
-    assert max(merged["rescale_factors"]) == 1.0 and min(merged["rescale_factors"]) < 1.0
-    np.testing.assert_allclose(np.array(records[-1]["output"]), numpy_attention(inp),
+    assert max(merged.rescale_factors) == 1.0 and min(merged.rescale_factors) < 1.0
+    np.testing.assert_allclose(np.array(recs[-1].output), numpy_attention(walk.inputs),
                                rtol=1e-12, atol=1e-14)
     assert "partition 1" in fr[7]["narration"]
 
@@ -161,9 +173,9 @@ def test_v1_and_v2_last_frames_agree_and_match_numpy(seed, block_size, seq_len, 
                   num_kv_heads=2, head=1)
     v1 = page.scenario(values(**common))
     v2 = page.scenario(values(kernel="v2", partition_size=partition, **common))
-    ref = numpy_attention(v1[0])
-    for inp, records in (v1, v2):
-        np.testing.assert_allclose(np.array(records[-1]["output"]), ref, rtol=1e-12,
+    ref = numpy_attention(v1.inputs)
+    for walk in (v1, v2):
+        np.testing.assert_allclose(np.array(walk.steps[-1].record.output), ref, rtol=1e-12,
                                    atol=1e-14)
 
 
@@ -183,7 +195,7 @@ def test_one_token_sequence():
 
 def test_inputs_come_from_the_simulation_with_readable_decimals():
     v = values(seed=5)
-    inp, _ = page.scenario(v)
+    inp = page.scenario(v).inputs
     ref = random_paged_attention_inputs(random.Random(5), num_heads=2, num_kv_heads=1,
                                         head_size=4, block_size=4, seq_len=13,
                                         spare_blocks=page.SPARE_BLOCKS, decimals=1)
@@ -192,8 +204,8 @@ def test_inputs_come_from_the_simulation_with_readable_decimals():
 
 
 def test_f2_never_prints_negative_zero():
-    assert page.f2(-0.001) == "0.00" and page.f2(-0.005) in ("0.00", "-0.01")
-    assert page.short([-0.04], 1) == "[0.0]"
+    assert f2(-0.001) == "0.00" and f2(-0.005) in ("0.00", "-0.01")
+    assert short([-0.04], 1) == "[0.0]"
 
 
 # ------------------------------------------------------------------------ checks

@@ -11,7 +11,8 @@ import pytest
 
 from pages.topics import prefill_decode as pd
 from pages.framework.widget import run, to_json, validate
-from sim.perf.cost import compare_with_measurements, decode_cost, predict, prefill_cost
+from sim.perf.cost import (compare_with_measurements, decode_cost, decode_intensity_limit,
+                           predict, prefill_cost)
 from sim.perf.models import get_model
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -171,7 +172,7 @@ def test_batching_moves_decode_toward_the_ridge():
 def test_long_contexts_cap_decode_intensity_below_the_ridge():
     v = values(batch_size=256, prompt_len=2048)
     step = pd.steps(v)[1]
-    limit = pd.decode_intensity_limit(step.cost)
+    limit = decode_intensity_limit(step.cost)
     assert step.cost.arithmetic_intensity < limit < step.roofline.ridge_point
     # The limit is what a huge batch tends to.
     huge = decode_cost(get_model("llama-3-8b"), [2048] * 100_000, "bf16")
@@ -273,8 +274,8 @@ def test_numbers_the_text_quotes():
     assert bounds == {16: "memory", 128: "memory", 256: "compute", 512: "compute"}
     # Llama-3-8B, 2,048-token contexts: no batch reaches the ridge; Llama-2-7B (no GQA) has
     # a KV cache 4x larger per token and a limit more than 4x lower.
-    l3 = pd.decode_intensity_limit(decode_cost(get_model("llama-3-8b"), [2048], "bf16"))
-    l2 = pd.decode_intensity_limit(decode_cost(get_model("llama-2-7b"), [2048], "bf16"))
+    l3 = decode_intensity_limit(decode_cost(get_model("llama-3-8b"), [2048], "bf16"))
+    l2 = decode_intensity_limit(decode_cost(get_model("llama-2-7b"), [2048], "bf16"))
     assert l3 < decode.roofline.ridge_point and l3 / l2 > 4
     # The measured gap: short prefills about 3-4x; long prefills at about two thirds of the
     # roof; memory-bound decodes at 55-80% of the bandwidth; every decode within 2x.

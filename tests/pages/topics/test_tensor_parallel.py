@@ -1,20 +1,17 @@
 """pages/topics/tensor_parallel.py: the tensor-parallel widget (an engine run driving a sharded
-layer) and the Table 1 chart."""
+layer, sim/studies/sharded_layer.py, tested in tests/sim/studies) and the Table 1 chart."""
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pages.topics import tensor_parallel as page
 from pages.framework.widget import respond, run, to_json, validate
-from sim.core.config import CacheConfig, SchedulerConfig
-from sim.core.engine import LLMEngine
+from pages.views.vectors import short
 from sim.perf.hardware import GiB, get_gpu, memory_profile
 from sim.perf.models import MODELS, get_model, kv_bytes_per_token
-from sim.core.sequence import SamplingParams
-from sim.perf.tensor_parallel import partition_heads
+from sim.studies.paper_table_1 import table_1_rows
 
 W = page.WIDGETS[0]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -65,64 +62,28 @@ def test_the_docs_step_links_land_where_the_text_says():
     assert "rank 0 frees physical blocks 7, 6, 3, 5, 4" in fr[12]["narration"]
 
 
-def test_block_tables_are_the_engines_own():
-    """The tables rank 0 broadcast are what the engine's BlockSpaceManager holds."""
-    v = values(max_tokens=5)
-    steps = page.run_scenario(v)["steps"]
-    engine = LLMEngine(CacheConfig(block_size=page.BLOCK_SIZE,
-                                   num_gpu_blocks=page.NUM_GPU_BLOCKS, num_cpu_blocks=0,
-                                   watermark=0.0), SchedulerConfig(), seed=v["seed"])
-    for rid, prompt in page.REQUESTS:
-        engine.add_request(rid, prompt, SamplingParams(max_tokens=5))
-    for st in steps:
-        engine.step()
-        assert st["free_after"] == engine.block_manager.get_num_free_gpu_blocks()
-        for group in engine.requests.values():
-            seq = group.get_seqs()[0]
-            if seq.seq_id in engine.block_manager.block_tables:
-                assert tuple(engine.block_manager.get_block_table(seq)) == \
-                    st["broadcast"][group.request_id]
-    assert not engine.has_unfinished_requests()
-
-
-@pytest.mark.parametrize("tp,kv", ALL_SPLITS)
-def test_every_rank_writes_the_same_block_and_slot_and_sharded_equals_unsharded(tp, kv):
-    run_ = page.run_scenario(values(tp=tp, kv_heads=kv, max_tokens=3))
-    for st in run_["steps"]:
-        for rid, pos, trace, ref in st["rows"]:
-            table = st["broadcast"][rid]
-            slot = (table[pos // page.BLOCK_SIZE], pos % page.BLOCK_SIZE)
-            assert {a.kv_slot for a in trace.attention} == {slot}
-            assert len(trace.attention) == tp
-            # The all-reduces are the sums of the partials.
-            np.testing.assert_allclose(trace.attn_all_reduce,
-                                       np.sum([a.partial for a in trace.attention], axis=0))
-            np.testing.assert_allclose(trace.mlp_all_reduce,
-                                       np.sum([m.partial for m in trace.mlp], axis=0))
-            np.testing.assert_allclose(trace.output, ref.output, rtol=1e-12, atol=1e-12)
-    # Each rank's cache holds its own KV heads' slice of the one-GPU cache, block for block.
-    single = run_["single"].workers[0]
-    for worker, part in zip(run_["sharded"].workers, partition_heads(8, kv, tp)):
-        for b in range(page.NUM_GPU_BLOCKS):
-            for local, head in enumerate(part.kv_heads):
-                np.testing.assert_allclose(worker.key_cache[b][local],
-                                           single.key_cache[b][head], atol=1e-12)
-                np.testing.assert_allclose(worker.value_cache[b][local],
-                                           single.value_cache[b][head], atol=1e-12)
+def test_scenario_is_an_intro_then_three_phases_per_engine_step():
+    trace = page.scenario(values(max_tokens=2))
+    assert trace[0] == ("intro", None)
+    phases = [phase for phase, _ in trace[1:]]
+    assert phases == ["broadcast", "attention", "mlp"] * 2
+    # The three phases of an engine step draw the same step record.
+    assert trace[1][1] is trace[2][1] is trace[3][1]
+    assert [st.step for _, st in trace[1::3]] == [0, 1]
 
 
 def test_picture_shows_partials_the_all_reduce_and_the_check():
     fr = frames()
-    st = page.run_scenario(values())["steps"][0]
+    _, st = page.scenario(values())[1]
     attention, mlp = texts(fr[2]["svg"]), texts(fr[3]["svg"])
-    for rid, pos, trace, ref in st["rows"]:
-        for a in trace.attention:
-            assert page.short(a.partial) in attention
-        assert page.short(trace.attn_all_reduce) in attention
-        for m in trace.mlp:
-            assert page.short(m.partial) in mlp
-        assert page.short(trace.mlp_all_reduce) in mlp
-        assert page.short(ref.output) + " ✓" in mlp
+    for r in st.results:
+        for a in r.sharded.attention:
+            assert short(a.partial) in attention
+        assert short(r.sharded.attn_all_reduce) in attention
+        for m in r.sharded.mlp:
+            assert short(m.partial) in mlp
+        assert short(r.sharded.mlp_all_reduce) in mlp
+        assert short(r.unsharded.output) + " ✓" in mlp
     assert "all-reduce" in attention and "o_proj partial outputs" in attention
     assert "down_proj partial outputs" in mlp
 
@@ -219,12 +180,7 @@ def test_largest_trace_stays_small():
 
 # --------------------------------------------------------------- Table 1 chart
 
-def test_table_1_slots_from_the_papers_kv_space():
-    rows = {r["model"]: r for r in page.table_1_rows()}
-    assert rows["OPT-13B"]["slots"] == 15_728 == 12 * GiB // 819_200
-    assert rows["OPT-66B"]["slots"] == 9_557
-    assert rows["OPT-175B"]["slots"] == 60_074
-    assert rows["OPT-66B"]["per_gpu"] == 589_824 == rows["OPT-175B"]["per_gpu"]
+def test_table_1_chart_shows_the_recomputed_slots():
     shown = texts(page.CHARTS[0].render())
     assert "21 GiB / 2.25 MiB = 9,557 slots (-1.47% vs the paper)" in shown
     assert "264 GiB / 4.5 MiB = 60,074 slots (-0.04% vs the paper)" in shown
@@ -232,9 +188,9 @@ def test_table_1_slots_from_the_papers_kv_space():
 
 def test_numbers_in_the_docs_match_the_simulation():
     doc = DOC.read_text(encoding="utf-8")
-    rows = {r["model"]: r for r in page.table_1_rows()}
-    assert f"hold {rows['OPT-66B']['slots']:,} tokens" in doc
-    assert f"hold {rows['OPT-175B']['slots']:,} tokens" in doc
+    rows = {r.model: r for r in table_1_rows()}
+    assert f"hold {rows['OPT-66B'].slots:,} tokens" in doc
+    assert f"hold {rows['OPT-175B'].slots:,} tokens" in doc
     a100 = get_gpu("a100-80gb")
     model = get_model("llama-2-70b")
     assert f"about {round(model.weight_bytes('fp16') / GiB)} GiB" in doc

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost, model_from_measurements,
-                      predict, prefill_cost, step_cost)
+from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost,
+                           decode_intensity_limit, model_from_measurements, predict,
+                           prefill_cost, request_steps, step_cost)
 from sim.perf.hardware import GPUS, get_gpu
 from sim.perf.models import ModelConfig, get_model
 
@@ -216,3 +217,24 @@ def test_counts_agree_with_the_files_own_roofline():
     for r, row in zip(compare_with_measurements(data), data["rows"]):
         assert r.predicted.predicted_s == pytest.approx(row["predicted_s"], rel=0.01)
         assert r.predicted.cost.arithmetic_intensity == pytest.approx(row["intensity"], rel=0.01)
+
+
+# ------------------------------------------------------------ one request's steps
+
+def test_request_steps_are_a_prefill_then_decodes_at_a_growing_context():
+    model, roof = get_model("llama-3-8b"), Roofline.from_gpu(get_gpu("h200"))
+    steps = request_steps(model, roof, prompt_len=100, decode_steps=3, batch_size=4)
+    assert steps[0] == predict(prefill_cost(model, 100, "bf16"), roof)
+    # Decode step k reads the prompt and the k - 1 tokens generated before it.
+    for k in (1, 2, 3):
+        assert steps[k] == predict(decode_cost(model, [100 + k - 1] * 4, "bf16"), roof)
+    assert [s.cost.num_seqs for s in steps] == [1, 4, 4, 4]
+
+
+def test_decode_intensity_limit_is_what_a_huge_batch_tends_to():
+    model = get_model("llama-3-8b")
+    limit = decode_intensity_limit(decode_cost(model, [2048], "bf16"))
+    intensities = [decode_cost(model, [2048] * b, "bf16").arithmetic_intensity
+                   for b in (1, 64, 100_000)]
+    assert intensities == sorted(intensities) and intensities[-1] < limit
+    assert intensities[-1] == pytest.approx(limit, rel=1e-3)
