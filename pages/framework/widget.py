@@ -23,12 +23,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pages.views import svg
 
 KINDS = ("int", "float", "choice", "bool", "text")
+
+# Numbers as a reader types them: ASCII digits and an optional sign, nothing else (Python's
+# int() and float() would also take "1_0", "٣" or "４"), and short enough that converting them
+# costs nothing (a 5,000-digit int() is refused by Python itself with its own message).
+_INT = re.compile(r"[+-]?[0-9]{1,12}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,12}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})"
+                    r"(?:[eE][+-]?[0-9]{1,3})?")
+# Longest raw text any field takes; longer text is refused before it is parsed.
+MAX_RAW = 2000
 
 # Strings accepted for a bool field: the form sends "true"/"false"; people typing a
 # permalink by hand write the others.
@@ -97,16 +107,14 @@ class Param:
         text = raw.strip()
         bad = f"{self.label}: {self.allowed()}"
         if self.kind == "int":
-            try:
-                value = int(text)
-            except ValueError:
+            if not _INT.fullmatch(text):
                 return None, bad
+            value = int(text)
             return (value, None) if self._in_range(value) else (None, bad)
         if self.kind == "float":
-            try:
-                value = float(text)
-            except ValueError:
+            if not _FLOAT.fullmatch(text):
                 return None, bad
+            value = float(text)
             if not math.isfinite(value) or not self._in_range(value):
                 return None, bad
             return value, None
@@ -122,6 +130,9 @@ class Param:
             if low in _FALSE:
                 return False, None
             return None, bad
+        if len(text) > MAX_RAW:
+            return None, (f"{self.label}: at most {MAX_RAW} characters "
+                          f"({self.help or 'see the help text'})")
         try:
             return self.parse(text), None
         except ValueError as err:
@@ -157,15 +168,13 @@ class Widget:
     id: str
     title: str
     params: tuple[Param, ...]
-    scenario: Callable[[dict[str, Any]], Sequence] | None = None
-    view: Callable[[Any, Any], Any] | None = None
-    narrate: Callable[[Any, Any], str] | None = None
+    scenario: Callable[[dict[str, Any]], Sequence] | None = None   # values -> trace
+    view: Callable[[Any, Any], Any] | None = None                  # (step, ctx) -> Figure | str
+    narrate: Callable[[Any, Any], str] | None = None               # (step, ctx) -> str
     context: Callable[[dict[str, Any], Sequence], Any] | None = None
     meta: Callable[[Any, Any], dict[str, Any]] | None = None
     check: Callable[[dict[str, Any]], dict[str, str]] | None = None
     summary: str = ""
-    # Deprecated: an opaque build(values) -> frames, until every topic has the three parts.
-    build: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
     names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -178,7 +187,7 @@ class Widget:
             raise ValueError(f"widget {self.id}: two parameters share a name")
         if "step" in names:
             raise ValueError(f"widget {self.id}: 'step' is the player's, not a parameter name")
-        if self.build is None and None in (self.scenario, self.view, self.narrate):
+        if None in (self.scenario, self.view, self.narrate):
             raise ValueError(f"widget {self.id}: needs scenario, view and narrate")
         object.__setattr__(self, "names", names)
 
@@ -217,8 +226,6 @@ def validate(widget: Widget, raw: dict[str, str]) -> tuple[dict[str, Any], dict[
 
 def frames_of(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
     """scenario -> trace -> (view, narrate) for every step -> frames."""
-    if widget.build is not None:
-        return widget.build(values)
     trace = widget.scenario(values)
     if not len(trace):
         raise ValueError(f"widget {widget.id}: the scenario has no steps")

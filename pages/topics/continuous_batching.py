@@ -32,7 +32,7 @@ MAX_LEN = 32
 STATIC_HEAD = "Static batching: the batch runs to its end"
 LABEL = "Batch slots per iteration: static batching above, vLLM below"
 
-_RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
+_RANGE = re.compile(r"^([0-9]{1,4})\s*(?:-\s*([0-9]{1,4}))?$")
 
 
 def parse_range(text: str) -> tuple[int, int]:

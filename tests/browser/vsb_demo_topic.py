@@ -25,25 +25,23 @@ def format_sizes(sizes):
     return ", ".join(str(s) for s in sizes)
 
 
-def build_fill(v):
-    frames = []
+def fill_view(step, ctx):
+    v = ctx.values
     total = v["boxes"]
-    for step in range(total + 1):
-        body = [svg.text(8, 16, f"{v['label']}: {step} of {total}", size=12)]
-        for i in range(total):
-            fill = svg.seq(i) if i < step else "free"
-            body.append(svg.rect(8 + i * 26, 26, 22, 22, fill=fill, stroke="line",
-                                 tip=f"box {i}: {'filled' if i < step else 'empty'}"))
-        for j, size in enumerate(v["sizes"]):
-            body.append(svg.rect(8 + j * 26, 56, 22, 4 * size, fill="accent"))
-        if v["mark"]:
-            body.append(svg.text(8, 110, v["shape"], size=10, fill="muted"))
-        frames.append({
-            "svg": svg.document(8 + total * 26, 120, body, label=f"{v['label']} boxes"),
-            "narration": f"Step {step}: {step} of {total} boxes filled ({v['label']}).",
-            "step": step,
-        })
-    return frames
+    body = [svg.text(8, 16, f"{v['label']}: {step} of {total}", size=12)]
+    for i in range(total):
+        fill = svg.seq(i) if i < step else "free"
+        body.append(svg.rect(8 + i * 26, 26, 22, 22, fill=fill, stroke="line",
+                             tip=f"box {i}: {'filled' if i < step else 'empty'}"))
+    for j, size in enumerate(v["sizes"]):
+        body.append(svg.rect(8 + j * 26, 56, 22, 4 * size, fill="accent"))
+    if v["mark"]:
+        body.append(svg.text(8, 110, v["shape"], size=10, fill="muted"))
+    return svg.Figure(8 + total * 26, 120, body, f"{v['label']} boxes")
+
+
+def fill_narrate(step, ctx):
+    return f"Step {step}: {step} of {ctx.values['boxes']} boxes filled ({ctx.values['label']})."
 
 
 def check_fill(v):
@@ -52,10 +50,9 @@ def check_fill(v):
     return {}
 
 
-def build_sum(v):
-    total = v["a"] + v["b"]
-    body = [svg.text(10, 30, f"{v['a']} + {v['b']} = {total}", size=20)]
-    return [{"svg": svg.document(200, 50, body, label="a sum"), "narration": f"The sum is {total}."}]
+def sum_view(total, ctx):
+    body = [svg.text(10, 30, f"{ctx.values['a']} + {ctx.values['b']} = {total}", size=20)]
+    return svg.Figure(200, 50, body, "a sum")
 
 
 WIDGETS = (
@@ -73,7 +70,10 @@ WIDGETS = (
                   help="Any text; it is drawn in the picture."),
             Param("sizes", "sizes", "text", (2, 3), parse=parse_sizes, format=format_sizes),
         ),
-        build=build_fill,
+        scenario=lambda v: list(range(v["boxes"] + 1)),
+        view=fill_view,
+        narrate=fill_narrate,
+        meta=lambda step, ctx: {"step": step},
         check=check_fill,
     ),
     Widget(
@@ -83,7 +83,9 @@ WIDGETS = (
             Param("a", "a", "int", 2, min=0, max=100),
             Param("b", "b", "int", 3, min=0, max=100),
         ),
-        build=build_sum,
+        scenario=lambda v: [v["a"] + v["b"]],
+        view=sum_view,
+        narrate=lambda total, ctx: f"The sum is {total}.",
     ),
 )
 

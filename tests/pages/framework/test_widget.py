@@ -23,7 +23,7 @@ def format_pairs(pairs):
     return ", ".join(f"{a}:{b}" for a, b in pairs)
 
 
-def make(check=None, build=None):
+def make(check=None, scenario=None, narrate=None):
     return Widget(
         id="t",
         title="T",
@@ -34,7 +34,9 @@ def make(check=None, build=None):
             Param("swap", "swap", "bool", False),
             Param("requests", "requests", "text", ((16, 8),), parse=parse_pairs, format=format_pairs),
         ),
-        build=build or (lambda v: [{"svg": "<svg/>", "narration": repr(sorted(v.items()))}]),
+        scenario=scenario or (lambda v: [v]),
+        view=lambda step, ctx: "<svg/>",
+        narrate=narrate or (lambda step, ctx: repr(sorted(step.items()))),
         check=check,
     )
 
@@ -108,16 +110,39 @@ def test_bad_declarations_fail_at_import():
     with pytest.raises(ValueError):
         Param("x", "x", "colour", 1)
     with pytest.raises(ValueError):
-        Widget(id="Bad Id", title="", params=(), build=lambda v: [])
+        Widget(id="Bad Id", title="", params=(), **PARTS)
     with pytest.raises(ValueError):
-        Widget(id="w", title="", params=(Param("step", "s", "int", 1),), build=lambda v: [])
+        Widget(id="w", title="", params=(Param("step", "s", "int", 1),), **PARTS)
+    with pytest.raises(ValueError, match="needs scenario, view and narrate"):
+        Widget(id="w", title="", params=(), scenario=lambda v: [1])
+
+
+PARTS = dict(scenario=lambda v: [1], view=lambda s, c: "<svg/>", narrate=lambda s, c: "")
 
 
 def test_run_holds_frames_to_the_contract():
+    with pytest.raises(ValueError, match="no steps"):
+        run(make(scenario=lambda v: []), {})
     with pytest.raises(ValueError):
-        run(make(build=lambda v: []), {})
-    with pytest.raises(ValueError):
-        run(make(build=lambda v: [{"svg": "<svg/>"}]), {})
+        run(make(narrate=lambda step, ctx: None), {})
+
+
+def test_figures_of_one_trace_share_the_tallest_height():
+    from pages.framework.widget import Context
+    from pages.views import svg
+
+    seen = []
+
+    def view(step, ctx):
+        seen.append(ctx)
+        return svg.Figure(100, 10 * step, [svg.text(0, 10, str(step))], f"step {step}")
+
+    w = Widget(id="h", title="H", params=(), scenario=lambda v: [1, 3, 2], view=view,
+               narrate=lambda step, ctx: f"step {step}")
+    frames = run(w, {})
+    assert all('viewBox="0 0 100 30"' in f["svg"] for f in frames)
+    assert [f["narration"] for f in frames] == ["step 1", "step 3", "step 2"]
+    assert all(isinstance(c, Context) and list(c.trace) == [1, 3, 2] for c in seen)
 
 
 def test_respond_answers_errors_or_values_and_frames():
@@ -146,3 +171,40 @@ def test_worker_build_returns_the_same_json_as_respond(monkeypatch):
     assert worker.build("vsb_test_topic", "t", json.dumps(raw)) == to_json(respond(make(), raw))
     assert json.loads(worker.build("vsb_test_topic", "nope", "{}"))["errors"][""].startswith("KeyError")
     assert "errors" in json.loads(worker.build("vsb_test_topic", "t", "[1]"))
+
+
+@pytest.mark.parametrize("raw", ["1_0", "\u0663", "\uff14", "1e3", "0x10", "--1", "1.", " ", "9" * 13,
+                                 "9" * 5000])
+def test_whole_numbers_are_ascii_digits_with_an_optional_sign_only(raw):
+    """The audit's lenient cases (Python's int() takes '1_0', Arabic-Indic and full-width
+    digits) and the 4,301-digit case (Python's own 'Exceeds the limit' message) get the
+    field's message instead."""
+    _, errors = validate(make(), {"block_size": raw})
+    assert errors == {"block_size": "block size: a whole number from 1 to 64"}
+
+
+@pytest.mark.parametrize("raw", ["1_0", "\u0663", "inf", "nan", "1e999", "0.5" + "0" * 30])
+def test_numbers_are_ascii_decimals_only(raw):
+    _, errors = validate(make(), {"ratio": raw})
+    assert errors == {"ratio": "ratio: a number from 0 to 1"}
+
+
+@pytest.mark.parametrize("raw, value", [("+8", 8), ("08", 8), (" 12 ", 12)])
+def test_plain_whole_numbers_still_read(raw, value):
+    values, errors = validate(make(), {"block_size": raw})
+    assert not errors and values["block_size"] == value
+
+
+def test_very_long_text_is_refused_before_it_is_parsed():
+    calls = []
+
+    def parse(text):
+        calls.append(text)
+        return text
+
+    w = Widget(id="long", title="T", params=(
+        Param("label", "label", "text", "x", parse=parse, format=str),),
+        **PARTS)
+    calls.clear()
+    _, errors = validate(w, {"label": "9" * 100_000})
+    assert errors["label"].startswith("label: at most 2000 characters") and not calls
