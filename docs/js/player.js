@@ -1,16 +1,19 @@
 // The trace player: shows frame i of a list of frames. It knows nothing about vLLM.
 //
-// Contract with pages/framework/markup.py (the HTML) and pages/framework/worker.py (the Python side):
+// Contract with pages/framework/markup.py (the HTML) and pages/framework/worker.py (Python):
 // - each .vsb-widget has data-widget (id), data-module, data-frames (URL of the default
 //   frames, written at build time) and the first frame inline;
-// - a frame is {svg, narration, ...}; the SVG comes from Python, which escaped every text
-//   it placed, and narration is always set with textContent;
+// - a frame is {svg, narration, label?, details?, ...}; the SVG comes from Python, which
+//   escaped every text it placed; narration, label and details are always set as text;
 // - the worker's build(module, id, rawJSON) answers {errors} or {values, frames} as JSON.
 //
 // The URL hash holds "<widget id>.step" (1-based) and "<widget id>.<param>" per widget, so
-// one link restores several widgets on a page. "?embed=<widget id>" shows that widget alone.
+// one link restores several widgets on a page. "?embed=<widget id>" shows that widget alone
+// (options: theme=light|dark|auto, controls=full|minimal), and tells the host page its height.
 
 const WORKER_NAME = "vsb-sim";
+const LICENCE = "CC BY 4.0";
+const LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/";
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
 let workerPromise = null;
@@ -44,6 +47,16 @@ function escapeAttr(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+// What the counter says; pages/framework/markup.py: counter_text writes the same.
+function counterText(frame, index, count) {
+  const position = `${index + 1} / ${count}`;
+  return frame && frame.label ? `${frame.label} · ${position}` : position;
+}
+
 class Player {
   constructor(root) {
     this.root = root;
@@ -52,25 +65,30 @@ class Player {
     this.q = (sel) => root.querySelector(sel);
     this.picture = this.q(".vsb-picture");
     this.narration = this.q(".vsb-narration");
+    this.details = this.q(".vsb-details");
     this.scrub = this.q(".vsb-scrub");
     this.counter = this.q(".vsb-counter");
     this.status = this.q(".vsb-status");
     this.notice = this.q(".vsb-notice");
     this.form = this.q(".vsb-form");
-    this.frames = [{ svg: this.picture.innerHTML, narration: this.narration.textContent }];
+    this.runButton = this.q(".vsb-run");
+    const detailItems = [...this.details.querySelectorAll("li")].map((li) => li.textContent);
+    this.frames = [{ svg: this.picture.innerHTML, narration: this.narration.textContent,
+                     details: detailItems }];
     this.step = 0;
     this.timer = null;
     this.touched = false; // the hash is written only once the reader has done something
     this.defaults = this.formValues();
     this.values = { ...this.defaults };
     this.lastAnswer = null; // the worker's last JSON text, for the tests' byte comparison
+    this.request = 0; // numbers the worker calls; only the newest answer is shown
     root.vsbPlayer = this;
     this.bind();
     this.ready = this.start();
   }
 
   async start() {
-    this.setPython("starting", "Starting Python in the background… the default steps work now.");
+    this.setPython("starting", "The default steps work now; Python is starting in the background for new settings…");
     const link = this.linkState();
     try {
       const response = await fetch(this.root.dataset.frames);
@@ -107,16 +125,16 @@ class Player {
   // Show what a link asks for: a step of the default scenario, or (with settings) a new
   // trace from Python, now or as soon as Python is ready.
   async applyLink(link) {
-    if (link.bad) this.showNotice(link.bad);
     if (!link.params) {
       if (this.defaultFrames && this.frames !== this.defaultFrames) this.adoptDefaults();
-      this.show(link.step !== null ? this.clampLinkStep(link.step) : 0);
+      this.show(this.linkStep(link));
       return;
     }
     this.fillForm(link.params);
     if (!this.py) {
       this.pendingLink = link;
       this.setPython("starting", "Starting Python to restore the settings in this link…");
+      if (link.bad) this.showNotice(link.bad);
       this.show(0);
       return;
     }
@@ -151,44 +169,53 @@ class Player {
     this.show(0);
   }
 
-  // What the hash says for this widget: {step, params, bad}. Params equal to the defaults
-  // need no Python, so such a link steps at once.
+  // What the hash says for this widget: {step, params, bad, any}. Params equal to the
+  // defaults need no Python, so such a link steps at once. `params` has no prototype, so a
+  // key such as "__proto__" is an ordinary (unknown) setting that Python names.
   linkState() {
     const hash = readHash();
     const prefix = `${this.id}.`;
-    const params = {};
+    const params = Object.create(null);
     let step = null;
-    let bad = null;
+    let rawStep = null;
     let any = false;
     for (const [key, value] of hash) {
       if (!key.startsWith(prefix)) continue;
       any = true;
       const name = key.slice(prefix.length);
-      if (name === "step") {
-        step = /^\d+$/.test(value) ? Number(value) - 1 : NaN;
+      if (name === "step") rawStep = value;
+      else params[name] = value;
+    }
+    let bad = null;
+    if (rawStep !== null) {
+      if (/^[0-9]{1,9}$/.test(rawStep) && Number(rawStep) >= 1) {
+        step = Number(rawStep) - 1;
+      } else if (/^0+$/.test(rawStep)) {
+        bad = "This link asks for step 0, but steps are numbered from 1; showing the first step.";
       } else {
-        params[name] = value;
+        bad = "This link's step is not a step number (steps are numbered from 1); showing the first step.";
       }
     }
-    if (Number.isNaN(step)) {
-      bad = "This link's step is not a step number; showing the first step.";
-      step = 0;
-    }
-    const same = Object.keys(params).every((k) => this.defaults[k] === params[k]) &&
-      Object.keys(params).length > 0;
-    return { step, bad, any, params: Object.keys(params).length && !same ? params : null };
+    const keys = Object.keys(params);
+    const same = keys.length > 0 && keys.every((k) => Object.hasOwn(this.defaults, k) && this.defaults[k] === params[k]);
+    return { step, bad, any, params: keys.length && !same ? params : null };
   }
 
-  clampLinkStep(step) {
-    if (step < 0 || step >= this.frames.length) {
-      this.showNotice(`This link's step is past the end (${this.frames.length} steps); showing the first step.`);
+  // The frame a link's step points at in the current trace, with a notice when it cannot.
+  linkStep(link) {
+    if (link.bad) this.showNotice(link.bad);
+    if (link.step === null) return 0;
+    const n = this.frames.length;
+    if (link.step >= n) {
+      this.showNotice(`This link asks for step ${link.step + 1}, but this scenario has ${plural(n, "step")}; showing the first step.`);
       return 0;
     }
-    return step;
+    return link.step;
   }
 
   async restoreLink(link) {
     const answer = await this.callWorker(link.params);
+    if (answer === undefined) return; // a newer request took over
     if (!answer || answer.errors) {
       const why = answer ? Object.values(answer.errors).join("; ") : "the simulation failed";
       if (this.defaultFrames) this.adoptDefaults();
@@ -197,7 +224,7 @@ class Player {
       return;
     }
     this.adopt(answer);
-    this.show(link.step !== null ? this.clampLinkStep(link.step) : 0);
+    this.show(this.linkStep(link));
   }
 
   bind() {
@@ -239,16 +266,41 @@ class Player {
     // Frame SVG is Python's output, where every reader-supplied string was escaped.
     this.picture.innerHTML = frame.svg;
     this.narration.textContent = frame.narration;
+    this.showDetails(frame.details || []);
     const n = this.frames.length;
+    const counter = counterText(frame, step, n);
     this.root.classList.toggle("vsb-single", n === 1);
     this.scrub.max = String(n - 1);
     this.scrub.value = String(step);
-    this.counter.textContent = `${step + 1} / ${n}`;
-    this.q('[data-act="back"]').disabled = step === 0;
-    this.q('[data-act="reset"]').disabled = step === 0;
-    this.q('[data-act="step"]').disabled = step === n - 1;
+    this.scrub.setAttribute("aria-valuetext", counter);
+    this.counter.textContent = counter;
+    this.setDisabled("back", step === 0);
+    this.setDisabled("reset", step === 0);
+    this.setDisabled("step", step === n - 1);
     this.root.dataset.step = String(step);
     this.writeHash();
+  }
+
+  showDetails(items) {
+    const list = this.details.querySelector("ul");
+    list.replaceChildren(...items.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    }));
+    this.details.hidden = items.length === 0;
+  }
+
+  // Disable a control; if it had the focus, hand the focus to the control a keyboard user
+  // wants next (Step at the start, Back at the end) instead of letting it fall to <body>.
+  setDisabled(act, disabled) {
+    const el = this.q(`[data-act="${act}"]`);
+    const hadFocus = disabled && document.activeElement === el;
+    el.disabled = disabled;
+    if (hadFocus) {
+      const next = ["step", "back", "play"].map((a) => this.q(`[data-act="${a}"]`)).find((b) => !b.disabled);
+      (next || this.root).focus();
+    }
   }
 
   play() {
@@ -283,7 +335,7 @@ class Player {
 
   fillForm(values) {
     for (const field of this.form.querySelectorAll("[name]")) {
-      if (!(field.name in values)) continue;
+      if (!Object.hasOwn(values, field.name)) continue;
       const value = String(values[field.name]);
       if (field.type === "checkbox") field.checked = ["true", "1", "yes", "on"].includes(value.toLowerCase());
       else field.value = value; // a property, never markup
@@ -293,13 +345,14 @@ class Player {
   async submit() {
     if (!this.py) {
       this.pendingSubmit = true;
-      this.setPython("starting", "Python is still starting; your settings will run as soon as it is ready.");
+      this.setBusy(true, "Python is still starting; your settings will run as soon as it is ready…");
       return;
     }
     const raw = this.formValues();
-    this.root.dataset.busy = "true";
+    this.setBusy(true, "Running the simulation with your settings…");
     const answer = await this.callWorker(raw);
-    delete this.root.dataset.busy;
+    if (answer === undefined) return; // a newer request took over
+    this.setBusy(false, "Python is ready: change the settings and press Run.");
     if (!answer) return;
     this.showErrors(answer.errors || {});
     if (answer.errors) return; // keep the last good trace
@@ -308,12 +361,28 @@ class Player {
     this.show(0);
   }
 
+  // While Python works the Run button is off and the status line says so; the picture
+  // keeps the last good trace until the answer comes.
+  setBusy(busy, text) {
+    this.runButton.disabled = busy;
+    if (busy) this.root.dataset.busy = "true";
+    else delete this.root.dataset.busy;
+    this.root.setAttribute("aria-busy", busy ? "true" : "false");
+    if (text) this.status.textContent = text;
+  }
+
+  // The worker's answer as an object; null when the call failed; undefined when a newer
+  // call was made meanwhile (its answer wins, this one is dropped).
   async callWorker(raw) {
+    const mine = ++this.request;
     try {
       const text = await this.py.build(this.module, this.id, JSON.stringify(raw));
+      if (mine !== this.request) return undefined;
       this.lastAnswer = text;
       return JSON.parse(text);
     } catch (err) {
+      if (mine !== this.request) return undefined;
+      this.setBusy(false);
       this.showNotice(`The simulation failed: ${err.message}`);
       return null;
     }
@@ -324,14 +393,29 @@ class Player {
     this.frames = answer.frames;
     this.values = answer.values;
     this.fillForm(answer.values);
+    this.showErrors({});
     this.hideNotice();
   }
 
+  // Each message beside its field, tied to it for screen readers (aria-describedby,
+  // aria-invalid) while it is shown.
   showErrors(errors) {
     for (const slot of this.root.querySelectorAll(".vsb-error")) {
       const name = slot.dataset.for;
-      slot.textContent = errors[name] || "";
-      slot.closest(".vsb-field")?.classList.toggle("vsb-invalid", Boolean(errors[name]));
+      const message = Object.hasOwn(errors, name) ? errors[name] : "";
+      slot.textContent = message;
+      const field = slot.closest(".vsb-field");
+      if (!field) continue;
+      field.classList.toggle("vsb-invalid", Boolean(message));
+      const control = field.querySelector("[name]");
+      const ids = (control.getAttribute("aria-describedby") || "").split(/\s+/).filter((id) => id && id !== slot.id);
+      if (message) {
+        ids.push(slot.id);
+        control.setAttribute("aria-invalid", "true");
+      } else {
+        control.removeAttribute("aria-invalid");
+      }
+      control.setAttribute("aria-describedby", ids.join(" "));
     }
   }
 
@@ -369,12 +453,41 @@ class Player {
     history.replaceState(history.state, "", `${location.pathname}${location.search}#${merged}`);
   }
 
-  // The current frame as a standalone SVG file: CSS variables are replaced by the colours
-  // the page shows right now, since the file has no stylesheet.
+  pageUrl() {
+    const url = new URL(location.href);
+    url.search = "";
+    url.hash = this.ownHash().toString();
+    return url.href;
+  }
+
+  // The current frame as a standalone SVG file that reads the same wherever it is opened:
+  // the colours the page shows now (CSS variables replaced), a background of the same
+  // palette, the font stack, and the attribution (title, page, licence) in its metadata.
   standaloneSvg() {
     const style = getComputedStyle(this.root);
-    return this.frames[this.step].svg.replace(/var\((--[\w-]+)\)/g,
-      (_, name) => style.getPropertyValue(name).trim() || "currentColor");
+    const colour = (name) => style.getPropertyValue(name).trim() || "currentColor";
+    const svg = this.frames[this.step].svg.replace(/var\((--[\w-]+)\)/g, (_, name) => colour(name));
+    const doc = new DOMParser().parseFromString(svg, "image/svg+xml");
+    const root = doc.documentElement;
+    const ns = "http://www.w3.org/2000/svg";
+    const font = getComputedStyle(this.picture.querySelector("text") || this.root).fontFamily || "monospace";
+    root.setAttribute("style", `font-family:${font};background:${colour("--vsb-bg")}`);
+    const [x, y, w, h] = (root.getAttribute("viewBox") || "0 0 0 0").split(/\s+/);
+    const back = doc.createElementNS(ns, "rect");
+    for (const [k, v] of Object.entries({ x, y, width: w, height: h, fill: colour("--vsb-bg") })) back.setAttribute(k, v);
+    const title = root.querySelector("title");
+    root.insertBefore(back, title ? title.nextSibling : root.firstChild);
+    const page = document.title.replace(/ - vLLM, step by step$/, "");
+    const credit = `“${this.q(".vsb-title").textContent}”, step ${this.step + 1}, from “${page}”, ` +
+      `vLLM, step by step, ${this.pageUrl()}. Licensed under ${LICENCE} (${LICENCE_URL}).`;
+    const desc = doc.createElementNS(ns, "desc");
+    desc.textContent = credit;
+    root.insertBefore(desc, back);
+    const meta = doc.createElementNS(ns, "metadata");
+    meta.textContent = JSON.stringify({ title: this.q(".vsb-title").textContent, page, url: this.pageUrl(),
+      step: this.step + 1, licence: LICENCE, licence_url: LICENCE_URL });
+    root.insertBefore(meta, back);
+    return new XMLSerializer().serializeToString(doc);
   }
 
   download() {
@@ -393,8 +506,14 @@ class Player {
     url.search = `?embed=${encodeURIComponent(this.id)}`;
     url.hash = this.ownHash().toString();
     const title = this.q(".vsb-title").textContent;
+    const height = Math.ceil(this.root.getBoundingClientRect().height) + 60;
+    const script = new URL("js/embed.js", document.querySelector('script[src$="js/player.js"]')?.src || location.href);
+    // The iframe works alone at a fixed height; with embed.js it follows the widget's height.
     return `<iframe src="${escapeAttr(url.href)}" title="${escapeAttr(title)}" ` +
-      `width="100%" height="760" style="border:0" loading="lazy"></iframe>`;
+      `width="100%" height="${height}" style="border:0;width:100%" loading="lazy" ` +
+      `data-vsb-embed allow="clipboard-write" ` +
+      `sandbox="allow-scripts allow-same-origin allow-popups allow-downloads"></iframe>` +
+      `<script src="${escapeAttr(script.href)}" async></script>`;
   }
 
   async copyEmbed() {
@@ -412,31 +531,59 @@ class Player {
   }
 
   // ?embed=<id>: this widget alone on the page, for an iframe.
-  embed() {
+  embed(options) {
     document.documentElement.classList.add("vsb-embed");
+    if (options.theme === "light" || options.theme === "dark") {
+      document.body.setAttribute("data-md-color-scheme", options.theme === "dark" ? "slate" : "default");
+    }
+    if (options.controls === "minimal") this.root.classList.add("vsb-minimal");
     const holder = document.createElement("div");
     holder.className = "vsb-embed-root";
     holder.append(this.root);
     const source = document.createElement("p");
     source.className = "vsb-source";
     const link = document.createElement("a");
-    link.href = location.pathname;
+    link.href = this.pageUrl();
     link.target = "_blank";
     link.rel = "noopener";
-    link.textContent = `From “${document.title}”`;
-    source.append(link);
+    link.textContent = "Open on the site";
+    const page = document.title.replace(/ - vLLM, step by step$/, "");
+    const licence = document.createElement("a");
+    licence.href = LICENCE_URL;
+    licence.target = "_blank";
+    licence.rel = "noopener license";
+    licence.textContent = LICENCE;
+    source.append(link, ` · From “${page}”, vLLM, step by step · `, licence);
     holder.append(source);
     document.body.append(holder);
+    this.reportHeight(holder);
+  }
+
+  // Tell the host page our height whenever it changes: the site's own message (embed.js)
+  // and the LTI form that Canvas and other course platforms listen for.
+  reportHeight(holder) {
+    if (window.parent === window) return;
+    let last = 0;
+    const post = () => {
+      const height = Math.ceil(holder.getBoundingClientRect().height);
+      if (!height || height === last) return;
+      last = height;
+      window.parent.postMessage({ type: "vsb:resize", widget: this.id, href: location.href, height }, "*");
+      window.parent.postMessage({ subject: "lti.frameResize", height }, "*");
+    };
+    new ResizeObserver(post).observe(holder);
+    post();
   }
 }
 
 function init() {
-  const embedId = new URLSearchParams(location.search).get("embed");
+  const query = new URLSearchParams(location.search);
+  const embedId = query.get("embed");
   const players = [...document.querySelectorAll(".vsb-widget")].map((el) => new Player(el));
   window.vsbPlayers = Object.fromEntries(players.map((p) => [p.id, p]));
   if (embedId !== null) {
     const target = players.find((p) => p.id === embedId);
-    if (target) target.embed();
+    if (target) target.embed({ theme: query.get("theme") || "auto", controls: query.get("controls") || "full" });
     else players[0]?.showNotice(`There is no widget “${embedId}” on this page to embed.`);
   }
 }

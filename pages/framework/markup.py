@@ -3,12 +3,17 @@
 The player (docs/js/player.js) finds everything by these class names and data attributes,
 so this file and the player are the two halves of one contract. The first frame's SVG is
 inlined, so the first picture needs no request and no Python.
+
+Layout, top to bottom: title and status; the toolbar (Back, Step, Play, scrubber, counter),
+so the buttons sit right under the title and never move when the narration changes length;
+the picture; the narration (at most a few sentences) with the step's full event list one
+click away; the settings form; the tools (link, download, embed, cite).
 """
 
 from __future__ import annotations
 
-from pages.views.svg import esc
 from pages.framework.widget import Param, Widget
+from pages.views.svg import esc
 
 SPEEDS = (("0.5", "0.5×"), ("1", "1×"), ("2", "2×"), ("4", "4×"))
 
@@ -22,6 +27,7 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
     speeds = "".join(
         f'<option value="{v}"{" selected" if v == "1" else ""}>{label}</option>' for v, label in SPEEDS
     )
+    counter = counter_text(first, 0, len(frames))
     # One line per element keeps Python-Markdown from treating any of it as Markdown.
     return "".join([
         f'<div class="vsb-widget{single}" id="{wid}" data-widget="{wid}" data-module="{esc(module)}"',
@@ -29,22 +35,26 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
         f' aria-label="{esc(widget.title)} (left and right arrows step, space plays)">',
         '<div class="vsb-head">',
         f'<span class="vsb-title">{esc(widget.title)}</span>',
-        '<span class="vsb-status" role="status">Python starts in the background; the default steps work now.</span>',
+        '<span class="vsb-status" role="status">The default steps work now.</span>',
         '</div>',
         summary,
+        f'<div class="vsb-controls" role="toolbar" aria-label="{esc(widget.title)}: steps">',
+        '<button type="button" data-act="back" title="Previous step (left arrow)" disabled>◀ Back</button>',
+        '<button type="button" data-act="step" title="Next step (right arrow)">Step ▶</button>',
+        '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">▶ Play</button>',
+        f'<input type="range" class="vsb-scrub" min="0" max="{len(frames) - 1}" value="0" aria-label="Step"'
+        f' aria-valuetext="{esc(counter)}">',
+        f'<output class="vsb-counter">{esc(counter)}</output>',
+        f'<label class="vsb-speed">Speed <select data-act="speed">{speeds}</select></label>',
+        '<button type="button" data-act="reset" title="Back to the first step" disabled>Reset</button>',
+        '</div>',
         '<p class="vsb-notice" role="alert" hidden></p>',
         '<div class="vsb-stage">',
         f'<div class="vsb-picture">{first["svg"]}</div>',
+        '<div class="vsb-words">',
         f'<p class="vsb-narration" aria-live="polite">{esc(first["narration"])}</p>',
+        _details(first.get("details") or []),
         '</div>',
-        '<div class="vsb-controls">',
-        '<button type="button" data-act="reset" title="Back to the first step">Reset</button>',
-        '<button type="button" data-act="back" title="Previous step (left arrow)">◀ Back</button>',
-        '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">▶ Play</button>',
-        '<button type="button" data-act="step" title="Next step (right arrow)">Step ▶</button>',
-        f'<label class="vsb-speed">Speed <select data-act="speed">{speeds}</select></label>',
-        f'<input type="range" class="vsb-scrub" min="0" max="{len(frames) - 1}" value="0" aria-label="Step">',
-        f'<output class="vsb-counter">1 / {len(frames)}</output>',
         '</div>',
         f'<form class="vsb-form" novalidate aria-label="{esc(widget.title)} settings">',
         f'<div class="vsb-fields">{fields}</div>',
@@ -61,6 +71,23 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
     ])
 
 
+def counter_text(frame: dict, index: int, count: int) -> str:
+    """What the counter says: the frame's own name for its step when it has one (the name
+    the picture and the narration use, e.g. "iteration 7"), and where it is in the trace.
+    The player writes the same text (docs/js/player.js: counterText)."""
+    label = frame.get("label")
+    position = f"{index + 1} / {count}"
+    return f"{label} · {position}" if label else position
+
+
+def _details(items: list[str]) -> str:
+    """The step's full account, one click away (hidden when there is nothing more)."""
+    rows = "".join(f"<li>{esc(item)}</li>" for item in items)
+    hidden = "" if items else " hidden"
+    return (f'<details class="vsb-details"{hidden}><summary>Everything that happened in this '
+            f'step</summary><ul>{rows}</ul></details>')
+
+
 def chart_html(chart_id: str, title: str, svg: str, caption: str) -> str:
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return (f'<figure class="vsb-chart" id="{esc(chart_id)}" aria-label="{esc(title)}">'
@@ -72,7 +99,11 @@ def _field(widget: Widget, p: Param) -> str:
     name = esc(p.name)
     raw = esc(p.to_raw(p.default))
     help_id = f"{fid}--help"
-    common = f'id="{esc(fid)}" name="{name}" aria-describedby="{esc(help_id)}"'
+    error_id = f"{fid}--error"
+    # The player adds the error's id to aria-describedby (and sets aria-invalid) while the
+    # field shows an error.
+    common = (f'id="{esc(fid)}" name="{name}" aria-describedby="{esc(help_id)}"'
+              f' data-error-id="{esc(error_id)}"')
     if p.kind == "choice":
         options = "".join(
             f'<option value="{esc(v)}"{" selected" if v == p.default else ""}>{esc(label)}</option>'
@@ -90,4 +121,4 @@ def _field(widget: Widget, p: Param) -> str:
     return (f'<div class="vsb-field vsb-{p.kind}" data-field="{name}">'
             f'<label for="{esc(fid)}">{esc(p.label)}</label>{control}'
             f'<small class="vsb-help" id="{esc(help_id)}">{help_text}</small>'
-            f'<span class="vsb-error" data-for="{name}" role="alert"></span></div>')
+            f'<span class="vsb-error" id="{esc(error_id)}" data-for="{name}" role="alert"></span></div>')

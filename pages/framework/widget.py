@@ -10,9 +10,12 @@ is three functions:
 
 `ctx` is `Context(values, trace)`, or what the widget's optional `context(values, trace)`
 returns when its views need something computed once over the whole trace (a scale, the
-names of sequences, running totals). `run` turns them into frames: JSON-ready dicts with
-`svg` and `narration` (plus the optional `meta(step, ctx)` fields). Figures of one trace
-share the tallest one's height, so the controls under the picture do not jump.
+names of sequences, running totals). Optional too: `label(step, ctx) -> str`, the name the
+picture and the narration give the step ("iteration 7"; the player's counter shows it), and
+`details(step, ctx) -> list[str]`, the step's full account (every event), which the page
+shows one click away from the short narration. `run` turns them into frames: JSON-ready
+dicts with `svg` and `narration`, and `label`, `details` and the optional `meta(step, ctx)`
+fields when given. Figures of one trace share the tallest one's height.
 
 The same code runs in CPython when the site is built and in the browser's PyScript worker
 when a reader submits the form, so `validate` is the only gate reader text passes through,
@@ -172,6 +175,8 @@ class Widget:
     view: Callable[[Any, Any], Any] | None = None                  # (step, ctx) -> Figure | str
     narrate: Callable[[Any, Any], str] | None = None               # (step, ctx) -> str
     context: Callable[[dict[str, Any], Sequence], Any] | None = None
+    label: Callable[[Any, Any], str] | None = None                 # (step, ctx) -> "iteration 7"
+    details: Callable[[Any, Any], list[str]] | None = None         # (step, ctx) -> sentences
     meta: Callable[[Any, Any], dict[str, Any]] | None = None
     check: Callable[[dict[str, Any]], dict[str, str]] | None = None
     summary: str = ""
@@ -234,6 +239,10 @@ def frames_of(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
     frames = []
     for step, picture in zip(trace, pictures):
         frame = {"svg": picture, "narration": widget.narrate(step, ctx)}
+        if widget.label is not None:
+            frame["label"] = widget.label(step, ctx)
+        if widget.details is not None:
+            frame["details"] = list(widget.details(step, ctx))
         if widget.meta is not None:
             frame.update(widget.meta(step, ctx))
         frames.append(frame)
@@ -248,6 +257,10 @@ def run(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
     for i, frame in enumerate(frames):
         if not isinstance(frame.get("svg"), str) or not isinstance(frame.get("narration"), str):
             raise ValueError(f"widget {widget.id}: frame {i} needs 'svg' and 'narration' strings")
+        if not isinstance(frame.get("label", ""), str) or not all(
+                isinstance(d, str) for d in frame.get("details", [])):
+            raise ValueError(f"widget {widget.id}: frame {i}: 'label' is a string and "
+                             "'details' a list of strings")
     return frames
 
 
