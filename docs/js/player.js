@@ -274,9 +274,7 @@ class Player {
     this.scrub.value = String(step);
     this.scrub.setAttribute("aria-valuetext", counter);
     this.counter.textContent = counter;
-    this.setDisabled("back", step === 0);
-    this.setDisabled("reset", step === 0);
-    this.setDisabled("step", step === n - 1);
+    this.setDisabled({ back: step === 0, reset: step === 0, step: step === n - 1 });
     this.root.dataset.step = String(step);
     this.writeHash();
   }
@@ -291,13 +289,13 @@ class Player {
     this.details.hidden = items.length === 0;
   }
 
-  // Disable a control; if it had the focus, hand the focus to the control a keyboard user
-  // wants next (Step at the start, Back at the end) instead of letting it fall to <body>.
-  setDisabled(act, disabled) {
-    const el = this.q(`[data-act="${act}"]`);
-    const hadFocus = disabled && document.activeElement === el;
-    el.disabled = disabled;
-    if (hadFocus) {
+  // Enable or disable the stepping buttons; if the focused one becomes disabled, hand the
+  // focus to the button a keyboard user wants next (Step at the start, Back at the end)
+  // instead of letting it fall to <body>.
+  setDisabled(states) {
+    const focused = document.activeElement;
+    for (const [act, disabled] of Object.entries(states)) this.q(`[data-act="${act}"]`).disabled = disabled;
+    if (focused && focused.disabled && this.root.contains(focused)) {
       const next = ["step", "back", "play"].map((a) => this.q(`[data-act="${a}"]`)).find((b) => !b.disabled);
       (next || this.root).focus();
     }
