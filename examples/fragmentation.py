@@ -10,7 +10,8 @@ for run in simulate_policies(requests, 64, max_model_len=32, block_size=4):
     refused = [(r.step, r.refusal.request_id) for r in run.steps if r.refused_although_free]
     print(f"{run.label:14} {len(run.steps):2} steps; refused although free: {refused}")
 
-# Fig. 2: time-averaged share of the memory in use that holds token states.
+# Fig. 2: the share of the pool that holds token states, averaged over the steps in which a
+# request waits for memory (the paper's measurement; docs/fragmentation.md says why).
 shares = reproduce_fig2(num_requests=200, seed=0, arrival_rate=0.2)
 for label, paper in PAPER_TOKEN_STATE_SHARE.items():
     print(f"{label:14} ours {shares[label]['token_states']:6.1%}   paper {paper:6.1%}")

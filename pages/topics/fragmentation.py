@@ -5,12 +5,15 @@ scenario: one stream of requests served four times (Orca Max, Pow2, Oracle on a 
           allocator, and vLLM's paged `BlockSpaceManager`; sim/studies/fragmentation.py);
           the trace pairs the four runs' steps.
 view:     one memory bar per policy in address order, split into token states, reserved,
-          internal fragmentation, external fragmentation and free. The moment a request is
-          refused although the free slots add up to enough is marked.
-narrate:  arrivals, then what each policy admitted, finished, preempted or refused.
+          internal fragmentation, external fragmentation and free, in the paper's accounting
+          (a buddy chunk's rounding up is external; a paged block's unfilled tail is
+          internal). The moment a request is refused although the free slots add up to
+          enough is marked.
+narrate:  arrivals, then what each policy admitted (with the rounding of its chunk),
+          finished, preempted or refused.
 
-Chart `fig2-reproduction` (build time): `reproduce_fig2()`'s time-averaged shares beside
-the paper's token-state shares.
+Chart `fig2-reproduction` (build time): `reproduce_fig2()`'s bars beside the paper's Fig. 2,
+and a table of both, category by category, with the gaps.
 """
 from __future__ import annotations
 
@@ -24,9 +27,16 @@ from pages.views import svg
 from pages.views.text import join, verb
 from sim.events import Admitted, Preempted, RequestArrived, RequestFinished
 from sim.studies.contiguous import ChunkAllocated, next_power_of_two
-from sim.studies.fragmentation import (CATEGORIES, PAPER_KV_SLOTS, PAPER_TOKEN_STATE_SHARE,
-                                       PolicyRun, StepRecord, reproduce_fig2,
-                                       simulate_policies)
+from sim.studies.fragmentation import (
+    CATEGORIES,
+    FIG2_CATEGORIES,
+    PAPER_FIG2,
+    PAPER_KV_SLOTS,
+    PolicyRun,
+    StepRecord,
+    reproduce_fig2,
+    simulate_policies,
+)
 from sim.studies.workload import RequestSpec
 from sim.trace import Trace
 
@@ -129,7 +139,10 @@ def _policy_sentence(run: PolicyRun, rec: StepRecord) -> str:
         if isinstance(e, Admitted):
             if e.request_id in chunks:
                 c = chunks[e.request_id]
-                bits.append(f"admits {e.request_id} into a {c.size}-slot chunk at slot {c.start}")
+                rounding = (f" ({c.asked} asked; {c.size - c.asked} rounded up, external "
+                            f"fragmentation)" if c.size > c.asked else "")
+                bits.append(f"admits {e.request_id} into a {c.size}-slot chunk at slot "
+                            f"{c.start}{rounding}")
             else:
                 bits.append(f"admits {e.request_id}"
                             + (" to recompute its tokens" if e.recompute else ""))
@@ -207,7 +220,7 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
     segments = rec.layout if rec is not None else ((0, pool, "free", None),)
     # Request strip: who owns which slots (merged runs of one owner).
     owners: list[list] = []
-    for start, size, kind, rid in segments:
+    for start, size, _kind, rid in segments:
         if rid is None:
             continue
         if owners and owners[-1][2] == rid and owners[-1][0] + owners[-1][1] == start:
@@ -225,6 +238,8 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
     for start, size, kind, rid in segments:
         color, label = STYLE[kind]
         who = f"{rid}, " if rid else ""
+        if rid and kind == "external_fragmentation":
+            label += " (buddy rounding)"
         body.append(svg.rect(left + start * scale, bar, size * scale, 22, fill=color, rx=0,
                              tip=f"{who}{label}: slots {start}-{start + size - 1} ({size})"))
     if run.label == "vLLM" and v["block_size"] * scale >= 3:
@@ -233,7 +248,7 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
         for b in range(bs, pool - pool % bs + 1, bs):
             x = left + b * scale
             body.append(svg.line(x, bar, x, bar + 22, stroke="bg", width=1))
-    for start, size, rid in owners:
+    for start, size, _rid in owners:
         body.append(outline(left + start * scale, bar, size * scale, 22, "fg", 1))
     refused = rec is not None and rec.refused_although_free
     if refused:
@@ -316,56 +331,137 @@ WIDGETS = (WIDGET,)
 
 REPRO = {"num_requests": 200, "seed": 0, "arrival_rate": 0.2, "total_slots": PAPER_KV_SLOTS,
          "block_size": 16}
+CHART_WIDTH = 400
+
+# Fig. 2's four parts: (palette colour, legend label, table heading).
+FIG2_STYLE = {
+    "token_states": ("accent", "token states", "tokens"),
+    "reserved": ("used", "reservation", "reserved"),
+    "internal_fragmentation": ("waste", "internal frag.", "internal"),
+    "external_and_others": ("highlight", "external frag. & others", "ext. & others"),
+}
+# The table: policy name, row kind ("paper" / "sim"), then each category's right edge.
+TABLE_KIND_X = 84
+TABLE_RIGHT = dict(zip(FIG2_CATEGORIES, (176, 244, 312, 398)))
+GAP_POINTS = 5.0        # a gap wider than this is drawn in the highlight colour
+
+
+def fig2_gaps(shares: dict[str, dict[str, float]]) -> dict[tuple[str, str], float]:
+    """(policy, category) -> simulation minus paper, in points, for every number the paper
+    prints (vLLM's split of its last 3.7% is not printed; its sum is under "vLLM" and
+    "not_token_states")."""
+    gaps = {}
+    for label, paper in PAPER_FIG2.items():
+        for kind in FIG2_CATEGORIES:
+            if paper[kind] is not None:
+                gaps[(label, kind)] = 100 * (shares[label][kind] - paper[kind])
+    vllm = shares["vLLM"]
+    gaps[("vLLM", "not_token_states")] = 100 * ((1 - vllm["token_states"])
+                                                - (1 - PAPER_FIG2["vLLM"]["token_states"]))
+    # Rounded to the tenth the chart prints, and never "-0.0".
+    return {key: round(gap, 1) + 0.0 for key, gap in gaps.items()}
 
 
 def render_fig2(shares: dict[str, dict[str, float]] | None = None) -> str:
+    """Each policy's bar twice, the paper's and ours, then a table of the same numbers side
+    by side per category, with the gap in points."""
     shares = shares if shares is not None else reproduce_fig2(**REPRO)
-    left, right = 10, WIDTH - 10
+    gaps = fig2_gaps(shares)
+    width = CHART_WIDTH
+    left, right = 2, width - 2
+    bar_x = 40
     body: list[str] = []
-    y = 4
+    # Legend, two rows.
+    y = 2
     x = left
-    for i, kind in enumerate(CATEGORIES[:4]):
-        color, label = STYLE[kind]
+    for i, kind in enumerate(FIG2_CATEGORIES):
+        color, label, _ = FIG2_STYLE[kind]
         if i == 2:
             x, y = left, y + 16
-        body.append(svg.rect(x, y + 2, 12, 12, fill=color, stroke="line", rx=1))
-        body.append(svg.text(x + 16, y + 12.5, label, size=12))
-        x += 30 + 7.2 * len(label)
-    y += 24
-    body.append(svg.text(left, y + 10, "Share of the KV memory in use, averaged over time",
-                         size=12, fill="muted"))
+        body.append(svg.rect(x, y + 2, 11, 11, fill=color, stroke="line", rx=1))
+        body.append(svg.text(x + 15, y + 11.5, label, size=11))
+        x += 26 + 6.5 * len(label)
+    y += 22
+    body.append(svg.text(left, y + 10, "Share of the whole KV pool while a request waits",
+                         size=11, fill="muted"))
     y += 18
-    for label, paper in PAPER_TOKEN_STATE_SHARE.items():
+    for label, paper in PAPER_FIG2.items():
         ours = shares[label]
-        body.append(svg.text(left, y + 13, label, size=13))
-        gap = 100 * (ours["token_states"] - paper)
-        body.append(svg.text(right, y + 13, f"ours {_pct(ours['token_states'])} · paper "
-                             f"{_pct(paper)} ({gap:+.1f} points)", size=11.5, anchor="end"))
-        y += 18
-        x = left
-        for kind in CATEGORIES[:4]:
-            w = (right - left) * ours[kind]
-            color, name = STYLE[kind]
-            body.append(svg.rect(x, y, w, 22, fill=color, rx=0,
-                                 tip=f"{label}, {name}: {_pct(ours[kind])} (ours)"))
-            if w > 28:
-                body.append(svg.text(x + w / 2, y + 15, _pct(ours[kind], 0), size=10.5,
-                                     anchor="middle", fill="bg" if kind != "free" else "fg"))
-            x += w
-        px = left + (right - left) * paper
-        body.append(svg.line(px, y - 4, px, y + 26, stroke="fg", width=2,
-                             stroke_dasharray="3 2"))
-        body.append(svg.rect(px - 3, y + 24, 6, 6, fill="fg", rx=0,
-                             tip=f"{label}: the paper's token states, {_pct(paper)}"))
-        y += 36
-    order = sorted(PAPER_TOKEN_STATE_SHARE, key=lambda k: shares[k]["token_states"])
-    kept = order == list(PAPER_TOKEN_STATE_SHARE)
-    body.append(svg.text(left, y + 8, "dashed mark: the paper's token-state share (Fig. 2)",
-                         size=10.5, fill="muted"))
-    body.append(svg.text(left, y + 24, "Ordering " + ("kept: " if kept else "NOT kept: ")
-                         + " < ".join(order), size=11, fill="fg" if kept else "highlight"))
-    return svg.document(WIDTH, y + 32, body,
-                        label="Our time-averaged KV memory shares beside the paper's Fig. 2")
+        worst = max(((abs(g), k) for (lab, k), g in gaps.items() if lab == label
+                     and k in FIG2_CATEGORIES))
+        body.append(svg.text(left, y + 11, label, size=12))
+        note = (f"largest gap {gaps[(label, worst[1])]:+.1f} points "
+                f"({FIG2_STYLE[worst[1]][2]})")
+        body.append(svg.text(right, y + 11, note, size=10, anchor="end",
+                             fill="highlight" if worst[0] > GAP_POINTS else "muted"))
+        y += 16
+        for who, bar in (("paper", paper), ("sim", ours)):
+            body.append(svg.text(left, y + 11, who, size=10, fill="muted"))
+            x = bar_x
+            span = right - bar_x
+            for kind in FIG2_CATEGORIES:
+                value = bar[kind]
+                if value is None:
+                    continue
+                color, name, _ = FIG2_STYLE[kind]
+                body.append(svg.rect(x, y, span * value, 14, fill=color, rx=0,
+                                     tip=f"{label}, {name}: {_pct(value)} ({who})"))
+                x += span * value
+            if any(v is None for v in bar.values()):    # the paper's vLLM: rest not split
+                rest = (right - x) / span
+                body.append(svg.rect(x, y, right - x, 14, fill="free", stroke="line", rx=0,
+                                     tip=f"{label}: {_pct(rest)} not token states, split "
+                                         f"not printed ({who})"))
+            y += 17
+        y += 7
+    # The table: paper and simulation side by side per category.
+    y += 2
+    body.append(svg.text(left, y + 10, "% of the pool", size=10, fill="muted"))
+    for kind in FIG2_CATEGORIES:
+        body.append(svg.text(TABLE_RIGHT[kind], y + 10, FIG2_STYLE[kind][2], size=10,
+                             fill="muted", anchor="end"))
+    y += 4
+    for label, paper in PAPER_FIG2.items():
+        ours = shares[label]
+        y += 15
+        body.append(svg.line(left, y - 2, right, y - 2, stroke="line", width=0.5))
+        body.append(svg.text(left, y + 10, label, size=10))
+        body.append(svg.text(TABLE_KIND_X, y + 10, "paper", size=10, fill="muted"))
+        for kind in FIG2_CATEGORIES:
+            if paper[kind] is not None:
+                body.append(svg.text(TABLE_RIGHT[kind], y + 10, f"{100 * paper[kind]:.1f}",
+                                     size=10, anchor="end"))
+        if any(paper[kind] is None for kind in FIG2_CATEGORIES):
+            rest = 100 * (1 - paper["token_states"])
+            body.append(svg.text(right, y + 10, f"{rest:.1f} in all, split not printed",
+                                 size=10, anchor="end", fill="muted"))
+        y += 15
+        body.append(svg.text(TABLE_KIND_X, y + 10, "sim", size=10, fill="muted"))
+        for kind in FIG2_CATEGORIES:
+            cell = f"{100 * ours[kind]:.1f}"
+            gap = gaps.get((label, kind))
+            if gap is not None:
+                cell += f" ({gap:+.1f})"
+            far = gap is not None and abs(gap) > GAP_POINTS
+            body.append(svg.text(TABLE_RIGHT[kind], y + 10, cell, size=10, anchor="end",
+                                 fill="highlight" if far else "fg"))
+    y += 20
+    not_tokens = 100 * (1 - shares["vLLM"]["token_states"])
+    footer = [
+        f"(gap) = sim minus paper, in points; over {GAP_POINTS:g} in colour.",
+        f"vLLM, all but token states: paper "
+        f"{100 * (1 - PAPER_FIG2['vLLM']['token_states']):.1f}, sim {not_tokens:.1f} "
+        f"({gaps[('vLLM', 'not_token_states')]:+.1f}).",
+    ]
+    order = sorted(PAPER_FIG2, key=lambda k: shares[k]["token_states"])
+    kept = order == list(PAPER_FIG2)
+    for line in footer:
+        body.append(svg.text(left, y + 10, line, size=10, fill="muted"))
+        y += 14
+    body.append(svg.text(left, y + 10, "Ordering " + ("kept: " if kept else "NOT kept: ")
+                         + " < ".join(order), size=10, fill="fg" if kept else "highlight"))
+    return svg.document(width, y + 16, body,
+                        label="The paper's Fig. 2 and our reproduction, category by category")
 
 
 def _pct(x: float, decimals: int = 1) -> str:
@@ -376,12 +472,17 @@ FIG2 = Chart(
     id="fig2-reproduction",
     title="The paper's Figure 2, reproduced",
     render=render_fig2,
-    caption=(f"{REPRO['num_requests']} ShareGPT-like requests (sim.workload: log-normal "
+    caption=(f"{REPRO['num_requests']} ShareGPT-like requests (sim.studies.workload: log-normal "
              f"lengths, means 161 in / 338 out, seed {REPRO['seed']}), Poisson arrivals at "
              f"{REPRO['arrival_rate']} requests per step, one pool of "
              f"{REPRO['total_slots']:,} slots (OPT-13B's 12 GiB at 800 KiB a token), "
              f"max_model_len 2048, a buddy allocator for the three Orca policies, blocks of "
-             f"{REPRO['block_size']} for vLLM."),
+             f"{REPRO['block_size']} for vLLM. The paper's accounting: reservation = slots "
+             f"reserved for the request's future tokens; internal = slots reserved beyond its "
+             f"true length (for vLLM, the unfilled tail of each last block); external & "
+             f"others = the buddy allocator's rounding up to a power of two, free chunks too "
+             f"small for the waiting request, and other free slots. Each bar is averaged over "
+             f"the steps in which a request waits, as a share of the whole pool."),
 )
 
 CHARTS = (FIG2,)

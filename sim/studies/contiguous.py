@@ -18,8 +18,13 @@ The paper's Orca baselines place each request's chunk with a *buddy allocator* (
   slots add up to enough: that is external fragmentation.
 
 Where the rounding goes: the slots between what a policy asks for and the power-of-two
-chunk it gets can never hold a token of that request, so the accounting counts them as
-*internal* fragmentation (beside the policy's own over-reservation), not as external.
+chunk it gets are the allocator's waste, known before the request is served, so the
+accounting counts them as *external* fragmentation, as the paper does (section 3.1:
+"external fragmentation from the memory allocator like the buddy allocator"; its Fig. 2
+gives Orca (Oracle), which asks for exactly the true length, 0% internal fragmentation).
+Internal fragmentation is only the policy's over-reservation beyond the true length.
+For example, Pow2 asks 3 + 8 = 11 slots for a request of 3 + 5 tokens and the buddy
+allocator gives it 16: 3 slots are internal (11 - 8), 5 are external (16 - 11).
 
 Policies (section 6.1, "we implement three versions of Orca"):
 
@@ -159,6 +164,7 @@ class ChunkAllocated(NamedTuple):
     request_id: str
     start: int
     size: int
+    asked: int               # what the policy asked for; size - asked is buddy rounding
 
 
 class ChunkFreed(NamedTuple):
@@ -168,7 +174,7 @@ class ChunkFreed(NamedTuple):
 
 
 class ContiguousMemory:
-    """KV memory for the serving loop (`sim.fragmentation`): each request one buddy chunk
+    """KV memory for the serving loop (`sim.studies.fragmentation`): each request one buddy chunk
     sized by an Orca policy."""
 
     def __init__(self, policy: OrcaPolicy, total_slots: int, max_model_len: int = 2048) -> None:
@@ -200,7 +206,7 @@ class ContiguousMemory:
                                     "fragmented" if free >= asked else "full")
         size = self.allocator.chunk_size(asked)
         self._chunks[request.request_id] = (start, size, asked)
-        events.append(ChunkAllocated(request.request_id, start, size))
+        events.append(ChunkAllocated(request.request_id, start, size, asked))
         return None
 
     def can_append(self, request_id: str) -> bool:
@@ -221,8 +227,16 @@ class ContiguousMemory:
         start, size, _ = self._chunks[request_id]
         return [(start, size)]
 
-    def asked_slots(self, request_id: str, num_tokens: int) -> int:
-        return self._chunks[request_id][2]
+    def split_unfilled(self, request_id: str, filled: int, true_len: int) -> tuple[int, int, int]:
+        """(reserved, internal, rounding) of the chunk's slots after the ``filled`` ones:
+        reserved up to the true length, the policy's over-reservation beyond it (internal
+        fragmentation), and the buddy allocator's rounding up of what it asked for (external
+        fragmentation)."""
+        _, size, asked = self._chunks[request_id]
+        if asked < true_len:
+            raise AssertionError(f"{self.label} asked {asked} slots for request {request_id}, "
+                                 f"which will hold {true_len}")
+        return true_len - filled, asked - true_len, size - asked
 
     def _need(self, next_in_line: tuple[RequestSpec, int] | None) -> int:
         if next_in_line is None:

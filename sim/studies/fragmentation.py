@@ -16,18 +16,38 @@ Unlike vLLM v0.5.5, a step that admits prompts also decodes (vLLM runs prefill-o
 we keep the paper's Orca batching for all four bars. Every token's KV takes a slot, the
 last one included (vLLM never computes the last sampled token's KV: one slot per request).
 
-The accounting splits the pool into five categories that sum to ``total_slots``:
+The accounting is the paper's (section 3.1 and Fig. 3: "three primary sources of memory
+wastes: reserved slots for future tokens, internal fragmentation due to over-provisioning
+for potential maximum sequence lengths, and external fragmentation from the memory
+allocator like the buddy allocator"). It splits the pool into five categories that sum to
+``total_slots``:
 
 - token_states: slots holding a token's KV;
-- reserved: allocated slots the request will fill before it finishes;
-- internal_fragmentation: allocated slots it will never fill (beyond its true length):
-  the policy's over-reservation plus the allocator's rounding up (buddy power of two, or a
-  paged block's unused tail); ``internal_rounding`` reports the rounding part alone;
-- external_fragmentation: free slots that cannot serve the next request in line (the head
-  of the waiting queue, else the next request still to arrive): free buddy chunks smaller
-  than the chunk it needs, and for the paged pool the slots left over after the last
-  whole block; 0 when no request is left to admit;
+- reserved: slots a contiguous policy asked for at admission that the request will fill
+  before it finishes (paged memory reserves nothing ahead);
+- internal_fragmentation: over-provisioning, known only once the request finishes: the
+  slots a policy asked for beyond the request's true length (Max: 2048 minus the true
+  length; Pow2: the output rounded up to a power of two; Oracle: none); for paged memory,
+  the unfilled tail of each request's last block (section 1: small blocks allocated on
+  demand "alleviate internal fragmentation"; section 4.2: a request's waste is within its
+  last block);
+- external_fragmentation: the allocator's waste, known before the request is served: the
+  slots a buddy chunk adds by rounding the policy's request up to a power of two
+  (``external_rounding`` reports them alone), plus free slots that cannot serve the next
+  request in line (the head of the waiting queue, else the next request still to arrive):
+  free buddy chunks smaller than the chunk it needs, and for the paged pool the slots left
+  over after the last whole block; free slots are never external when no request is left
+  to admit;
 - free: the remaining free slots.
+
+Orca (Oracle) asks for exactly the true length, so its internal fragmentation is 0, as in
+the paper's Fig. 2; everything its buddy allocator adds is external.
+
+The paper's Fig. 2 bars are shares of the whole KV pool measured while the server is
+memory-bound; its fourth part is "External frag. & Others". `PolicyRun.fig2_shares` does
+the same: the steps in which a request waits, the whole pool as the denominator, and free
+slots (which the next request in line cannot use, or it would have been admitted) counted
+with external fragmentation.
 """
 from __future__ import annotations
 
@@ -36,13 +56,15 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from sim.core.block_manager import AllocStatus, BlockSpaceManager
-from sim.studies.contiguous import AdmissionRefused, ContiguousMemory, OrcaPolicy
-from sim.events import Admitted, Preempted, RequestArrived, RequestFinished, event_to_dict
 from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStatus
-from sim.studies.workload import DEFAULT_MAX_MODEL_LEN, RequestSpec, make_workload
+from sim.events import Admitted, Preempted, RequestArrived, RequestFinished, event_to_dict
+from sim.studies.contiguous import AdmissionRefused, ContiguousMemory, OrcaPolicy
+from sim.studies.workload import DEFAULT_MAX_MODEL_LEN, Dataset, RequestSpec, make_workload
 
 CATEGORIES = ("token_states", "reserved", "internal_fragmentation",
               "external_fragmentation", "free")
+# The four parts of the paper's Fig. 2 bars; the last is "External frag. & Others".
+FIG2_CATEGORIES = ("token_states", "reserved", "internal_fragmentation", "external_and_others")
 
 
 class MemoryBreakdown(NamedTuple):
@@ -51,7 +73,7 @@ class MemoryBreakdown(NamedTuple):
     internal_fragmentation: int
     external_fragmentation: int
     free: int
-    internal_rounding: int     # part of internal_fragmentation, not a sixth category
+    external_rounding: int     # part of external_fragmentation, not a sixth category
 
     @property
     def total(self) -> int:
@@ -59,7 +81,7 @@ class MemoryBreakdown(NamedTuple):
 
     @property
     def used(self) -> int:
-        """Slots not free: the denominator of the paper's bars."""
+        """Slots not free."""
         return self.total - self.free
 
 
@@ -83,7 +105,8 @@ class KVMemory(Protocol):
     def release(self, request_id: str, events: list) -> None: ...
     def allocated_slots(self, request_id: str) -> int: ...
     def regions(self, request_id: str) -> list[tuple[int, int]]: ...
-    def asked_slots(self, request_id: str, num_tokens: int) -> int: ...
+    def split_unfilled(self, request_id: str, filled: int,
+                       true_len: int) -> tuple[int, int, int]: ...
     def free_slots(self, next_in_line: tuple[RequestSpec, int] | None) -> tuple[int, int]: ...
     def free_regions(self, next_in_line: tuple[RequestSpec, int] | None
                      ) -> list[tuple[int, int, bool]]: ...
@@ -130,7 +153,8 @@ class PagedMemory:
         seq = Sequence(self._next_seq_id, [0] * request.prompt_len, self.block_size)
         for _ in range(num_tokens - request.prompt_len):
             seq.append_token_id(0)
-        group = SequenceGroup(request.request_id, [seq], SamplingParams(max_tokens=request.output_len),
+        group = SequenceGroup(request.request_id, [seq],
+                              SamplingParams(max_tokens=request.output_len),
                               request.arrival_step, request.output_len)
         bm = self.block_manager
         status = bm.can_allocate(group)
@@ -174,8 +198,12 @@ class PagedMemory:
         bs = self.block_size
         return [(b * bs, bs) for b in self.block_manager.get_block_table(self._seq(request_id))]
 
-    def asked_slots(self, request_id: str, num_tokens: int) -> int:
-        return num_tokens      # it asks for what it holds; the block tail is rounding
+    def split_unfilled(self, request_id: str, filled: int, true_len: int) -> tuple[int, int, int]:
+        """(reserved, internal, rounding) of the allocated slots after the ``filled`` ones:
+        nothing is reserved ahead; the tail of the last block is internal fragmentation
+        (the paper's accounting for paged memory), whether or not the request will still
+        fill it."""
+        return 0, self.allocated_slots(request_id) - filled, 0
 
     def free_slots(self, next_in_line: tuple[RequestSpec, int] | None) -> tuple[int, int]:
         """(free, external): every free block serves anyone; the tail is external."""
@@ -225,8 +253,8 @@ class PolicyRun:
 
     def time_averaged_shares(self, denominator: str = "used") -> dict[str, float]:
         """Each category summed over the steps (a time integral), as a share of the used
-        slots summed the same way (``"used"``: the paper's bars, which leave free memory
-        out; no "free" key then) or of the whole pool (``"total"``)."""
+        slots summed the same way (``"used"``: free memory left out; no "free" key then)
+        or of the whole pool (``"total"``)."""
         if denominator not in ("used", "total"):
             raise ValueError(f"denominator must be 'used' or 'total', got {denominator!r}")
         names = CATEGORIES if denominator == "total" else CATEGORIES[:-1]
@@ -234,23 +262,46 @@ class PolicyRun:
         whole = sum(sums)
         return {name: (s / whole if whole else 0.0) for name, s in zip(names, sums)}
 
+    def memory_bound_steps(self) -> list[StepRecord]:
+        """The steps that end with a request waiting: memory, not demand, limits the batch."""
+        return [r for r in self.steps if r.waiting]
+
+    def fig2_shares(self) -> dict[str, float]:
+        """The paper's Fig. 2 bar: over the memory-bound steps, each of FIG2_CATEGORIES
+        summed over time as a share of the whole pool summed the same way. The fourth part
+        is the paper's "External frag. & Others": external fragmentation (buddy rounding
+        included) plus the free slots, which the waiting request could not use."""
+        steps = self.memory_bound_steps()
+        if not steps:
+            raise ValueError(f"{self.label}: no request ever waited; Fig. 2 measures a "
+                             f"memory-bound server (raise the arrival rate)")
+        sums = [sum(r.breakdown[i] for r in steps) for i in range(len(CATEGORIES))]
+        whole = sum(sums)
+        return dict(zip(FIG2_CATEGORIES, (sums[0] / whole, sums[1] / whole, sums[2] / whole,
+                                          (sums[3] + sums[4]) / whole)))
+
+    def mean_batch(self, steps: list[StepRecord] | None = None) -> float:
+        """Running requests per step, averaged over ``steps`` (all of them by default)."""
+        steps = self.steps if steps is None else steps
+        return sum(len(r.running) for r in steps) / len(steps) if steps else 0.0
+
 
 def account(memory: KVMemory, running: list[str], tokens: dict[str, int],
             specs: dict[str, RequestSpec], next_in_line: tuple[RequestSpec, int] | None
             ) -> MemoryBreakdown:
-    """Of a request's allocated slots, the first ``tokens`` hold KV, the next ones up to its
-    true length are reserved, the rest are internal waste."""
+    """Each running request's tokens, and how its allocated slots beyond them split
+    (`split_unfilled`); the free slots split by the next request in line."""
     token_states = reserved = internal = rounding = 0
     for rid in running:
-        filled, true_len = tokens[rid], specs[rid].total_len
-        allocated = memory.allocated_slots(rid)
-        fillable = min(allocated, true_len)
+        filled = tokens[rid]
+        r, i, x = memory.split_unfilled(rid, filled, specs[rid].total_len)
         token_states += filled
-        reserved += fillable - filled
-        internal += allocated - fillable
-        rounding += allocated - max(memory.asked_slots(rid, filled), fillable)
+        reserved += r
+        internal += i
+        rounding += x
     free, external = memory.free_slots(next_in_line)
-    breakdown = MemoryBreakdown(token_states, reserved, internal, external, free, rounding)
+    breakdown = MemoryBreakdown(token_states, reserved, internal, external + rounding, free,
+                                rounding)
     if breakdown.total != memory.total_slots:
         raise AssertionError(f"{memory.label}: the categories sum to {breakdown.total}, "
                              f"not {memory.total_slots}")
@@ -261,26 +312,27 @@ def layout(memory: KVMemory, running: list[str], tokens: dict[str, int],
            specs: dict[str, RequestSpec], next_in_line: tuple[RequestSpec, int] | None
            ) -> tuple[Segment, ...]:
     """The same split slot by slot, in address order, for drawing: each request's regions
-    are walked in logical order (a paged request's blocks are scattered). Neighbouring
-    pieces of one kind and owner are merged into one run."""
+    are walked in logical order (a paged request's blocks are scattered) and filled with
+    its token states, then reserved, internal and (buddy rounding) external slots.
+    Neighbouring pieces of one kind and owner are merged into one run."""
     pieces: list[tuple[int, int, str, str | None]] = []
     for rid in running:
         filled = tokens[rid]
-        bounds = (("token_states", filled), ("reserved", specs[rid].total_len),
-                  ("internal_fragmentation", None))
-        offset = 0                      # logical slot index within the request
+        r, i, x = memory.split_unfilled(rid, filled, specs[rid].total_len)
+        parts = [[kind, n] for kind, n in (("token_states", filled), ("reserved", r),
+                                           ("internal_fragmentation", i),
+                                           ("external_fragmentation", x)) if n > 0]
+        k = 0
         for start, size in memory.regions(rid):
-            end_of_region = offset + size
-            if end_of_region <= filled:             # the common case: a full block
-                pieces.append((start, size, "token_states", rid))
-                offset = end_of_region
-                continue
-            for kind, upto in bounds:
-                end = end_of_region if upto is None else max(offset, min(upto, end_of_region))
-                if end > offset:
-                    pieces.append((start, end - offset, kind, rid))
-                    start += end - offset
-                    offset = end
+            while size:
+                kind, left = parts[k]
+                take = min(left, size)
+                pieces.append((start, take, kind, rid))
+                start += take
+                size -= take
+                parts[k][1] -= take
+                if parts[k][1] == 0:
+                    k += 1
     for start, size, usable in memory.free_regions(next_in_line):
         pieces.append((start, size, "free" if usable else "external_fragmentation", None))
     pieces.sort()
@@ -402,28 +454,38 @@ def simulate_policies(requests: list[RequestSpec], total_slots: int, *,
                      max_steps=max_steps, record_layout=record_layout)
             for policy in POLICIES]
 
-# Fig. 2 of the paper: share of the KV memory in use that holds token states.
-PAPER_TOKEN_STATE_SHARE = {"Orca (Max)": 0.204, "Orca (Pow2)": 0.268,
-                           "Orca (Oracle)": 0.382, "vLLM": 0.963}
+# The paper's Fig. 2 ("Average percentage of memory wastes in different LLM serving systems
+# during the experiment in section 6.2": OPT-13B, ShareGPT), the numbers printed on its
+# bars, as shares of the KV cache. vLLM's bar prints only its token states; the other 3.7%
+# is drawn as slivers too thin to label, so its split is not readable: None.
+PAPER_FIG2 = {
+    "Orca (Max)": {"token_states": 0.204, "reserved": 0.133, "internal_fragmentation": 0.573,
+                   "external_and_others": 0.089},
+    "Orca (Pow2)": {"token_states": 0.268, "reserved": 0.179, "internal_fragmentation": 0.136,
+                    "external_and_others": 0.416},
+    "Orca (Oracle)": {"token_states": 0.382, "reserved": 0.252, "internal_fragmentation": 0.0,
+                      "external_and_others": 0.366},
+    "vLLM": {"token_states": 0.963, "reserved": None, "internal_fragmentation": None,
+             "external_and_others": None},
+}
+PAPER_TOKEN_STATE_SHARE = {label: bar["token_states"] for label, bar in PAPER_FIG2.items()}
 
 # OPT-13B on one A100-40GB: 12 GiB of KV cache at 800 KiB per token (the paper's Table 1).
 PAPER_KV_SLOTS = 12 * 1024 * 1024 // 800
 
 
 def reproduce_fig2(num_requests: int = 200, seed: int = 0, arrival_rate: float = 0.2,
-                   total_slots: int = PAPER_KV_SLOTS, block_size: int = 16
-                   ) -> dict[str, dict[str, float]]:
-    """A ShareGPT-like workload (`sim.workload`: log-normal lengths with the paper's means,
-    Poisson arrivals) through the four policies; each policy's time-averaged shares of the
-    used memory, by category: compare ``["token_states"]`` with PAPER_TOKEN_STATE_SHARE.
+                   total_slots: int = PAPER_KV_SLOTS, block_size: int = 16,
+                   dataset: Dataset | str = "sharegpt") -> dict[str, dict[str, float]]:
+    """A ShareGPT-like workload (`sim.studies.workload`: log-normal lengths with the
+    paper's means, Poisson arrivals) through the four policies; each policy's Fig. 2 bar
+    (`PolicyRun.fig2_shares`): compare with PAPER_FIG2, category by category.
 
-    The pool is OPT-13B's on an A100-40GB (15,728 slots). At 0.2 requests per step the
-    Orca queues are non-empty for 70-85% of the run and vLLM's for about a third of it
-    (vLLM serves about 0.15 requests per step here), so every policy is under memory
-    pressure. The shares barely move with the rate (0.05 to 5) or the seed (a few points
-    for Orca, a tenth of a point for vLLM). Free memory is left out of the denominator as
-    in the paper's bars, whose four parts add up to 100% of the memory in use.
+    The pool is OPT-13B's on an A100-40GB (15,728 slots). The bars average the steps in
+    which a request waits, as the paper measured a memory-bound server (its Orca (Max) bar
+    is 7 chunks of 2,048 slots at every moment: 91.1% of the pool, 8.9% left over); at 0.2
+    requests per step that is most of every Orca run and about a third of vLLM's.
     """
-    requests = make_workload("sharegpt", num_requests, seed, arrival_rate=arrival_rate)
-    return {run.label: run.time_averaged_shares("used")
+    requests = make_workload(dataset, num_requests, seed, arrival_rate=arrival_rate)
+    return {run.label: run.fig2_shares()
             for run in simulate_policies(requests, total_slots, block_size=block_size)}

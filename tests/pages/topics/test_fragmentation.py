@@ -1,12 +1,18 @@
 """pages/topics/fragmentation.py: the four-policy widget and the Fig. 2 reproduction chart."""
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from pages.topics import fragmentation as page
 from pages.framework.widget import respond, run, to_json, validate
-from sim.studies.fragmentation import CATEGORIES, PAPER_TOKEN_STATE_SHARE
+from pages.topics import fragmentation as page
+from sim.studies.fragmentation import (
+    FIG2_CATEGORIES,
+    PAPER_FIG2,
+    PAPER_TOKEN_STATE_SHARE,
+    reproduce_fig2,
+)
 
 W = page.WIDGET
 NS = "{http://www.w3.org/2000/svg}"
@@ -114,9 +120,9 @@ def test_refused_although_free_is_marked_within_the_first_steps(frames, runs):
     r = oracle.steps[step].refusal
     assert (f"✗ {r.request_id} refused: {r.free_slots} slots free, largest chunk "
             f"{r.largest_free_chunk} < {r.chunk_slots}") in shown
-    assert (f"Orca (Oracle): D finishes and frees its memory; refuses E although 32 slots are "
-            f"free: it asks for 22, the buddy allocator needs one free chunk of 32, and the "
-            f"largest is 16 (external fragmentation).") in frames[step]["narration"]
+    assert ("Orca (Oracle): D finishes and frees its memory; refuses E although 32 slots are "
+            "free: it asks for 22, the buddy allocator needs one free chunk of 32, and the "
+            "largest is 16 (external fragmentation).") in frames[step]["narration"]
     # The outline appears only on steps with such a refusal.
     for i, f in enumerate(frames):
         flagged = any(i < len(run.steps) and run.steps[i].refused_although_free for run in runs)
@@ -134,10 +140,10 @@ def test_each_bar_covers_the_pool_and_numbers_match_the_accounting(frames, runs)
     pool = W.defaults()["pool"]
     for i, f in enumerate(frames):
         shown = texts(f["svg"])
-        for run in runs:
-            if i >= len(run.steps):
+        for policy_run in runs:
+            if i >= len(policy_run.steps):
                 continue
-            rec = run.steps[i]
+            rec = policy_run.steps[i]
             b = rec.breakdown
             assert sum(b[:5]) == pool
             assert (f"{b.token_states} tokens · {b.reserved} reserved · "
@@ -160,6 +166,23 @@ def test_narration_comes_from_the_events(frames, runs):
     assert "C waits" not in frames[1]["narration"]
     last = frames[-1]["narration"]
     assert "have served every request" in last
+
+
+def test_buddy_rounding_is_drawn_and_told_as_external_fragmentation(frames, runs):
+    # Oracle's B (6 + 4 tokens) asks for 10 slots and gets a chunk of 16 at slot 16: its
+    # last 6 slots are the allocator's rounding, external fragmentation inside B's chunk.
+    assert ("Orca (Oracle): admits A into a 16-slot chunk at slot 0; admits B into a 16-slot "
+            "chunk at slot 16 (10 asked; 6 rounded up, external fragmentation)"
+            ) in frames[0]["narration"]
+    assert "B, external frag. (buddy rounding): slots 26-31 (6)" in titles(frames[0]["svg"])
+    oracle, vllm = runs[2], runs[3]
+    assert oracle.steps[0].breakdown.external_rounding == 6         # A and C fill 16 exactly
+    # The paper's accounting: Oracle never has internal fragmentation; vLLM never reserves,
+    # and its blocks' unfilled tails are internal fragmentation.
+    assert all(r.breakdown.internal_fragmentation == 0 for r in oracle.steps)
+    assert all(r.breakdown.reserved == 0 for r in vllm.steps)
+    assert vllm.steps[0].breakdown.internal_fragmentation == 3 + 2 + 0   # A 5/8, B 6/8, C 8/8
+    assert "A, internal frag.: slots" in " ".join(titles(frames[0]["svg"]))
 
 
 def test_paged_bar_shows_block_boundaries(frames):
@@ -185,34 +208,106 @@ def test_largest_allowed_scenario_is_small_enough():
 
 # ------------------------------------------------------------------ the reproduction chart
 
+def cells(svg_text: str) -> list[tuple[float, float, str, str, float]]:
+    """(x, y, anchor, text, font size) of every text element."""
+    return [(float(t.get("x")), float(t.get("y")), t.get("text-anchor"), "".join(t.itertext()),
+             float(t.get("font-size"))) for t in ET.fromstring(svg_text).iter(NS + "text")]
+
+
+def given_shares():
+    """The paper's own numbers as if simulated, with vLLM's 3.7% split 1 / 1.5 / 1.2."""
+    shares = {label: dict(bar) for label, bar in PAPER_FIG2.items()}
+    shares["vLLM"].update(reserved=0.01, internal_fragmentation=0.015,
+                          external_and_others=0.012)
+    return shares
+
+
 def test_fig2_chart_with_given_shares():
-    shares = {label: {"token_states": p, "reserved": (1 - p) / 3,
-                      "internal_fragmentation": (1 - p) / 3,
-                      "external_fragmentation": (1 - p) / 3}
-              for label, p in PAPER_TOKEN_STATE_SHARE.items()}
-    shares["Orca (Max)"]["token_states"] = 0.25
+    shares = given_shares()
+    shares["Orca (Max)"].update(token_states=0.25, internal_fragmentation=0.527)
     out = page.render_fig2(shares)
-    shown = texts(out)
-    assert "ours 25.0% · paper 20.4% (+4.6 points)" in shown
-    assert "ours 96.3% · paper 96.3% (+0.0 points)" in shown
-    assert "Ordering kept: Orca (Max) < Orca (Pow2) < Orca (Oracle) < vLLM" in shown
+    texts_ = [c[3] for c in cells(out)]
+    assert "25.0 (+4.6)" in texts_ and "52.7 (-4.6)" in texts_ and "20.4" in texts_
+    assert "96.3 (+0.0)" in texts_ and "3.7 in all, split not printed" in texts_
+    assert "Ordering kept: Orca (Max) < Orca (Pow2) < Orca (Oracle) < vLLM" in texts_
+    # A gap over 5 points is drawn in the highlight colour, and named above its bars.
+    shares["Orca (Pow2)"]["external_and_others"] = 0.356
+    shares["Orca (Pow2)"]["token_states"] = 0.318
+    out = page.render_fig2(shares)
+    style = {"".join(t.itertext()): t.get("style") for t in ET.fromstring(out).iter(NS + "text")}
+    assert "--vsb-highlight" in style["35.6 (-6.0)"]
+    assert "--vsb-fg" in style["31.8 (+5.0)"]               # 5 points is not over 5
+    assert "largest gap -6.0 points (ext. & others)" in texts(out)
     shares["vLLM"]["token_states"] = 0.1
     assert "Ordering NOT kept" in texts(page.render_fig2(shares))
 
 
-def test_fig2_reproduction_keeps_the_papers_ordering():
-    out = page.render_fig2()
+@pytest.fixture(scope="module")
+def fig2():
+    shares = reproduce_fig2(**page.REPRO)
+    return shares, page.render_fig2(shares)
+
+
+def test_fig2_reproduction_shows_paper_and_simulation_side_by_side(fig2):
+    shares, out = fig2
     ET.fromstring(out)
-    shown = texts(out)
+    shown = [c[3] for c in cells(out)]
     assert "Ordering kept: Orca (Max) < Orca (Pow2) < Orca (Oracle) < vLLM" in shown
-    for label, paper in PAPER_TOKEN_STATE_SHARE.items():
-        assert re.search(re.escape(label) + r" ours \d+\.\d% · paper "
-                         + re.escape(f"{100 * paper:.1f}%"), shown)
-    assert len(CATEGORIES) == 5
+    gaps = page.fig2_gaps(shares)
+    for label, paper in PAPER_FIG2.items():
+        assert label in shown
+        for kind in FIG2_CATEGORIES:
+            ours = f"{100 * shares[label][kind]:.1f}"
+            if paper[kind] is None:          # vLLM's split: ours alone
+                assert ours in shown
+                continue
+            assert f"{100 * paper[kind]:.1f}" in shown
+            assert f"{ours} ({gaps[(label, kind)]:+.1f})" in shown
+    # Every bar: paper and sim, each category a rect with a tooltip.
+    tips = titles(out)
+    for label in PAPER_FIG2:
+        for who in ("paper", "sim"):
+            assert any(t.startswith(f"{label}, token states: ") and t.endswith(f"({who})")
+                       for t in tips)
+    assert "vLLM: 3.7% not token states, split not printed (paper)" in tips
 
 
-def test_caption_states_the_workload_and_the_allocator():
+def test_fig2_chart_is_readable_at_400_units(fig2):
+    _, out = fig2
+    assert 'viewBox="0 0 400 ' in out
+    for x, _, anchor, text, size in cells(out):
+        assert size >= 10, text
+        # SVG cannot measure text; at 0.6 em a character, it stays inside 0-400.
+        width = 0.6 * size * len(text)
+        lo = x - width if anchor == "end" else x - width / 2 if anchor == "middle" else x
+        assert lo >= 0 and lo + width <= 400, text
+    # Table cells of one row do not run into each other.
+    rows: dict[float, list] = {}
+    for x, y, anchor, text, size in cells(out):
+        if anchor == "end":
+            rows.setdefault(y, []).append((x - 0.6 * size * len(text), x))
+    for spans in rows.values():
+        spans.sort()
+        assert all(a[1] <= b[0] + 1 for a, b in zip(spans, spans[1:])), spans
+
+
+def test_the_page_states_every_wide_gap(fig2):
+    shares, _ = fig2
+    doc = " ".join((Path(__file__).resolve().parents[3] / "docs" / "fragmentation.md")
+                   .read_text(encoding="utf-8").split())
+    wide = {key: gap for key, gap in page.fig2_gaps(shares).items() if abs(gap) > 5}
+    assert len(wide) == 5
+    for (label, kind), gap in wide.items():
+        assert f"{gap:+.1f}" in doc, (label, kind, gap)
+    for words in ("External frag. & Others", "0% internal fragmentation for Orca (Oracle)",
+                  "the unfilled tail of each request's last block",
+                  "as is known before serving a request"):
+        assert words in doc
+
+
+def test_caption_states_the_workload_the_allocator_and_the_accounting():
     cap = page.FIG2.caption
     for words in ("200 ShareGPT-like requests", "log-normal", "Poisson arrivals at 0.2",
-                  "15,728 slots", "buddy allocator", "blocks of 16"):
-        assert words in cap
+                  "15,728 slots", "buddy allocator", "blocks of 16",
+                  "rounding up to a power of two", "steps in which a request waits"):
+        assert words in " ".join(cap.split())

@@ -1,11 +1,16 @@
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from sim.studies.contiguous import (BuddyAllocator, ChunkAllocated, ChunkFreed, ContiguousMemory,
-                            OrcaPolicy, next_power_of_two)
+from sim.studies.contiguous import (
+    BuddyAllocator,
+    ChunkAllocated,
+    ChunkFreed,
+    ContiguousMemory,
+    OrcaPolicy,
+    next_power_of_two,
+)
 from sim.studies.workload import RequestSpec
 
 
@@ -162,7 +167,7 @@ def test_contiguous_memory_admits_releases_and_explains_refusals():
     events: list = []
     for i in range(4):
         assert mem.try_admit(RequestSpec(str(i), 2, 2), 2, events) is None
-    assert events == [ChunkAllocated(str(i), 4 * i, 4) for i in range(4)]
+    assert events == [ChunkAllocated(str(i), 4 * i, 4, 4) for i in range(4)]
     big = RequestSpec("big", 4, 3)                # asks 7, needs a chunk of 8
     refused = mem.try_admit(big, 4, events)
     assert (refused.reason, refused.asked_slots, refused.chunk_slots, refused.free_slots) == \
