@@ -147,9 +147,15 @@ def narrate(step: KernelStep, ctx: KernelContext) -> str:
                 f"{span(p for p, _ in scored)}: q.k x {f2(inp.scale)} = "
                 + ", ".join(f2(s) for _, s in scored) + ".")
         if masked:
+            stale = [q for q in rec.padded_qk if q is not None]
             text += (f" {noun(masked, 'Position')} {span(masked)} "
-                     f"{verb(masked, 'is', 'are')} past the length {n}: "
-                     f"masked, never read.")
+                     f"{verb(masked, 'is', 'are')} past the length {n}: the kernel loads the "
+                     f"whole block, so it scores {verb(masked, 'that slot', 'those slots')}' "
+                     f"stale {noun(masked, 'key')} too (q.k = "
+                     + ", ".join(f2(q) for q in stale)
+                     + "), then stores 0 for "
+                     f"{verb(masked, 'that logit', 'those logits')} and leaves "
+                     f"{verb(masked, 'it', 'them')} out of the max and the softmax.")
         return text
     if kind == "softmax":
         count = len(rec.positions)
@@ -158,10 +164,15 @@ def narrate(step: KernelStep, ctx: KernelContext) -> str:
                 f"{f2(rec.max_logit)}, exp sum l = sum of exp(score - m) = "
                 f"{f2(rec.exp_sum)}; each weight is exp(score - m) / l.")
     if kind == "value_accumulated":
-        return (f"{where}, second walk: logical block {rec.logical_block} -> physical block "
+        text = (f"{where}, second walk: logical block {rec.logical_block} -> physical block "
                 f"{rec.physical_block}. Its values, weighted by "
                 + ", ".join(f2(w) for w in rec.weights)
                 + f", are added to the output: {vec(rec.output)}.")
+        if rec.zeroed:
+            text += (f" The padded {noun(rec.zeroed, 'slot')} {span(rec.zeroed)} "
+                     f"{verb(rec.zeroed, 'is', 'are')} loaded too and zeroed (stale slots may "
+                     "hold NaNs), so with logit 0 they add nothing.")
+        return text
     if kind == "partition_result":
         return (f"{where} done (positions {rec.start}-{rec.end - 1}): it hands the reduce "
                 f"its max logit m{part} = {f2(rec.max_logit)}, its exp sum "
@@ -307,7 +318,9 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
             stroke = "highlight" if is_current and pos < n else None
             if pos >= n:
                 text, fill, stroke = "mask", "bg", "waste"
-                tip = f"slot {s}: past the length {n}, masked (never read)"
+                tip = (f"slot {s}: past the length {n}: loaded and scored with the block, "
+                       "then masked (logit 0, left out of the max and the softmax; its value "
+                       "is zeroed)")
             elif kind not in ("intro", "final"):
                 ink = "fg"
                 if pos in weights and kind != "block_scores":
@@ -402,7 +415,8 @@ def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
         keys = inp.key_cache[rec.physical_block][rec.kv_head]
         for s, (pos, score) in enumerate(zip(rec.positions, rec.scores)):
             if score is None:
-                lines.append((f"pos {pos:>2}: masked, past the length", "muted"))
+                stale = rec.padded_qk[s]
+                lines.append((f"pos {pos:>2}: stale k -> {f2(stale)}, masked: logit 0", "muted"))
             else:
                 lines.append((f"pos {pos:>2}: k = {short(keys[s], 1)} -> {f2(score)}", "fg"))
     elif kind == "softmax":

@@ -8,9 +8,14 @@ blocks found through the sequence's block table. Position `j` lives in physical 
 
 Two kernels compute the same result:
 
-- v1 walks the logical blocks, scores every position below the length (the rest of the
-  last block is masked), takes one softmax over all scores, then walks the blocks again
-  to accumulate the weighted sum of V.
+- v1 walks the logical blocks and scores every slot of each block it visits, the last
+  block's padding included: the kernel loads whole blocks, computes `q.k` for the padded
+  slots too, then stores 0 for their logits and leaves them out of the max (and the softmax
+  runs only over the positions below the length). It takes one softmax, then walks the
+  blocks again to accumulate the weighted sum of V; the last block's padded values are
+  loaded as well and zeroed (stale slots may hold NaNs), so they add nothing
+  (`csrc/attention/attention_kernels.cu`, `paged_attention_kernel`: `mask ? 0.f : qk`,
+  `qk_max = mask ? qk_max : fmaxf(qk_max, qk)`, and the zeroed `v_vec` of the last block).
 - v2 cuts the sequence into partitions of `partition_size` tokens. Each partition keeps
   its own max logit `m_i`, exponential sum `l_i` and partial output; a reduce step
   rescales partition i by `exp(m_i - M)` against the global max `M` and merges them
@@ -100,7 +105,9 @@ def gather_kv(key_cache: list, value_cache: list, block_table: Sequence[int],
 @dataclass(frozen=True, slots=True)
 class BlockScores:
     """One logical block visited: its physical block, the positions of its slots and
-    `q.k * scale` for each; slots at or past the partition's end are masked (None)."""
+    `q.k * scale` for each. Slots at or past the partition's end are masked: their score is
+    None (the kernel stores 0 for that logit and leaves it out of the max and the softmax),
+    and `padded_qk` keeps the `q.k * scale` the kernel computed on their stale keys anyway."""
     head: int
     kv_head: int
     partition: int | None
@@ -109,6 +116,7 @@ class BlockScores:
     positions: tuple[int, ...]
     scores: tuple[float | None, ...]
     masked: tuple[bool, ...]
+    padded_qk: tuple[float | None, ...] = ()
     kind: str = field(default="block_scores", init=False)
 
 
@@ -127,7 +135,9 @@ class Softmax:
 
 @dataclass(frozen=True, slots=True)
 class ValueAccumulated:
-    """Second walk: one block's values added to the output with their weights."""
+    """Second walk: one block's values added to the output with their weights. The kernel
+    loads the whole block; `zeroed` are the padded positions whose values it loaded and set
+    to zero (their logits are 0 too), so they add nothing."""
     head: int
     partition: int | None
     logical_block: int
@@ -135,6 +145,7 @@ class ValueAccumulated:
     positions: tuple[int, ...]
     weights: tuple[float, ...]
     output: tuple[float, ...]          # the running output after this block
+    zeroed: tuple[int, ...] = ()
     kind: str = field(default="value_accumulated", init=False)
 
 
@@ -251,18 +262,22 @@ def _attend_range(q: Sequence[float], key_cache: list, value_cache: list,
         keys = key_cache[physical][kv_head]
         block_positions = [logical * block_size + s for s in range(block_size)]
         scores: list[float | None] = []
+        padded: list[float | None] = []
         for slot, pos in enumerate(block_positions):
-            if pos >= end:              # past the length: never read
-                scores.append(None)
-                continue
+            # The kernel loads the whole block and scores every slot, the padding too ...
             score = scale * _dot(q, keys[slot])
+            if pos >= end:              # ... then masks: logit 0, not in the max or softmax
+                scores.append(None)
+                padded.append(score)
+                continue
             scores.append(score)
+            padded.append(None)
             positions.append(pos)
             logits.append(score)
         if trace is not None:
             trace.append(BlockScores(head, kv_head, partition, logical, physical,
                                      tuple(block_positions), tuple(scores),
-                                     tuple(s is None for s in scores)))
+                                     tuple(s is None for s in scores), tuple(padded)))
 
     # One softmax over everything this thread block scored.
     max_logit = max(logits)
@@ -285,10 +300,12 @@ def _attend_range(q: Sequence[float], key_cache: list, value_cache: list,
             v = values[slot]
             for d in range(len(out)):
                 out[d] += w * v[d]
+        # The padded slots' values are loaded too and zeroed (weight 0 x value 0): nothing.
+        zeroed = tuple(logical * block_size + s for s in range(n, block_size))
         if trace is not None:
             trace.append(ValueAccumulated(head, partition, logical, physical,
                                           tuple(positions[i:i + n]), tuple(block_weights),
-                                          tuple(out)))
+                                          tuple(out), zeroed))
         i += n
     return max_logit, exp_sum, out
 

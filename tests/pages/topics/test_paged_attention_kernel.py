@@ -68,7 +68,11 @@ def test_the_docs_step_links_land_where_the_text_says():
     # physical block 0 (step 5)", masking at step 5, softmax at 6, values from 7, end 11.
     assert "logical block 0 -> block table -> physical block 5" in fr[1]["narration"]
     assert "logical block 3 -> block table -> physical block 0" in fr[4]["narration"]
-    assert "Positions 13-15 are past the length 13: masked" in fr[4]["narration"]
+    # The kernel scores the padded slots too, then masks them (issue 12, item 7).
+    assert ("Positions 13-15 are past the length 13: the kernel loads the whole block, so it "
+            "scores those slots' stale keys too") in fr[4]["narration"]
+    assert "stores 0 for those logits and leaves them out of the max and the softmax" \
+        in fr[4]["narration"]
     assert fr[5]["kind"] == "softmax" and fr[6]["kind"] == "value_accumulated"
     assert "the same numbers" in fr[10]["narration"]
     v2 = frames(kernel="v2")
@@ -117,7 +121,9 @@ def test_picture_shows_the_block_table_scores_and_masked_slots():
     for logical, physical in enumerate(inp.block_table[:4]):
         assert f"block table[{logical}] = physical block {physical}" in titles(fr[4]["svg"])
     assert shown.count("mask") >= 3                      # slots 13, 14, 15
-    assert "slot 1: past the length 13, masked (never read)" in titles(fr[4]["svg"])
+    assert ("slot 1: past the length 13: loaded and scored with the block, then masked "
+            "(logit 0, left out of the max and the softmax; its value is zeroed)"
+            in titles(fr[4]["svg"]))
     # The current physical block is highlighted with the page's palette.
     assert "stroke:var(--vsb-highlight)" in fr[4]["svg"]
     # Keys shown in the panel are the cache's own numbers (one decimal).

@@ -301,3 +301,21 @@ def test_use_v1_follows_vllm_heuristic():
     assert use_v1(4096, num_seqs=17, num_heads=32)        # 544 > 512 thread blocks
     assert not use_v1(4096, num_seqs=16, num_heads=32)    # exactly 512: not more
     assert not use_v1(8193, num_seqs=64, num_heads=32)    # too long for v1
+
+
+def test_the_kernel_scores_the_padding_then_masks_it_and_zeroes_its_values():
+    """v1/v2 load whole blocks: the padded slots of the last block are scored on their stale
+    keys (kept in padded_qk), their logits are 0 and out of the max and the softmax, and
+    their values are loaded and zeroed, so the output equals plain attention."""
+    import random
+
+    from sim.perf.attention import BlockScores, ValueAccumulated
+    inp = random_paged_attention_inputs(random.Random(0), num_heads=1, num_kv_heads=1,
+                                        head_size=4, block_size=4, seq_len=13)
+    trace = paged_attention_v1_trace(**inp.args())
+    last = [r for r in trace if isinstance(r, BlockScores)][-1]
+    assert last.masked == (False, True, True, True)
+    assert last.scores[1:] == (None, None, None)
+    assert last.padded_qk[0] is None and all(q is not None for q in last.padded_qk[1:])
+    values = [r for r in trace if isinstance(r, ValueAccumulated)]
+    assert values[-1].zeroed == (13, 14, 15) and all(not v.zeroed for v in values[:-1])
