@@ -12,7 +12,16 @@ It prints steps, preemptions (recompute and swap), blocks swapped, wall time and
 second, then the same workload on a 4x larger block pool: the cost per step follows the
 number of running sequences, not the size of the pool.
 
-    python bench/sim_throughput.py [--requests 1000] [--rate 1.0] [--repeat 3]
+Then the same 1,000 requests through V1 (vLLM v0.25.1, sim/v1): block size 16, the same
+983 usable blocks + 1 for the null block, V1's defaults otherwise (prefix caching and
+chunked prefill on) with the A100 budget of VLLM-V1.md section 8 (max_num_batched_tokens
+2048, max_num_seqs 256); n=2 requests fan out into two child requests. Once with distinct
+prompts, once with a shared 300-token system prompt before each prompt (its own part
+clipped so the prompt stays under max_model_len 2048), and on the 4x pool. It prints steps,
+preemptions (all by recompute), the prefix-cache hit rate (hits over looked-up tokens, as
+vLLM logs it, lookups of preempted requests apart) and wall time.
+
+    python bench/sim_throughput.py [--requests 1000] [--rate 1.0] [--repeat 3] [--no-v0]
 """
 from __future__ import annotations
 
@@ -30,6 +39,9 @@ from sim.perf.hardware import num_cpu_blocks  # noqa: E402
 from sim.perf.models import cache_block_size, get_model  # noqa: E402
 from sim.core.sequence import SamplingParams  # noqa: E402
 from sim.studies.workload import make_workload  # noqa: E402
+from sim.v1.config import CacheConfig as V1CacheConfig  # noqa: E402
+from sim.v1.config import SchedulerConfig as V1SchedulerConfig  # noqa: E402
+from sim.v1.engine import LLMEngine as V1Engine  # noqa: E402
 
 KV_SPACE_BYTES = 12 * 2 ** 30   # the paper's "12 GB" for OPT-13B on an A100-40GB
 
@@ -76,6 +88,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1.0, help="arrivals per step")
     ap.add_argument("--repeat", type=int, default=3, help="report the median of N runs")
     ap.add_argument("--no-events", action="store_true", help="switch the event log off")
+    ap.add_argument("--no-v0", action="store_true", help="run V1 only")
     args = ap.parse_args()
 
     model = get_model("opt-13b")
@@ -90,7 +103,8 @@ def main() -> None:
           f"prompt and {tokens} output tokens, {args.rate} arrivals per step, "
           f"events {'off' if args.no_events else 'on'}; median of {args.repeat} runs")
 
-    for label, blocks in (("12 GiB pool", gpu_blocks), ("4x pool", 4 * gpu_blocks)):
+    for label, blocks in (() if args.no_v0 else
+                          (("12 GiB pool", gpu_blocks), ("4x pool", 4 * gpu_blocks))):
         runs = [run(build(blocks, cpu_blocks, requests, not args.no_events))
                 for _ in range(args.repeat)]
         r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
@@ -104,6 +118,75 @@ def main() -> None:
         print(f"  {r['mean_running']:.1f} running sequences per step on average: "
               f"{r['per_step_us']:.0f} us per step, "
               f"{r['per_seq_step_us']:.2f} us per running sequence per step")
+
+    print(f"\nV1 (vLLM v0.25.1): block size 16, {gpu_blocks} usable blocks + the null block, "
+          f"max_num_batched_tokens {V1_BUDGET}, max_num_seqs {V1_MAX_NUM_SEQS}, prefix "
+          "caching and chunked prefill on")
+    for label, blocks, prefix in (("12 GiB pool", gpu_blocks, 0),
+                                  ("12 GiB pool, shared 300-token system prompt",
+                                   gpu_blocks, SYSTEM_PROMPT_LEN),
+                                  ("4x pool", 4 * gpu_blocks, 0)):
+        runs = [run_v1(build_v1(blocks + 1, requests, prefix, not args.no_events))
+                for _ in range(args.repeat)]
+        r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
+        print(f"\nV1 {label}: {blocks + 1} GPU blocks")
+        print(f"  steps {r['steps']}, preemptions {r['preemptions']} (recompute)")
+        print(f"  prefix cache: hit rate {r['hit_rate']:.1%} ({r['hits']} of {r['queries']} "
+              f"looked-up tokens, a blocked request counted at every retry); after "
+              f"preemption {r['preempted_hit_rate']:.1%} ({r['preempted_hits']} of "
+              f"{r['preempted_queries']})")
+        print(f"  at first admission {r['admitted_hits']} of {r['prompt_tokens']} prompt tokens "
+              f"({r['admitted_hits'] / r['prompt_tokens']:.1%}) came from the cache")
+        print(f"  wall {r['wall']:.2f} s (runs: "
+              + ", ".join(f"{x['wall']:.2f}" for x in runs) + f"; CPU {r['cpu']:.2f} s), "
+              f"{r['steps'] / r['wall']:.0f} steps/s")
+        print(f"  {r['mean_running']:.1f} running requests per step on average: "
+              f"{r['per_step_us']:.0f} us per step, "
+              f"{r['per_req_step_us']:.2f} us per running request per step")
+
+
+V1_BUDGET = 2048          # max_num_batched_tokens: VLLM-V1.md section 8, A100 (server)
+V1_MAX_NUM_SEQS = 256     # max_num_seqs for GPUs under 70 GiB
+SYSTEM_PROMPT_LEN = 300
+MAX_MODEL_LEN = 2048
+
+
+def build_v1(num_gpu_blocks: int, requests, prefix: int, record_events: bool) -> V1Engine:
+    engine = V1Engine(V1CacheConfig(block_size=16, num_gpu_blocks=num_gpu_blocks),
+                      V1SchedulerConfig(max_num_batched_tokens=V1_BUDGET,
+                                        max_num_seqs=V1_MAX_NUM_SEQS,
+                                        max_model_len=MAX_MODEL_LEN),
+                      record_events=record_events)
+    for i, r in enumerate(requests):
+        n = 2 if i % 20 == 19 else 1
+        engine.add_request(r.request_id, min(r.prompt_len, MAX_MODEL_LEN - prefix - 1),
+                           SamplingParams(n=n, max_tokens=r.output_len, ignore_eos=True),
+                           arrival_step=r.arrival_step, shared_prefix=prefix)
+    return engine
+
+
+def run_v1(engine: V1Engine) -> dict:
+    steps = running_req_steps = 0
+    start, start_cpu = time.perf_counter(), time.process_time()
+    while engine.has_unfinished_requests():
+        out = engine.step()
+        steps += 1
+        running_req_steps += len(out.scheduler_outputs.num_scheduled_tokens)
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - start_cpu
+    stats = engine.kv_cache_manager.prefix_cache_stats
+    reqs = engine.requests.values()
+    return dict(steps=steps, wall=wall, cpu=cpu,
+                admitted_hits=sum(max(0, r.num_cached_tokens) for r in reqs),
+                prompt_tokens=sum(r.num_prompt_tokens for r in reqs),
+                preemptions=sum(r.num_preemptions for r in engine.requests.values()),
+                hits=stats.hits, queries=stats.queries, hit_rate=stats.hit_rate,
+                preempted_hits=stats.preempted_hits, preempted_queries=stats.preempted_queries,
+                preempted_hit_rate=(stats.preempted_hits / stats.preempted_queries
+                                    if stats.preempted_queries else 0.0),
+                per_step_us=wall / steps * 1e6,
+                per_req_step_us=wall / max(1, running_req_steps) * 1e6,
+                mean_running=running_req_steps / steps)
 
 
 if __name__ == "__main__":

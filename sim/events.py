@@ -141,3 +141,50 @@ def event_to_dict(event: tuple) -> dict:
                      (list(v) if isinstance(v, tuple) else v) for v in value]
         d[name] = value
     return d
+
+
+# -- V1 (vLLM v0.25.1, sim/v1) ------------------------------------------------------------
+# V1 also records RequestArrived, Admitted, BlockAllocated, BlockFreed, Preempted (mode
+# "recompute"), KVWritten, TokenSampled, RequestFinished and Aborted above.
+
+class PrefixCacheHit(NamedTuple):
+    """V1: a waiting request was admitted with a prefix-cache hit: the KV of its first
+    `num_tokens` tokens is read from `blocks` (touched, not recomputed)."""
+    request_id: str
+    blocks: tuple[int, ...]
+    num_tokens: int
+
+
+class BlockTouched(NamedTuple):
+    """V1: a prefix-cache hit took a reference on a cached block (taking it out of the free
+    queue when its count was 0)."""
+    physical: int
+    ref_count: int
+
+
+class BlockEvicted(NamedTuple):
+    """V1: a free block that still held a cached hash was popped for reuse: its hash left
+    the prefix cache (`block_hash`: a short hex prefix)."""
+    physical: int
+    block_hash: str
+
+
+class BlockCached(NamedTuple):
+    """V1: a full block got its hash (short hex prefix) and entered the prefix cache; it is
+    block `logical` of `request_id`'s block table."""
+    physical: int
+    block_hash: str
+    request_id: str
+    logical: int
+
+
+class ChunkScheduled(NamedTuple):
+    """V1: a request computes prompt (or recomputed) tokens this step: `num_tokens` of them,
+    after the `num_computed_before` it had (prefix-cache hits included)."""
+    request_id: str
+    num_tokens: int
+    num_computed_before: int
+
+
+Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
+         | ChunkScheduled)

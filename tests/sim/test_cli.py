@@ -58,3 +58,49 @@ def test_python_dash_m_sim_runs():
     out = subprocess.run([sys.executable, "-m", "sim", "fig8"], capture_output=True,
                          text=True, check=True)
     assert "copy-on-write seq 0: block 1 -> 3" in out.stdout
+
+
+# -- V1 (--engine v1) ---------------------------------------------------------------------
+def test_v1_engine_prints_hits_block_tables_and_free_queue(capsys):
+    code, out, _ = run(["--engine", "v1", "--block-size", "4", "--gpu-blocks", "11",
+                        "--prefix", "8", "--request", "A:3:4",
+                        "--request", "B:5:4:arrival=2"], capsys)
+    assert code == 0
+    assert out.startswith("# custom (V1, vLLM v0.25.1)")
+    assert "step 0: scheduled A(prefill 11); 11 tokens" in out
+    assert "A seq 0: len 12  blocks g1(4)* g2(4)* g3(3)" in out
+    assert "step 2: scheduled A(decode 1) B(prefill 5); 6 tokens" in out
+    assert "- hit B: blocks 1,2 (8 tokens cached)" in out
+    assert "free    gpu 7/11 (block 0 is the null block; 0 free blocks still cached)" in out
+    assert "# prefix cache: 8 of 24 looked-up tokens hit" in out
+
+
+def test_v1_engine_shows_preemption_and_eviction(capsys):
+    code, out, _ = run(["--engine", "v1", "--block-size", "4", "--gpu-blocks", "8",
+                        "--request", "A:8:6", "--request", "B:8:6", "--request", "C:8:6"],
+                       capsys)
+    assert code == 0
+    assert "- preempt C by recompute (room for B)" in out
+    assert "- evict block 6 (#" in out
+    assert "- preempt B by recompute (room for B)" in out
+
+
+def test_v1_engine_runs_a_named_scenario_and_rejects_beam_search(capsys):
+    code, out, _ = run(["--engine", "v1", "fig8"], capsys)
+    assert code == 0 and "0_A seq 0" in out and "1_A seq 1" in out
+    code, _, err = run(["--engine", "v1", "fig9"], capsys)
+    assert code == 2 and "beam search" in err
+
+
+def test_prefix_needs_the_v1_engine(capsys):
+    code, _, err = run(["--prefix", "4", "--request", "A:3:3"], capsys)
+    assert code == 2 and "--engine v1" in err
+    code, _, err = run(["--engine", "v1"], capsys)
+    assert code == 2 and "--request" in err
+
+
+def test_python_dash_m_sim_runs_v1():
+    out = subprocess.run([sys.executable, "-m", "sim", "--engine", "v1", "--request",
+                          "A:5:2", "--request", "B:5:2:n=2"], capture_output=True, text=True,
+                         check=True)
+    assert "scheduled A(prefill 5) 0_B(prefill 5) 1_B(prefill 1)" in out.stdout

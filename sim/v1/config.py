@@ -1,0 +1,90 @@
+"""V1's engine configuration: the fields of vLLM v0.25.1's `CacheConfig`
+(`vllm/config/cache.py`) and `SchedulerConfig` (`vllm/config/scheduler.py`) that change what
+the KV cache manager and the scheduler decide, with v0.25.1's defaults.
+
+`num_gpu_blocks` is given directly and INCLUDES the null block (block 0), as
+`KVCacheConfig.num_blocks` does in vLLM: a pool of N blocks has N - 1 usable ones.
+Speculative decoding (`vllm/config/speculative.py`) is reduced to two numbers here:
+`num_speculative_tokens` (K draft tokens proposed per request per step) and
+`num_lookahead_tokens` (extra slots allocated ahead; vLLM sets it to K for EAGLE-style
+drafters only, and EAGLE also drops the last block of a prefix hit, which the simulation does
+whenever `num_lookahead_tokens > 0`).
+
+Left out: the hash algorithm choice (only `sha256`, the default), KV connectors, LoRA,
+multimodal inputs, async scheduling, pipeline parallelism, `max_num_partial_prefills`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POLICIES = ("fcfs", "priority")
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048   # vllm/config/scheduler.py
+DEFAULT_MAX_NUM_SEQS = 128              # vllm/config/scheduler.py
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    block_size: int = 16                 # CacheConfig.DEFAULT_BLOCK_SIZE
+    num_gpu_blocks: int = 64             # KVCacheConfig.num_blocks: the null block included
+    enable_prefix_caching: bool = True
+    prefix_caching_hash_algo: str = "sha256"
+    # vLLM seeds the hash chain with 32 random bytes unless PYTHONHASHSEED is set, and then
+    # with sha256(PYTHONHASHSEED). The simulation always fixes it, as with PYTHONHASHSEED=0.
+    hash_seed: str = "0"
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {self.block_size}")
+        if self.num_gpu_blocks < 1:
+            # vLLM's BlockPool asserts num_gpu_blocks > 0 (block 0 is the null block).
+            raise ValueError("No available memory for the cache blocks (num_gpu_blocks "
+                             f"must be at least 1, got {self.num_gpu_blocks})")
+        if self.prefix_caching_hash_algo != "sha256":
+            raise ValueError("only the default prefix_caching_hash_algo 'sha256' is "
+                             f"simulated, got {self.prefix_caching_hash_algo!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    max_model_len: int = 2048
+    # None: = max_num_batched_tokens (vLLM's default).
+    max_num_scheduled_tokens: int | None = None
+    enable_chunked_prefill: bool = True
+    long_prefill_token_threshold: int = 0
+    # Admit a waiting request only if blocks for its whole current sequence fit.
+    scheduler_reserve_full_isl: bool = True
+    watermark: float = 0.0
+    policy: str = "fcfs"
+    # Speculative decoding (SpeculativeConfig): drafts per step, and lookahead slots.
+    num_speculative_tokens: int = 0
+    num_lookahead_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_num_scheduled_tokens is None:
+            object.__setattr__(self, "max_num_scheduled_tokens", self.max_num_batched_tokens)
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be 'fcfs' or 'priority', got {self.policy!r}")
+        for name in ("max_num_batched_tokens", "max_num_seqs", "max_model_len",
+                     "max_num_scheduled_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("long_prefill_token_threshold", "num_speculative_tokens",
+                     "num_lookahead_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark must be a fraction in [0, 1), got {self.watermark}")
+        # The checks of vLLM's SchedulerConfig._verify_args.
+        if (not self.enable_chunked_prefill
+                and self.max_num_batched_tokens < self.max_model_len):
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than "
+                f"max_model_len ({self.max_model_len}). This effectively limits the maximum "
+                "sequence length to max_num_batched_tokens and makes vLLM reject longer "
+                "sequences. Please increase max_num_batched_tokens or decrease max_model_len.")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be greater "
+                f"than or equal to max_num_seqs ({self.max_num_seqs}).")

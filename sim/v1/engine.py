@@ -1,0 +1,410 @@
+"""V1's engine loop (vLLM v0.25.1 `vllm/v1/engine/core.py:EngineCore.step` with the
+synchronous `Scheduler`, driven like `vllm/v1/engine/llm_engine.py`): schedule, run the
+model, `update_from_output`, take the drafter's proposals.
+
+    engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=11), SchedulerConfig())
+    engine.add_request("A", prompt=15, sampling_params=SamplingParams(max_tokens=3))
+    while engine.has_unfinished_requests():
+        out = engine.step()     # StepOutput: scheduler output, events, tokens made
+
+It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
+
+- Requests with `n > 1` are fanned out as V1's frontend does
+  (`vllm/v1/engine/parallel_sampling.py`): n child requests `"{i}_{request_id}"`, added in
+  order, that share the prompt through the prefix cache.
+- The model (`sim.stand_in_model.StandInModel`) writes the KV payload `(token_id, position)`
+  of every scheduled token into the slot its block table points at (drafts included), and
+  samples exactly one token for a request whose computed count reaches its token count in
+  this step (partial prefill chunks sample nothing), plus accepted draft tokens with
+  speculative decoding. Drafts come from `StandInModel.draft_token_ids` with the engine's
+  `spec_acceptance_rate`; rejection leaves outputs unchanged.
+- The engine also plays vLLM's frontend where the trace needs it: it emits KVWritten and
+  TokenSampled events and keeps each request's cumulative log probability.
+- `best_of` and beam search are not part of V1's engine: add_request rejects them.
+- Arrival: a request added with `arrival_step` reaches the scheduler at that step (an
+  addition, as in the v0.5.5 engine: vLLM's requests arrive when they are added).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from dataclasses import dataclass, field
+
+from sim.events import Aborted, ChunkScheduled, KVWritten, RequestArrived, TokenSampled, fast_event
+from sim.stand_in_model import StandInModel
+from sim.trace import Scheduled
+from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
+from sim.v1.request import Request, RequestStatus
+from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
+from sim.v1.snapshot import engine_snapshot
+
+Slot = tuple[int, int] | None   # (token_id, position) or empty
+
+
+@dataclass(slots=True)
+class StepOutput:
+    step: int                              # the index of this step, from 0
+    scheduler_outputs: SchedulerOutput
+    events: list = field(default_factory=list)
+    # (request_id, seq_id, position, token_id) of every token sampled this step
+    tokens: list = field(default_factory=list)
+    finished: list = field(default_factory=list)   # request ids that finished this step
+    # Requests that computed prompt (or recomputed) tokens this step.
+    prefill_req_ids: set = field(default_factory=set)
+
+    def scheduled(self) -> tuple[Scheduled, ...]:
+        """The scheduled requests in the engine-neutral form a trace keeps, in V1's
+        scheduling order (running requests first, then newly admitted ones)."""
+        prefill = self.prefill_req_ids
+        return tuple(Scheduled(rid, n, rid in prefill, 1)
+                     for rid, n in self.scheduler_outputs.num_scheduled_tokens.items())
+
+
+def _child_sampling_params(sp):
+    """The sampling parameters of one child of an n > 1 request: n = 1."""
+    if dataclasses.is_dataclass(sp):
+        changes = {"n": 1}
+        if any(f.name == "best_of" for f in dataclasses.fields(sp)):
+            changes["best_of"] = None
+        return dataclasses.replace(sp, **changes)
+    return sp
+
+
+@dataclass(frozen=True, slots=True)
+class _DefaultSamplingParams:
+    n: int = 1
+    max_tokens: int = 16
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+
+class LLMEngine:
+    def __init__(self, cache_config: CacheConfig | None = None,
+                 scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
+                 model: StandInModel | None = None, record_events: bool = True,
+                 spec_acceptance_rate: float = 0.7) -> None:
+        self.cache_config = cache_config or CacheConfig()
+        self.scheduler_config = scheduler_config or SchedulerConfig()
+        if not 0.0 <= spec_acceptance_rate <= 1.0:
+            raise ValueError(f"spec_acceptance_rate must be in [0, 1], got "
+                             f"{spec_acceptance_rate}")
+        self.spec_acceptance_rate = spec_acceptance_rate
+        self.model = model or StandInModel(seed=seed)
+        self._events: list | None = [] if record_events else None
+        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events)
+        self.kv_cache_manager = self.scheduler.kv_cache_manager
+        self.block_pool = self.kv_cache_manager.block_pool
+        cc = self.cache_config
+        # EngineCore builds the request block hasher only when prefix caching is on.
+        self.none_hash = init_none_hash(sha256, cc.hash_seed)
+        self.block_hasher = (get_request_block_hasher(cc.block_size, sha256, self.none_hash)
+                             if cc.enable_prefix_caching else None)
+        # The KV payload of every GPU slot (the stand-in for the KV cache tensors).
+        self.gpu_cache: list[list[Slot]] = [[None] * cc.block_size
+                                            for _ in range(cc.num_gpu_blocks)]
+        self.step_index = 0
+        # Every (child) request ever added, in order; parents of n > 1 requests.
+        self.requests: dict[str, Request] = {}
+        self.parents: dict[str, list[str]] = {}
+        # Added, not arrived yet, by arrival step (stable).
+        self.pending: list[Request] = []
+        self._num_prompts = 0
+        self._seq_counter = 0
+        self._spec_logprobs: dict[str, list[float]] = {}
+
+    # -- requests ----------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt: int | list[int],
+                    sampling_params=None, arrival_step: int = 0,
+                    output_len: int | None = None, *, priority: int = 0,
+                    cache_salt: str | None = None, shared_prefix: int = 0):
+        """`prompt`: a list of token ids, or a prompt length (ids made up by the model,
+        after `shared_prefix` ids that every request asking for them shares). `output_len`
+        scripts the stand-in model to emit EOS as that output token. Returns the Request,
+        or the list of child Requests when n > 1."""
+        if request_id in self.requests or request_id in self.parents:
+            raise ValueError(f"request_id {request_id!r} was already added")
+        sp = sampling_params or _DefaultSamplingParams()
+        if getattr(sp, "use_beam_search", False):
+            raise ValueError("V1 has no beam search in the engine (vLLM runs it outside, "
+                             "as max_tokens=1 requests per beam and position)")
+        n = getattr(sp, "n", 1)
+        best_of = getattr(sp, "best_of", None)
+        if best_of is not None and best_of != n:
+            raise ValueError(f"V1 has no best_of (got best_of={best_of} with n={n})")
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if isinstance(prompt, int):
+            if prompt < 1:
+                raise ValueError(f"prompt length must be at least 1, got {prompt}")
+            prompt = (self.model.shared_prefix_token_ids(shared_prefix)
+                      + self.model.prompt_token_ids(self._num_prompts, prompt))
+        else:
+            if not prompt:
+                raise ValueError("prompt must hold at least one token")
+            prompt = list(prompt)
+        max_model_len = self.scheduler_config.max_model_len
+        if len(prompt) > max_model_len:
+            # vllm/v1/engine/input_processor.py
+            raise ValueError(f"The decoder prompt (length {len(prompt)}) is longer than the "
+                             f"maximum model length of {max_model_len}.")
+        if arrival_step < 0:
+            raise ValueError(f"arrival_step must not be negative, got {arrival_step}")
+        if output_len is not None and output_len < 1:
+            raise ValueError(f"output_len must be at least 1, got {output_len}")
+        self._num_prompts += 1
+        if n == 1:
+            ids = [(request_id, sp, None)]
+        else:
+            child_sp = _child_sampling_params(sp)
+            ids = [(f"{i}_{request_id}", child_sp, request_id) for i in range(n)]
+            for child_id, _, _ in ids:
+                if child_id in self.requests:
+                    raise ValueError(f"request_id {child_id!r} was already added")
+            self.parents[request_id] = [child_id for child_id, _, _ in ids]
+        made = []
+        for rid, params, parent in ids:
+            req = Request(rid, prompt, params, self.model.eos_token_id,
+                          arrival_time=arrival_step, priority=priority, cache_salt=cache_salt,
+                          block_hasher=self.block_hasher, block_size=self.cache_config.block_size,
+                          seq_id=self._seq_counter, output_len=output_len,
+                          parent_request_id=parent)
+            self._seq_counter += 1
+            self.requests[rid] = req
+            # Stable: equal arrival steps keep the order of add_request.
+            bisect.insort_right(self.pending, req, key=lambda r: r.arrival_step)
+            made.append(req)
+        return made[0] if n == 1 else made
+
+    def abort_request(self, request_id: str) -> bool:
+        """Abort a request (or every child of an n > 1 request) wherever it is."""
+        ids = self.parents.get(request_id, [request_id])
+        done = False
+        for rid in ids:
+            req = self.requests.get(rid)
+            if req is None or req.is_finished():
+                continue
+            if req in self.pending:
+                self.pending.remove(req)
+                req.status = RequestStatus.FINISHED_ABORTED
+                if self._events is not None:
+                    self._events.append(Aborted(rid, "pending"))
+                done = True
+            elif self.scheduler.finish_requests(rid, RequestStatus.FINISHED_ABORTED):
+                done = True
+        return done
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.pending) or self.scheduler.has_unfinished_requests()
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.pending) + self.scheduler.get_num_unfinished_requests()
+
+    def reset_prefix_cache(self) -> bool:
+        return self.scheduler.reset_prefix_cache()
+
+    # -- one iteration -----------------------------------------------------------------
+    def step(self) -> StepOutput:
+        step = self.step_index
+        events = self._events
+        pending = self.pending
+        if pending and pending[0].arrival_step <= step:
+            while pending and pending[0].arrival_step <= step:
+                req = pending.pop(0)
+                self.scheduler.add_request(req)
+                if events is not None:
+                    events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
+
+        scheduler_output = self.scheduler.schedule()
+        num_spec = self.scheduler_config.num_speculative_tokens
+        # Without drafts every sampled token is kept, so the model pass lists them.
+        tokens: list | None = None if num_spec else []
+        model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
+                                                                   tokens)
+        outputs = self.scheduler.update_from_output(scheduler_output, model_runner_output)
+
+        requests = self.requests
+        finished = [out.request_id for out in outputs if out.finish_reason is not None]
+        for rid in finished:
+            requests[rid].finished_step = step
+        if num_spec:
+            # Accepted drafts past a stop were dropped: list what was kept, and take the
+            # drafter's proposals for the next step.
+            tokens = []
+            drafts: dict[str, list[int]] = {}
+            logprobs = self._spec_logprobs
+            for out in outputs:
+                rid = out.request_id
+                req = requests[rid]
+                new = out.new_token_ids
+                first = req.num_tokens - len(new)
+                tokens.extend((rid, req.seq_id, first + i, t) for i, t in enumerate(new))
+                for i, t in enumerate(new):
+                    logprob = logprobs[rid][i]
+                    req.cumulative_logprob += logprob
+                    if events is not None:
+                        events.append(TokenSampled(req.seq_id, first + i, t, logprob))
+                if out.finish_reason is None and not req.is_prefill_chunk:
+                    drafts[rid] = self.model.draft_token_ids(
+                        req.seq_id, req.num_tokens, req.num_tokens - req.num_prompt_tokens,
+                        num_spec, self.spec_acceptance_rate, req.output_len)
+            if drafts:
+                self.scheduler.update_draft_token_ids(drafts)
+
+        if events is not None:
+            step_events = list(events)
+            events.clear()
+        else:
+            step_events = []
+        self.step_index += 1
+        return StepOutput(step, scheduler_output, step_events, tokens, finished,
+                          prefill_req_ids)
+
+    def _execute_model(self, scheduler_output: SchedulerOutput, step: int,
+                       tokens_out: list | None) -> tuple[ModelRunnerOutput, set]:
+        """The stand-in forward pass: write the KV payload of every scheduled token, then
+        sample for the requests whose computed count reached their token count.
+        `tokens_out` (when given) receives (request_id, seq_id, position, token_id) for
+        every sampled token."""
+        requests = self.requests
+        req_to_blocks = self.kv_cache_manager.req_to_blocks
+        cache = self.gpu_cache
+        bs = self.cache_config.block_size
+        events = self._events
+        sample = self.model.sample_token
+        spec_tokens = scheduler_output.scheduled_spec_decode_tokens
+        num_scheduled_tokens = scheduler_output.num_scheduled_tokens
+        for new_req in scheduler_output.scheduled_new_reqs:
+            requests[new_req.req_id].first_scheduled_step = step
+        req_ids = list(num_scheduled_tokens)
+        req_id_to_index = {rid: i for i, rid in enumerate(req_ids)}
+        sampled_token_ids: list[list[int]] = []
+        append_sampled = sampled_token_ids.append
+        # With drafts, the tokens kept (and their log probabilities) are known only after
+        # update_from_output; without, every sampled token is kept and listed here.
+        spec_logprobs: dict[str, list[float]] = {}
+        self._spec_logprobs = spec_logprobs
+        prefill_req_ids: set[str] = set()
+        # The scheduler's scheduled requests, in the order of num_scheduled_tokens (vLLM's
+        # worker keeps its own copy of each request's state instead).
+        assert scheduler_output is self.scheduler.last_scheduler_output
+        for req, n in zip(self.scheduler.scheduled_reqs, num_scheduled_tokens.values()):
+            rid = req.request_id
+            c1 = req.num_computed_tokens          # advanced by schedule()
+            num_tokens = req.num_tokens
+            if n == 1 and c1 == num_tokens and c1 > req.num_prompt_tokens:
+                # A decode (the hot path): the newest token's KV, then one sample. The
+                # general path below does the same, with more questions.
+                c0 = c1 - 1
+                cache[req_to_blocks[rid][c0 // bs].block_id][c0 % bs] = (
+                    req.all_token_ids[c0], c0)
+                seq_id = req.seq_id
+                if events is not None:
+                    events.append(fast_event(KVWritten, (seq_id, c0, 1)))
+                token_id, logprob = sample(seq_id, num_tokens,
+                                           num_tokens - req.num_prompt_tokens, req.output_len)
+                append_sampled([token_id])
+                if tokens_out is not None:
+                    tokens_out.append((rid, seq_id, num_tokens, token_id))
+                    req.cumulative_logprob += logprob
+                    if events is not None:
+                        events.append(fast_event(TokenSampled, (seq_id, num_tokens, token_id,
+                                                                logprob)))
+                else:
+                    spec_logprobs[rid] = [logprob]
+                continue
+            c0 = c1 - n
+            table = req_to_blocks[rid]
+            if n == 1:
+                cache[table[c0 // bs].block_id][c0 % bs] = (req.all_token_ids[c0], c0)
+            else:
+                self._write_kv(table, c0, c1 if c1 < num_tokens else num_tokens,
+                               req.all_token_ids)
+                if c1 > num_tokens:
+                    # Draft tokens are computed too (their KV is written), after the last
+                    # real token.
+                    self._write_kv(table, num_tokens, c1, spec_tokens[rid], num_tokens)
+            if c0 < num_tokens - 1 or c0 < req.num_prompt_tokens:
+                prefill_req_ids.add(rid)
+                if events is not None:
+                    events.append(ChunkScheduled(rid, n, c0))
+            if events is not None:
+                events.append(fast_event(KVWritten, (req.seq_id, c0, n)))
+            if c1 < num_tokens:
+                # A prefill chunk short of the end: nothing to sample.
+                append_sampled([])
+                continue
+            num_out = num_tokens - req.num_prompt_tokens
+            if c1 == num_tokens:
+                token_id, logprob = sample(req.seq_id, num_tokens, num_out, req.output_len)
+                append_sampled([token_id])
+                if tokens_out is not None:
+                    tokens_out.append((rid, req.seq_id, num_tokens, token_id))
+                    req.cumulative_logprob += logprob
+                    if events is not None:
+                        events.append(fast_event(TokenSampled, (req.seq_id, num_tokens,
+                                                                token_id, logprob)))
+                else:
+                    spec_logprobs[rid] = [logprob]
+                continue
+            # Speculative decoding: verify the drafts against the model's own tokens; keep
+            # the agreeing run and the model's token at the first disagreement (or after
+            # the last draft).
+            drafts = spec_tokens[rid]
+            generated: list[int] = []
+            logprobs: list[float] = []
+            for i in range(len(drafts) + 1):
+                token_id, logprob = sample(req.seq_id, num_tokens + i, num_out + i,
+                                           req.output_len)
+                generated.append(token_id)
+                logprobs.append(logprob)
+                if i == len(drafts) or drafts[i] != token_id:
+                    break
+            append_sampled(generated)
+            spec_logprobs[rid] = logprobs
+        return ModelRunnerOutput(req_ids, req_id_to_index, sampled_token_ids), prefill_req_ids
+
+    def _write_kv(self, table: list, first: int, end: int, token_ids: list[int],
+                  offset: int = 0) -> None:
+        """The KV payloads of positions [first, end): token_ids[pos - offset] at pos, in
+        the slot pos % block_size of block table[pos // block_size]."""
+        cache = self.gpu_cache
+        bs = self.cache_config.block_size
+        pos = first
+        while pos < end:
+            slot = pos % bs
+            take = min(bs - slot, end - pos)
+            cache[table[pos // bs].block_id][slot:slot + take] = zip(
+                token_ids[pos - offset:pos - offset + take], range(pos, pos + take))
+            pos += take
+
+    # -- reading the state -------------------------------------------------------------
+    def read_back(self, request_id: str, num_tokens: int | None = None) -> list[Slot]:
+        """The payloads a request's block table reaches, for its first `num_tokens`
+        positions (default: its computed tokens)."""
+        req = self.requests[request_id]
+        table = self.kv_cache_manager.req_to_blocks.get(request_id, [])
+        bs = self.cache_config.block_size
+        if num_tokens is None:
+            num_tokens = req.num_computed_tokens
+        return [self.gpu_cache[table[p // bs].block_id][p % bs] for p in range(num_tokens)]
+
+    def take_events(self) -> list:
+        """The events recorded since the last step returned, and forget them."""
+        if self._events is None:
+            return []
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
+    def snapshot(self, with_slots: bool = True) -> dict:
+        """A JSON-ready copy of the state (see sim/v1/snapshot.py)."""
+        return engine_snapshot(self, with_slots)
+
+    def run(self, max_steps: int = 100_000) -> list[StepOutput]:
+        """Step until every request has finished (or max_steps)."""
+        outputs = []
+        while self.has_unfinished_requests() and len(outputs) < max_steps:
+            outputs.append(self.step())
+        return outputs

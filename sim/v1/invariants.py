@@ -1,0 +1,206 @@
+"""Checks that hold after every V1 engine step (used by tests and by `sim.trace.record`).
+
+- the free queue is a well-formed doubly linked list whose length is `num_free_blocks`;
+  every non-null block with `ref_cnt == 0` is in it exactly once, no block in use is, and
+  the null block never is;
+- a block's `ref_cnt` equals the number of block tables holding it;
+- the prefix-cache map and the blocks agree: every map entry's block carries that key, and
+  every block carrying a hash is in the map under it;
+- a request's first `num_cached_block` blocks carry its own block hashes, in order;
+- a request's block table covers its computed tokens plus the lookahead slots;
+- every live request's computed tokens read back, through its block table, exactly as its
+  own token ids at their positions (so a prefix hit reads what the request would have
+  computed itself); a cached block's slots hold the positions its hash covers;
+- waiting (and preempted) requests hold no blocks and have nothing computed; finished ones
+  hold no blocks; every live request is in exactly one queue; `running` respects
+  `max_num_seqs`.
+"""
+from __future__ import annotations
+
+from sim.v1.kv_cache_utils import make_block_hash_with_group_id
+from sim.v1.request import RequestStatus
+
+
+def check_engine(engine) -> list[str]:
+    """Every violated invariant, as a sentence; an empty list when all hold."""
+    return (check_free_queue(engine.block_pool) + check_ref_counts(engine)
+            + check_hash_map(engine.block_pool) + check_requests(engine)
+            + check_payloads(engine))
+
+
+def check_free_queue(pool) -> list[str]:
+    problems = []
+    queue = pool.free_block_queue
+    seen: list[int] = []
+    ids = set()
+    prev = queue.fake_free_list_head
+    curr = prev.next_free_block
+    limit = len(pool.blocks) + 1
+    while curr is not None and curr is not queue.fake_free_list_tail:
+        if curr.prev_free_block is not prev:
+            problems.append(f"free queue: block {curr.block_id}'s prev link is broken")
+        if curr.block_id in ids:
+            problems.append(f"free queue: block {curr.block_id} is in it twice")
+            break
+        ids.add(curr.block_id)
+        seen.append(curr.block_id)
+        if len(seen) > limit:
+            problems.append("free queue: it loops")
+            break
+        prev, curr = curr, curr.next_free_block
+    if curr is None:
+        problems.append("free queue: the list does not reach the tail")
+    elif queue.fake_free_list_tail.prev_free_block is not prev:
+        problems.append("free queue: the tail's prev link is broken")
+    if len(seen) != queue.num_free_blocks:
+        problems.append(f"free queue: {len(seen)} blocks linked but num_free_blocks is "
+                        f"{queue.num_free_blocks}")
+    for block in pool.blocks:
+        if block.is_null:
+            if block.block_id in ids:
+                problems.append("the null block is in the free queue")
+            continue
+        if block.ref_cnt < 0:
+            problems.append(f"block {block.block_id}: ref_cnt {block.ref_cnt} < 0")
+        if block.ref_cnt == 0 and block.block_id not in ids:
+            problems.append(f"block {block.block_id} has ref_cnt 0 but is not in the free "
+                            "queue (leaked)")
+        if block.ref_cnt > 0 and block.block_id in ids:
+            problems.append(f"block {block.block_id} is in use (ref_cnt {block.ref_cnt}) "
+                            "and in the free queue")
+    return problems
+
+
+def check_ref_counts(engine) -> list[str]:
+    counts: dict[int, int] = {}
+    for table in engine.kv_cache_manager.req_to_blocks.values():
+        for block in table:
+            counts[block.block_id] = counts.get(block.block_id, 0) + 1
+    problems = []
+    for block in engine.block_pool.blocks:
+        if block.is_null:
+            continue
+        expected = counts.get(block.block_id, 0)
+        if block.ref_cnt != expected:
+            problems.append(f"block {block.block_id}: ref_cnt {block.ref_cnt} but "
+                            f"{expected} block-table entries")
+    return problems
+
+
+def check_hash_map(pool) -> list[str]:
+    problems = []
+    in_map: dict[int, bytes] = {}
+    for key, block in pool.cached_block_hash_to_block.items():
+        if block.block_hash != key:
+            problems.append(f"prefix cache: block {block.block_id} is under a key it does "
+                            "not carry")
+        if block.block_id in in_map:
+            problems.append(f"prefix cache: block {block.block_id} is in the map twice")
+        in_map[block.block_id] = key
+    for block in pool.blocks:
+        if block.block_hash is not None and block.block_id not in in_map:
+            problems.append(f"block {block.block_id} carries a hash that is not in the "
+                            "prefix cache")
+        if block.block_hash is not None and block.is_null:
+            problems.append("the null block carries a hash")
+    if not pool.enable_caching and in_map:
+        problems.append("prefix caching is off but the map holds blocks")
+    return problems
+
+
+def check_requests(engine) -> list[str]:
+    problems = []
+    sched = engine.scheduler
+    kv = engine.kv_cache_manager
+    bs = engine.cache_config.block_size
+    lookahead = engine.scheduler_config.num_lookahead_tokens
+    max_model_len = engine.scheduler_config.max_model_len
+    running = [r.request_id for r in sched.running]
+    waiting = [r.request_id for r in sched.waiting]
+    if len(running) > sched.max_num_running_reqs:
+        problems.append(f"{len(running)} running requests > max_num_seqs "
+                        f"{sched.max_num_running_reqs}")
+    if len(set(running)) != len(running) or len(set(waiting)) != len(waiting) \
+            or set(running) & set(waiting):
+        problems.append("a request is in a queue twice")
+    pending = {r.request_id for r in engine.pending}
+    for rid, req in engine.requests.items():
+        table = kv.req_to_blocks.get(rid)
+        status = req.status
+        if req.is_finished():
+            if table is not None:
+                problems.append(f"finished request {rid} still holds blocks")
+            if rid in running or rid in waiting:
+                problems.append(f"finished request {rid} is still queued")
+            continue
+        if rid in pending:
+            if rid in running or rid in waiting or table is not None:
+                problems.append(f"request {rid} has not arrived but is scheduled")
+            continue
+        if status == RequestStatus.RUNNING:
+            if rid not in running or rid in waiting:
+                problems.append(f"running request {rid} is not (only) in running")
+            if table is None:
+                problems.append(f"running request {rid} holds no blocks")
+                continue
+            need = min(req.num_computed_tokens + lookahead, max_model_len)
+            if len(table) * bs < need:
+                problems.append(f"request {rid}: {len(table)} blocks do not cover "
+                                f"{req.num_computed_tokens} computed tokens + {lookahead} "
+                                "lookahead")
+            if req.num_computed_tokens > req.num_tokens:
+                problems.append(f"request {rid}: {req.num_computed_tokens} computed tokens "
+                                f"> {req.num_tokens} tokens")
+            n_cached = kv.num_cached_block.get(rid, 0)
+            if n_cached > len(table) or n_cached > len(req.block_hashes):
+                problems.append(f"request {rid}: num_cached_block {n_cached} is too large")
+            elif engine.cache_config.enable_prefix_caching:
+                for i in range(n_cached):
+                    key = make_block_hash_with_group_id(req.block_hashes[i], 0)
+                    if table[i].block_hash != key:
+                        problems.append(f"request {rid}: block {table[i].block_id} at "
+                                        f"{i} does not carry the request's hash there")
+                        break
+        else:
+            if rid not in waiting or rid in running:
+                problems.append(f"waiting request {rid} is not (only) in waiting")
+            if table is not None:
+                problems.append(f"waiting request {rid} holds blocks")
+            if req.num_computed_tokens != 0:
+                problems.append(f"waiting request {rid} has {req.num_computed_tokens} "
+                                "computed tokens")
+    return problems
+
+
+def read_back(engine, request_id: str) -> list:
+    """The payloads a request's block table reaches, for its computed tokens."""
+    return engine.read_back(request_id)
+
+
+def request_payload_intact(engine, req) -> bool:
+    tokens = req.all_token_ids
+    n = min(req.num_computed_tokens, req.num_tokens)
+    return engine.read_back(req.request_id, n) == [(tokens[p], p) for p in range(n)]
+
+
+def check_payloads(engine) -> list[str]:
+    problems = []
+    bs = engine.cache_config.block_size
+    tables = engine.kv_cache_manager.req_to_blocks
+    for rid, req in engine.requests.items():
+        if req.status != RequestStatus.RUNNING:
+            continue
+        if len(tables.get(rid, ())) * bs < min(req.num_computed_tokens, req.num_tokens):
+            continue   # reported by check_requests
+        if not request_payload_intact(engine, req):
+            problems.append(f"request {rid}: computed tokens do not read back as its own "
+                            "tokens")
+    for block in engine.block_pool.blocks:
+        if block.block_hash is None:
+            continue
+        slots = engine.gpu_cache[block.block_id]
+        first = block.block_hash_num_tokens - bs
+        if [s[1] if s else None for s in slots] != list(range(first, first + bs)):
+            problems.append(f"cached block {block.block_id}: its slots do not hold "
+                            f"positions {first}..{first + bs - 1}")
+    return problems

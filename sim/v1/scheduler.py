@@ -1,0 +1,727 @@
+"""V1's scheduler (vLLM v0.25.1 `vllm/v1/core/sched/scheduler.py`, with
+`sched/output.py`'s `SchedulerOutput`, `NewRequestData`, `CachedRequestData`,
+`sched/request_queue.py`'s queues and `sched/utils.py`'s `check_stop`).
+
+One `schedule()` call is one engine step's plan, in one loop over a shared token budget:
+
+1. Running requests, in order: each gets `num_tokens_with_spec - num_computed_tokens`
+   tokens, cut to `long_prefill_token_threshold`, the remaining budget and
+   `max_model_len - num_computed_tokens - 1`. When `allocate_slots` cannot fit them, the
+   scheduler preempts a victim (FCFS: the last of `running`, possibly the request itself;
+   PRIORITY: the largest (priority, arrival)) by recompute (its blocks are freed, its
+   computed count reset to 0, it goes to the front of `waiting`) and retries.
+2. Waiting requests, only if nothing was preempted in this step: prefix-cache lookup, the
+   token budget (chunked prefill: a prompt takes what is left), `max_num_seqs`, and
+   `allocate_slots` with the full-sequence gate; the first that does not fit stops
+   admission (no skipping ahead).
+3. `_update_after_schedule`: every scheduled request's `num_computed_tokens` advances now.
+
+`update_from_output` appends the sampled tokens (rolling back rejected draft tokens),
+checks stop conditions and frees finished requests at once (blocks reversed), in
+scheduling order.
+
+This is the synchronous `Scheduler` (the one vLLM's scheduler tests use), FCFS or PRIORITY,
+one KV cache group of full attention. Left out: async scheduling (placeholders), pipeline
+parallelism, KV connectors (and the `skipped_waiting` queue for blocked requests), LoRA,
+multimodal/encoder inputs, structured output, streaming sessions, pausing, Mamba alignment.
+Additions: `events` receives Admitted, Preempted, RequestFinished and Aborted records (the
+KV cache manager and block pool add theirs; the engine adds KVWritten and TokenSampled).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from sim.events import Aborted, Admitted, Preempted, RequestFinished, fast_event
+from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.kv_cache_manager import KVCacheManager
+from sim.v1.request import Request, RequestStatus
+
+_WAITING, _RUNNING, _PREEMPTED = (RequestStatus.WAITING, RequestStatus.RUNNING,
+                                  RequestStatus.PREEMPTED)
+_STOPPED, _LENGTH_CAPPED = RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED
+
+
+# -- sched/request_queue.py ---------------------------------------------------------------
+class FCFSRequestQueue(deque):
+    """Waiting requests, first come first served; preempted ones are put back in front."""
+
+    def add_request(self, request: Request) -> None:
+        self.append(request)
+
+    def pop_request(self) -> Request:
+        return self.popleft()
+
+    def peek_request(self) -> Request:
+        if not self:
+            raise IndexError("peek from an empty queue")
+        return self[0]
+
+    def prepend_request(self, request: Request) -> None:
+        self.appendleft(request)
+
+    def prepend_requests(self, requests: Iterable[Request]) -> None:
+        self.extendleft(reversed(list(requests)))
+
+    def remove_request(self, request: Request) -> None:
+        self.remove(request)
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        requests_to_remove = set(requests)
+        filtered = [req for req in self if req not in requests_to_remove]
+        self.clear()
+        self.extend(filtered)
+
+
+class PriorityRequestQueue:
+    """Waiting requests as a heap by (priority, arrival, id); "prepend" is a push."""
+
+    def __init__(self) -> None:
+        self._heap: list[Request] = []
+
+    def add_request(self, request: Request) -> None:
+        heapq.heappush(self._heap, request)
+
+    def pop_request(self) -> Request:
+        if not self._heap:
+            raise IndexError("pop from empty heap")
+        return heapq.heappop(self._heap)
+
+    def peek_request(self) -> Request:
+        if not self._heap:
+            raise IndexError("peek from empty heap")
+        return self._heap[0]
+
+    def prepend_request(self, request: Request) -> None:
+        self.add_request(request)
+
+    def prepend_requests(self, requests: Iterable[Request]) -> None:
+        for request in requests:
+            self.add_request(request)
+
+    def remove_request(self, request: Request) -> None:
+        self._heap.remove(request)
+        heapq.heapify(self._heap)
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        requests_to_remove = set(requests)
+        self._heap = [r for r in self._heap if r not in requests_to_remove]
+        heapq.heapify(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self):
+        heap_copy = self._heap[:]
+        while heap_copy:
+            yield heapq.heappop(heap_copy)
+
+
+def create_request_queue(policy: str):
+    if policy == "priority":
+        return PriorityRequestQueue()
+    if policy == "fcfs":
+        return FCFSRequestQueue()
+    raise ValueError(f"Unknown scheduling policy: {policy}")
+
+
+# -- sched/output.py ----------------------------------------------------------------------
+@dataclass(slots=True)
+class NewRequestData:
+    """A request scheduled for the first time: the worker caches all of this."""
+    req_id: str
+    prompt_token_ids: list[int]
+    sampling_params: object
+    block_ids: tuple[list[int], ...]      # its full block table, per KV cache group
+    num_computed_tokens: int              # its prefix hit (before this step's tokens)
+
+    @classmethod
+    def from_request(cls, request: Request, block_ids: tuple[list[int], ...]) -> NewRequestData:
+        return cls(request.request_id, request.prompt_token_ids, request.sampling_params,
+                   block_ids, request.num_computed_tokens)
+
+
+@dataclass(slots=True)
+class CachedRequestData:
+    """Requests the worker already knows: running ones, then resumed ones (parallel lists).
+    For a resumed request `new_block_ids` is its whole new table (it replaces the old)."""
+    req_ids: list[str] = field(default_factory=list)
+    resumed_req_ids: set[str] = field(default_factory=set)
+    new_token_ids: list[list[int]] = field(default_factory=list)   # pipeline parallel only
+    all_token_ids: dict[str, list[int]] = field(default_factory=dict)
+    new_block_ids: list[tuple[list[int], ...] | None] = field(default_factory=list)
+    num_computed_tokens: list[int] = field(default_factory=list)
+    num_output_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.req_ids)
+
+    @classmethod
+    def make_empty(cls) -> CachedRequestData:
+        return cls()
+
+
+@dataclass(slots=True)
+class SchedulerOutput:
+    scheduled_new_reqs: list[NewRequestData]
+    scheduled_cached_reqs: CachedRequestData
+    # request id -> tokens this step, in scheduling order (running, then admitted)
+    num_scheduled_tokens: dict[str, int]
+    total_num_scheduled_tokens: int
+    scheduled_spec_decode_tokens: dict[str, list[int]]
+    scheduled_encoder_inputs: dict[str, list[int]]
+    num_common_prefix_blocks: list[int]
+    finished_req_ids: set[str]                # finished since the previous schedule()
+    free_encoder_mm_hashes: list[str]
+    preempted_req_ids: set[str] = field(default_factory=set)
+
+
+# -- vllm/v1/outputs.py and vllm/v1/engine/__init__.py (what update_from_output reads and
+# returns) ----------------------------------------------------------------------------
+@dataclass(slots=True)
+class ModelRunnerOutput:
+    req_ids: list[str]
+    req_id_to_index: dict[str, int]
+    # One list per request: the sampled token (plus accepted drafts), or [] for a request
+    # whose prefill chunk did not reach the end of its tokens.
+    sampled_token_ids: list[list[int]]
+
+
+class EngineCoreOutput(NamedTuple):
+    """One request's result of a step (vLLM's is a msgspec Struct; a NamedTuple here, made
+    for every request on every step)."""
+    request_id: str
+    new_token_ids: list[int]
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    num_cached_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+# -- sched/utils.py -------------------------------------------------------------------------
+def check_stop(request: Request, max_model_len: int) -> bool:
+    """Sets a finished status and returns True when the request must stop, in vLLM's
+    order: min_tokens, EOS, stop tokens, model length and max_tokens."""
+    num_output_tokens = request.num_tokens - request.num_prompt_tokens
+    if num_output_tokens < request.min_tokens:
+        return False
+    last_token_id = request.output_token_ids[-1]
+    if not request.ignore_eos and last_token_id == request.eos_token_id:
+        request.status = _STOPPED
+        return True
+    if last_token_id in request.stop_token_ids:
+        request.status = _STOPPED
+        request.stop_reason = last_token_id
+        return True
+    if request.num_tokens >= max_model_len or num_output_tokens >= request.max_tokens:
+        request.status = _LENGTH_CAPPED
+        return True
+    return False
+
+
+def remove_all(lst: list, items_to_remove: set) -> list:
+    if len(items_to_remove) == 1:
+        lst.remove(next(iter(items_to_remove)))
+        return lst
+    return [item for item in lst if item not in items_to_remove]
+
+
+# -- the scheduler --------------------------------------------------------------------------
+class Scheduler:
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
+                 events: list | None = None, log_stats: bool = True) -> None:
+        self.scheduler_config = scheduler_config
+        self.cache_config = cache_config
+        self.events = events
+        self.log_stats = log_stats
+        self.max_num_running_reqs = scheduler_config.max_num_seqs
+        self.max_num_scheduled_tokens = scheduler_config.max_num_scheduled_tokens
+        self.max_model_len = scheduler_config.max_model_len
+        self.block_size = cache_config.block_size
+        self.policy = scheduler_config.policy
+        self.scheduler_reserve_full_isl = scheduler_config.scheduler_reserve_full_isl
+        # Speculative decoding: drafts per step; lookahead slots (EAGLE-style drafters).
+        self.num_spec_tokens = scheduler_config.num_speculative_tokens
+        self.num_lookahead_tokens = scheduler_config.num_lookahead_tokens
+        self.use_eagle = self.num_lookahead_tokens > 0
+        self.requests: dict[str, Request] = {}
+        self.waiting = create_request_queue(self.policy)
+        self.running: list[Request] = []
+        # Finished since the last schedule() (handed to the workers in the next output).
+        self.finished_req_ids: set[str] = set()
+        self.preempted_req_ids: set[str] = set()
+        self.prev_step_scheduled_req_ids: set[str] = set()
+        # The requests of the last schedule(), in the order of its num_scheduled_tokens.
+        self.scheduled_reqs: list[Request] = []
+        self.last_scheduler_output: SchedulerOutput | None = None
+        self.kv_cache_manager = KVCacheManager(
+            cache_config.block_size, cache_config.num_gpu_blocks,
+            scheduler_config.max_model_len, enable_caching=cache_config.enable_prefix_caching,
+            use_eagle=self.use_eagle, watermark=scheduler_config.watermark,
+            log_stats=log_stats, events=events)
+
+    # -- requests ----------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        self.waiting.add_request(request)
+        self.requests[request.request_id] = request
+
+    def finish_requests(self, request_ids: str | Iterable[str],
+                        finished_status: RequestStatus) -> list[Request]:
+        """Abort (or otherwise finish) requests from outside: out of their queue, blocks
+        freed. Returns the requests finished."""
+        assert RequestStatus.is_finished(finished_status)
+        if isinstance(request_ids, str):
+            request_ids = (request_ids,)
+        else:
+            request_ids = list(dict.fromkeys(request_ids))
+        running_requests_to_remove = set()
+        waiting_requests_to_remove = []
+        valid_requests = []
+        for req_id in request_ids:
+            request = self.requests.get(req_id)
+            if request is None or request.is_finished():
+                continue
+            valid_requests.append(request)
+            if request.status == _RUNNING:
+                running_requests_to_remove.add(request)
+            else:
+                waiting_requests_to_remove.append(request)
+        if running_requests_to_remove:
+            self.running = remove_all(self.running, running_requests_to_remove)
+        if waiting_requests_to_remove:
+            self.waiting.remove_requests(waiting_requests_to_remove)
+        for request in valid_requests:
+            queue = "running" if request in running_requests_to_remove else "waiting"
+            request.status = finished_status
+            if self.events is not None and finished_status == RequestStatus.FINISHED_ABORTED:
+                self.events.append(Aborted(request.request_id, queue))
+            self._free_request(request)
+        return valid_requests
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.get_num_unfinished_requests() > 0
+
+    def has_finished_requests(self) -> bool:
+        return len(self.finished_req_ids) > 0
+
+    def reset_prefix_cache(self) -> bool:
+        return self.kv_cache_manager.reset_prefix_cache()
+
+    # -- one step's plan -------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        """One step's plan. For speed, the per-request work of vLLM's three passes (the
+        scheduling loops, `_make_cached_request_data`, `_update_after_schedule`) is done as
+        each request is scheduled, with the same result: the output records each
+        request's values from before this step, and nothing later in schedule() reads a
+        scheduled request's `num_computed_tokens` (a request preempted after it was
+        scheduled is reset to 0 anyway)."""
+        events = self.events
+        kv_cache_manager = self.kv_cache_manager
+        allocate_slots = kv_cache_manager.allocate_slots
+        req_to_blocks = kv_cache_manager.req_to_blocks
+        num_cached_block = kv_cache_manager.num_cached_block
+        caching = kv_cache_manager.enable_caching
+        empty_blocks = kv_cache_manager.empty_kv_cache_blocks
+        block_size = self.block_size
+        scheduled_new_reqs: list[Request] = []
+        scheduled_resumed_reqs: list[Request] = []
+        scheduled_running_reqs: list[Request] = []
+        preempted_reqs: list[Request] = []
+        num_scheduled_tokens: dict[str, int] = {}
+        token_budget = self.max_num_scheduled_tokens
+        scheduled_spec_decode_tokens: dict[str, list[int]] = {}
+        threshold = self.scheduler_config.long_prefill_token_threshold
+        max_model_len = self.max_model_len
+        num_lookahead_tokens = self.num_lookahead_tokens
+        prefill_scheduled = False   # a running request continues a prefill this step
+        # CachedRequestData's lists (running requests, then resumed ones).
+        prev_scheduled = self.prev_step_scheduled_req_ids
+        cached_new_block_ids: list[tuple[list[int], ...] | None] = []
+        cached_num_computed: list[int] = []
+        cached_all_token_ids: dict[str, list[int]] = {}
+
+        # First, the RUNNING requests.
+        running = self.running
+        num_running = len(running)
+        req_index = 0
+        while req_index < num_running and token_budget > 0:
+            request = running[req_index]
+            request_id = request.request_id
+            num_computed = request.num_computed_tokens
+            num_tokens = request.num_tokens
+            # num_tokens_with_spec + num_output_placeholders (always 0: no async
+            # scheduling) - num_computed_tokens
+            spec_token_ids = request.spec_token_ids
+            if spec_token_ids:
+                num_new_tokens = num_tokens + len(spec_token_ids) - num_computed
+            else:
+                num_new_tokens = num_tokens - num_computed
+            if 0 < threshold < num_new_tokens:
+                num_new_tokens = threshold
+            if num_new_tokens > token_budget:
+                num_new_tokens = token_budget
+            # Make sure the input position does not exceed the max model len (1 = tokens
+            # sampled per step).
+            if num_new_tokens > max_model_len - num_computed - 1:
+                num_new_tokens = max_model_len - num_computed - 1
+            if num_new_tokens <= 0:
+                # Nothing to schedule (e.g. at max_model_len): it keeps its place.
+                req_index += 1
+                continue
+
+            # allocate_slots' answer when the request needs no new block and fills no new
+            # block (most decode steps): the empty KVCacheBlocks, nothing changed. Checked
+            # here to save the call; any other case goes through allocate_slots.
+            need = num_computed + num_new_tokens + num_lookahead_tokens
+            if need > max_model_len:
+                need = max_model_len
+            to_cache = num_computed + num_new_tokens
+            if to_cache > num_tokens:
+                to_cache = num_tokens
+            if (need <= len(req_to_blocks[request_id]) * block_size
+                    and (not caching
+                         or to_cache // block_size <= num_cached_block.get(request_id, 0))):
+                new_blocks = empty_blocks
+            else:
+                while True:
+                    new_blocks = allocate_slots(request, num_new_tokens,
+                                                num_lookahead_tokens=num_lookahead_tokens)
+                    if new_blocks is not None:
+                        break
+                    # Not enough blocks: preempt the lowest-priority request and retry.
+                    if self.policy == "priority":
+                        preempted_req = max(running,
+                                            key=lambda r: (r.priority, r.arrival_time))
+                        running.remove(preempted_req)
+                        if preempted_req in scheduled_running_reqs:
+                            # Already scheduled in this step: take it all back.
+                            preempted_req_id = preempted_req.request_id
+                            k = scheduled_running_reqs.index(preempted_req)
+                            del scheduled_running_reqs[k]
+                            del cached_new_block_ids[k], cached_num_computed[k]
+                            cached_all_token_ids.pop(preempted_req_id, None)
+                            token_budget += num_scheduled_tokens.pop(preempted_req_id)
+                            scheduled_spec_decode_tokens.pop(preempted_req_id, None)
+                            req_index -= 1
+                    else:
+                        preempted_req = running.pop()
+                    if events is not None:
+                        events.append(Preempted(preempted_req.request_id, "recompute",
+                                                request_id, preempted_req is request))
+                    self._preempt_request(preempted_req)
+                    preempted_reqs.append(preempted_req)
+                    num_running = len(running)
+                    if preempted_req is request:
+                        break   # no request left to preempt: cannot schedule this one
+
+                if new_blocks is None:
+                    break   # it preempted itself
+
+            scheduled_running_reqs.append(request)
+            if request.is_prefill_chunk:
+                prefill_scheduled = True
+            num_scheduled_tokens[request_id] = num_new_tokens
+            token_budget -= num_new_tokens
+            req_index += 1
+            # _make_cached_request_data, for this request: its values before this step
+            # (its id and output count are listed after the loop).
+            # new_blocks.get_block_ids(allow_none=True), written out:
+            cached_new_block_ids.append(None if new_blocks is empty_blocks else
+                                        ([b.block_id for b in new_blocks.blocks[0]],))
+            cached_num_computed.append(num_computed)
+            if request_id not in prev_scheduled:
+                # The worker did not see it in the previous step: all its tokens.
+                cached_all_token_ids[request_id] = list(request.all_token_ids)
+            # _update_after_schedule, for this request.
+            request.num_computed_tokens = num_computed + num_new_tokens
+            request.is_prefill_chunk = num_computed + num_new_tokens < num_tokens
+
+            # Speculative decoding: the drafts that fit in the scheduled tokens.
+            if spec_token_ids:
+                num_scheduled_spec_tokens = num_new_tokens + num_computed - num_tokens
+                if num_scheduled_spec_tokens > 0:
+                    if len(spec_token_ids) > num_scheduled_spec_tokens:
+                        spec_token_ids = spec_token_ids[:num_scheduled_spec_tokens]
+                    scheduled_spec_decode_tokens[request_id] = spec_token_ids
+                # New drafts are set by update_draft_token_ids before the next step.
+                request.spec_token_ids = []
+
+        cached_req_ids = [r.request_id for r in scheduled_running_reqs]
+        cached_num_output = [r.num_tokens - r.num_prompt_tokens
+                             for r in scheduled_running_reqs]
+        # The scheduled requests in the order of num_scheduled_tokens (an addition: saves
+        # looking each one up again after scheduling).
+        scheduled_reqs = scheduled_running_reqs
+        new_reqs_data: list[NewRequestData] = []
+        # Next, the WAITING requests, only if nothing was preempted in this step.
+        if not preempted_reqs:
+            waiting = self.waiting
+            chunked = self.scheduler_config.enable_chunked_prefill
+            num_spec_tokens = self.num_spec_tokens
+            while waiting and token_budget > 0:
+                if len(running) >= self.max_num_running_reqs:
+                    break
+                request = waiting.peek_request()
+                request_id = request.request_id
+
+                # Already-cached tokens (new and preempted requests start from 0).
+                if request.num_computed_tokens == 0:
+                    new_computed_blocks, num_new_local_computed_tokens = (
+                        kv_cache_manager.get_computed_blocks(request))
+                    num_computed_tokens = num_new_local_computed_tokens
+                else:   # only with a KV connector
+                    new_computed_blocks = empty_blocks
+                    num_new_local_computed_tokens = 0
+                    num_computed_tokens = request.num_computed_tokens
+
+                # `num_tokens`, not the prompt: a resumed request recomputes its outputs.
+                num_new_tokens = request.num_tokens - num_computed_tokens
+                pad_spec_decode = False
+                # Pad a one-token request to the uniform spec-decode size (1 + K) when it
+                # joins running decodes, so the step keeps one cudagraph shape.
+                if (num_spec_tokens > 0 and num_new_tokens == 1 and scheduled_running_reqs
+                        and not prefill_scheduled):
+                    padded_num_tokens = 1 + num_spec_tokens
+                    if num_computed_tokens + padded_num_tokens + 1 <= max_model_len:
+                        if padded_num_tokens > token_budget:
+                            break   # rather not schedule it than schedule it unpadded
+                        num_new_tokens = padded_num_tokens
+                        pad_spec_decode = True
+                if 0 < threshold < num_new_tokens:
+                    num_new_tokens = threshold
+                if not chunked and num_new_tokens > token_budget:
+                    break   # without chunked prefill the whole prompt must fit the budget
+                num_new_tokens = min(num_new_tokens, token_budget)
+                assert num_new_tokens > 0
+
+                new_blocks = allocate_slots(
+                    request, num_new_tokens,
+                    num_new_computed_tokens=num_new_local_computed_tokens,
+                    new_computed_blocks=new_computed_blocks,
+                    num_lookahead_tokens=num_lookahead_tokens,
+                    full_sequence_must_fit=self.scheduler_reserve_full_isl,
+                    has_scheduled_reqs=bool(running))
+                if new_blocks is None:
+                    break   # does not fit: stop admitting (FCFS head-of-line blocking)
+
+                request = waiting.pop_request()
+                running.append(request)
+                if scheduled_reqs is scheduled_running_reqs:
+                    scheduled_reqs = list(scheduled_running_reqs)
+                scheduled_reqs.append(request)
+                resumed = request.status == _PREEMPTED
+                # Its whole block table goes out (new requests and resumed ones alike).
+                block_ids = kv_cache_manager.get_blocks(request_id).get_block_ids()
+                if request.status == _WAITING:
+                    scheduled_new_reqs.append(request)
+                    new_reqs_data.append(NewRequestData(
+                        request_id, request.prompt_token_ids, request.sampling_params,
+                        block_ids, num_computed_tokens))
+                elif resumed:
+                    scheduled_resumed_reqs.append(request)
+                    cached_req_ids.append(request_id)
+                    cached_new_block_ids.append(block_ids)
+                    cached_num_computed.append(num_computed_tokens)
+                    cached_num_output.append(request.num_tokens - request.num_prompt_tokens)
+                    cached_all_token_ids[request_id] = list(request.all_token_ids)
+                else:
+                    raise RuntimeError(f"Invalid request status: {request.status}")
+                num_scheduled_tokens[request_id] = num_new_tokens
+                token_budget -= num_new_tokens
+                request.status = _RUNNING
+                request.num_computed_tokens = num_computed_tokens
+                if request.num_cached_tokens < 0:
+                    request.num_cached_tokens = num_computed_tokens
+                if pad_spec_decode:
+                    scheduled_spec_decode_tokens[request_id] = [-1] * num_spec_tokens
+                if events is not None:
+                    events.append(Admitted(request_id, num_new_tokens, resumed))
+                # _update_after_schedule, for this request.
+                computed = request.num_computed_tokens = num_computed_tokens + num_new_tokens
+                request.is_prefill_chunk = computed < request.num_tokens
+
+        total_num_scheduled_tokens = self.max_num_scheduled_tokens - token_budget
+        assert token_budget >= 0
+        assert len(running) <= self.max_num_running_reqs
+
+        # The longest prefix shared by every request holding blocks (cascade attention).
+        num_common_prefix_blocks = [0]
+        if running:
+            num_common_prefix_blocks = kv_cache_manager.get_num_common_prefix_blocks(
+                running[0].request_id)
+
+        cached_reqs_data = CachedRequestData(
+            req_ids=cached_req_ids,
+            resumed_req_ids={req.request_id for req in scheduled_resumed_reqs},
+            new_token_ids=[],
+            all_token_ids=cached_all_token_ids,
+            new_block_ids=cached_new_block_ids,
+            num_computed_tokens=cached_num_computed,
+            num_output_tokens=cached_num_output)
+        self.prev_step_scheduled_req_ids = set(num_scheduled_tokens)
+
+        scheduler_output = SchedulerOutput(
+            scheduled_new_reqs=new_reqs_data,
+            scheduled_cached_reqs=cached_reqs_data,
+            num_scheduled_tokens=num_scheduled_tokens,
+            total_num_scheduled_tokens=total_num_scheduled_tokens,
+            scheduled_spec_decode_tokens=scheduled_spec_decode_tokens,
+            scheduled_encoder_inputs={},
+            num_common_prefix_blocks=num_common_prefix_blocks,
+            finished_req_ids=self.finished_req_ids,
+            free_encoder_mm_hashes=[],
+            preempted_req_ids=self.preempted_req_ids,
+        )
+        self.scheduled_reqs = scheduled_reqs
+        self.last_scheduler_output = scheduler_output
+        self._update_after_schedule(scheduler_output)
+        return scheduler_output
+
+    def _preempt_request(self, request: Request) -> None:
+        """Preemption by recompute: free its blocks, back to the front of `waiting` with
+        every token kept and nothing computed."""
+        assert request.status == _RUNNING, "Only running requests can be preempted"
+        self.kv_cache_manager.free(request)
+        request.status = _PREEMPTED
+        request.num_computed_tokens = 0
+        if request.spec_token_ids:
+            request.spec_token_ids = []
+        request.num_preemptions += 1
+        self.waiting.prepend_request(request)
+        self.preempted_req_ids.add(request.request_id)
+
+    def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
+        """What is left of vLLM's `_update_after_schedule` once schedule() has advanced
+        each scheduled request's `num_computed_tokens` (and `is_prefill_chunk`): new sets
+        of finished and preempted ids (the output keeps the old ones)."""
+        self.finished_req_ids = set()
+        self.preempted_req_ids = set()
+
+    # -- after the model ran ---------------------------------------------------------------
+    def update_from_output(self, scheduler_output: SchedulerOutput,
+                           model_runner_output: ModelRunnerOutput) -> list[EngineCoreOutput]:
+        """Append the sampled tokens, roll back rejected drafts, stop and free finished
+        requests (in scheduling order). Returns one output per request that got tokens or
+        finished."""
+        sampled_token_ids = model_runner_output.sampled_token_ids
+        spec_decode_tokens = scheduler_output.scheduled_spec_decode_tokens
+        events = self.events
+        max_model_len = self.max_model_len
+        outputs: list[EngineCoreOutput] = []
+        append_output = outputs.append
+        stopped_running_reqs: set[Request] = set()
+        if (scheduler_output is self.last_scheduler_output
+                and model_runner_output.req_ids is not None
+                and len(model_runner_output.req_ids) == len(self.scheduled_reqs)):
+            # The engine's case: the output of the last schedule(), one model output per
+            # scheduled request in the same order: the requests schedule() kept.
+            items = zip(self.scheduled_reqs, sampled_token_ids)
+        else:
+            # vLLM's way: look each scheduled id up (the request may be gone).
+            req_id_to_index = model_runner_output.req_id_to_index
+            items = [(self.requests.get(req_id), sampled_token_ids[req_id_to_index[req_id]])
+                     for req_id in scheduler_output.num_scheduled_tokens
+                     if req_id in req_id_to_index]
+        stopped_preempted_reqs: list[Request] = []
+        for request, generated_token_ids in items:
+            if request is None:
+                continue
+            status_before_stop = request.status
+            if status_before_stop > _PREEMPTED:
+                continue   # finished (aborted) while the model ran
+            req_id = request.request_id
+            if not generated_token_ids:
+                continue   # a prefill chunk short of the end: nothing sampled
+
+            if spec_decode_tokens:
+                scheduled_spec_token_ids = spec_decode_tokens.get(req_id)
+                if scheduled_spec_token_ids:
+                    num_draft_tokens = len(scheduled_spec_token_ids)
+                    num_accepted = len(generated_token_ids) - 1
+                    num_rejected = num_draft_tokens - num_accepted
+                    # The rejected drafts' KV is dropped; their slots stay allocated.
+                    if request.num_computed_tokens > 0:
+                        request.num_computed_tokens -= num_rejected
+
+            if len(generated_token_ids) == 1:
+                # One token (most steps): _update_request_with_output, written out.
+                token_id = generated_token_ids[0]
+                request.append_output_token_ids(token_id)
+                num_tokens = request.num_tokens
+                # check_stop can only stop it at its length limit, on EOS or on a stop
+                # token: ask it only then.
+                stopped = ((num_tokens >= max_model_len
+                            or num_tokens - request.num_prompt_tokens >= request.max_tokens
+                            or token_id == request.eos_token_id
+                            or token_id in request.stop_token_ids)
+                           and check_stop(request, max_model_len))
+                new_token_ids = generated_token_ids
+            else:
+                new_token_ids, stopped = self._update_request_with_output(
+                    request, generated_token_ids, max_model_len)
+            if stopped:
+                if events is not None:
+                    events.append(RequestFinished(req_id, request.status.label))
+                self._free_request(request)
+                if status_before_stop is _RUNNING:
+                    stopped_running_reqs.add(request)
+                else:   # preempted after it was scheduled (two steps in flight)
+                    stopped_preempted_reqs.append(request)
+                append_output(EngineCoreOutput(req_id, new_token_ids,
+                                               request.get_finished_reason(),
+                                               request.stop_reason,
+                                               request.num_cached_tokens))
+            else:
+                # EngineCoreOutput(req_id, new_token_ids), without NamedTuple's Python-level
+                # __new__ (see sim.events.fast_event).
+                append_output(fast_event(EngineCoreOutput, (req_id, new_token_ids, None, None, 0)))
+        if stopped_running_reqs:
+            self.running = remove_all(self.running, stopped_running_reqs)
+        if stopped_preempted_reqs:
+            self.waiting.remove_requests(stopped_preempted_reqs)
+        return outputs
+
+    def _update_request_with_output(self, request: Request, new_token_ids: list[int],
+                                    max_model_len: int) -> tuple[list[int], bool]:
+        """Append tokens one by one, checking stop after each; on a stop the rest are
+        dropped."""
+        stopped = False
+        for num_new, output_token_id in enumerate(new_token_ids, 1):
+            request.append_output_token_ids(output_token_id)
+            stopped = check_stop(request, max_model_len)
+            if stopped:
+                del new_token_ids[num_new:]
+                break
+        return new_token_ids, stopped
+
+    def update_draft_token_ids(self, draft_token_ids: dict[str, list[int]]) -> None:
+        """The drafter's proposals for the next step (ignored for prefill chunks)."""
+        requests = self.requests
+        for req_id, spec_token_ids in draft_token_ids.items():
+            request = requests.get(req_id)
+            if request is None or request.is_finished():
+                continue
+            if request.is_prefill_chunk:
+                if request.spec_token_ids:
+                    request.spec_token_ids = []
+                continue
+            request.spec_token_ids = list(spec_token_ids)
+
+    def _free_request(self, request: Request) -> None:
+        assert request.is_finished()
+        self.finished_req_ids.add(request.request_id)
+        self.kv_cache_manager.free(request)
+        del self.requests[request.request_id]

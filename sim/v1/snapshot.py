@@ -1,0 +1,158 @@
+"""A JSON-ready copy of a V1 engine's state, for frames and the command line.
+
+The same keys as the v0.5.5 snapshot (`sim/core/snapshot.py`), so the views that draw one
+draw the other: "step", "block_size", "watermark_blocks", "queues" (with "swapped" always
+empty: V1 does not swap), "requests" (one sequence per request: V1 fans n > 1 out into
+separate requests), "gpu" and an empty "cpu". Block 0, the null block, is listed in "gpu"
+like any block (it is never free and never holds tokens).
+
+"heads" answers, for the request at the head of `waiting`, what allocate_slots would
+say now if it were admitted with the whole budget ("can_allocate": "ok", "later", or
+"never" when even the empty pool is too small, so it blocks the FCFS queue for good); it
+looks the prefix cache up without counting a lookup. "swapped" is always None.
+
+V1's own keys: "engine": "v1", "null_block": 0, per GPU block "hash" (an 8-hex-digit
+prefix, or None) and "cached" (in the prefix-cache map), per request "block_hashes"
+(prefixes), "num_cached_block", "num_preemptions", "parent_request_id", and
+"prefix_cache" (cumulative lookup statistics).
+
+Slots: a block held by requests shows the slots its holders have computed; a free block
+that keeps its hash (an eviction candidate) still holds valid KV and shows all of it; other
+free blocks show nothing (a real GPU keeps stale data there).
+"""
+from __future__ import annotations
+
+from sim.v1.kv_cache_utils import get_block_hash, hash_prefix
+
+
+def engine_snapshot(engine, with_slots: bool = True) -> dict:
+    kv = engine.kv_cache_manager
+    pool = kv.block_pool
+    bs = engine.cache_config.block_size
+    sched = engine.scheduler
+    req_to_blocks = kv.req_to_blocks
+    filled: dict[int, int] = {}
+    requests = []
+    for req in engine.requests.values():
+        table = req_to_blocks.get(req.request_id)
+        entries = []
+        if table is not None:
+            for logical, block in enumerate(table):
+                n = min(bs, max(0, req.num_computed_tokens - logical * bs))
+                filled[block.block_id] = max(filled.get(block.block_id, 0), n)
+                entries.append(["gpu", block.block_id, n])
+        requests.append({
+            "request_id": req.request_id,
+            "arrival_step": req.arrival_step,
+            "first_scheduled_step": req.first_scheduled_step,
+            "finished_step": req.finished_step,
+            "n": getattr(req.sampling_params, "n", 1),
+            "best_of": 1,
+            "use_beam_search": False,
+            "max_tokens": req.max_tokens,
+            "seqs": [{
+                "seq_id": req.seq_id,
+                "parent_seq_id": None,
+                "status": req.status.label,
+                "prompt_len": req.num_prompt_tokens,
+                "len": req.num_tokens,
+                "num_computed_tokens": req.num_computed_tokens,
+                "token_ids": list(req.all_token_ids),
+                "cumulative_logprob": req.cumulative_logprob,
+                "block_table": entries,
+            }],
+            "parent_request_id": req.parent_request_id,
+            "block_hashes": [hash_prefix(h) for h in req.block_hashes],
+            "num_cached_block": kv.num_cached_block.get(req.request_id, 0),
+            "num_preemptions": req.num_preemptions,
+        })
+    cached_ids = {block.block_id for _, block in pool.cached_block_hash_to_block.items()}
+    blocks = []
+    cache = engine.gpu_cache
+    for block in pool.blocks:
+        key = block.block_hash
+        entry = {"ref_count": block.ref_cnt,
+                 "hash": hash_prefix(get_block_hash(key)) if key is not None else None,
+                 "cached": block.block_id in cached_ids}
+        if with_slots:
+            if block.is_null:
+                n = 0
+            elif block.ref_cnt:
+                n = filled.get(block.block_id, 0)
+            else:
+                n = bs if key is not None else 0
+            entry["slots"] = [list(s) for s in cache[block.block_id][:n]]
+        blocks.append(entry)
+    stats = kv.prefix_cache_stats
+    return {
+        "engine": "v1",
+        "step": engine.step_index,
+        "block_size": bs,
+        "watermark_blocks": kv.watermark_blocks,
+        "null_block": pool.null_block.block_id,
+        "queues": {
+            "pending": [r.request_id for r in engine.pending],
+            "waiting": [r.request_id for r in sched.waiting],
+            "running": [r.request_id for r in sched.running],
+            "swapped": [],
+        },
+        "requests": requests,
+        "heads": queue_heads(engine),
+        "gpu": {
+            "num_blocks": pool.num_gpu_blocks,
+            "num_free": pool.get_num_free_blocks(),
+            "free_order": [b.block_id for b in pool.free_block_queue.get_all_free_blocks()],
+            "blocks": blocks,
+        },
+        "cpu": {"num_blocks": 0, "num_free": 0, "free_order": [], "blocks": []},
+        "prefix_cache": {
+            "queries": stats.queries,
+            "hits": stats.hits,
+            "preempted_queries": stats.preempted_queries,
+            "preempted_hits": stats.preempted_hits,
+        },
+    }
+
+
+def queue_heads(engine) -> dict:
+    """What the KV cache manager would answer now for the head of `waiting` (see the
+    module docstring), and None for `swapped` (V1 has no swapping)."""
+    sched = engine.scheduler
+    kv = engine.kv_cache_manager
+    waiting = None
+    if sched.waiting:
+        req = sched.waiting.peek_request()
+        cfg = engine.scheduler_config
+        bs = engine.cache_config.block_size
+        hits = []
+        if kv.enable_caching and not req.skip_reading_prefix_cache:
+            hits = kv.find_longest_cache_hit(req.block_hashes, req.num_tokens - 1)
+        num_hit_tokens = len(hits) * bs
+        seq_len = min(req.num_tokens, cfg.max_model_len)
+        if cfg.scheduler_reserve_full_isl:
+            need_tokens = seq_len
+        else:
+            need_tokens = min(num_hit_tokens + min(req.num_tokens - num_hit_tokens,
+                                                   cfg.max_num_scheduled_tokens)
+                              + cfg.num_lookahead_tokens, cfg.max_model_len)
+        num_required = kv.get_num_blocks_to_allocate(req.request_id, need_tokens, hits)
+        watermark = kv.watermark_blocks if sched.running else 0
+        num_free = kv.block_pool.get_num_free_blocks()
+        usable = kv.block_pool.num_gpu_blocks - 1
+        if -(-need_tokens // bs) + kv.watermark_blocks > usable:
+            can_allocate = "never"
+        elif num_required + watermark <= num_free:
+            can_allocate = "ok"
+        else:
+            can_allocate = "later"
+        waiting = {
+            "request_id": req.request_id,
+            "can_allocate": can_allocate,
+            "num_required_blocks": num_required,
+            "num_hit_blocks": len(hits),
+            "num_free_blocks": num_free,
+            "len": req.num_tokens,
+            # Non-zero for a request preempted by recompute: it recomputes its outputs too.
+            "output_len": req.num_tokens - req.num_prompt_tokens,
+        }
+    return {"swapped": None, "waiting": waiting}

@@ -1,0 +1,366 @@
+"""The V1 engine driver (sim/v1/engine.py): the prefix-caching example of vLLM's design
+docs as v0.25.1 runs it (VLLM-V1.md section 6) step by step, n > 1 fan-out, KV payloads
+through prefix hits, speculative decoding end to end, aborts, arrival, and the trace."""
+import pytest
+
+from sim.core.sequence import SamplingParams
+from sim.events import (
+    BlockEvicted,
+    BlockTouched,
+    ChunkScheduled,
+    KVWritten,
+    PrefixCacheHit,
+    RequestArrived,
+    TokenSampled,
+)
+from sim.trace import Scheduled, record
+from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.engine import LLMEngine
+from sim.v1.invariants import check_engine
+from sim.v1.request import RequestStatus
+
+
+def engine(bs=4, blocks=11, budget=64, seqs=16, caching=True, **kw):
+    rate = kw.pop("spec_acceptance_rate", 0.7)
+    seed = kw.pop("seed", 0)
+    return LLMEngine(CacheConfig(block_size=bs, num_gpu_blocks=blocks,
+                                 enable_prefix_caching=caching),
+                     SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs, **kw),
+                     seed=seed, spec_acceptance_rate=rate)
+
+
+def sp(max_tokens, **kw):
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=True, **kw)
+
+
+def checked_step(e):
+    out = e.step()
+    problems = check_engine(e)
+    assert not problems, (out.step, problems)
+    return out
+
+
+def run(e, max_steps=1000):
+    outs = []
+    while e.has_unfinished_requests():
+        outs.append(checked_step(e))
+        assert len(outs) < max_steps
+    return outs
+
+
+def view(e, rid):
+    """(block id, ref count, hash prefix or None) of each entry of a request's table."""
+    snap = e.snapshot()
+    blocks = snap["gpu"]["blocks"]
+    for r in snap["requests"]:
+        if r["request_id"] == rid:
+            return [(b, blocks[b]["ref_count"], blocks[b]["hash"])
+                    for _, b, _ in r["seqs"][0]["block_table"]]
+    raise KeyError(rid)
+
+
+def free_order(e):
+    return e.snapshot(with_slots=False)["gpu"]["free_order"]
+
+
+# The docs' tokens: R0 = A..O (15), R1 = A..J k l m n (14), R2 = A..L + 17 digits (29).
+LETTERS = list(range(100, 115))
+R0 = LETTERS
+R1 = LETTERS[:10] + [200, 201, 202, 203]
+R2 = LETTERS[:12] + list(range(300, 317))
+
+
+def docs_example(num_gpu_blocks):
+    e = engine(blocks=num_gpu_blocks)
+    e.add_request("R0", R0, sp(3))                     # outputs P Q R
+    e.add_request("R1", R1, sp(1), arrival_step=2)     # output o
+    e.add_request("R2", R2, sp(2), arrival_step=3)
+    return e
+
+
+def test_docs_prefix_caching_example_as_v0_25_1_runs_it():
+    """docs/design/prefix_caching.md's example with 11 blocks (the docs' 10 + the null
+    block; doc id + 1 = id here), VLLM-V1.md section 6, one engine step at a time."""
+    e = docs_example(11)
+
+    # Step 1: R0's prefill, 15 tokens: 4 blocks, the 3 full ones cached. Samples P.
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"R0": 15}
+    r0 = view(e, "R0")
+    assert [(b, ref) for b, ref, _ in r0] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    a_d, a_h, a_l = (h for _, _, h in r0[:3])
+    assert None not in (a_d, a_h, a_l) and r0[3][2] is None
+    assert free_order(e) == [5, 6, 7, 8, 9, 10]
+
+    # Step 2: R0 computes P: block 4 is full and cached (A-P). Samples Q.
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"R0": 1}
+    a_p = view(e, "R0")[3][2]
+    assert a_p is not None and free_order(e) == [5, 6, 7, 8, 9, 10]
+
+    # Step 3: R0 computes Q in a 5th block (5). R1 arrives: hits 1, 2 (8 tokens; its 3rd
+    # block matches only 2 of 4) touched to ref 2; 6 new tokens in new blocks 6, 7; block
+    # 6 (A-J,kl) cached. Both finish: R0 freed first ([5,4,3,2,1]), then R1 ([7,6,2,1]).
+    out = checked_step(e)
+    so = out.scheduler_outputs
+    assert so.num_scheduled_tokens == {"R0": 1, "R1": 6}
+    assert PrefixCacheHit("R1", (1, 2), 8) in out.events
+    assert BlockTouched(1, 2) in out.events and BlockTouched(2, 2) in out.events
+    assert so.scheduled_new_reqs[0].block_ids == ([1, 2, 6, 7],)
+    assert so.scheduled_new_reqs[0].num_computed_tokens == 8
+    assert so.scheduled_cached_reqs.new_block_ids == [([5],)]
+    assert out.finished == ["R0", "R1"]
+    # The docs' times 4 and 5 (the two frees), then the queue after both:
+    # 5 and 7 (unhashed) at the head, the hashed blocks at the tail in reversed order.
+    assert free_order(e) == [7, 5, 8, 9, 10, 4, 3, 6, 2, 1]
+    snap = e.snapshot()
+    blocks = snap["gpu"]["blocks"]
+    assert [blocks[b]["ref_count"] for b in range(11)] == [0] * 11
+    cached = {b for b in range(11) if blocks[b]["cached"]}
+    assert cached == {1, 2, 3, 4, 6}                  # A-D A-H A-L A-P A-J,kl: 5 entries
+    assert [blocks[b]["hash"] for b in (1, 2, 3, 4)] == [a_d, a_h, a_l, a_p]
+
+    # Step 4 (the docs' time 6): R2 arrives, hits 1, 2, 3 (12 tokens). 8 blocks for 29
+    # tokens = 5 new + 3 free hits <= 10 free. Touch 1,2,3; pop 7,5,8,9,10 (none hashed);
+    # its blocks 3..6 (7,5,8,9) cached. A-P and A-J,kl survive: no eviction.
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"R2": 17}
+    assert PrefixCacheHit("R2", (1, 2, 3), 12) in out.events
+    assert not [ev for ev in out.events if isinstance(ev, BlockEvicted)]
+    r2 = view(e, "R2")
+    assert [b for b, _, _ in r2] == [1, 2, 3, 7, 5, 8, 9, 10]
+    assert all(ref == 1 for _, ref, _ in r2)
+    assert [h is not None for _, _, h in r2] == [True] * 7 + [False]
+    assert [h for _, _, h in r2[:3]] == [a_d, a_h, a_l]
+    assert free_order(e) == [4, 6]
+    blocks = e.snapshot()["gpu"]["blocks"]
+    assert blocks[4]["hash"] == a_p and blocks[4]["cached"] and blocks[6]["cached"]
+    run(e)
+
+
+def test_docs_example_with_10_blocks_evicts_a_p():
+    """With 9 usable blocks v0.25.1 does evict: R2 pops 7,5,8,9,4 (A-P evicted), leaves 6."""
+    e = docs_example(10)
+    checked_step(e)
+    checked_step(e)
+    a_p = view(e, "R0")[3][2]
+    out = checked_step(e)
+    assert free_order(e) == [7, 5, 8, 9, 4, 3, 6, 2, 1]
+    out = checked_step(e)
+    assert [ev for ev in out.events if isinstance(ev, BlockEvicted)] == [BlockEvicted(4, a_p)]
+    assert [b for b, _, _ in view(e, "R2")] == [1, 2, 3, 7, 5, 8, 9, 4]
+    assert free_order(e) == [6]
+
+
+def test_n_greater_than_1_fans_out_into_children_sharing_the_prompt():
+    e = engine(blocks=20)
+    kids = e.add_request("A", list(range(9)), sp(2, n=3))
+    assert [k.request_id for k in kids] == ["0_A", "1_A", "2_A"]
+    assert [k.parent_request_id for k in kids] == ["A"] * 3
+    assert len({k.seq_id for k in kids}) == 3
+    out = checked_step(e)
+    # Blocks are hashed at scheduling time: the later children hit the first one's blocks
+    # in the same step (VLLM-V1.md section 7: 9, 1, 1).
+    assert out.scheduler_outputs.num_scheduled_tokens == {"0_A": 9, "1_A": 1, "2_A": 1}
+    assert [s.num_tokens for s in out.scheduled()] == [9, 1, 1]
+    assert all(s.prefill for s in out.scheduled())
+    # Different samples per child.
+    assert len({tuple(k.output_token_ids) for k in kids}) == 3
+    run(e)
+    assert e.abort_request("A") is False
+
+
+def test_best_of_and_beam_search_are_rejected():
+    e = engine()
+    with pytest.raises(ValueError, match="best_of"):
+        e.add_request("A", 4, SamplingParams(n=1, best_of=2))
+    with pytest.raises(ValueError, match="beam search"):
+        e.add_request("B", 4, SamplingParams(best_of=2, use_beam_search=True))
+
+
+def test_add_request_validation():
+    e = engine(max_model_len=16)
+    e.add_request("A", 3)
+    with pytest.raises(ValueError, match="already"):
+        e.add_request("A", 3)
+    with pytest.raises(ValueError, match="longer than the maximum model length"):
+        e.add_request("B", 17)
+    with pytest.raises(ValueError):
+        e.add_request("C", 0)
+    with pytest.raises(ValueError):
+        e.add_request("D", [])
+    with pytest.raises(ValueError):
+        e.add_request("E", 3, arrival_step=-1)
+    with pytest.raises(ValueError):
+        e.add_request("F", 3, output_len=0)
+    with pytest.raises(ValueError):
+        engine(spec_acceptance_rate=1.5)
+
+
+def test_prompts_given_as_lengths_can_share_a_prefix():
+    e = engine(blocks=20)
+    a = e.add_request("A", 5, sp(1), shared_prefix=8)
+    b = e.add_request("B", 5, sp(1), shared_prefix=8)
+    assert a.prompt_token_ids[:8] == b.prompt_token_ids[:8]
+    assert a.prompt_token_ids[8:] != b.prompt_token_ids[8:]
+    c = e.add_request("C", 5)
+    assert c.num_prompt_tokens == 5
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"A": 13, "B": 5, "C": 5}
+
+
+def test_a_prefix_hit_reads_exactly_the_tokens_the_request_would_have_computed():
+    e = engine(blocks=30)
+    e.add_request("A", 6, sp(4), shared_prefix=12)
+    run(e)
+    b = e.add_request("B", 7, sp(3), shared_prefix=12)
+    out = checked_step(e)
+    assert PrefixCacheHit("B", (1, 2, 3), 12) in out.events
+    # Its table reads back as its own token ids at their positions, hit blocks included.
+    own = b.all_token_ids[:b.num_computed_tokens]
+    assert e.read_back("B") == [(t, p) for p, t in enumerate(own)]
+    assert b.num_computed_tokens == 19
+    run(e)
+
+
+def test_arrival_steps_and_events():
+    e = engine()
+    e.add_request("late", 3, sp(1), arrival_step=2)
+    e.add_request("early", 3, sp(2))
+    assert [r.request_id for r in e.pending] == ["early", "late"]
+    out = checked_step(e)
+    assert RequestArrived("early", 3) in out.events
+    assert ChunkScheduled("early", 3, 0) in out.events
+    assert KVWritten(0, 0, 3) in [ev for ev in out.events if isinstance(ev, KVWritten)] or \
+        KVWritten(1, 0, 3) in out.events
+    assert [ev for ev in out.events if isinstance(ev, TokenSampled)][0].position == 3
+    assert e.snapshot()["queues"]["pending"] == ["late"]
+    checked_step(e)
+    out = checked_step(e)
+    assert RequestArrived("late", 3) in out.events
+    run(e)
+    late = e.requests["late"]
+    assert (late.arrival_step, late.first_scheduled_step, late.finished_step) == (2, 2, 2)
+
+
+def test_step_output_tokens_and_scheduled():
+    e = engine(budget=8, seqs=8)
+    e.add_request("A", 10, sp(2))
+    e.add_request("B", 2, sp(3))
+    out = checked_step(e)
+    assert out.scheduled() == (Scheduled("A", 8, True, 1),)
+    assert out.tokens == []
+    out = checked_step(e)
+    assert out.scheduled() == (Scheduled("A", 2, True, 1), Scheduled("B", 2, True, 1))
+    a, b = e.requests["A"], e.requests["B"]
+    assert out.tokens == [("A", a.seq_id, 10, a.output_token_ids[0]),
+                          ("B", b.seq_id, 2, b.output_token_ids[0])]
+    out = checked_step(e)
+    assert out.scheduled() == (Scheduled("A", 1, False, 1), Scheduled("B", 1, False, 1))
+    assert out.finished == ["A"]
+
+
+def test_output_len_scripts_eos():
+    e = engine()
+    r = e.add_request("A", 4, SamplingParams(max_tokens=10), output_len=3)
+    run(e)
+    assert r.num_output_tokens == 3 and r.output_token_ids[-1] == e.model.eos_token_id
+    assert r.status is RequestStatus.FINISHED_STOPPED
+
+
+def test_abort_pending_waiting_and_running():
+    e = engine(blocks=6, budget=64)
+    e.add_request("run", 8, sp(10))
+    e.add_request("wait", 16, sp(2))
+    e.add_request("later", 3, sp(2), arrival_step=5)
+    checked_step(e)
+    assert e.snapshot()["queues"]["waiting"] == ["wait"]
+    assert e.abort_request("later") and e.abort_request("wait") and e.abort_request("run")
+    assert not e.abort_request("run") and not e.abort_request("nobody")
+    events = e.take_events()
+    assert [(ev.request_id, ev.queue) for ev in events if type(ev).__name__ == "Aborted"] == [
+        ("later", "pending"), ("wait", "waiting"), ("run", "running")]
+    assert not e.has_unfinished_requests()
+    assert not check_engine(e)
+    assert e.block_pool.get_num_free_blocks() == 5
+
+
+def test_recompute_after_preemption_reads_back_its_own_tokens():
+    e = engine(blocks=8, budget=64)
+    for i, r in enumerate("ABC"):
+        e.add_request(r, list(range(100 * (i + 1), 100 * (i + 1) + 8)), sp(6))
+    outs = run(e)
+    assert sum(1 for o in outs for ev in o.events if type(ev).__name__ == "Preempted") == 2
+    assert all(e.requests[r].num_output_tokens == 6 for r in "ABC")
+
+
+def test_speculative_decoding_changes_steps_not_tokens():
+    def tokens(k, rate):
+        e = engine(blocks=40, num_speculative_tokens=k, spec_acceptance_rate=rate,
+                   num_lookahead_tokens=0)
+        e.add_request("A", 6, sp(20))
+        e.add_request("B", 9, sp(15))
+        outs = run(e)
+        sampled = sorted((ev.seq_id, ev.position, ev.token_id, ev.logprob)
+                         for o in outs for ev in o.events if isinstance(ev, TokenSampled))
+        listed = sorted(t for o in outs for t in o.tokens)
+        assert [(s, p, t) for s, p, t, _ in sampled] == [(e.requests[r].seq_id, p, t)
+                                                         for r, _, p, t in listed]
+        return ([(e.requests[r].output_token_ids, e.requests[r].cumulative_logprob)
+                 for r in "AB"], len(outs), sampled)
+    plain, steps, events = tokens(0, 0.0)
+    for k, rate in [(3, 0.7), (2, 1.0), (4, 0.0)]:
+        got, n, got_events = tokens(k, rate)
+        assert got == plain and got_events == events
+        if rate == 1.0:
+            assert n < steps
+
+
+def test_speculative_decoding_with_lookahead_keeps_invariants():
+    e = engine(blocks=12, num_speculative_tokens=3, num_lookahead_tokens=3, budget=16,
+               seqs=4, spec_acceptance_rate=0.5)
+    for i in range(4):
+        e.add_request(f"r{i}", 5 + i, sp(12))
+    run(e)
+    assert all(r.num_output_tokens == 12 for r in e.requests.values())
+
+
+def test_trace_record_plugs_in():
+    e = engine()
+    e.add_request("A", 5, sp(3))
+    e.add_request("B", 5, sp(2), arrival_step=1)
+    trace = record(e, check=check_engine)
+    assert trace.stopped is None and len(trace) == 4
+    assert [s.kind for s in trace] == ["before", "prefill", "prefill", "decode"]
+    assert all(not s.problems for s in trace)
+    assert trace.last.snapshot["engine"] == "v1"
+
+
+def test_trace_stops_at_max_steps_when_the_queue_is_blocked_forever():
+    e = engine(blocks=6, budget=8, seqs=8)
+    e.add_request("big", 24, sp(1))                   # 6 blocks > 5 usable, ever
+    trace = record(e, max_steps=5)
+    assert trace.stopped == "max_steps"
+
+
+def test_priority_preemption_of_a_scheduled_request_leaves_an_unwritten_cached_block():
+    """Read from the code (VLLM-V1.md 5.3): a PRIORITY victim that was already scheduled in
+    this step gets its tokens refunded, but allocate_slots had already hashed the block its
+    tokens would fill; that block keeps the hash without its KV ever being written. vLLM
+    tracks this upstream (vllm#43569, vllm#57580); the invariant checker reports it."""
+    e = engine(bs=4, blocks=6, budget=64, policy="priority", long_prefill_token_threshold=5)
+    e.add_request("lo", 20, sp(8), priority=5)
+    checked_step(e)                                  # lo: positions 0-4 in [1, 2]
+    e.add_request("hi", 4, sp(8), priority=0, arrival_step=1)
+    checked_step(e)                                  # lo: 5-9 (+3); hi: [4]
+    # lo schedules 10-14: block 3 (positions 8-11) is full and hashed, block 5 is new;
+    # then hi needs a 2nd block: none free, the victim is lo, already scheduled. Its table
+    # [1, 2, 3, 5] is freed reversed: 5 (unhashed) to the head, where hi takes it; block 3
+    # keeps its hash though positions 10 and 11 were never computed.
+    out = e.step()
+    assert out.scheduler_outputs.num_scheduled_tokens == {"hi": 1}
+    assert e.requests["lo"].status is RequestStatus.PREEMPTED
+    assert e.block_pool.blocks[3].block_hash is not None
+    assert [s[1] if s else None for s in e.gpu_cache[3]] == [8, 9, None, None]
+    problems = check_engine(e)
+    assert problems == ["cached block 3: its slots do not hold positions 8..11"]
