@@ -6,6 +6,11 @@
     python -m sim --engine v1 --block-size 4 --gpu-blocks 11 --prefix 8 \
         --request A:3:4 --request B:5:4:arrival=2
 
+A request is ID:PROMPT_LEN:MAX_TOKENS[:key=value...]: `A:6:12` is request A with a 6-token
+prompt that may generate up to 12 tokens; options n=N (parallel samples), beam=K (beam search
+of width K), arrival=STEP (it arrives at that step), output_len=N (the stand-in model ends it
+with EOS after N tokens).
+
 `--engine v1` runs vLLM v0.25.1's V1 engine (sim/v1) instead of v0.5.5's: prefix caching and
 chunked prefill on, `--gpu-blocks` counts the null block, `--prefix N` starts every
 prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN tokens.
@@ -14,44 +19,58 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from sim.core.config import CacheConfig, SchedulerConfig
-from sim.events import (Admitted, BlockFreed, CopyOnWrite, Forked, Preempted, PromptIgnored,
-                     RequestFinished, SwappedIn, SwappedOut)
+from sim.events import (Admitted, BlockAllocated, BlockFreed, CopyOnWrite, Forked, Preempted,
+                        PromptIgnored, RequestFinished, SwappedIn, SwappedOut)
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
+
+
+REQUEST_FORMAT = "ID:PROMPT_LEN:MAX_TOKENS[:key=value...]"
+REQUEST_OPTIONS = {"n": "n", "best_of": "best_of", "beam": "best_of", "arrival": "arrival_step",
+                   "output_len": "output_len"}
 
 
 def parse_request(text: str) -> ScenarioRequest:
     """ID:PROMPT_LEN:MAX_TOKENS[:key=value...] with keys n, best_of, beam, arrival, output_len."""
     parts = text.split(":")
     if len(parts) < 3:
-        raise ValueError(f"request {text!r}: expected ID:PROMPT_LEN:MAX_TOKENS[:key=value]")
+        raise ValueError(f"request {text!r}: expected {REQUEST_FORMAT}, e.g. A:6:12")
     kw: dict = {}
-    names = {"n": "n", "best_of": "best_of", "beam": "best_of", "arrival": "arrival_step",
-             "output_len": "output_len"}
     for opt in parts[3:]:
         key, _, value = opt.partition("=")
-        if key not in names or not value.isdigit():
+        if key not in REQUEST_OPTIONS or not (value.isascii() and value.isdigit()):
             raise ValueError(f"request {text!r}: option {opt!r} must be one of "
-                             + ", ".join(f"{k}=N" for k in names))
-        kw[names[key]] = int(value)
+                             + ", ".join(f"{k}=N" for k in REQUEST_OPTIONS))
+        kw[REQUEST_OPTIONS[key]] = int(value)
         if key == "beam":
             kw["use_beam_search"] = True
-    try:
-        return ScenarioRequest(parts[0], int(parts[1]), int(parts[2]), **kw)
-    except ValueError:
-        raise ValueError(f"request {text!r}: PROMPT_LEN and MAX_TOKENS must be whole "
-                         "numbers") from None
+    if not all(p.isascii() and p.isdigit() for p in parts[1:3]):
+        raise ValueError(f"request {text!r}: PROMPT_LEN and MAX_TOKENS must be whole numbers "
+                         f"({REQUEST_FORMAT}, e.g. A:6:12)")
+    return ScenarioRequest(parts[0], int(parts[1]), int(parts[2]), **kw)
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
+
+
+def _blocks(numbers: list[int]) -> str:
+    return ("block " if len(numbers) == 1 else "blocks ") + ", ".join(str(n) for n in numbers)
 
 
 def describe_event(ev) -> str | None:
     if isinstance(ev, Admitted):
-        return f"admit {ev.request_id} ({ev.num_tokens} tokens{', recompute' if ev.recompute else ''})"
+        return (f"admit {ev.request_id} ({_tokens(ev.num_tokens)}"
+                f"{', recompute' if ev.recompute else ''})")
     if isinstance(ev, PromptIgnored):
-        return f"ignore {ev.request_id} ({ev.num_tokens} tokens: {ev.reason})"
+        return f"ignore {ev.request_id} ({_tokens(ev.num_tokens)}: {ev.reason})"
     if isinstance(ev, Preempted):
-        return f"preempt {ev.request_id} by {ev.mode} (room for {ev.needed_by})"
+        why = ("nobody else is left to preempt" if ev.victim_is_self
+               else f"so that {ev.needed_by} gets a block for its next token")
+        return f"preempt {ev.request_id} by {ev.mode} ({why})"
     if isinstance(ev, SwappedOut):
         return f"swap out {ev.request_id}: " + ", ".join(f"gpu {g}->cpu {c}" for g, c in ev.mapping)
     if isinstance(ev, SwappedIn):
@@ -60,23 +79,54 @@ def describe_event(ev) -> str | None:
         return f"copy-on-write seq {ev.seq_id}: block {ev.src} -> {ev.dst}"
     if isinstance(ev, Forked):
         return f"fork seq {ev.parent_seq_id} -> seq {ev.child_seq_id}"
-    if isinstance(ev, BlockFreed):
-        return f"free {ev.device} block {ev.physical}"
     if isinstance(ev, RequestFinished):
         return f"finished {ev.request_id} ({ev.status})"
     return None
 
 
+def new_blocks(events) -> list[str]:
+    """The step's new GPU blocks, by the sequences that got them ("new gpu blocks 7, 1
+    (seq 0)"), so a block that came and went within the step (a sequence's last token
+    starting a block just before it finished) is seen arriving before it is seen freed."""
+    by_seqs: dict[tuple, list[int]] = {}
+    for e in events:
+        if isinstance(e, BlockAllocated) and e.device == "gpu":
+            by_seqs.setdefault(e.seq_ids, []).append(e.physical)
+    parts = [f"{', '.join(map(str, blocks))} (seq {'+'.join(map(str, seqs))})"
+             for seqs, blocks in by_seqs.items()]
+    count = sum(len(b) for b in by_seqs.values())
+    return [("new gpu block " if count == 1 else "new gpu blocks ") + ", ".join(parts)] \
+        if parts else []
+
+
+def freed_blocks(events) -> list[str]:
+    lines = []
+    for device in ("gpu", "cpu"):
+        freed = [e.physical for e in events if isinstance(e, BlockFreed) and e.device == device]
+        if freed:
+            lines.append(f"free {device} " + _blocks(freed))
+    return lines
+
+
+def step_lines(events, describe) -> list[str]:
+    """New blocks first, then what happened, then the blocks freed."""
+    texts = new_blocks(events) + [t for t in map(describe, events) if t] + freed_blocks(events)
+    return [f"  - {t}" for t in texts]
+
+
 def format_step(engine, out) -> str:
     so = out.scheduler_outputs
     kinds = []
-    for i, s in enumerate(so.scheduled_seq_groups):
-        kind = "prefill" if i < so.num_prefill_groups else "decode"
-        kinds.append(f"{s.seq_group.request_id}({kind} {s.token_chunk_size})")
+    for s in out.scheduled():
+        if s.prefill:
+            kinds.append(f"{s.request_id}(prefill {s.num_tokens})")
+        else:   # one token per running sequence
+            seqs = f" x{s.num_seqs} seqs" if s.num_seqs > 1 else ""
+            kinds.append(f"{s.request_id}(decode{seqs})")
     snap = engine.snapshot(with_slots=False)
     q = snap["queues"]
     lines = [f"step {out.step}: scheduled {' '.join(kinds) or '-'}; "
-             f"{so.num_batched_tokens} tokens"]
+             f"{_tokens(so.num_batched_tokens)}"]
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']} "
                  f"swapped={q['swapped']}")
     for r in snap["requests"]:
@@ -87,10 +137,7 @@ def format_step(engine, out) -> str:
                              f"blocks {table}")
     lines.append(f"  free    gpu {snap['gpu']['num_free']}/{snap['gpu']['num_blocks']}  "
                  f"cpu {snap['cpu']['num_free']}/{snap['cpu']['num_blocks']}")
-    for ev in out.events:
-        text = describe_event(ev)
-        if text:
-            lines.append(f"  - {text}")
+    lines += step_lines(out.events, describe_event)
     return "\n".join(lines)
 
 
@@ -112,13 +159,15 @@ def describe_v1_event(ev) -> str | None:
 
 def format_step_v1(engine, out) -> str:
     so = out.scheduler_outputs
-    kinds = [f"{s.request_id}({'prefill' if s.prefill else 'decode'} {s.num_tokens})"
+    kinds = [f"{s.request_id}(prefill {s.num_tokens})" if s.prefill
+             else f"{s.request_id}(decode)" if s.num_tokens == 1
+             else f"{s.request_id}(decode {s.num_tokens}, drafts included)"
              for s in out.scheduled()]
     snap = engine.snapshot(with_slots=False)
     q = snap["queues"]
     gpu = snap["gpu"]
     lines = [f"step {out.step}: scheduled {' '.join(kinds) or '-'}; "
-             f"{so.total_num_scheduled_tokens} tokens"]
+             f"{_tokens(so.total_num_scheduled_tokens)}"]
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
     for r in snap["requests"]:
         for s in r["seqs"]:
@@ -131,10 +180,7 @@ def format_step_v1(engine, out) -> str:
     lines.append(f"  free    gpu {gpu['num_free']}/{gpu['num_blocks']} (block "
                  f"{snap['null_block']} is the null block; {cached_free} free blocks "
                  f"still cached)  free queue {gpu['free_order']}")
-    for ev in out.events:
-        text = describe_v1_event(ev)
-        if text:
-            lines.append(f"  - {text}")
+    lines += step_lines(out.events, describe_v1_event)
     return "\n".join(lines)
 
 
@@ -176,8 +222,7 @@ def build_v1_engine(args, scenario: Scenario | None):
 def main_v1(args) -> int:
     scenario = get_scenario(args.scenario) if args.scenario else None
     if scenario is None and not args.request:
-        print("give a scenario name or at least one --request", file=sys.stderr)
-        return 2
+        return usage()
     engine = build_v1_engine(args, scenario)
     if scenario is not None:
         print(f"# {scenario.name} (V1, vLLM v0.25.1): {scenario.description}")
@@ -195,36 +240,82 @@ def main_v1(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m sim", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Run a named scenario (see --list) or your own requests through vLLM v0.5.5's "
+            "engine (default) or the V1 engine, and print every step: the scheduled requests, "
+            "the queues, each sequence's block table (g7(4) = GPU block 7 holding 4 tokens), "
+            "free blocks and what happened.", 79),
+        epilog=textwrap.fill(
+            f"A request is {REQUEST_FORMAT}: A:6:12 is request A with a 6-token prompt that "
+            "may generate up to 12 tokens. Options: n=N parallel samples, beam=K beam search "
+            "of width K, arrival=STEP arrives at that step, output_len=N ends with EOS after "
+            "N tokens.", 79) + "\n\nexamples:\n"
+               "  python -m sim fig8\n"
+               "  python -m sim --block-size 4 --gpu-blocks 10 --request A:6:16 "
+               "--request C:5:10:n=2\n"
+               "  python -m sim --engine v1 --gpu-blocks 11 --prefix 8 --request A:3:4 "
+               "--request B:5:4:arrival=2")
+    d = " (default: %(default)s)"
     p.add_argument("scenario", nargs="?", help="a named scenario (see --list)")
-    p.add_argument("--list", action="store_true", help="list the named scenarios")
-    p.add_argument("--block-size", type=int, default=4)
-    p.add_argument("--gpu-blocks", type=int, default=16)
-    p.add_argument("--cpu-blocks", type=int, default=16)
-    p.add_argument("--watermark", type=float, default=0.0)
-    p.add_argument("--free-order", choices=["stack", "shuffled"], default="stack")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--max-num-batched-tokens", type=int, default=None)
-    p.add_argument("--chunked-prefill", action="store_true")
-    p.add_argument("--preemption-mode", choices=["swap", "recompute"], default=None)
-    p.add_argument("--scheduler", choices=["vllm", "static"], default="vllm")
-    p.add_argument("--request", action="append", default=[], metavar="ID:PROMPT:MAX[:k=v]",
-                   help="a request (repeatable); options n=, beam=, arrival=, output_len=")
-    p.add_argument("--max-steps", type=int, default=1000)
-    v1 = p.add_argument_group("V1 engine (--engine v1)")
+    p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
+    p.add_argument("--request", action="append", default=[], metavar=REQUEST_FORMAT,
+                   help="a request; repeat for more (see the format below)")
+    p.add_argument("--block-size", type=int, default=4, help="token slots per block" + d)
+    p.add_argument("--gpu-blocks", type=int, default=16,
+                   help="blocks in the GPU KV cache (V1: the null block included)" + d)
+    p.add_argument("--cpu-blocks", type=int, default=16,
+                   help="blocks of CPU swap space (v0.5.5 only)" + d)
+    p.add_argument("--watermark", type=float, default=0.0,
+                   help="fraction of GPU blocks admission leaves free (vLLM v0.5.5's own "
+                        "default is 0.01)" + d)
+    p.add_argument("--free-order", choices=["stack", "shuffled"], default="stack",
+                   help="the GPU free list's first order (v0.5.5): vLLM's stack, or a seeded "
+                        "shuffle" + d)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the stand-in model's tokens and the shuffle" + d)
+    p.add_argument("--max-num-seqs", type=int, default=256,
+                   help="SchedulerConfig.max_num_seqs: sequences per step" + d)
+    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+                   help="tokens per step; default: vLLM's (v0.5.5: max(max_model_len, 2048), "
+                        "512 with chunked prefill; V1: 2048)")
+    p.add_argument("--chunked-prefill", action="store_true",
+                   help="v0.5.5: enable_chunked_prefill (V1 has it on)")
+    p.add_argument("--preemption-mode", choices=["swap", "recompute"], default=None,
+                   help="v0.5.5: force one mode (default: recompute one sequence, swap several)")
+    p.add_argument("--scheduler", choices=["vllm", "static"], default="vllm",
+                   help="v0.5.5: vLLM's scheduler, or static batching for comparison" + d)
+    p.add_argument("--max-steps", type=int, default=1000, help="stop after this many steps" + d)
     p.add_argument("--engine", choices=["v0.5.5", "v1"], default="v0.5.5",
-                   help="vLLM v0.5.5's engine (default) or v0.25.1's V1 engine")
+                   help="vLLM v0.5.5's engine or vLLM v0.25.1's V1 engine" + d)
+    v1 = p.add_argument_group("V1 engine (with --engine v1)")
     v1.add_argument("--prefix", type=int, default=0, metavar="N",
-                    help="every prompt starts with the same N tokens (V1 only)")
-    v1.add_argument("--no-prefix-caching", action="store_true")
-    v1.add_argument("--no-chunked-prefill", action="store_true")
-    v1.add_argument("--long-prefill-token-threshold", type=int, default=0)
-    v1.add_argument("--policy", choices=["fcfs", "priority"], default="fcfs")
-    v1.add_argument("--num-speculative-tokens", type=int, default=0)
-    v1.add_argument("--num-lookahead-tokens", type=int, default=0)
-    v1.add_argument("--spec-acceptance-rate", type=float, default=0.7)
+                    help="every prompt starts with the same N tokens, a shared system "
+                         "prompt" + d)
+    v1.add_argument("--no-prefix-caching", action="store_true",
+                    help="turn prefix caching off (V1 has it on)")
+    v1.add_argument("--no-chunked-prefill", action="store_true",
+                    help="turn chunked prefill off (V1 has it on)")
+    v1.add_argument("--long-prefill-token-threshold", type=int, default=0,
+                    help="cap a prompt chunk at this many tokens (0: no cap)" + d)
+    v1.add_argument("--policy", choices=["fcfs", "priority"], default="fcfs",
+                    help="scheduling policy" + d)
+    v1.add_argument("--num-speculative-tokens", type=int, default=0,
+                    help="draft tokens proposed per step (speculative decoding)" + d)
+    v1.add_argument("--num-lookahead-tokens", type=int, default=0,
+                    help="slots allocated ahead for drafts" + d)
+    v1.add_argument("--spec-acceptance-rate", type=float, default=0.7,
+                    help="the stand-in drafter's chance that a draft token is right" + d)
     return p
+
+
+def usage() -> int:
+    """No scenario and no request: say what to give, with the full help."""
+    build_parser().print_help(sys.stderr)
+    print("\nerror: give a scenario name (python -m sim --list) or at least one --request",
+          file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = get_scenario(args.scenario)
         else:
             if not args.request:
-                print("give a scenario name or at least one --request", file=sys.stderr)
-                return 2
+                return usage()
             scenario = Scenario(
                 "custom", "from the command line",
                 CacheConfig(block_size=args.block_size, num_gpu_blocks=args.gpu_blocks,

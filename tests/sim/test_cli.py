@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 
 from sim.cli import main, parse_request
 
@@ -69,7 +70,7 @@ def test_v1_engine_prints_hits_block_tables_and_free_queue(capsys):
     assert out.startswith("# custom (V1, vLLM v0.25.1)")
     assert "step 0: scheduled A(prefill 11); 11 tokens" in out
     assert "A seq 0: len 12  blocks g1(4)* g2(4)* g3(3)" in out
-    assert "step 2: scheduled A(decode 1) B(prefill 5); 6 tokens" in out
+    assert "step 2: scheduled A(decode) B(prefill 5); 6 tokens" in out
     assert "- hit B: blocks 1,2 (8 tokens cached)" in out
     assert "free    gpu 7/11 (block 0 is the null block; 0 free blocks still cached)" in out
     assert "# prefix cache: 8 of 24 looked-up tokens hit" in out
@@ -80,9 +81,9 @@ def test_v1_engine_shows_preemption_and_eviction(capsys):
                         "--request", "A:8:6", "--request", "B:8:6", "--request", "C:8:6"],
                        capsys)
     assert code == 0
-    assert "- preempt C by recompute (room for B)" in out
+    assert "- preempt C by recompute (so that B gets a block for its next token)" in out
     assert "- evict block 6 (#" in out
-    assert "- preempt B by recompute (room for B)" in out
+    assert "- preempt B by recompute (nobody else is left to preempt)" in out
 
 
 def test_v1_engine_runs_a_named_scenario_and_rejects_beam_search(capsys):
@@ -104,3 +105,40 @@ def test_python_dash_m_sim_runs_v1():
                           "A:5:2", "--request", "B:5:2:n=2"], capture_output=True, text=True,
                          check=True)
     assert "scheduled A(prefill 5) 0_B(prefill 5) 1_B(prefill 1)" in out.stdout
+
+
+def test_no_arguments_prints_the_usage_and_what_to_give(capsys):
+    code, out, err = run([], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: python -m sim") and "A:6:12 is request A" in err
+    assert err.rstrip().endswith("at least one --request")
+
+
+def test_every_option_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--block-size", "--gpu-blocks", "--cpu-blocks", "--watermark", "--seed",
+                   "--max-num-seqs", "--max-num-batched-tokens", "--preemption-mode",
+                   "--engine", "--prefix"):
+        block = text.split(option, 1)[1].split("\n  -", 1)[0]
+        assert len(block.split()) > 3, option          # a description, not a bare metavar
+    assert "(default: 16)" in text and "ID:PROMPT_LEN:MAX_TOKENS[:key=value...]" in text
+
+
+def test_one_token_and_one_block_are_singular(capsys):
+    code, out, _ = run(["--request", "A:1:1"], capsys)
+    assert code == 0 and "scheduled A(prefill 1); 1 token\n" in out and "1 tokens" not in out
+
+
+def test_a_block_freed_in_its_own_step_was_shown_arriving(capsys):
+    code, out, _ = run(["fig8"], capsys)
+    step2 = out.split("step 2:")[1]
+    assert "- new gpu blocks 2 (seq 0), 6 (seq 1)" in step2
+    assert step2.index("new gpu blocks") < step2.index("free gpu blocks")
+
+
+@pytest.mark.parametrize("text", ["A:6", "A:x:3", "A:\u0663:3", "A:6:3:colour=2"])
+def test_a_bad_request_says_the_format(capsys, text):
+    code, _, err = run(["--request", text], capsys)
+    assert code == 2 and "error: request" in err
