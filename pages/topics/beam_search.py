@@ -85,7 +85,7 @@ def context(v: dict, trace: Trace) -> BeamContext:
     # One request: sequence i is "A.i", as on the other pages, beams that lived only inside
     # one step (a pruned candidate's parent) included.
     labels = {sid: f"A.{sid}" for sid in all_seq_ids(trace)}
-    request_of = {sid: "A" for sid in labels}
+    request_of = dict.fromkeys(labels, "A")
     depth_max = max([len(s["block_table"]) for step in trace
                      for s in live_beams(step.snapshot)] + [1])
     scale_max = max(max(usage_from_snapshot(s.snapshot).unshared for s in trace), 1)

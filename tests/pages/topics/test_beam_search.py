@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 
@@ -6,8 +7,11 @@ from pages.framework.widget import run, validate
 from pages.topics.beam_search import CHARTS, WIDGETS, pool_size
 from pages.views import fig15
 from pages.views.beam_tree import live_beams, tree
-from sim.events import (BeamSearchStep, BlockAllocated, BlockFreed, CopyOnWrite, Preempted,
-                        SeqFreed)
+from sim.events import BeamSearchStep, BlockAllocated, BlockFreed, CopyOnWrite, Preempted, SeqFreed
+from sim.studies.sharing import FIG15_BEAM_TOP_MARGIN, PAPER_FIG15, SharingResult
+
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "beam-search.md").read_text(
+    encoding="utf-8")
 
 W = WIDGETS[0]
 
@@ -136,6 +140,72 @@ def test_fig15_chart_is_registered():
     assert "beam search" in CHARTS[0].title
     assert CHARTS[0].caption == fig15.caption("beam")
     assert CHARTS[0].caption.startswith("60 Alpaca-like requests")
+    # The caption states the calibration: what, its value, how chosen, and what it changed.
+    caption = CHARTS[0].caption
+    assert "top-token margin (beam_top_margin" in caption
+    assert f"is {FIG15_BEAM_TOP_MARGIN:g}, the value on a grid of 2 to 4 nats" in caption
+    assert "least squares) on 5 workloads of 200 requests pooled" in caption
+    assert "Without it (margin 0) these requests save 42.9, 63.2 and 69.3%." in caption
+    assert "calibrat" not in fig15.caption("parallel")
+
+
+def cells(svg: str) -> list[str]:
+    return re.findall(r">([^<>]+)</text>", svg)
+
+
+def test_fig15_panel_puts_paper_and_sim_side_by_side():
+    fake = {w: SharingResult("beam", w, 10, 10, 50, 100, 6, 10) for w in (2, 4, 6)}
+    svg = fig15.panel("beam", fake)
+    text = cells(svg)
+    # One row per k: k, the paper, the simulation, the gap, the saving at peak.
+    head = text.index("k", text.index("paper, Fig. 15"))
+    assert text[head:head + 5] == ["k", "paper", "sim, avg", "sim \u2212 paper", "sim, peak"]
+    for i, w in enumerate((2, 4, 6)):
+        paper = 100 * PAPER_FIG15["beam"][w]
+        row = text[head + 5 * (i + 1):head + 5 * (i + 2)]
+        gap = f"{50 - paper:+.1f}".replace("-", "\u2212")
+        assert row == [str(w), f"{paper:.2f}%", "50.0%", f"{gap} points", "40.0%"]
+    assert text[-1] == (f"sim: stand-in model with a top-token margin of "
+                        f"{FIG15_BEAM_TOP_MARGIN:g} nats, calibrated once for all k")
+    assert_readable(svg)
+    # Panel (a), parallel sampling, has the same table and the same limits.
+    par = fig15.panel("parallel", {w: SharingResult("parallel", w, 10, 10, 90, 100, 9, 10)
+                                   for w in (2, 4, 6)})
+    text = cells(par)
+    head = text.index("n", text.index("paper, Fig. 15"))
+    assert text[head:head + 5] == ["n", "paper", "sim, avg", "sim \u2212 paper", "sim, peak"]
+    assert "calibrated" not in par
+    assert_readable(par)
+
+
+def assert_readable(svg: str) -> None:
+    """Readable at 400 units wide: no text under 10 units, none past either edge."""
+    assert 'viewBox="0 0 400 ' in svg
+    assert min(float(f) for f in re.findall(r'font-size="([\d.]+)"', svg)) >= 10
+    # (Width of a text estimated at 0.45 of its size per character, about Helvetica's mean.)
+    for tag, words in re.findall(r"(<text [^>]*>)([^<]*)<", svg):
+        if "rotate(" in tag:
+            continue                                    # the y axis title, along the axis
+        x, size, anchor = (re.search(f'{name}="([^"]+)"', tag).group(1)
+                           for name in ("x", "font-size", "text-anchor"))
+        width = 0.45 * float(size) * len(words)
+        left = {"start": float(x), "middle": float(x) - width / 2, "end": float(x) - width}[anchor]
+        assert 0 <= left and left + width <= 400, words
+
+
+def test_the_page_quotes_the_reproduction():
+    """docs/beam-search.md quotes the chart's numbers and the calibration; hold it to them."""
+    text = cells(CHARTS[0].render())
+    head = text.index("sim, peak")
+    sims = [text[head + 5 * i + 3] for i in (0, 1, 2)]             # "33.0%", ...
+    assert re.sub(r"\s+", " ", f"**{sims[0]}, {sims[1]} and {sims[2]}**") in re.sub(
+        r"\s+", " ", DOC)
+    flat = re.sub(r"\s+", " ", DOC)
+    assert f"That is **{FIG15_BEAM_TOP_MARGIN:g} nats**" in flat
+    assert "**42.9%, 63.2% and 69.3%**" in flat
+    assert "**37.56%, 53.13% and 55.16%**" in flat
+    for s, w in zip(sims, (2, 4, 6)):
+        assert abs(float(s[:-1]) - 100 * PAPER_FIG15["beam"][w]) < 5
 
 
 @pytest.mark.parametrize("v", GRID)

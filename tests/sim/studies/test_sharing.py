@@ -1,17 +1,29 @@
 """sim/studies/sharing.py: the paper's saving measure and the Fig. 15 reproduction."""
 import pytest
+from helpers import run_checked
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
-from sim.events import CopyOnWrite, Preempted
 from sim.core.sequence import SamplingParams
-from sim.studies.sharing import (FIG15_REQUESTS, PAPER_FIG15, BlockUsage, alpaca_requests, measure,
-                         reproduce_fig15, sampling_params, saving, saving_so_far,
-                         sharing_engine, usage, usage_from_snapshot)
+from sim.events import CopyOnWrite, Preempted
+from sim.studies.sharing import (
+    FIG15_BEAM_TOP_MARGIN,
+    FIG15_REQUESTS,
+    PAPER_FIG15,
+    BlockUsage,
+    alpaca_requests,
+    calibrate_beam_top_margin,
+    measure,
+    reproduce_fig15,
+    sampling_params,
+    saving,
+    saving_so_far,
+    sharing_engine,
+    usage,
+    usage_from_snapshot,
+)
 from sim.studies.workload import RequestSpec
 from sim.trace import record
-
-from helpers import run_checked
 
 
 def test_saving_formula():
@@ -141,6 +153,52 @@ def test_fig15_shape(fig15):
         assert beam[w].time_averaged > par[w].time_averaged
         # Parallel sampling: within about a point of the paper at every n.
         assert abs(par[w].time_averaged - PAPER_FIG15["parallel"][w]) < 0.015
-    # Beam search: above the paper at every k, by a gap that grows with k.
+
+
+def test_fig15_beam_lands_within_5_points_of_the_paper(fig15):
+    """With the one calibrated margin (FIG15_BEAM_TOP_MARGIN), every beam width lands
+    within 5 percentage points of the paper; the numbers the pages quote."""
+    beam = fig15["beam"]
+    assert FIG15_BEAM_TOP_MARGIN == 3.25
+    for w in (2, 4, 6):
+        assert abs(beam[w].time_averaged - PAPER_FIG15["beam"][w]) < 0.05
+    assert [round(100 * beam[w].time_averaged, 1) for w in (2, 4, 6)] == [33.0, 51.2, 56.7]
+
+
+def test_fig15_beam_without_the_calibration():
+    """The uncalibrated stand-in (margin 0, the model's default) saves more than the paper
+    at every k, by a gap that grows with k: what the caption quotes."""
+    beam = reproduce_fig15(("beam",), beam_top_margin=0.0)["beam"]
+    assert [round(100 * beam[w].time_averaged, 1) for w in (2, 4, 6)] == [42.9, 63.2, 69.3]
     gaps = [beam[w].time_averaged - PAPER_FIG15["beam"][w] for w in (2, 4, 6)]
     assert all(g > 0 for g in gaps) and gaps == sorted(gaps)
+
+
+def test_the_margin_is_for_beam_search_only():
+    # Parallel sampling draws samples, never beam candidates: the margin changes nothing.
+    reqs = alpaca_requests(30)
+    for n in (2, 6):
+        assert measure("parallel", n, reqs) == measure("parallel", n, reqs, beam_top_margin=4.0)
+    # Beam search shares less with a more peaked model: each beam's best continuation beats
+    # the other beams' second best more often, so fewer beams are replaced by another's fork.
+    flat, peaked = (measure("beam", 4, reqs[:10], beam_top_margin=m) for m in (0.0, 4.0))
+    assert peaked.time_averaged < flat.time_averaged
+
+
+def test_calibration_pools_the_workloads_and_picks_the_least_squares_margin(monkeypatch):
+    # The search itself, on fake measurements: every workload (seed) saves the paper's number
+    # plus 0.02 * (margin - 2.5) plus its own offset; the offsets cancel when pooled.
+    import sim.studies.sharing as sharing
+    calls = []
+
+    def fake(mode, width, requests, block_size, seed, margin):
+        calls.append((mode, len(requests), seed, margin))
+        target = PAPER_FIG15["beam"][width] + 0.02 * (margin - 2.5) + 0.01 * (seed - 2)
+        return sharing.SharingResult("beam", width, len(requests), 1,
+                                     round(1000 * (1 - target)), 1000, 0, 1)
+    monkeypatch.setattr(sharing, "measure", fake)
+    best, table = calibrate_beam_top_margin()
+    assert best == 2.5 and sorted(table) == [i / 4 for i in range(8, 17)]
+    assert table[2.5] == pytest.approx(PAPER_FIG15["beam"], abs=1e-3)
+    assert {(mode, n) for mode, n, _, _ in calls} == {("beam", 200)}
+    assert {seed for _, _, seed, _ in calls} == {0, 1, 2, 3, 4}
