@@ -23,8 +23,8 @@ from functools import lru_cache
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
-from pages.views import svg
-from pages.views.text import join, verb
+from pages.views import fit, svg
+from pages.views.text import a, join, plural, verb
 from sim.events import Admitted, Preempted, RequestArrived, RequestFinished
 from sim.studies.contiguous import ChunkAllocated, next_power_of_two
 from sim.studies.fragmentation import (
@@ -40,7 +40,9 @@ from sim.studies.fragmentation import (
 from sim.studies.workload import RequestSpec
 from sim.trace import Trace
 
-WIDTH = 420
+WIDTH = 400
+SMALL = fit.min_size(WIDTH)         # the smallest text: 11 px on a phone (13.5 units)
+PAD = 6
 MAX_REQUESTS = 10
 MAX_STEPS = 80
 MAX_MODEL_LEN = 64      # the max_len field's top; a request's total must fit max_model_len
@@ -93,38 +95,187 @@ class PoolContext(Context):
     runs: tuple                  # one PolicyRun per policy: labels, and earlier steps
     specs: dict                  # request id -> RequestSpec
     colors: dict                 # request id -> palette colour
+    legend: tuple = ()           # (mark, label) pairs the picture explains
+    number_rows: tuple = ()      # per policy: lines its numbers take at most (fixed layout)
+    refusal_rows: tuple = ()     # per policy: lines a refusal message takes at most
 
 
 def context(v: dict, trace: Trace) -> PoolContext:
     specs = {s.request_id: s for s in to_specs(v["requests"])}
-    return PoolContext(v, trace, trace.meta["runs"], specs,
-                       {rid: svg.seq(i) for i, rid in enumerate(specs)})
+    runs = trace.meta["runs"]
+    # Every bar stays in one place from frame to frame: each policy gets the most lines its
+    # numbers and its refusal message need in any step.
+    number_rows = tuple(max(len(number_lines(numbers(r.breakdown))) for r in run.steps)
+                        for run in runs)
+    refusal_rows = tuple(max((len(refusal_lines(r.refusal)) for r in run.steps
+                              if r.refused_although_free), default=0) for run in runs)
+    marks = [m for m in LEGEND_MARKS if m[0] != "refused" or any(refusal_rows)]
+    legend_items = tuple((kind, STYLE[kind][1]) for kind in CATEGORIES) + tuple(marks)
+    return PoolContext(v, trace, runs, specs,
+                       {rid: svg.seq(i) for i, rid in enumerate(specs)}, legend_items,
+                       number_rows, refusal_rows)
 
 
 # ---------------------------------------------------------------------------- narration
 
-def narrate(step: PoolStep, ctx: PoolContext) -> str:
-    specs = ctx.specs
-    parts = [f"Step {step.index}."]
+def label(step: PoolStep, ctx: PoolContext | None = None) -> str:
+    return f"step {step.index}"
+
+
+def _cause(step: PoolStep, ctx: PoolContext) -> str | None:
+    """Arrivals and finishes: what sets the step in motion."""
     first = next(r for r in step.records if r is not None)
-    arrived = [e for e in first.events if isinstance(e, RequestArrived)]
+    arrived = [e.request_id for e in first.events if isinstance(e, RequestArrived)]
+    parts = []
     if arrived:
-        parts.append(join([f"{e.request_id} arrives ({specs[e.request_id].prompt_len} prompt, "
-                           f"{specs[e.request_id].output_len} output tokens)" for e in arrived])
-                     + ".")
-    quiet = []
+        sizes = [f"{ctx.specs[r].prompt_len}+{ctx.specs[r].output_len}" for r in arrived]
+        parts.append(f"{join(arrived)} {verb(arrived, 'arrives', 'arrive')} "
+                     f"({join(sizes)} tokens)")
+    finished: dict[str, list[str]] = {}
+    for run, rec in zip(ctx.runs, step.records):
+        if rec is not None:
+            for e in rec.events:
+                if isinstance(e, RequestFinished):
+                    finished.setdefault(e.request_id, []).append(run.label)
+    by_where: dict[tuple, list[str]] = {}
+    for rid, where in finished.items():
+        by_where.setdefault(tuple(where), []).append(rid)
+    for where, rids in by_where.items():
+        under = f"under {_policies(list(where), ctx)}"
+        parts.append(f"{join(rids)} {verb(rids, 'finishes', 'finish')} {under}")
+    if not parts:
+        return None
+    return _sentence("; ".join(parts))
+
+
+def _policies(labels: list[str], ctx: PoolContext) -> str:
+    """"every policy", "every policy but Orca (Max)", or the names."""
+    everyone = [run.label for run in ctx.runs]
+    if labels == everyone:
+        return "every policy"
+    if len(labels) == len(everyone) - 1 and len(everyone) > 2:
+        return f"every policy but {next(x for x in everyone if x not in labels)}"
+    return join(labels)
+
+
+def _sentence(text: str) -> str:
+    """Capitalised and closed with a full stop; "vLLM" keeps its small v."""
+    if not text.startswith("vLLM"):
+        text = text[0].upper() + text[1:]
+    return text + "."
+
+
+def _short(run_label: str) -> str:
+    """"Orca (Max)" -> "Max"; "vLLM" stays."""
+    return run_label[len("Orca ("):-1] if run_label.startswith("Orca (") else run_label
+
+
+def _effect(step: PoolStep, ctx: PoolContext) -> str | None:
+    """Preemptions (they happen first, while running requests grow), then who each policy
+    admits, policies admitting the same requests grouped."""
+    groups: dict[tuple, list[str]] = {}
+    parts = []
     for run, rec in zip(ctx.runs, step.records):
         if rec is None:
-            quiet.append(run.label)
+            continue
+        admitted = [e.request_id for e in rec.events if isinstance(e, Admitted)]
+        for e in rec.events:
+            if isinstance(e, Preempted):
+                again = e.request_id in admitted
+                parts.append(f"{run.label} preempts {e.request_id} (recompute) to make room "
+                             f"for {e.needed_by}'s next token"
+                             + (f", then admits {e.request_id} again" if again else ""))
+                if again:
+                    admitted.remove(e.request_id)
+        if admitted:
+            groups.setdefault(tuple(admitted), []).append(run.label)
+    for admitted, who in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        name = _policies(who, ctx)
+        parts.append(f"{name} {verb(1 if name.startswith('every') else who, 'admits', 'admit')} "
+                     f"{join(list(admitted))}")
+    if not parts:
+        return None
+    return _sentence("; ".join(parts))
+
+
+def _consequence(step: PoolStep, ctx: PoolContext) -> str | None:
+    """The one thing about memory this step shows best."""
+    pairs = [(run, rec) for run, rec in zip(ctx.runs, step.records) if rec is not None]
+    for run, rec in pairs:
+        r = rec.refusal
+        if rec.refused_although_free:
+            return (f"{run.label} refuses {r.request_id} although {r.free_slots} slots are "
+                    f"free: the buddy allocator needs one free chunk of {r.chunk_slots}, and "
+                    f"the largest is {r.largest_free_chunk}.")
+    for _run, rec in pairs:
+        r = rec.refusal
+        if r is not None and r.reason == "watermark":
+            return f"vLLM keeps {r.request_id} waiting: its free blocks are the watermark."
+    news = [(run, rec.refusal) for run, rec in pairs
+            if rec.refusal is not None and rec.refusal.reason == "full"
+            and _new_refusal(run, rec)]
+    if news:
+        run, r = news[0]
+        if r.free_slots == 0:
+            why = f"no slot is free for its {r.chunk_slots}-slot chunk"
+        else:
+            why = f"{r.free_slots} free slots are fewer than the {r.asked_slots} it asks for"
+        return f"{run.label} makes {r.request_id} wait: {why}."
+    rounded = []
+    for run, rec in pairs:
+        for e in rec.events:
+            if isinstance(e, ChunkAllocated) and e.size > e.asked:
+                rounded.append((e.size - e.asked, run.label, e))
+    if rounded:
+        extra, who, e = max(rounded, key=lambda x: x[0])
+        return (f"{who} asks {e.asked} slots for {e.request_id} and the buddy allocator "
+                f"gives it {a(f'{e.size}-slot chunk')}: {plural(extra, 'slot')} of external "
+                "fragmentation.")
+    done = [run.label for run, rec in zip(ctx.runs, step.records)
+            if rec is None and step.index == len(run.steps)]
+    if done:
+        return f"{join(done)} {verb(done, 'has', 'have')} served every request."
+    return None
+
+
+def narrate(step: PoolStep, ctx: PoolContext) -> str:
+    said = [x for x in (_cause(step, ctx), _effect(step, ctx), _consequence(step, ctx)) if x]
+    if not said:
+        live = [(run, rec) for run, rec in zip(ctx.runs, step.records) if rec is not None]
+        names = [run.label for run, _ in live]
+        paged = "vLLM" in names
+        said = ["Every running request stores one more token"
+                + ("" if len(live) == len(ctx.runs) else f" in {join(names)}") + ": "
+                + ("reserved slots turn into token states, and vLLM takes a block only "
+                   "when one fills." if paged and len(live) > 1 else
+                   "vLLM takes a block only when one fills." if paged else
+                   "reserved slots turn into token states."),
+                "Token states fill " + join([
+                    f"{100 * rec.breakdown.token_states / run.total_slots:.0f}% "
+                    f"({_short(run.label)})" for run, rec in live]) + " of the pool."]
+    return " ".join(said)
+
+
+def details(step: PoolStep, ctx: PoolContext) -> list[str]:
+    """Every event of every policy, and each bar's numbers."""
+    out = []
+    first = next(r for r in step.records if r is not None)
+    for e in first.events:
+        if isinstance(e, RequestArrived):
+            spec = ctx.specs[e.request_id]
+            out.append(f"{e.request_id} arrives: {plural(spec.prompt_len, 'prompt token')}, "
+                       f"{plural(spec.output_len, 'output token')}.")
+    for run, rec in zip(ctx.runs, step.records):
+        if rec is None:
+            out.append(f"{run.label} has served every request.")
             continue
         said = _policy_sentence(run, rec)
-        if said:
-            parts.append(f"{run.label}: {said}")
-    if quiet:
-        parts.append(f"{join(quiet)} {verb(quiet, 'has', 'have')} served every request.")
-    if len(parts) == 1:
-        parts.append("Every running request stores one more token.")
-    return " ".join(parts)
+        b = rec.breakdown
+        out.append(f"{run.label}: {said or 'every running request stores one more token.'}")
+        out.append(f"{run.label}'s pool: {b.token_states} token states, {b.reserved} reserved, "
+                   f"{b.internal_fragmentation} internal and {b.external_fragmentation} "
+                   f"external fragmentation, {b.free} free.")
+    return out
 
 
 def _policy_sentence(run: PolicyRun, rec: StepRecord) -> str:
@@ -141,7 +292,7 @@ def _policy_sentence(run: PolicyRun, rec: StepRecord) -> str:
                 c = chunks[e.request_id]
                 rounding = (f" ({c.asked} asked; {c.size - c.asked} rounded up, external "
                             f"fragmentation)" if c.size > c.asked else "")
-                bits.append(f"admits {e.request_id} into a {c.size}-slot chunk at slot "
+                bits.append(f"admits {e.request_id} into {a(f'{c.size}-slot chunk')} at slot "
                             f"{c.start}{rounding}")
             else:
                 bits.append(f"admits {e.request_id}"
@@ -155,8 +306,8 @@ def _policy_sentence(run: PolicyRun, rec: StepRecord) -> str:
                         f"(external fragmentation)")
         elif r.reason == "watermark":
             bits.append(f"{r.request_id} waits: the free blocks are vLLM's watermark")
-        elif _new_refusal(run, rec):
-            bits.append(f"{r.request_id} waits ({r.free_slots} slots free, "
+        else:
+            bits.append(f"{r.request_id} waits ({plural(r.free_slots, 'slot')} free, "
                         f"{r.asked_slots} needed)")
     if not bits:
         return ""
@@ -174,49 +325,108 @@ def _new_refusal(run: PolicyRun, rec: StepRecord) -> bool:
 
 # ------------------------------------------------------------------------------ drawing
 
-def view(step: PoolStep, ctx: PoolContext) -> str:
-    # A refusal adds a line under its bar, so frames differ in height. The view wraps its own
-    # document: a Figure would be padded to the tallest frame, and the frames would change.
+LEGEND_MARKS = (("owner", "strip: who holds the slots"),
+                ("block", "vLLM block boundary"),
+                ("refused", "refused, though enough is free"))
+
+
+def _swatch(kind: str, x: float, y: float) -> list[str]:
+    s = 14
+    if kind in STYLE:
+        return [svg.rect(x, y, s, s, fill=STYLE[kind][0], stroke="line", rx=1)]
+    if kind == "owner":
+        return [svg.rect(x, y + 2, s, 6, fill="seq-0", rx=0),
+                svg.rect(x, y + 8, s, 6, fill="accent", rx=0)]
+    if kind == "block":
+        return [svg.rect(x, y, s, s, fill="accent", rx=0),
+                svg.line(x + s / 2, y, x + s / 2, y + s, stroke="bg", width=1.5)]
+    if kind == "refused":
+        return [outline(x + 1, y + 1, s - 2, s - 2, "fg", 2, dash="3 2")]
+    return []
+
+
+def legend(y: float, entries) -> tuple[list[str], float]:
+    out = []
+    cx, cy = PAD, y
+    row = SMALL * 1.6
+    for kind, text in entries:
+        w = 14 + 5 + fit.text_width(text, SMALL)
+        if cx > PAD and cx + w > WIDTH - PAD:
+            cx, cy = PAD, cy + row
+        out += _swatch(kind, cx, cy + 2)
+        out.append(svg.text(cx + 19, cy + SMALL, text, size=SMALL))
+        cx += w + 12
+    return out, cy + row - y
+
+
+def numbers(b) -> list[str]:
+    """A bar's numbers, zeros left out except tokens and free."""
+    items = [(b.token_states, "tokens", True), (b.reserved, "reserved", False),
+             (b.internal_fragmentation, "internal", False),
+             (b.external_fragmentation, "external", False), (b.free, "free", True)]
+    return [f"{n} {word}" for n, word, always in items if n or always]
+
+
+def number_lines(items: list[str]) -> list[str]:
+    """Items joined with " · ", wrapped between items to the picture's width."""
+    room = fit.chars(WIDTH - 2 * PAD, SMALL)
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + 3 + len(item) > room:
+            lines.append(line)
+            line = item
+        else:
+            line = f"{line} · {item}" if line else item
+    return lines + ([line] if line else [])
+
+
+def refusal_lines(r) -> list[str]:
+    return fit.lines(f"✗ {r.request_id} refused: {r.free_slots} free, largest chunk "
+                     f"{r.largest_free_chunk} < {r.chunk_slots}", SMALL, WIDTH - 2 * PAD)
+
+
+def view(step: PoolStep, ctx: PoolContext) -> svg.Figure:
     v = ctx.values
     pool = v["pool"]
-    left, right = 10, WIDTH - 10
+    left, right = PAD, WIDTH - PAD
     scale = (right - left) / pool
-    body: list[str] = []
-    # Legend, two rows.
-    y = 4
-    x = left
-    for i, kind in enumerate(CATEGORIES):
-        color, label = STYLE[kind]
-        if i == 3:
-            x, y = left, y + 16
-        body.append(svg.rect(x, y + 2, 12, 12, fill=color, stroke="line", rx=1))
-        body.append(svg.text(x + 16, y + 12.5, label, size=12))
-        x += 30 + 7.2 * len(label)
-    body.append(svg.text(right, y + 12.5, f"step {step.index}", size=13, anchor="end"))
-    y += 26
-    for run, rec in zip(ctx.runs, step.records):
-        y = _policy_block(body, run, rec, y, left, right, scale, ctx.colors, v)
-    return svg.document(WIDTH, y + 4, body,
-                        label=f"KV memory of four policies at step {step.index}")
+    body: list[str] = [
+        svg.text(left, 18, label(step), size=SMALL + 2),
+        svg.text(right, 18, f"{pool} slots · vLLM blocks of {v['block_size']}", size=SMALL,
+                 anchor="end", fill="muted")]
+    y = 28
+    elements, h = legend(y, ctx.legend)
+    body += elements
+    y += h + 6
+    for i, (run, rec) in enumerate(zip(ctx.runs, step.records)):
+        y = _policy_block(body, run, rec, y, left, right, scale, ctx, i)
+    return svg.Figure(WIDTH, y + 2, body, f"KV memory of four policies at {label(step)}")
 
 
 def outline(x: float, y: float, w: float, h: float, stroke: str, width: float,
-            rx: float = 0) -> str:
+            rx: float = 0, dash: str | None = None) -> str:
     """An unfilled box (svg.rect always fills)."""
     style = f"fill:none;stroke:{svg.color(stroke)};stroke-width:{svg.num(width)}"
+    if dash:
+        style += f";stroke-dasharray:{dash}"
     return f"<rect{svg.attrs(x=x, y=y, width=w, height=h, rx=rx, style=style)}/>"
 
 
-def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
+def _policy_block(body, run, rec, y, left, right, scale, ctx, index) -> float:
+    v = ctx.values
     pool = v["pool"]
-    body.append(svg.text(left, y + 13, run.label, size=13))
+    body.append(svg.text(left, y + SMALL + 1, run.label, size=SMALL + 1))
     if rec is not None and rec.waiting:
-        body.append(svg.text(right, y + 13, "waiting: " + " ".join(rec.waiting), size=11,
-                             anchor="end", fill="muted"))
+        status = "waiting: " + " ".join(rec.waiting)
     elif rec is None:
-        body.append(svg.text(right, y + 13, "all served", size=11, anchor="end", fill="muted"))
-    y += 18
-    strip, bar = y, y + 13
+        status = "all served"
+    else:
+        status = ""
+    if status:
+        body.append(svg.text(right, y + SMALL + 1, status, size=SMALL, anchor="end",
+                             fill="muted"))
+    y += SMALL + 7
+    strip, bar = y, y + 17
     segments = rec.layout if rec is not None else ((0, pool, "free", None),)
     # Request strip: who owns which slots (merged runs of one owner).
     owners: list[list] = []
@@ -229,19 +439,20 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
             owners.append([start, size, rid])
     for start, size, rid in owners:
         x, w = left + start * scale, size * scale
-        body.append(svg.rect(x, strip, w, 11, fill=colors[rid], rx=0,
-                             tip=f"{rid}: slots {start}-{start + size - 1}"))
-        if w >= 9:
-            body.append(svg.text(x + w / 2, strip + 9.5, rid, size=10, anchor="middle",
-                                 fill="bg"))
+        parts = [svg.rect(x, strip, w, 16, fill=ctx.colors[rid], rx=0)]
+        if w >= fit.text_width(rid, SMALL) + 2:
+            parts.append(svg.text(x + w / 2, strip + 12.5, rid, size=SMALL, anchor="middle",
+                                  stroke=svg.color("bg"), stroke_width=3,
+                                  paint_order="stroke"))
+        body.append(svg.group(parts, tip=f"{rid}: slots {start}-{start + size - 1}"))
     # The bar: categories in address order.
     for start, size, kind, rid in segments:
-        color, label = STYLE[kind]
+        color, name = STYLE[kind]
         who = f"{rid}, " if rid else ""
         if rid and kind == "external_fragmentation":
-            label += " (buddy rounding)"
+            name += " (buddy rounding)"
         body.append(svg.rect(left + start * scale, bar, size * scale, 22, fill=color, rx=0,
-                             tip=f"{who}{label}: slots {start}-{start + size - 1} ({size})"))
+                             tip=f"{who}{name}: slots {start}-{start + size - 1} ({size})"))
     if run.label == "vLLM" and v["block_size"] * scale >= 3:
         # Block boundaries of the paged pool.
         bs = v["block_size"]
@@ -252,24 +463,21 @@ def _policy_block(body, run, rec, y, left, right, scale, colors, v) -> float:
         body.append(outline(left + start * scale, bar, size * scale, 22, "fg", 1))
     refused = rec is not None and rec.refused_although_free
     if refused:
-        body.append(outline(left - 2, bar - 2, right - left + 4, 26, "highlight", 2.5, rx=3))
-    y = bar + 22
-    b = rec.breakdown if rec is not None else None
-    if b is not None:
-        nums = (f"{b.token_states} tokens · {b.reserved} reserved · "
-                f"{b.internal_fragmentation} int. · {b.external_fragmentation} ext. · "
-                f"{b.free} free")
-    else:
-        nums = f"{pool} free"
-    body.append(svg.text(left, y + 14, nums, size=12, fill="muted"))
-    y += 18
+        body.append(outline(left - 2, bar - 2, right - left + 4, 26, "fg", 2.5, rx=3,
+                            dash="5 3"))
+    y = bar + 22 + 4
+    lines = number_lines(numbers(rec.breakdown)) if rec is not None else [f"{pool} free"]
+    for line in lines:
+        body.append(svg.text(left, y + SMALL, line, size=SMALL, fill="muted"))
+        y += SMALL * 1.35
+    y += SMALL * 1.35 * (ctx.number_rows[index] - len(lines))
     if refused:
-        r = rec.refusal
-        body.append(svg.text(left, y + 12, f"✗ {r.request_id} refused: {r.free_slots} slots free, "
-                             f"largest chunk {r.largest_free_chunk} < {r.chunk_slots}",
-                             size=12, fill="highlight"))
-        y += 17
-    return y + 8
+        for line in refusal_lines(rec.refusal):
+            body.append(svg.text(left, y + SMALL, line, size=SMALL))
+            y += SMALL * 1.35
+    elif ctx.refusal_rows[index]:
+        y += SMALL * 1.35 * ctx.refusal_rows[index]
+    return y + 10
 
 
 # ------------------------------------------------------------------- cross-field checks
@@ -312,7 +520,8 @@ WIDGET = Widget(
     summary="Each bar is the same KV pool in address order. Orca reserves one contiguous "
             "chunk per request on a buddy allocator; vLLM allocates 16-token blocks (here "
             "smaller) as tokens arrive.",
-    scenario=scenario, context=context, view=view, narrate=narrate, check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, label=label,
+    details=details, check=check,
     params=(
         REQUESTS.param("requests", "5/11, 6/4, 8/8, 5/5@1, 10/12@5, 3/5@6"),
         Param("pool", "pool slots", "int", 64, min=16, max=128,
@@ -338,11 +547,10 @@ FIG2_STYLE = {
     "token_states": ("accent", "token states", "tokens"),
     "reserved": ("used", "reservation", "reserved"),
     "internal_fragmentation": ("waste", "internal frag.", "internal"),
-    "external_and_others": ("highlight", "external frag. & others", "ext. & others"),
+    "external_and_others": ("highlight", "external frag. & others", "ext.&oth."),
 }
-# The table: policy name, row kind ("paper" / "sim"), then each category's right edge.
-TABLE_KIND_X = 84
-TABLE_RIGHT = dict(zip(FIG2_CATEGORIES, (176, 244, 312, 398)))
+# Each policy's table: the row name's column, then each category's right edge.
+TABLE_RIGHT = dict(zip(FIG2_CATEGORIES, (140, 222, 304, 394)))
 GAP_POINTS = 5.0        # a gap wider than this is drawn in the highlight colour
 
 
@@ -363,40 +571,38 @@ def fig2_gaps(shares: dict[str, dict[str, float]]) -> dict[tuple[str, str], floa
 
 
 def render_fig2(shares: dict[str, dict[str, float]] | None = None) -> str:
-    """Each policy's bar twice, the paper's and ours, then a table of the same numbers side
-    by side per category, with the gap in points."""
+    """Each policy's bar twice, the paper's and ours, then its numbers: paper, sim and the
+    gap in points, category by category."""
     shares = shares if shares is not None else reproduce_fig2(**REPRO)
     gaps = fig2_gaps(shares)
     width = CHART_WIDTH
-    left, right = 2, width - 2
-    bar_x = 40
+    left, right = PAD, width - PAD
+    bar_x = 56
+    row = SMALL * 1.4
     body: list[str] = []
-    # Legend, two rows.
-    y = 2
-    x = left
-    for i, kind in enumerate(FIG2_CATEGORIES):
-        color, label, _ = FIG2_STYLE[kind]
-        if i == 2:
-            x, y = left, y + 16
-        body.append(svg.rect(x, y + 2, 11, 11, fill=color, stroke="line", rx=1))
-        body.append(svg.text(x + 15, y + 11.5, label, size=11))
-        x += 26 + 6.5 * len(label)
-    y += 22
-    body.append(svg.text(left, y + 10, "Share of the whole KV pool while a request waits",
-                         size=11, fill="muted"))
-    y += 18
+    # Legend, wrapped.
+    items = [(kind, FIG2_STYLE[kind][1]) for kind in FIG2_CATEGORIES]
+    cx, y = left, 2
+    for kind, text in items:
+        w = 14 + 5 + fit.text_width(text, SMALL)
+        if cx > left and cx + w > right:
+            cx, y = left, y + SMALL * 1.6
+        body.append(svg.rect(cx, y + 2, 14, 14, fill=FIG2_STYLE[kind][0], stroke="line", rx=1))
+        body.append(svg.text(cx + 19, y + SMALL, text, size=SMALL))
+        cx += w + 12
+    y += SMALL * 1.6 + 4
+    lines, h = fit.paragraph(left, y, "Share of the whole KV pool while a request waits, in %; "
+                             f"gap = sim minus paper, in points (over {GAP_POINTS:g} in "
+                             "colour).", size=SMALL, room=right - left, fill="muted")
+    body += lines
+    y += h + 8
     for label, paper in PAPER_FIG2.items():
         ours = shares[label]
-        worst = max(((abs(g), k) for (lab, k), g in gaps.items() if lab == label
-                     and k in FIG2_CATEGORIES))
-        body.append(svg.text(left, y + 11, label, size=12))
-        note = (f"largest gap {gaps[(label, worst[1])]:+.1f} points "
-                f"({FIG2_STYLE[worst[1]][2]})")
-        body.append(svg.text(right, y + 11, note, size=10, anchor="end",
-                             fill="highlight" if worst[0] > GAP_POINTS else "muted"))
-        y += 16
+        body.append(svg.line(left, y, right, y, stroke="line", width=0.5))
+        body.append(svg.text(left, y + SMALL + 4, label, size=SMALL + 1))
+        y += SMALL + 10
         for who, bar in (("paper", paper), ("sim", ours)):
-            body.append(svg.text(left, y + 11, who, size=10, fill="muted"))
+            body.append(svg.text(left, y + 12, who, size=SMALL, fill="muted"))
             x = bar_x
             span = right - bar_x
             for kind in FIG2_CATEGORIES:
@@ -404,63 +610,57 @@ def render_fig2(shares: dict[str, dict[str, float]] | None = None) -> str:
                 if value is None:
                     continue
                 color, name, _ = FIG2_STYLE[kind]
-                body.append(svg.rect(x, y, span * value, 14, fill=color, rx=0,
+                body.append(svg.rect(x, y, span * value, 15, fill=color, rx=0,
                                      tip=f"{label}, {name}: {_pct(value)} ({who})"))
                 x += span * value
             if any(v is None for v in bar.values()):    # the paper's vLLM: rest not split
                 rest = (right - x) / span
-                body.append(svg.rect(x, y, right - x, 14, fill="free", stroke="line", rx=0,
+                body.append(svg.rect(x, y, right - x, 15, fill="free", stroke="line", rx=0,
                                      tip=f"{label}: {_pct(rest)} not token states, split "
                                          f"not printed ({who})"))
-            y += 17
-        y += 7
-    # The table: paper and simulation side by side per category.
-    y += 2
-    body.append(svg.text(left, y + 10, "% of the pool", size=10, fill="muted"))
-    for kind in FIG2_CATEGORIES:
-        body.append(svg.text(TABLE_RIGHT[kind], y + 10, FIG2_STYLE[kind][2], size=10,
-                             fill="muted", anchor="end"))
-    y += 4
-    for label, paper in PAPER_FIG2.items():
-        ours = shares[label]
-        y += 15
-        body.append(svg.line(left, y - 2, right, y - 2, stroke="line", width=0.5))
-        body.append(svg.text(left, y + 10, label, size=10))
-        body.append(svg.text(TABLE_KIND_X, y + 10, "paper", size=10, fill="muted"))
+            y += 19
+        # The numbers: a heading row, then paper, sim and gap.
+        y += 2
         for kind in FIG2_CATEGORIES:
-            if paper[kind] is not None:
-                body.append(svg.text(TABLE_RIGHT[kind], y + 10, f"{100 * paper[kind]:.1f}",
-                                     size=10, anchor="end"))
-        if any(paper[kind] is None for kind in FIG2_CATEGORIES):
-            rest = 100 * (1 - paper["token_states"])
-            body.append(svg.text(right, y + 10, f"{rest:.1f} in all, split not printed",
-                                 size=10, anchor="end", fill="muted"))
-        y += 15
-        body.append(svg.text(TABLE_KIND_X, y + 10, "sim", size=10, fill="muted"))
+            body.append(svg.text(TABLE_RIGHT[kind], y + SMALL, FIG2_STYLE[kind][2], size=SMALL,
+                                 fill="muted", anchor="end"))
+        y += row
+        body.append(svg.text(left, y + SMALL, "paper", size=SMALL, fill="muted"))
         for kind in FIG2_CATEGORIES:
-            cell = f"{100 * ours[kind]:.1f}"
+            text = f"{100 * paper[kind]:.1f}" if paper[kind] is not None else "–"
+            body.append(svg.text(TABLE_RIGHT[kind], y + SMALL, text, size=SMALL, anchor="end",
+                                 fill="fg" if paper[kind] is not None else "muted"))
+        y += row
+        body.append(svg.text(left, y + SMALL, "sim", size=SMALL, fill="muted"))
+        for kind in FIG2_CATEGORIES:
+            body.append(svg.text(TABLE_RIGHT[kind], y + SMALL, f"{100 * ours[kind]:.1f}",
+                                 size=SMALL, anchor="end"))
+        y += row
+        body.append(svg.text(left, y + SMALL, "gap", size=SMALL, fill="muted"))
+        for kind in FIG2_CATEGORIES:
             gap = gaps.get((label, kind))
-            if gap is not None:
-                cell += f" ({gap:+.1f})"
-            far = gap is not None and abs(gap) > GAP_POINTS
-            body.append(svg.text(TABLE_RIGHT[kind], y + 10, cell, size=10, anchor="end",
-                                 fill="highlight" if far else "fg"))
-    y += 20
+            if gap is None:
+                continue
+            far = abs(gap) > GAP_POINTS
+            body.append(svg.text(TABLE_RIGHT[kind], y + SMALL, f"{gap:+.1f}", size=SMALL,
+                                 anchor="end", fill="highlight" if far else "fg",
+                                 font_weight="bold" if far else None))
+        y += row + 6
     not_tokens = 100 * (1 - shares["vLLM"]["token_states"])
-    footer = [
-        f"(gap) = sim minus paper, in points; over {GAP_POINTS:g} in colour.",
-        f"vLLM, all but token states: paper "
-        f"{100 * (1 - PAPER_FIG2['vLLM']['token_states']):.1f}, sim {not_tokens:.1f} "
-        f"({gaps[('vLLM', 'not_token_states')]:+.1f}).",
-    ]
     order = sorted(PAPER_FIG2, key=lambda k: shares[k]["token_states"])
     kept = order == list(PAPER_FIG2)
-    for line in footer:
-        body.append(svg.text(left, y + 10, line, size=10, fill="muted"))
-        y += 14
-    body.append(svg.text(left, y + 10, "Ordering " + ("kept: " if kept else "NOT kept: ")
-                         + " < ".join(order), size=10, fill="fg" if kept else "highlight"))
-    return svg.document(width, y + 16, body,
+    body.append(svg.line(left, y, right, y, stroke="line", width=0.5))
+    y += 4
+    for text, fill in (
+            (f"vLLM, all but token states: paper "
+             f"{100 * (1 - PAPER_FIG2['vLLM']['token_states']):.1f} (split not printed), sim "
+             f"{not_tokens:.1f}, gap {gaps[('vLLM', 'not_token_states')]:+.1f}.", "muted"),
+            ("Ordering " + ("kept: " if kept else "NOT kept: ") + " < ".join(order) + ".",
+             "fg" if kept else "highlight")):
+        lines, h = fit.paragraph(left, y, text, size=SMALL, room=right - left, fill=fill)
+        body += lines
+        y += h + 2
+    return svg.document(width, y + 6, body,
                         label="The paper's Fig. 2 and our reproduction, category by category")
 
 

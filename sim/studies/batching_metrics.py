@@ -1,6 +1,7 @@
 """Static vs continuous batching, measured in iterations.
 
-One engine run (either scheduler: `LLMEngine(..., scheduler=StaticBatchScheduler)` or vLLM's) becomes a
+One recorded engine run (`sim.trace.record`: v0.5.5's `LLMEngine` with vLLM's scheduler or
+`scheduler=StaticBatchScheduler`, or V1's `sim.v1.engine.LLMEngine`) becomes a
 *slot timeline*: for every iteration, who sits in each of the `max_num_seqs` batch slots and
 what that slot did. The totals the continuous-batching page shows come from it:
 
@@ -21,7 +22,8 @@ Cell kinds:
   prefill  - the slot's request computed its prompt (or a chunk of it) this iteration;
   decode   - it computed one new token;
   paused   - it is in the batch but did not run: vLLM v0.5.5 runs prefill-only steps, so
-             the running requests skip their decode in a step that admits prompts;
+             the running requests skip their decode in a step that admits prompts (in V1,
+             which serves running requests first, only when the token budget ran out);
   padding  - static batching only: it finished, but its slot is held until the batch ends.
 
 Pure stdlib and deterministic: no clock, no hash(); workloads come from `random.Random(seed)`.
@@ -30,17 +32,23 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
+from sim.core.sequence import SamplingParams
+from sim.events import Preempted
 from sim.studies.scenarios import SCHEDULERS
 from sim.studies.static_batching import StaticBatchScheduler
-from sim.events import Preempted
-from sim.core.sequence import SamplingParams
+from sim.trace import Trace
+from sim.trace import record as trace_record
+from sim.v1 import config as v1_config
+from sim.v1.engine import LLMEngine as V1Engine
 
 PREFILL, DECODE, PAUSED, PADDING = "prefill", "decode", "paused", "padding"
 BUSY = (PREFILL, DECODE)
+SCHEDULER_NAMES = ("static", "vllm", "v1")
+ENGINES = ("v0.5.5", "v1")      # the engine whose scheduler runs the iteration-level side
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,9 @@ class Run:
     iterations: tuple[Iteration, ...]
     arrival: dict                        # request id -> arrival step
     finished_step: dict                  # request id -> step of its last token
+    # The recorded run the timeline was read from (sim.trace.Trace): its snapshots are the
+    # engine's own (a V1 run's say "engine": "v1").
+    trace: Trace | None = field(default=None, compare=False, repr=False)
 
     def totals(self, upto: int | None = None) -> Totals:
         """Totals over iterations [0, upto) (all iterations when `upto` is None)."""
@@ -120,31 +131,56 @@ def percentile(sorted_values: list, pct: int):
     return sorted_values[rank - 1]
 
 
-def record(engine: LLMEngine, max_steps: int = 1000) -> Run:
+def record(engine, max_steps: int = 1000) -> Run:
     """Step `engine` until every request has finished (or `max_steps`) and build the slot
-    timeline. The engine must have its requests added and not have stepped yet."""
-    sched = engine.scheduler
-    slots_n = engine.scheduler_config.max_num_seqs
-    static = isinstance(sched, StaticBatchScheduler)
+    timeline (`from_trace` of `sim.trace.record`'s trace). The engine (vLLM v0.5.5's, with
+    its own or the static scheduler, or V1's) must have its requests added and not have
+    stepped yet."""
+    if isinstance(engine, V1Engine):
+        scheduler = "v1"
+    elif isinstance(engine.scheduler, StaticBatchScheduler):
+        scheduler = "static"
+    else:
+        scheduler = "vllm"
+    trace = trace_record(engine, max_steps=max_steps, with_slots=False)
+    return from_trace(trace, engine.scheduler_config.max_num_seqs, scheduler)
+
+
+def from_trace(trace: Trace, max_num_seqs: int, scheduler: str = "vllm") -> Run:
+    """The slot timeline of a recorded run: each step's engine-neutral `Step.scheduled` (who
+    ran, how many tokens, prompt or decode), `Step.finished`, its Preempted events, and the
+    snapshot's queues after the step. `scheduler` is "static" (finished members of a batch
+    keep their slots, as padding, until the batch ends), "vllm" (v0.5.5) or "v1"."""
+    if scheduler not in SCHEDULER_NAMES:
+        raise ValueError(f"scheduler must be one of {SCHEDULER_NAMES}, got {scheduler!r}")
+    if trace.stopped == "error":
+        raise ValueError(f"the engine stopped: {trace.last.error}")
+    static = scheduler == "static"
+    slots_n = max_num_seqs
     seat: dict[str, int] = {}                 # request id -> slot
     holder: list[str | None] = [None] * slots_n
     last: list[str | None] = [None] * slots_n     # who held the slot most recently
     left_finished: set[str] = set()
+    batch: list[str] = []                     # static: the members of the current batch
     iterations = []
     finished_step: dict[str, int] = {}
-    while engine.has_unfinished_requests() and len(iterations) < max_steps:
-        batch_before = [g.request_id for g in sched.batch] if static else []
-        out = engine.step()
-        so = out.scheduler_outputs
-        ran: dict[str, tuple[str, int]] = {}
-        for i, s in enumerate(so.scheduled_seq_groups):
-            kind = PREFILL if i < so.num_prefill_groups else DECODE
-            ran[s.seq_group.request_id] = (kind, s.token_chunk_size)
+    for step in trace.steps[1:]:
+        queues = step.snapshot["queues"]
+        ran: dict[str, tuple[str, int]] = {
+            s.request_id: (PREFILL if s.prefill else DECODE, s.num_tokens)
+            for s in step.scheduled}
+        prefill = any(kind == PREFILL for kind, _ in ran.values())
         members = list(ran)
-        members += [g.request_id for g in sched.running if g.request_id not in ran]
-        # A static batch keeps its finished members (padding) until it ends.
-        if static and ran:
-            members += [r for r in batch_before if r not in ran and r not in members]
+        members += [r for r in queues["running"] if r not in ran]
+        if static:
+            # A static batch forms in a prefill step and keeps its finished members
+            # (padding) while it decodes.
+            if prefill:
+                batch = list(ran)
+            elif ran:
+                members += [r for r in batch if r not in ran and r not in members]
+            else:
+                batch = []
         member_set = set(members)
         for slot, rid in enumerate(holder):
             if rid is not None and rid not in member_set:
@@ -168,20 +204,20 @@ def record(engine: LLMEngine, max_steps: int = 1000) -> Run:
                 cells[slot] = Cell(rid, PADDING)
             else:
                 cells[slot] = Cell(rid, PAUSED)
-        for rid in out.finished:
-            finished_step[rid] = out.step
+        for rid in step.finished:
+            finished_step[rid] = step.step
             left_finished.add(rid)
-        waiting = tuple(g.request_id for g in list(sched.waiting) + list(sched.swapped))
-        preempted = tuple(e.request_id for e in out.events if isinstance(e, Preempted))
+        waiting = tuple(queues["waiting"]) + tuple(queues["swapped"])
+        preempted = tuple(e.request_id for e in step.events if isinstance(e, Preempted))
         iterations.append(Iteration(
-            step=out.step, slots=tuple(cells), waiting=waiting, seated=tuple(seated),
-            finished=tuple(out.finished), preempted=preempted,
-            num_batched_tokens=so.num_batched_tokens,
-            is_prefill_only=bool(so.num_prefill_groups) and all(
-                k == PREFILL for k, _ in ran.values())))
-    arrival = {rid: g.arrival_step for rid, g in engine.requests.items()}
-    return Run("static" if static else "vllm", slots_n, tuple(iterations), arrival,
-               finished_step)
+            step=step.step, slots=tuple(cells), waiting=waiting, seated=tuple(seated),
+            finished=tuple(step.finished), preempted=preempted,
+            num_batched_tokens=sum(s.num_tokens * s.num_seqs if not s.prefill else s.num_tokens
+                                   for s in step.scheduled),
+            is_prefill_only=prefill and all(k == PREFILL for k, _ in ran.values())))
+    requests = trace.steps[0].snapshot["requests"]
+    arrival = {r["request_id"]: r["arrival_step"] for r in requests}
+    return Run(scheduler, slots_n, tuple(iterations), arrival, finished_step, trace)
 
 
 # -- workloads ------------------------------------------------------------------------
@@ -253,13 +289,42 @@ def make_engine(requests: list[BatchRequest], scheduler: str, max_num_seqs: int,
     return engine
 
 
+def make_v1_engine(requests: list[BatchRequest], max_num_seqs: int,
+                   max_num_batched_tokens: int, seed: int = 0) -> V1Engine:
+    """V1's engine (vLLM v0.25.1) on the same workload, with the same room: as many usable
+    blocks of 16 as `make_engine` gives, plus block 0, V1's null block. The same
+    `max_num_seqs` and token budget (`max_num_batched_tokens`; V1 schedules up to that many
+    tokens per step), `max_model_len` = the longest request. Chunked prefill is always on in
+    V1 (its default); prefix caching too (the made-up prompts share no block)."""
+    block_size = 16
+    blocks = sum(-(-(r.prompt_len + r.output_len) // block_size) + 1 for r in requests)
+    longest = max(r.prompt_len + r.output_len for r in requests)
+    engine = V1Engine(
+        v1_config.CacheConfig(block_size=block_size, num_gpu_blocks=max(1, blocks) + 1),
+        v1_config.SchedulerConfig(max_num_batched_tokens=max_num_batched_tokens,
+                                  max_num_seqs=max_num_seqs, max_model_len=longest),
+        seed=seed)
+    for r in requests:
+        engine.add_request(r.request_id, r.prompt_len,
+                           SamplingParams(max_tokens=r.output_len, ignore_eos=True),
+                           arrival_step=r.arrival_step)
+    return engine
+
+
 def compare(requests: list[BatchRequest], max_num_seqs: int, max_num_batched_tokens: int,
             chunked_prefill: bool = False, seed: int = 0,
-            max_steps: int = 1000) -> tuple[Run, Run]:
-    """(static run, vLLM run) of the same workload. Chunked prefill applies to vLLM's
-    scheduler only (static batching has no such option)."""
+            max_steps: int = 1000, engine: str = "v0.5.5") -> tuple[Run, Run]:
+    """(static run, iteration-level run) of the same workload. The iteration-level side is
+    vLLM v0.5.5's scheduler (`engine="v0.5.5"`) or V1's (`engine="v1"`). Chunked prefill
+    applies to v0.5.5's scheduler only: static batching has no such option, and V1 always
+    chunks."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     static = record(make_engine(requests, "static", max_num_seqs, max_num_batched_tokens,
                                 False, seed), max_steps)
-    vllm = record(make_engine(requests, "vllm", max_num_seqs, max_num_batched_tokens,
-                              chunked_prefill, seed), max_steps)
-    return static, vllm
+    if engine == "v1":
+        other = make_v1_engine(requests, max_num_seqs, max_num_batched_tokens, seed)
+    else:
+        other = make_engine(requests, "vllm", max_num_seqs, max_num_batched_tokens,
+                            chunked_prefill, seed)
+    return static, record(other, max_steps)

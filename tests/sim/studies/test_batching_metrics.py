@@ -2,10 +2,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.studies.batching_metrics import (DECODE, PADDING, PAUSED, PREFILL, BatchRequest, compare,
-                                  percentile, record, uniform_workload)
 from sim.events import Admitted
+from sim.studies.batching_metrics import (
+    DECODE,
+    PADDING,
+    PAUSED,
+    PREFILL,
+    BatchRequest,
+    compare,
+    from_trace,
+    make_engine,
+    make_v1_engine,
+    percentile,
+    record,
+    uniform_workload,
+)
 from sim.studies.scenarios import get_scenario
+from sim.trace import record as trace_record
 
 
 def grid(run):
@@ -155,3 +168,95 @@ def test_static_scheduler_never_admits_while_its_batch_runs(count, seats, seed, 
         if running_before:
             assert admitted == []
         assert len(eng.scheduler.batch) <= seats
+
+
+# -- the timeline from a recorded trace, for either engine ---------------------------------
+
+def test_record_reads_the_recorded_trace():
+    """record(engine) is from_trace of sim.trace.record's trace: the same timeline, and the
+    run keeps the trace it was read from."""
+    reqs = uniform_workload(5, (3, 10), (2, 10), 1.0, 31)
+    for scheduler in ("static", "vllm"):
+        run = record(make_engine(reqs, scheduler, 3, 32))
+        trace = trace_record(make_engine(reqs, scheduler, 3, 32), with_slots=False)
+        again = from_trace(trace, 3, scheduler)
+        assert again == run and grid(again) == grid(run)
+        assert run.trace is not None and len(run.trace) == len(run.iterations) + 1
+        # Each cell is what the step scheduled.
+        for it, step in zip(run.iterations, run.trace.steps[1:]):
+            ran = {(c.request_id, c.kind == PREFILL, c.tokens)
+                   for c in it.slots if c is not None and c.kind in (PREFILL, DECODE)}
+            assert ran == {(s.request_id, s.prefill, s.num_tokens) for s in step.scheduled}
+    with pytest.raises(ValueError):
+        from_trace(trace, 3, "orca")
+
+
+def test_the_page_default_numbers_are_unchanged():
+    """The v0.5.5 numbers the page and its example print (pinned before the timeline was read
+    from traces)."""
+    reqs = uniform_workload(5, (3, 10), (2, 10), 1.0, 31)
+    static, vllm = compare(reqs, 3, 32)
+    assert grid(static)[:4] == ["AP BP CP", "Ad Bd Cd", "Ad Bd Cd", "A_ Bd C_"]
+    assert grid(vllm)[3] == "DP B. EP"
+    s, v = static.totals(), vllm.totals()
+    assert (s.drained_at, s.mean_latency, s.p90_latency, round(100 * s.utilisation)) == \
+        (16, pytest.approx(8.6), 15, 62)
+    assert (v.drained_at, v.mean_latency, v.p90_latency, round(100 * v.utilisation)) == \
+        (11, pytest.approx(6.8), 10, 91)
+
+
+def test_v1_runs_the_same_workload_with_one_budget():
+    """engine="v1": the iteration-level side is V1's scheduler, read from the V1 engine's own
+    trace. No prefill-only step: B decodes while D and E prefill."""
+    reqs = uniform_workload(5, (3, 10), (2, 10), 1.0, 31)
+    static, v1 = compare(reqs, 3, 32, engine="v1")
+    assert v1.scheduler == "v1"
+    assert all(step.snapshot["engine"] == "v1" for step in v1.trace.steps)
+    assert static == compare(reqs, 3, 32)[0]          # the static side does not change
+    assert grid(v1)[3] == "DP Bd EP"
+    assert not any(c and c.kind == PAUSED for it in v1.iterations for c in it.slots)
+    t = v1.totals()
+    assert (t.drained_at, t.mean_latency, t.p90_latency, round(100 * t.utilisation)) == \
+        (11, pytest.approx(6.6), 10, 91)
+    # The same timeline from a trace recorded by hand.
+    again = from_trace(trace_record(make_v1_engine(reqs, 3, 32), with_slots=False), 3, "v1")
+    assert again == v1
+    with pytest.raises(ValueError):
+        compare(reqs, 3, 32, engine="v2")
+
+
+def test_v1_chunks_a_prompt_into_what_is_left_of_the_budget():
+    """V1's chunked prefill is always on: with a 32-token budget, A (12) and B (17) fit
+    whole and C gets a 3-token chunk; static batching seats two."""
+    reqs = uniform_workload(5, (12, 24), (2, 8), 0.0, 31)
+    static, v1 = compare(reqs, 3, 32, engine="v1")
+    assert grid(static)[0] == "AP BP --"
+    assert [(c.request_id, c.kind, c.tokens) for c in v1.iterations[0].slots] == \
+        [("A", PREFILL, 12), ("B", PREFILL, 17), ("C", PREFILL, 3)]
+    assert v1.iterations[0].num_batched_tokens == 32
+    c_chunks = [c.tokens for it in v1.iterations for c in it.slots
+                if c and c.request_id == "C" and c.kind == PREFILL]
+    assert c_chunks == [3, 10] and sum(c_chunks) == 13
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(count=st.integers(1, 8), lo=st.integers(1, 8), span=st.integers(0, 8),
+       olo=st.integers(1, 8), ospan=st.integers(0, 8), rate=st.sampled_from([0.0, 0.5, 2.0]),
+       seats=st.integers(1, 4), seed=st.integers(0, 50))
+def test_v1_timelines_are_consistent(count, lo, span, olo, ospan, rate, seats, seed):
+    reqs = uniform_workload(count, (lo, lo + span), (olo, olo + ospan), rate, seed)
+    budget = max(seats, max(r.prompt_len + r.output_len for r in reqs))
+    _, v1 = compare(reqs, seats, budget, engine="v1")
+    assert set(v1.finished_step) == {r.request_id for r in reqs}
+    for it in v1.iterations:
+        ids = [c.request_id for c in it.slots if c is not None]
+        assert len(ids) == len(set(ids)) <= seats
+        assert not set(ids) & set(it.waiting)
+        assert it.preempted == ()
+        assert it.num_batched_tokens <= budget
+    for r in reqs:
+        cells = [c for it in v1.iterations for c in it.slots
+                 if c is not None and c.request_id == r.request_id]
+        assert sum(c.tokens for c in cells if c.kind == PREFILL) == r.prompt_len
+        assert sum(1 for c in cells if c.kind == DECODE) == r.output_len - 1
+    assert not any(c and c.kind == PADDING for it in v1.iterations for c in it.slots)
