@@ -1,15 +1,21 @@
-"""The preemption page: what vLLM v0.5.5 does when the GPU KV cache runs out mid-batch.
+"""The preemption page: what vLLM does when the GPU KV cache runs out mid-batch.
 
 scenario: sim's engine on a workload that overflows the GPU blocks, recorded step by step,
-          with the simulation's integrity checks (sim/core/invariants.py) after every step.
-          When vLLM would stop (no CPU swap space left, or a recompute it cannot do), the
-          trace ends on that step and vLLM's message.
+          with the simulation's integrity checks after every step: vLLM v0.5.5's engine
+          (sim.core, sim/core/invariants.py) or V1's (sim.v1, sim/v1/invariants.py; the
+          `engine` switch). "GPU blocks" counts the usable blocks (V1's pool adds block 0,
+          its null block); V1 has no CPU swap space and no preemption mode, so those two
+          settings only drive v0.5.5. When vLLM would stop (no CPU swap space left, or a
+          recompute it cannot do), the trace ends on that step and vLLM's message.
 view:     the queues, the block tables, the GPU and the CPU block pools, with arrows for the
-          blocks swapped out or in (pages.views.arrows), and why the heads of `swapped` and
-          `waiting` stay there (what the block manager answers, from the snapshot).
-narrate:  the step's events in words, and after a swap round trip or a recompute, whether the
-          restored request's cached tokens, read back through its new block table, are what
-          it held before it was preempted (compared from the snapshots).
+          blocks swapped out or in (pages.views.arrows), a legend, and why the heads of
+          `swapped` and `waiting` stay there (what the block manager answers, from the
+          snapshot).
+narrate:  cause, effect and consequence in three sentences (pages.views.narrate.story),
+          naming what V1 does differently; `details` gives every event and, after a swap
+          round trip or a recompute, whether the restored request's cached tokens, read
+          back through its new block table, are what it held before it was preempted
+          (compared from the snapshots).
 
 The build-time chart draws data/h200-swap-vs-recompute.json: swap-out and swap-in time
 against block size, beside recomputing the same tokens.
@@ -24,15 +30,18 @@ from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
 from pages.views import arrows, chart, kv_view, svg
-from pages.views.narrate import blocks_list, describe_step, reuse_by_step
-from pages.views.text import join, noun, plural, verb, wrap
+from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story, story_kind
+from pages.views.text import a, join, noun, plural, verb
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
 from sim.core.invariants import check_engine
 from sim.core.sequence import SamplingParams
 from sim.core.snapshot import payload_intact, read_back
-from sim.events import Admitted, Preempted, SwappedIn, SwappedOut
+from sim.events import Admitted, Preempted, RequestArrived, SwappedIn, SwappedOut
 from sim.trace import Step, Trace, record
+from sim.v1 import config as v1_config
+from sim.v1.engine import LLMEngine as V1Engine
+from sim.v1.invariants import check_engine as v1_check_engine
 
 MAX_REQUESTS = 5
 MAX_LEN = 20
@@ -40,23 +49,32 @@ MAX_ARRIVAL = 30
 MAX_STEPS = 40
 MAX_SLOTS = 96     # token slots per pool: every slot stays legible and a trace stays small
 DATA_FILE = "data/h200-swap-vs-recompute.json"
+X = kv_view.MARGIN
 
 MODES = (("swap", "swap (PreemptionMode.SWAP)"),
          ("recompute", "recompute (PreemptionMode.RECOMPUTE)"),
          ("auto", "vLLM's default: recompute one sequence, swap several"))
+ENGINES = (("v0.5.5", "vLLM v0.5.5"), ("v1", "vLLM V1 (v0.25.1)"))
 
 REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_LEN, max_arrival=MAX_ARRIVAL,
                        max_n=2)
-CHECK_OK = "check_engine: ok (ref counts, free lists, every token reads back)"
+CHECK_OK = "check_engine: ok, every token reads back"
 
 
-def build_engine(v: dict) -> LLMEngine:
-    """The page's engine with its requests added, before the first step."""
-    mode = None if v["preemption_mode"] == "auto" else v["preemption_mode"]
-    engine = LLMEngine(
-        CacheConfig(block_size=v["block_size"], num_gpu_blocks=v["num_gpu_blocks"],
-                    num_cpu_blocks=v["num_cpu_blocks"], watermark=v["watermark"]),
-        SchedulerConfig(preemption_mode=mode), seed=v["seed"])
+def build_engine(v: dict):
+    """The page's engine with its requests added, before the first step: vLLM v0.5.5's, or
+    V1's with the same usable GPU blocks (plus its null block) and watermark, V1's defaults
+    for the rest (prefix caching on; no swap space, no preemption mode)."""
+    if v["engine"] == "v1":
+        engine = V1Engine(v1_config.CacheConfig(block_size=v["block_size"],
+                                                num_gpu_blocks=v["num_gpu_blocks"] + 1),
+                          v1_config.SchedulerConfig(watermark=v["watermark"]), seed=v["seed"])
+    else:
+        mode = None if v["preemption_mode"] == "auto" else v["preemption_mode"]
+        engine = LLMEngine(
+            CacheConfig(block_size=v["block_size"], num_gpu_blocks=v["num_gpu_blocks"],
+                        num_cpu_blocks=v["num_cpu_blocks"], watermark=v["watermark"]),
+            SchedulerConfig(preemption_mode=mode), seed=v["seed"])
     for r in REQUESTS.named(v["requests"]):
         # ignore_eos: each sequence generates exactly `output` tokens, as in benchmarks.
         engine.add_request(r.name, r.prompt,
@@ -66,7 +84,8 @@ def build_engine(v: dict) -> LLMEngine:
 
 
 def scenario(v: dict) -> Trace:
-    trace = record(build_engine(v), max_steps=MAX_STEPS, check=check_engine)
+    check = v1_check_engine if v["engine"] == "v1" else check_engine
+    trace = record(build_engine(v), max_steps=MAX_STEPS, check=check)
     if trace.stopped != "max_steps":
         return trace
     # One more frame says that the picture stops here: the last state again, nothing new.
@@ -86,12 +105,20 @@ class PreemptionContext(Context):
     request_of: dict = field(default_factory=dict)   # seq_id -> request id
     reuse: list = field(default_factory=list)        # per step: [(request, before, blocks)]
     checks: list = field(default_factory=list)       # per step: cache checks, as sentences
+    legend: tuple = ()                               # the legend's keys, the same every step
+    later: str | None = None                         # a "D@8" chip for the legend
 
 
 def context(v: dict, trace: Trace) -> PreemptionContext:
     labels, request_of = kv_view.names(trace)
     return PreemptionContext(v, trace, labels, request_of, reuse_by_step(trace, request_of),
-                             cache_checks(trace, labels))
+                             cache_checks(trace, labels),
+                             tuple(kv_view.legend_keys(trace, device="all")),
+                             kv_view.first_later(trace))
+
+
+def is_v1(v: dict) -> bool:
+    return v["engine"] == "v1"
 
 
 # -- what the simulation checked ---------------------------------------------------------
@@ -159,12 +186,32 @@ def status_line(step: Step) -> str:
 
 def waiting_notes(snap: dict, events) -> list[str]:
     """Why the heads of `swapped` and `waiting` stay where they are: vLLM's own tests
-    (can_swap_in, can_allocate), as the block manager answered them in this state."""
+    (v0.5.5: can_swap_in, can_allocate; V1: allocate_slots), as the block manager answered
+    them in this state."""
     queues, heads = snap["queues"], snap["heads"]
     waiting = queues["waiting"]
     free = snap["gpu"]["num_free"]
     wm = snap["watermark_blocks"]
     out = []
+    if kv_view.is_v1(snap):
+        preempted = [e.request_id for e in events if isinstance(e, Preempted)]
+        if preempted and waiting:
+            out.append(f"{join(waiting)} {verb(waiting, 'waits', 'wait')}: V1 admits nobody "
+                       "in a step that preempted.")
+            return out
+        head = heads["waiting"]
+        if head is not None and head["can_allocate"] != "ok":
+            hits = head["num_hit_blocks"]
+            cached = f", {hits} of them still cached" if hits else ""
+            spare = (f" and {wm} left free (the watermark)"
+                     if wm and queues["running"] else "")
+            never = " It never will: the pool is too small." \
+                if head["can_allocate"] == "never" else ""
+            out.append(f"{head['request_id']} waits at the front: allocate_slots needs "
+                       f"{plural(head['num_required_blocks'], 'block')} for its "
+                       f"{head['len']} tokens{cached}{spare}; {free} "
+                       f"{verb(free, 'is', 'are')} free.{never}")
+        return out
     back = [e.request_id for e in events if isinstance(e, SwappedIn)]
     if back and waiting and not queues["swapped"] and not any(
             isinstance(e, Admitted) for e in events):
@@ -192,161 +239,339 @@ def waiting_notes(snap: dict, events) -> list[str]:
     return out
 
 
-def victim_notes(prev_running: list[str], events) -> list[str]:
+def victim_notes(prev_running: list[str], events, v1: bool = False) -> list[str]:
     out = []
     for e in events:
         if isinstance(e, Preempted):
             order = ", ".join(prev_running)
+            ask = "allocate_slots" if v1 else "can_append_slots"
+            tail = "the last of running" if v1 else "the tail of running"
             if e.victim_is_self:
-                why = (f"can_append_slots({e.request_id}) finds no free block and nobody "
+                why = (f"{ask}({e.request_id}) finds no free block and nobody "
                        f"else is left in running [{order}]: it preempts itself")
             else:
-                why = (f"can_append_slots({e.needed_by}) finds no free block; the victim "
-                       f"is {e.request_id}, the tail of running [{order}]")
+                why = (f"{ask}({e.needed_by}) finds no free block; the victim "
+                       f"is {e.request_id}, {tail} [{order}]")
             out.append(f"Preempted ({e.mode}): {why}.")
     return out
 
 
-def stop(step: Step) -> tuple[str, str, Preempted | None]:
-    """(heading, explanation, victim) for the step in which vLLM stops: the victim of that
-    step could not be swapped out (no CPU space) or recomputed (several sequences)."""
+def short_victim_notes(step: Step) -> list[str]:
+    """The picture's line for each preemption: who asked, who was preempted, how."""
+    v1 = kv_view.is_v1(step.snapshot)
+    ask = "allocate_slots" if v1 else "can_append_slots"
+    out = []
+    for e in step.of_type(Preempted):
+        if e.victim_is_self:
+            out.append(f"{ask}({e.needed_by}): no free block, nobody else to preempt: "
+                       f"{e.request_id} preempts itself ({e.mode})")
+        else:
+            out.append(f"{ask}({e.needed_by}): no free block, so the last of running, "
+                       f"{e.request_id}, is preempted ({e.mode})")
+    return out
+
+
+def short_waiting_notes(step: Step) -> list[str]:
+    """The picture's line for a queue head that stays: what it waits for."""
+    snap = step.snapshot
+    queues, heads = snap["queues"], snap["heads"]
+    free, wm = snap["gpu"]["num_free"], snap["watermark_blocks"]
+    if queues["swapped"] and heads["swapped"] and heads["swapped"]["can_swap_in"] == "later":
+        head = heads["swapped"]
+        return [f"{head['request_id']} stays swapped: can_swap_in needs "
+                f"{head['num_blocks']} + {head['num_seqs']} blocks + {wm} spare, {free} free"]
+    head = heads["waiting"]
+    if head is not None and head["can_allocate"] in ("later", "never"):
+        ask = "allocate_slots" if kv_view.is_v1(snap) else "can_allocate"
+        spare = f" + {wm} spare" if wm and (queues["running"] or not kv_view.is_v1(snap)) \
+            else ""
+        return [f"{head['request_id']} waits: {ask} needs {head['num_required_blocks']} "
+                f"blocks{spare}, {free} free"]
+    return []
+
+
+def stop(step: Step) -> tuple[str, list[str], Preempted | None]:
+    """(heading, explanation in three sentences, victim) for the step in which vLLM stops:
+    the victim of that step could not be swapped out (no CPU space) or recomputed (several
+    sequences)."""
     victims = step.of_type(Preempted)
     victim = victims[-1] if victims else None
     # The step never finished: its snapshot is the state before it.
     running = step.snapshot["queues"]["running"]
     if victim is None:
-        who = ""
+        who = "A request must be preempted."
     elif victim.victim_is_self:
         who = (f"{victim.request_id} needs a block and nobody else is left to preempt, so it "
-               "preempts itself. ")
+               "preempts itself.")
     else:
         who = (f"{victim.needed_by} needs a block; the victim is {victim.request_id}, the "
-               f"tail of running [{', '.join(running)}]. ")
+               f"tail of running [{', '.join(running)}].")
     n = step.step
     if victim is not None and victim.mode == "swap":
-        explain = (f"Iteration {n}: {who}It must be swapped out, but the CPU swap space "
-                   "has too few free blocks. vLLM v0.5.5 does not fall back to recompute: "
-                   "the scheduler raises and the engine stops, for every request. vLLM's "
-                   "message: " + step.error + " Give it more CPU blocks (swap_space) or "
-                   "choose recompute.")
-        return f"Iteration {n}: not enough CPU swap space", explain, victim
-    explain = (f"Iteration {n}: {who}Its request has several running sequences, and "
-               "vLLM v0.5.5 can recompute only a single sequence (an assert in "
-               "_preempt_by_recompute); the engine stops. Leave the preemption mode on "
-               "the default, which swaps such requests. (" + step.error + ")")
-    return f"Iteration {n}: cannot recompute this request", explain, victim
+        return (f"Iteration {n}: not enough CPU swap space",
+                [who, "It must be swapped out, but the CPU swap space has too few free "
+                      "blocks, and v0.5.5 does not fall back to recompute.",
+                 "The scheduler raises and the engine stops for every request: give it more "
+                 "CPU blocks (swap_space), or choose recompute."], victim)
+    return (f"Iteration {n}: cannot recompute this request",
+            [who, "Its request has several running sequences, and vLLM v0.5.5 can recompute "
+                  "only a single sequence (an assert in _preempt_by_recompute).",
+             "The engine stops: leave the preemption mode on the default, which swaps such "
+             "requests."], victim)
 
 
 # -- the picture and the words -------------------------------------------------------------
+
+def label(step: Step, ctx: PreemptionContext | None = None) -> str:
+    """The step's name in the counter, the heading and the narration."""
+    if step.step is None:
+        return "start"
+    if ctx is not None and cut_off(step, ctx.trace):
+        return "cut off"
+    return f"iteration {step.step}"
+
+
+def _title(name: str) -> str:
+    return name[0].upper() + name[1:]
+
 
 def view(step: Step, ctx: PreemptionContext) -> svg.Figure:
     snap = step.snapshot
     if step.error:
         heading, explain, victim = stop(step)
-        return draw(snap, [victim] if victim else [], heading, [],
-                    "The state before this iteration:", error=explain)
+        return draw(snap, [victim] if victim else [], heading, [], "The state before this "
+                    "iteration:", ctx, error=" ".join(explain) + " vLLM's message: "
+                    + step.error)
     if cut_off(step, ctx.trace):
-        return draw(snap, [], f"Stopped after {MAX_STEPS} iterations", [], status_line(step))
+        return draw(snap, [], f"Cut off: stopped after {MAX_STEPS} iterations", [],
+                    status_line(step), ctx)
     if step.step is None:
-        return draw(snap, [], "Before the first iteration", [], status_line(step))
-    prev_running = ctx.trace.previous(step).snapshot["queues"]["running"]
-    notes = ([(n, "highlight") for n in victim_notes(prev_running, step.events)]
-             + [(n, "fg") for n in waiting_notes(snap, step.events)])
-    return draw(snap, step.events, f"After iteration {step.step} ({step.kind})", notes,
-                status_line(step))
+        return draw(snap, [], "Start (before the first iteration)", [], status_line(step),
+                    ctx)
+    notes = ([(n, "highlight") for n in short_victim_notes(step)]
+             + [(n, "fg") for n in short_waiting_notes(step)])
+    return draw(snap, step.events, f"{_title(label(step, ctx))} ({step.kind})", notes,
+                status_line(step), ctx)
+
+
+def _start_words(v: dict, snap: dict) -> str:
+    reqs = REQUESTS.named(v["requests"])
+    by_step: dict[int, list[str]] = {}
+    for r in reqs:
+        by_step.setdefault(r.arrival, []).append(r.name)
+    when = join([f"{join(names)} at iteration {n}" for n, names in sorted(by_step.items())])
+    wm = snap["watermark_blocks"]
+    if is_v1(v):
+        return (f"Start: {plural(len(reqs), 'request')} will arrive, {when}. V1's pool has "
+                f"{v['num_gpu_blocks'] + 1} blocks of {v['block_size']} slots (block 0 is its "
+                f"null block, so {v['num_gpu_blocks']} are usable), and its watermark, "
+                f"int({v['watermark']:g} x {v['num_gpu_blocks'] + 1}) = "
+                f"{plural(wm, 'block')}, holds back admissions only while others run. V1 "
+                "always preempts by recompute: it has no CPU swap space and no preemption "
+                "mode, so those two settings do nothing here.")
+    mode = dict(MODES)[v["preemption_mode"]]
+    return (f"Start: {plural(len(reqs), 'request')} will arrive, {when}. The GPU has "
+            f"{v['num_gpu_blocks']} blocks of {v['block_size']} slots and the CPU swap space "
+            f"{v['num_cpu_blocks']}; admission keeps a watermark of int({v['watermark']:g} x "
+            f"{v['num_gpu_blocks']}) = {plural(wm, 'block')} free. Preemption mode: {mode}.")
+
+
+def _wait_sentence(step: Step) -> str:
+    """The one reason a queue head stays where it is, short, for the narration."""
+    snap, ev = step.snapshot, step.events
+    queues, heads = snap["queues"], snap["heads"]
+    free = snap["gpu"]["num_free"]
+    wm = snap["watermark_blocks"]
+    arrived = [e.request_id for e in ev if isinstance(e, RequestArrived)
+               and e.request_id in queues["waiting"]]
+    if arrived and queues["swapped"]:
+        return (f"{join(arrived)} {verb(arrived, 'arrives', 'arrive')} but "
+                f"{verb(arrived, 'waits', 'wait')}: v0.5.5 admits nobody while a request is "
+                "swapped out.")
+    if queues["swapped"] and heads["swapped"] and heads["swapped"]["can_swap_in"] == "later":
+        head = heads["swapped"]
+        return (f"{head['request_id']} stays swapped out: can_swap_in wants "
+                f"{head['num_blocks']} + {head['num_seqs']} blocks and {wm} spare, and "
+                f"{_free(free)}.")
+    head = heads["waiting"]
+    if head is not None and head["can_allocate"] in ("later", "never"):
+        ask = "allocate_slots" if kv_view.is_v1(snap) else "can_allocate"
+        spare = f" and {wm} spare" if wm and (queues["running"] or
+                                              not kv_view.is_v1(snap)) else ""
+        return (f"{head['request_id']} waits: {ask} wants "
+                f"{plural(head['num_required_blocks'], 'block')}{spare}, and "
+                f"{_free(free)}.")
+    if arrived:
+        return (f"{join(arrived)} {verb(arrived, 'arrives', 'arrive')} and "
+                f"{verb(arrived, 'waits', 'wait')}.")
+    return ""
+
+
+def _free(n: int) -> str:
+    return f"{plural(n, 'block')} {verb(n, 'is', 'are')} free" if n else "none is free"
+
+
+def _check_sentence(checks: list[str]) -> str:
+    """The restore checks in one short sentence (the details keep the full ones)."""
+    for c in checks:
+        if c.startswith("Check FAILED"):
+            return c
+    restored = []
+    for c in checks:
+        if ", swapped in," in c or ", recomputed," in c:
+            who, rest = c[len("Check: "):].split("'s ", 1)
+            restored.append((who, rest.split(" ", 1)[0]))
+    if not restored:
+        return ""
+    if len(restored) == 1:
+        who, n = restored[0]
+        return (f"Check: {who}'s {n} cached tokens read back through its new block table "
+                "exactly as before.")
+    return (f"Check: the cached tokens of {join([w for w, _ in restored])} read back through "
+            "their new block tables exactly as before.")
 
 
 def narrate(step: Step, ctx: PreemptionContext) -> str:
     v = ctx.values
     if step.error:
-        return stop(step)[1]
+        return f"{_title(label(step, ctx))}: " + " ".join(stop(step)[1])
     if cut_off(step, ctx.trace):
-        return (f"The picture stops after {MAX_STEPS} iterations; requests are still "
-                "running. Use fewer or shorter requests.")
+        return (f"Cut off: the picture stops after {MAX_STEPS} iterations; requests are "
+                "still running. Use fewer or shorter requests.")
     if step.step is None:
-        mode = dict(MODES)[v["preemption_mode"]]
-        wm = step.snapshot["watermark_blocks"]
-        return (f"{len(v['requests'])} requests; {v['num_gpu_blocks']} GPU blocks and "
-                f"{v['num_cpu_blocks']} CPU blocks of {v['block_size']} slots; watermark "
-                f"int({v['watermark']:g} x {v['num_gpu_blocks']}) = {plural(wm, 'block')}; "
-                f"preemption mode: {mode}.")
-    text = describe_step(step, ctx.labels, ctx.request_of)
-    text += "".join(f" {rid} now uses {blocks_list(nums)}, which {before} held before."
-                    for rid, before, nums in ctx.reuse[step.index])
-    for sentences in (ctx.checks[step.index], waiting_notes(step.snapshot, step.events)):
-        if sentences:
-            text += " " + " ".join(sentences)
-    return text
+        return _start_words(v, step.snapshot)
+    sentences = story(step, ctx.labels, ctx.request_of, ctx.trace.previous(step),
+                      ctx.reuse[step.index])
+    kind = story_kind(step, ctx.request_of)
+    check = _check_sentence(ctx.checks[step.index])
+    wait = _wait_sentence(step)
+    if check and kind in ("admission", "swap_in"):
+        sentences = sentences[:2] + [check]
+    elif wait and kind in ("new_blocks", "decode", "idle", "finish"):
+        sentences = sentences[:2] + [wait]
+    return f"{_title(label(step, ctx))}: " + " ".join(sentences[:3])
+
+
+def details(step: Step, ctx: PreemptionContext) -> list[str]:
+    v = ctx.values
+    if step.error:
+        heading, explain, _ = stop(step)
+        return explain + [f"vLLM's message: {step.error}"]
+    if cut_off(step, ctx.trace):
+        return [f"The trace is cut after {MAX_STEPS} iterations; this frame repeats the last "
+                "state.", status_line(step)]
+    if step.step is None:
+        out = [f"{r.name}: {a(f'{r.prompt}-token prompt')}, {plural(r.output, 'output token')}"
+               + (f" for each of {r.n} samples" if r.n > 1 else "")
+               + f", arrives at iteration {r.arrival}." for r in REQUESTS.named(v["requests"])]
+        if is_v1(v):
+            out.append("V1 runs with its defaults otherwise: prefix caching on, chunked "
+                       "prefill on, a budget of 2048 tokens per step; a request with two "
+                       "samples becomes two requests, 0_X and 1_X, that share the prompt "
+                       "through the prefix cache.")
+        out.append(status_line(step))
+        return out
+    out = step_sentences(step, ctx.labels, ctx.request_of)
+    out += [f"{rid} now uses {blocks_list(nums)}, which {before} held before."
+            for rid, before, nums in ctx.reuse[step.index]]
+    prev_running = ctx.trace.previous(step).snapshot["queues"]["running"]
+    out += victim_notes(prev_running, step.events, is_v1(v))
+    out += ctx.checks[step.index] + waiting_notes(step.snapshot, step.events)
+    out.append(status_line(step))
+    return out
 
 
 def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status: str,
-         error: str | None = None) -> svg.Figure:
-    """Queues, notes, block tables, the GPU pool, the CPU pool with swap arrows, the check
-    line and (when vLLM stops) its message, top to bottom."""
+         ctx: PreemptionContext, error: str | None = None) -> svg.Figure:
+    """Queues, block tables, the GPU pool, the CPU pool with swap arrows, the legend, the
+    check line, the notes and (when vLLM stops) its message, top to bottom."""
+    v1 = kv_view.is_v1(snap)
     h = kv_view.highlights(events)
-    x = kv_view.MARGIN
-    parts = [svg.text(x, 16, heading, size=13)]
-    y = 24
-    elements, dy = kv_view.queues(x, y, snap, h)
+    parts = [svg.text(X, 18, heading, size=kv_view.HEADING),
+             svg.text(kv_view.WIDTH - X, 18, "V1" if v1 else "v0.5.5", size=kv_view.HEADING,
+                      anchor="end", fill="muted")]
+    if kv_view.text_width(heading, kv_view.HEADING) > kv_view.WIDTH - 2 * X - 50:
+        parts.pop()   # a long heading (vLLM stops) takes the whole line
+    y = 28
+    elements, dy = kv_view.queues(X, y, snap, h)
     parts += elements
-    y += dy + 2
-    for note, color in notes:
-        for line in wrap(note, 62):
-            parts.append(svg.text(x, y + 10, line, size=10, fill=color))
-            y += 13
-    y += 4
-    elements, dy = kv_view.block_tables(x, y, snap, h)
+    y += dy + 6
+    elements, dy = kv_view.block_tables(X, y, snap, h, others=True)
     parts += elements
     y += dy + 6
     gpu = snap["gpu"]
-    title = (f"GPU physical blocks: {gpu['num_blocks'] - gpu['num_free']} used, "
-             f"{gpu['num_free']} free; watermark {plural(snap['watermark_blocks'], 'block')}")
+    used = gpu["num_blocks"] - gpu["num_free"] - (1 if v1 else 0)
+    title = (f"GPU blocks: {used} used, {gpu['num_free']} free, watermark "
+             f"{snap['watermark_blocks']}")
     gpu_y = y
-    elements, dy = kv_view.pool(x, y, snap, "gpu", h, title=title)
+    elements, dy = kv_view.pool(X, y, snap, "gpu", h, title=title)
     parts += elements
-    y += dy + 10
+    y += dy + 8
     cpu = snap["cpu"]
     cpu_y = y
     moved = arrows.swaps(events)
     if cpu["num_blocks"]:
         title = (f"CPU swap space: {cpu['num_blocks'] - cpu['num_free']} used, "
                  f"{cpu['num_free']} free")
+        elements, dy = kv_view.pool(X, y, snap, "cpu", h, title=title)
+        parts += elements
+        y += dy
         if moved:
-            title += "; arrows: " + " and ".join(dict.fromkeys(
+            words = " and ".join(dict.fromkeys(
                 "blocks_to_swap_out" if isinstance(e, SwappedOut) else "blocks_to_swap_in"
                 for e in moved))
-        elements, dy = kv_view.pool(x, y, snap, "cpu", h, title=title)
+            elements, dy = kv_view.lines(X, y, f"Arrows: {words}", fill="highlight")
+            parts += elements
+            y += dy
+        y += 2
+    else:
+        words = ("CPU swap space: none, V1 only recomputes" if v1 else
+                 "CPU swap space: 0 blocks")
+        elements, dy = kv_view.lines(X, y, words)
         parts += elements
         y += dy + 2
-    else:
-        parts.append(svg.text(x, y + 12, "CPU swap space: 0 blocks", size=10, fill="muted"))
-        y += 20
-    parts += arrows.swap_arrows(x, gpu_y, cpu_y, snap, events)
-    parts.append(svg.text(x, y + 12, status, size=10,
-                          fill="muted" if status == CHECK_OK else "highlight"))
-    y += 18
+    parts += arrows.swap_arrows(X, gpu_y, cpu_y, snap, events)
+    elements, dy = kv_view.legend(X, y, ctx.legend, later=ctx.later)
+    parts += elements
+    y += dy + 2
+    elements, dy = kv_view.lines(X, y, status,
+                                 fill="muted" if status == CHECK_OK else "highlight")
+    parts += elements
+    y += dy
+    for note, color in notes:
+        elements, dy = kv_view.lines(X, y, note, fill=color)
+        parts += elements
+        y += dy + 2
     if error:
-        lines = wrap(error, 56)
-        box_h = 14 * len(lines) + 12
-        parts.append(svg.rect(x, y + 2, kv_view.WIDTH - 2 * x, box_h, fill="panel",
+        elements, dy = kv_view.lines(X + 8, y + 6, error, fill="fg",
+                                     right=kv_view.WIDTH - X - 8)
+        box_h = dy + 10
+        parts.append(svg.rect(X, y + 2, kv_view.WIDTH - 2 * X, box_h, fill="panel",
                               stroke="highlight", stroke_width=2, tip="vLLM stops here"))
-        for i, line in enumerate(lines):
-            parts.append(svg.text(x + 8, y + 18 + 14 * i, line, size=10.5))
+        parts += elements
         y += box_h + 6
     return svg.Figure(kv_view.WIDTH, y + 4, parts,
                       "Queues, block tables, GPU and CPU block pools")
 
 
 def check(v: dict) -> dict[str, str]:
-    for name, label in (("num_gpu_blocks", "GPU blocks"), ("num_cpu_blocks", "CPU blocks")):
+    for name, label_ in (("num_gpu_blocks", "GPU blocks"), ("num_cpu_blocks", "CPU blocks")):
         if v[name] * v["block_size"] > MAX_SLOTS:
-            return {name: f"{label}: at most {MAX_SLOTS // v['block_size']} with block size "
+            return {name: f"{label_}: at most {MAX_SLOTS // v['block_size']} with block size "
                           f"{v['block_size']} ({MAX_SLOTS} token slots per pool, so that every "
                           "slot fits in the picture)"}
     for i, r in enumerate(REQUESTS.named(v["requests"])):
         if r.arrival + r.output > 32:
             return {"requests": f"requests: request {i + 1} ends too late; keep arrival step "
                                 "+ output tokens within 32"}
+    if v["engine"] == "v1":
+        for r in REQUESTS.named(v["requests"]):
+            need = -(-(r.prompt + r.output - 1) // v["block_size"])
+            if need > v["num_gpu_blocks"]:
+                return {"requests": f"requests: in V1, {r.name} ({r.prompt} + {r.output} "
+                                    f"tokens) needs {need} blocks and only "
+                                    f"{v['num_gpu_blocks']} are usable: it would wait forever "
+                                    "(raise GPU blocks or the block size)"}
     return {}
 
 
@@ -354,24 +579,32 @@ WIDGETS = (Widget(
     id="preemption",
     title="Preemption: swap out, swap in, or recompute",
     summary="The GPU runs out of blocks mid-batch: the tail of running is preempted. Arrows "
-            "show blocks copied between the GPU and the CPU swap space.",
+            "show blocks copied between the GPU and the CPU swap space. Switch the engine to "
+            "see V1, which only recomputes.",
     params=(
+        Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
+              help="Which vLLM runs the requests: v0.5.5, or V1 (v0.25.1) with its defaults "
+                   "(prefix caching on, its null block added to the pool). V1 has no swap "
+                   "space and no preemption mode: it always recomputes."),
         Param("preemption_mode", "preemption mode", "choice", "swap", choices=MODES,
-              help="SchedulerConfig.preemption_mode; vLLM's default recomputes a request with "
-                   "one sequence and swaps one with several."),
+              help="v0.5.5's SchedulerConfig.preemption_mode; vLLM's default recomputes a "
+                   "request with one sequence and swaps one with several. V1 ignores it."),
         Param("num_gpu_blocks", "GPU blocks", "int", 10, min=2, max=16,
-              help="Physical blocks in the GPU KV cache."),
+              help="Usable physical blocks in the GPU KV cache (V1 adds block 0, its null "
+                   "block)."),
         Param("num_cpu_blocks", "CPU blocks", "int", 8, min=0, max=16,
-              help="Blocks of CPU swap space (vLLM: swap_space, 4 GiB per GPU by default)."),
+              help="v0.5.5's CPU swap space in blocks (vLLM: swap_space, 4 GiB per GPU by "
+                   "default). V1 has none."),
         Param("block_size", "block size", "int", 4, min=1, max=16,
               help="Token slots per block (vLLM's default is 16)."),
         Param("watermark", "watermark", "float", 0.1, min=0.0, max=0.5,
-              help="Fraction of GPU blocks admission and swap-in must leave free "
-                   "(vLLM's default is 0.01)."),
+              help="Fraction of GPU blocks admission (and v0.5.5's swap-in) must leave free "
+                   "(v0.5.5's default is 0.01, V1's 0)."),
         REQUESTS.param("requests", "6/12, 5/12, 4/12, 3/3@8"),
         Param("seed", "seed", "int", 0, min=0, max=9999, help="Seeds the token ids."),
     ),
-    scenario=scenario, context=context, view=view, narrate=narrate, check=check,
+    scenario=scenario, context=context, view=view, narrate=narrate, label=label,
+    details=details, check=check,
 ),)
 
 
@@ -410,21 +643,26 @@ def swap_vs_recompute_svg(tokens: int, data: dict | None = None) -> str:
         chart.Series("recompute (one prefill)", flat, color="highlight", kind="line"),
         series("one bulk copy (PCIe floor)", "bulk_out_s", "used", dashed=True),
     ]
-    body = chart.plot(0, 0, 400, 290, lines,
-                      x=chart.Axis("block size (tokens)", log=True, base=2),
-                      y=chart.Axis("time (ms)", log=True, fmt=lambda v: f"{v:g}"),
-                      markers=[chart.Marker(x=16, label="vLLM default", color="muted")],
-                      title=f"H200: one {tokens:,}-token request ({mb:.0f} MiB of KV)",
-                      legend=False)
-    # The legend goes under the plot, where it hides no data.
-    for i, s in enumerate(lines):
-        lx, ly = 14 + (i % 2) * 196, 296 + (i // 2) * 16
-        body.append(svg.rect(lx, ly, 12, 10, fill=s.color, rx=1))
-        body.append(svg.text(lx + 17, ly + 9, s.name, size=10))
+    fs = kv_view.FONT / 10
+    title, th = kv_view.lines(8, 0, f"H200: one {tokens:,}-token request ({mb:.0f} MiB of "
+                              "KV)", fill="fg", size=kv_view.HEADING)
+    body = title + chart.plot(0, th, 400, 300, lines,
+                              x=chart.Axis("block size (tokens)", log=True, base=2),
+                              y=chart.Axis("time (ms)", log=True, fmt=lambda v: f"{v:g}"),
+                              markers=[chart.Marker(x=16, label="vLLM default",
+                                                    color="muted")],
+                              legend=False, font_scale=fs)
+    # The legend goes under the plot, where it hides no data: one entry a line.
+    y = th + 304
+    for s in lines:
+        body.append(svg.rect(14, y + 3, 16, 11, fill=s.color, rx=1))
+        body.append(svg.text(36, y + 13, s.name, size=kv_view.FONT))
+        y += 19
     note = (f"Block size 16: out {_ms(at16['swap_out_s'])}, in {_ms(at16['swap_in_s'])}, "
             f"recompute {_ms(recompute)}")
-    body.append(svg.text(14, 346, note, size=10, fill="muted"))
-    return svg.document(400, 356, body,
+    elements, dy = kv_view.lines(14, y, note)
+    body += elements
+    return svg.document(400, y + dy + 6, body,
                         label=f"Swap and recompute time against block size, {tokens} tokens")
 
 

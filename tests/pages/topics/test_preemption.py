@@ -8,9 +8,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pages.framework.widget import run, validate
-from pages.topics.preemption import (REQUESTS, WIDGETS, build_engine, context,
-                                     load_measurements, narrate, scenario,
-                                     swap_vs_recompute_svg, view)
+from pages.topics.preemption import (
+    REQUESTS,
+    WIDGETS,
+    build_engine,
+    context,
+    load_measurements,
+    narrate,
+    scenario,
+    swap_vs_recompute_svg,
+    view,
+)
 from pages.views import kv_view
 from sim.core import snapshot
 from sim.core.invariants import read_back
@@ -18,6 +26,7 @@ from sim.core.sequence import SequenceStatus
 from sim.events import Admitted, BlockAllocated, BlockFreed, Preempted, SwappedIn, SwappedOut
 
 W = WIDGETS[0]
+SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 ROOT = Path(__file__).resolve().parents[3]
 DOC = (ROOT / "docs" / "preemption.md").read_text(encoding="utf-8")
 
@@ -183,23 +192,25 @@ def test_snapshots_answer_what_the_live_engine_answers(v):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mode=st.sampled_from(["swap", "recompute", "auto"]), gpu=st.integers(3, 14),
+@given(engine=st.sampled_from(["v0.5.5", "v1"]),
+       mode=st.sampled_from(["swap", "recompute", "auto"]), gpu=st.integers(3, 14),
        cpu=st.integers(0, 14), bs=st.sampled_from([1, 2, 4, 8]),
        wm=st.sampled_from([0.0, 0.1, 0.3]),
        reqs=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(0, 6),
                                st.integers(1, 2)), min_size=1, max_size=5),
        seed=st.integers(0, 20))
-def test_random_workloads_keep_every_payload_and_end_with_a_frame(mode, gpu, cpu, bs, wm,
-                                                                   reqs, seed):
-    v = values(preemption_mode=mode, num_gpu_blocks=gpu, num_cpu_blocks=cpu, block_size=bs,
-               watermark=wm, requests=tuple(reqs), seed=seed)
+def test_random_workloads_keep_every_payload_and_end_with_a_frame(engine, mode, gpu, cpu, bs,
+                                                                   wm, reqs, seed):
+    v = values(engine=engine, preemption_mode=mode, num_gpu_blocks=gpu, num_cpu_blocks=cpu,
+               block_size=bs, watermark=wm, requests=tuple(reqs), seed=seed)
     frames = run(W, v)                  # never raises: errors end the trace with a frame
     for f in frames:
-        assert "Check FAILED" not in f["narration"]
+        assert "Check FAILED" not in f["narration"] + " ".join(f["details"])
         assert "check_engine found" not in f["svg"]
-    last = frames[-1]["narration"]
+        assert len(SENTENCE_END.findall(f["narration"])) <= 3, f["narration"]
+    last = " ".join(frames[-1]["details"])
     if "Aborted due to the lack of CPU swap space" in last:
-        assert mode != "recompute"
+        assert mode != "recompute" and engine == "v0.5.5"
     if "can recompute only a single sequence" in last:
         assert mode == "recompute" and any(n > 1 for *_, n in reqs)
 
@@ -209,13 +220,16 @@ def test_narration_reports_the_check_not_a_fixed_sentence(monkeypatch):
     from sim.core.cache_engine import CacheEngine
 
     def bad_swap_in(self, pairs):
-        for cpu_block, gpu_block in pairs:
+        for _, gpu_block in pairs:
             self.gpu_cache[gpu_block] = [(0, -1)] * self.block_size
 
     good = run(W, values())
     monkeypatch.setattr(CacheEngine, "swap_in", bad_swap_in)
     frames = run(W, values())
-    assert "Check: C's 10 cached tokens, swapped in, read back" in good[13]["narration"]
+    assert "Check: C's 10 cached tokens read back through its new block table exactly as " \
+           "before." in good[13]["narration"]
+    assert any("Check: C's 10 cached tokens, swapped in, read back" in d
+               for d in good[13]["details"])
     assert "Check FAILED: C's tokens do not read back" in frames[13]["narration"]
     assert "check_engine found" in frames[13]["svg"]
 
@@ -225,44 +239,117 @@ def test_narration_reports_the_check_not_a_fixed_sentence(monkeypatch):
 def test_default_trace_tells_the_story():
     frames = run(W, W.defaults())
     assert len(frames) == 19
+    assert [f["label"] for f in frames] == ["start"] + [f"iteration {i}" for i in range(18)]
     text = [f["narration"] for f in frames]
-    assert "watermark int(0.1 x 10) = 1 block" in text[0]
-    assert "C is the tail of running" in text[8]
+    details = [" ".join(f["details"]) for f in frames]
+    assert "a watermark of int(0.1 x 10) = 1 block free" in text[0]
+    # Iteration 7, cause before effect: A took the last block, then B's turn meets the
+    # conservative one-block-per-sequence check in can_append_slots, and C goes.
+    seven = text[8]
+    assert seven.startswith("Iteration 7: A's last block was full, so it took block 0, the "
+                            "last free one.")
+    assert seven.index("can_append_slots wants one free block per running sequence") < \
+        seven.index("none is left") < seven.index("C, the tail of running, is preempted")
     assert "(5->C7, 4->C6, 1->C5)" in text[8]
-    assert "read back from the CPU copy exactly as they were on the GPU" in text[8]
-    assert "B now uses block 1, which C held before" in text[9]
-    assert "nothing is admitted while a request is swapped out" in text[9]
+    assert "C is the tail of running" in details[8]
+    assert "read back from the CPU copy exactly as they were on the GPU" in details[8]
+    assert "(freed by C)" in text[9]
+    assert "D arrives but waits: v0.5.5 admits nobody while a request is swapped out" in text[9]
+    assert "B now uses block 1, which C held before" in details[9]
+    assert "nothing is admitted while a request is swapped out" in details[9]
     assert "(C7->1, C6->2, C5->6)" in text[13]
-    assert "read back through its new block table (blocks 1, 2 and 6) exactly" in text[13]
+    assert "read back through its new block table (blocks 1, 2 and 6) exactly" in details[13]
     svg8 = frames[8]["svg"]
     notes = " ".join(re.findall(r'highlight\)">([^<]+)<', svg8))
+    assert "can_append_slots(B): no free block, so the last of running, C, is preempted " \
+           "(swap)" in " ".join(notes.split())
     assert ("Preempted (swap): can_append_slots(B) finds no free block; the victim is C, "
-            "the tail of running [A, B, C].") in notes
+            "the tail of running [A, B, C].") in details[8]
     for g, c in ((5, 7), (4, 6), (1, 5)):
         assert f"C: GPU block {g} swapped out to CPU block {c}" in svg8
-    assert "arrows: blocks_to_swap_out" in svg8
+    assert "Arrows: blocks_to_swap_out" in svg8
     for c, g in ((7, 1), (6, 2), (5, 6)):
         assert f"C: CPU block {c} swapped in to GPU block {g}" in frames[13]["svg"]
-    assert "watermark 1 block" in frames[1]["svg"]
+    assert "watermark 1" in frames[1]["svg"]
+    for f in frames:
+        assert len(SENTENCE_END.findall(f["narration"])) <= 3, f["narration"]
+        for words in ("new this step", "freed this step", "preempted", "token position",
+                      "D@8: arrives in iteration 8"):
+            assert words in f["svg"], words
+
+
+def test_v1_frames_draw_the_v1_engines_snapshots():
+    """The switch: the same settings drive V1 (recompute only, null block added); every
+    frame's block tables come from the V1 engine's own snapshots."""
+    v = values(engine="v1")
+    trace = scenario(v)
+    frames = run(W, v)
+    engine = build_engine(v)
+    snaps = [engine.snapshot()]
+    while engine.has_unfinished_requests():
+        engine.step()
+        snaps.append(engine.snapshot())
+    assert [s.snapshot for s in trace] == snaps
+    assert all(s.problems == () for s in trace)
+    for frame, snap in zip(frames, snaps):
+        assert snap["engine"] == "v1" and snap["gpu"]["num_blocks"] == 11
+        drawn = re.findall(r"<title>(\w): logical block (\d+) -&gt; GPU physical block "
+                           r"(\d+), (\d+) of 4 slots filled</title>", frame["svg"])
+        tables = [(r["request_id"], i, num, filled) for r in snap["requests"]
+                  for i, (_, num, filled) in enumerate(r["seqs"][0]["block_table"])]
+        assert [(a, int(b), int(c), int(d)) for a, b, c, d in drawn] == tables
+        assert "swapped:" not in frame["svg"]
+        assert "CPU swap space: none, V1 only recomputes" in frame["svg"]
+    text = [f["narration"] for f in frames]
+    assert "V1 always preempts by recompute: it has no CPU swap space and no preemption " \
+           "mode" in text[0]
+    # No preemption in iteration 7 (V1's check is exact); in iteration 8, C goes.
+    assert not trace[8].of_type(Preempted)
+    assert trace[9].of_type(Preempted) == [Preempted("C", "recompute", "B", False)]
+    assert "allocate_slots finds no free block, so C, the last in running, is preempted" \
+        in text[9]
+    assert "V1 never swaps: C's blocks go back to the free queue, blocks 6 and 5 still " \
+           "cached" in text[9]
+    assert "C and D wait: V1 admits nobody in a step that preempted." in frames[9]["details"]
+    assert "C finds its first 4 tokens still cached in block 5" in text[13]
+    assert "Check: C's 11 cached tokens read back through its new block table" in text[13]
+
+
+def test_v1_ignores_swap_settings_and_says_so():
+    a = run(W, values(engine="v1"))
+    b = run(W, values(engine="v1", preemption_mode="recompute", num_cpu_blocks=0))
+    assert [f["svg"] for f in a] == [f["svg"] for f in b]
+    help_text = {p.name: p.help for p in W.params}
+    assert "V1 ignores it" in help_text["preemption_mode"]
+    assert "V1 has none" in help_text["num_cpu_blocks"]
+    # Two samples: V1 fans them out into two requests and never stops.
+    frames = run(W, values(engine="v1", requests=REQUESTS.parse("6/12, 5/12, 4/12x2")))
+    assert "0_C" in frames[1]["svg"] and "1_C" in frames[1]["svg"]
+    assert "stops" not in frames[-1]["narration"]
 
 
 def test_recompute_toggle():
     frames = run(W, values(preemption_mode="recompute"))
     text = [f["narration"] for f in frames]
-    assert "Preempted by recompute" in text[8] and "swapped out" not in text[8]
+    details = [" ".join(f["details"]) for f in frames]
+    assert "is preempted by recompute" in text[8] and "swapped out" not in text[8]
+    assert "C goes to the front of waiting" in text[8]
     assert "C waits at the front: can_allocate needs 3 blocks for recomputing 11 tokens" \
-        in text[9]
+        in details[9]
     assert "C recomputes its prompt and generated tokens (11 tokens -> blocks 1, 2 and 6)" \
-        in text[13]
-    assert "Check: C's 10 cached tokens, recomputed, read back" in text[13]
+        in details[13]
+    assert "C recomputes its 11 tokens into blocks 1, 2 and 6" in text[13]
+    assert "Check: C's 10 cached tokens, recomputed, read back" in details[13]
 
 
 def test_too_little_swap_space_ends_with_vllms_error():
     frames = run(W, values(num_cpu_blocks=2))
     assert len(frames) == 9
     last = frames[-1]
-    assert "Aborted due to the lack of CPU swap space" in last["narration"]
-    assert "'C' needs 3 CPU blocks, 2 are free" in last["narration"]
+    assert "v0.5.5 does not fall back to recompute" in last["narration"]
+    assert "Aborted due to the lack of CPU swap space" in " ".join(last["details"])
+    words = " ".join(re.findall(r">([^<]+)</text>", last["svg"]))
+    assert "&#39;C&#39; needs 3 CPU blocks, 2 are free" in words
     assert "not enough CPU swap space" in last["svg"]
 
 
@@ -284,9 +371,11 @@ def test_a_long_trace_ends_with_a_cut_off_frame():
     assert trace.last.snapshot is trace[-2].snapshot and trace.last.events == ()
     frames = run(W, v)
     assert len(frames) == 42
-    assert frames[-1]["narration"] == ("The picture stops after 40 iterations; requests are "
-                                       "still running. Use fewer or shorter requests.")
-    assert "Stopped after 40 iterations" in frames[-1]["svg"]
+    assert frames[-1]["narration"] == ("Cut off: the picture stops after 40 iterations; "
+                                       "requests are still running. Use fewer or shorter "
+                                       "requests.")
+    assert frames[-1]["label"] == "cut off"
+    assert "Cut off: stopped after 40 iterations" in frames[-1]["svg"]
     assert "check_engine: ok" in frames[-1]["svg"]
 
 
@@ -326,6 +415,7 @@ def test_doc_permalinks_validate(link):
     step = raw.pop("step", None)
     v, errors = validate(W, raw)
     assert not errors, (link, errors)
+    assert v["engine"] == raw.get("engine", "v0.5.5")
     if step is not None:
         assert 1 <= int(step) <= len(run(W, v))
 
@@ -339,7 +429,11 @@ def test_chart_draws_every_measured_row():
     for r in data["rows"]:
         if r["tokens"] == 1024:
             assert f"swap out (GPU to CPU), block size {r['block_size']}:" in svg
-    assert "vLLM default" in svg and "Block size 16: out 28.1 ms, in 28.6 ms, recompute 28.9 ms" in svg
+    words = " ".join(re.findall(r">([^<]+)</text>", svg))
+    assert "vLLM default" in svg
+    assert "Block size 16: out 28.1 ms, in 28.6 ms, recompute 28.9 ms" in words
+    sizes = [float(x) for x in re.findall(r'font-size="([0-9.]+)"', svg)]
+    assert min(sizes) >= 13.5     # 11 px on a phone
 
 
 def test_measured_numbers_in_the_docs_match_the_data():
