@@ -3,8 +3,8 @@ measurements. Run from a checkout: python examples/prefill_decode.py"""
 import json
 from pathlib import Path
 
-from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost,
-                           decode_intensity_limit, predict, request_steps)
+from sim.perf.cost import (Roofline, compare_with_measurements, decode_compute_bound_batch,
+                           decode_cost, decode_intensity_limit, predict, request_steps)
 from sim.perf.models import get_model
 
 model = get_model("llama-3-8b")
@@ -13,8 +13,8 @@ data = json.loads((root / "data" / "h200-prefill-decode.json").read_text())
 h200 = Roofline(data["matmul_peak_flops"], data["copy_bandwidth_bytes_per_s"])
 print(f"ridge point: {h200.ridge_point:.0f} FLOPs per byte")
 
-# The widget's default: a 512-token prefill, then decode steps at batch 1.
-for t in request_steps(model, h200, prompt_len=512, decode_steps=3):
+# The widget's first two steps: a 512-token prefill, then its first decode at batch 1.
+for t in request_steps(model, h200, prompt_len=512, decode_steps=1):
     print(f"{t.cost.phase:8} {t.cost.arithmetic_intensity:6.1f} FLOP/B "
           f"{t.bound:8} {t.predicted_s * 1e3:6.2f} ms")
 
@@ -23,8 +23,12 @@ for batch in (1, 16, 64, 256):
     t = predict(decode_cost(model, [512] * batch, "bf16"), h200)
     print(f"decode batch {batch:3}: {t.cost.arithmetic_intensity:6.1f} FLOP/B, "
           f"{batch / t.predicted_s:6.0f} tokens/s")
-# ...but no batch takes a decode at this context past one sequence's FLOPs per KV byte.
-print(f"decode limit: {decode_intensity_limit(decode_cost(model, [512], 'bf16')):.1f} FLOP/B")
+# ...but no batch takes a decode past one sequence's FLOPs per KV byte: at 512 tokens of
+# context that limit is above the ridge, at 2,048 below it.
+for ctx in (512, 2048):
+    print(f"context {ctx}: limit "
+          f"{decode_intensity_limit(decode_cost(model, [ctx], 'bf16')):.1f} FLOP/B, "
+          f"first compute-bound batch: {decode_compute_bound_batch(model, h200, ctx) or 'none'}")
 
 # The measured steps beside the model's predictions.
 for r in compare_with_measurements(data):

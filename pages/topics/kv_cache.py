@@ -17,16 +17,17 @@ from dataclasses import dataclass
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
-from pages.views import chart, svg
-from pages.views.text import commas, plural, wrap
+from pages.views import chart, fit, svg
+from pages.views.text import a, commas, noun, plural, verb
 from sim.perf.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
 from sim.perf.models import (MODELS, ModelConfig, check_tensor_parallel, dtype_bytes, get_model,
                              kv_bytes_per_token)
 from sim.studies.kv_growth import (CacheAppended, GrowthStep, KVWritten, TokenSampled, generate,
                                    tiny_model)
 
-WIDTH = 480          # the chart of KV bytes against length
-GROWTH_WIDTH = 400   # the growth widget: narrower, so a phone shows it larger
+WIDTH = 400          # the chart of KV bytes against length
+GROWTH_WIDTH = 400   # the growth widget
+GROWTH_SMALL = fit.min_size(GROWTH_WIDTH)      # 13.5: 11 px on a phone
 KiB = 1024
 
 # The paper's Table 1 input: "13B, 1 x A100 40GB: KV cache size 12 GB". Its 15.7K slots
@@ -42,6 +43,11 @@ def fmt_bytes(n: float) -> str:
         if n >= size:
             return f"{_short(n / size)} {unit}"
     return f"{commas(int(n))} B"
+
+
+def count(n: int, word: str) -> str:
+    """"1 block", "1,024 blocks"."""
+    return f"{commas(n)} {noun(n, word)}"
 
 
 def _short(x: float) -> str:
@@ -76,75 +82,129 @@ def growth_context(v: dict, trace: list) -> GrowthContext:
                          max(s.recompute.flops_attention for s in steps))
 
 
-def growth_narrate(step: GrowthStep | None, ctx: GrowthContext) -> str:
+def growth_label(step: GrowthStep | None, ctx: GrowthContext | None = None) -> str:
+    """The step's name: the counter, the picture's heading and the narration use it."""
     if step is None:
-        return growth_intro(ctx.model, ctx.values)
-    return growth_narration(ctx.model, ctx.values, step)
+        return "start"
+    return "prefill" if step.phase == "prefill" else f"decode step {step.step}"
 
 
-def growth_intro(model: ModelConfig, v: dict) -> str:
+def model_words(model: ModelConfig, v: dict) -> str:
+    """"2 layers, 4 query heads sharing 2 KV heads, 16 numbers per head"."""
     heads = model.num_attention_heads
-    gqa = (f" Its {heads} query heads share {model.num_kv_heads} KV heads "
-           f"({v['group']} each, grouped-query attention), so only {model.num_kv_heads} heads' "
-           f"keys and values are cached." if v["group"] > 1 else
-           f" Each of its {heads} query heads has its own KV head.")
-    return (f"A request arrives with a prompt of {plural(v['prompt_len'], 'token')} and will "
-            f"generate {v['new_tokens']}. The model is a {model.name}.{gqa} "
-            f"The KV cache is empty.")
+    share = (f"{plural(heads, 'query head')} sharing {plural(model.num_kv_heads, 'KV head')}"
+             if v["group"] > 1 else f"{plural(heads, 'head')}, each with its own K and V")
+    return (f"{plural(model.num_layers, 'layer')}, {share}, "
+            f"{plural(model.head_size, 'number')} per head")
 
 
-def growth_narration(model: ModelConfig, v: dict, s: GrowthStep) -> str:
-    written = next(e for e in s.events if isinstance(e, KVWritten))
-    layers = [e for e in s.events if isinstance(e, CacheAppended)]
-    sampled = next(e for e in s.events if isinstance(e, TokenSampled))
+def growth_narrate(step: GrowthStep | None, ctx: GrowthContext) -> str:
+    """Cause, effect, consequence, in at most three sentences."""
+    model, v = ctx.model, ctx.values
+    if step is None:
+        prompt = a(f"{v['prompt_len']}-token prompt")
+        return (f"Start: {prompt} arrives, and the request "
+                f"will generate {plural(v['new_tokens'], 'token')}. The model is tiny: "
+                f"{model_words(model, v)}. Nothing is cached yet, so the prefill must compute "
+                f"K and V for every prompt position.")
+    n, first = step.num_new, step.first_pos
+    layers = plural(model.num_layers, "layer")
+    if step.phase == "prefill":
+        return (f"Prefill: the {plural(n, 'prompt token')} go through the model together, "
+                f"so each of the {layers} writes a K and a V for "
+                f"{_positions(first, n)} in each of its {plural(model.num_kv_heads, 'KV head')}"
+                f": {commas(step.bytes_appended)} bytes. The model samples token "
+                f"{step.sampled_position}, whose K and V wait for the next step.")
+    ratio = step.recompute.flops / step.with_cache.flops
+    return (f"Decode step {step.step}: token {first}, sampled in the step before, goes in "
+            f"alone, so each layer appends one K and one V per KV head: "
+            f"{commas(step.bytes_appended)} bytes, the same every step. Its query reads all "
+            f"{step.cached_after} cached keys: {step.pairs_with_cache} pairs per head and "
+            f"layer. Without the cache the model would rerun all {step.cached_after} tokens: "
+            f"{step.pairs_recompute} pairs, and {ratio:.1f}x the work of the whole step.")
+
+
+def _positions(first: int, n: int) -> str:
+    return f"position {first}" if n == 1 else f"positions {first}-{first + n - 1}"
+
+
+def growth_details(step: GrowthStep | None, ctx: GrowthContext) -> list[str]:
+    """The step's whole account, from its events and its two costs."""
+    model, v = ctx.model, ctx.values
+    per_token = kv_bytes_per_token(model, v["dtype"])
+    if step is None:
+        q, kvh = model.num_attention_heads, model.num_kv_heads
+        gqa = (f"{plural(q, 'query head')} share {plural(kvh, 'KV head')} ({v['group']} per "
+               f"KV head: grouped-query attention), so only {plural(kvh, 'head')}' keys and "
+               f"values are cached." if v["group"] > 1 else
+               f"Each of the {plural(q, 'query head')} has its own KV head (multi-head "
+               f"attention).")
+        return [f"Prompt: {plural(v['prompt_len'], 'token')} (positions "
+                f"0-{v['prompt_len'] - 1}); the request will generate "
+                f"{plural(v['new_tokens'], 'token')}: one prefill step, then "
+                f"{plural(v['new_tokens'] - 1, 'decode step')}.",
+                f"Model: {model_words(model, v)}; hidden size {model.hidden_size}.",
+                gqa,
+                f"One token caches 2 (K and V) x {plural(model.num_layers, 'layer')} x "
+                f"{plural(model.num_kv_heads, 'KV head')} x {model.head_size} numbers x "
+                f"{dtype_bytes(v['dtype'])} bytes ({v['dtype']}) = {commas(per_token)} bytes.",
+                "The KV cache is empty."]
+    written = next(e for e in step.events if isinstance(e, KVWritten))
+    layers = [e for e in step.events if isinstance(e, CacheAppended)]
+    sampled = next(e for e in step.events if isinstance(e, TokenSampled))
     kvh, hs = layers[0].num_kv_heads, layers[0].head_size
     numbers = written.num_tokens * 2 * len(layers) * kvh * hs
-    first, n = written.first_pos, written.num_tokens
-    if s.phase == "prefill":
-        head = (f"Prefill: the {n} prompt tokens (positions 0-{n - 1}) go through the model "
-                f"together.")
-        what = "for every prompt position"
-        attn = (f" Attention: {s.pairs_with_cache} query-key pairs per head and layer, with "
-                f"or without a cache (nothing was cached before).")
-    else:
-        head = (f"Decode step {s.step}: token {first}, sampled in the step before, goes in "
-                f"alone.")
-        what = "for that one position"
-        ratio = s.recompute.flops / s.with_cache.flops
-        attn = (f" Its query reads {s.cached_after} cached keys (its own included): "
-                f"{s.pairs_with_cache} pairs per head and layer, "
-                f"{chart.si(s.with_cache.flops_attention)} attention FLOPs. Without the cache "
-                f"the model would rerun all {s.cached_after} "
-                f"tokens: {s.pairs_recompute} pairs, {chart.si(s.recompute.flops_attention)} "
-                f"attention FLOPs, and {ratio:.1f}x the work of the whole step.")
-    return (f"{head} Each of the {len(layers)} layers appends a K and a V vector of {hs} "
-            f"numbers {what} and each of its {kvh} KV heads: {commas(numbers)} numbers, "
-            f"{commas(s.bytes_appended)} bytes in {v['dtype']}.{attn} The model samples token "
-            f"{sampled.position}; its K and V are written in the next step.")
+    out = [f"Fed: {_positions(written.first_pos, written.num_tokens)} "
+           + ("(the whole prompt)." if step.phase == "prefill"
+              else "(the token sampled in the step before).")]
+    for e in layers:
+        out.append(f"Layer {e.layer} writes K and V for {_positions(e.first_pos, e.num_tokens)}"
+                   f" in each of its {plural(e.num_kv_heads, 'KV head')} "
+                   f"({plural(e.head_size, 'number')} each).")
+    out.append(f"Written: {commas(numbers)} numbers, {commas(step.bytes_appended)} bytes in "
+               f"{v['dtype']}; the cache now holds {plural(step.cached_after, 'token')}, "
+               f"{commas(step.cache_bytes)} bytes.")
+    out.append(f"Attention with the cache: {plural(step.num_new, 'query', 'queries')} against "
+               f"{plural(step.cached_after, 'key')}: {step.pairs_with_cache} query-key pairs "
+               f"per head and layer, {commas(step.with_cache.flops_attention)} attention "
+               f"FLOPs, {commas(step.with_cache.flops)} FLOPs for the whole step.")
+    out.append(f"Without a cache: the whole prefix of {plural(step.cached_after, 'token')} "
+               f"again, {step.pairs_recompute} pairs per head and layer, "
+               f"{commas(step.recompute.flops_attention)} attention FLOPs, "
+               f"{commas(step.recompute.flops)} FLOPs for the whole step "
+               f"({step.recompute.flops / step.with_cache.flops:.1f}x).")
+    last = step.step == len(ctx.steps) - 1
+    out.append(f"Sampled: token {sampled.position}; its K and V are written in the next step"
+               + (" (this is the last step, so they never are)." if last else "."))
+    return out
 
 
 def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
     model, v, steps, total_positions = ctx.model, ctx.values, ctx.steps, ctx.positions
+    W, s = GROWTH_WIDTH, GROWTH_SMALL
     cached = cur.cached_after if cur else 0
     new_from = cur.cached_before if cur else 0
     sampled = cur.sampled_position if cur else None
     prompt_len = v["prompt_len"]
     L, H = model.num_layers, model.num_kv_heads
-    left, right = 96, GROWTH_WIDTH - 10
-    cw = min(24.0, (right - left) / total_positions)
-    rh, lgap = 14, 8
+    left, right = 50, W - 8
+    cw = (right - left) / total_positions
+    rh = 17
     body: list[str] = []
 
-    # Header: what is cached, and what this step added.
-    nbytes = cur.cache_bytes if cur else 0
-    body.append(svg.text(10, 17, f"cache: {plural(cached, 'token')}, {commas(nbytes)} B",
-                         size=14))
+    # Heading: the step's name, what is cached, and what this step added.
+    body.append(svg.text(8, 19, growth_label(cur), size=16))
     if cur:
-        body.append(svg.text(right, 17, f"+{commas(cur.bytes_appended)} B this step",
-                             size=13, anchor="end", fill="highlight"))
+        body.append(svg.text(right, 19, f"+{commas(cur.bytes_appended)} B this step", size=s,
+                             anchor="end", fill="highlight"))
+    nbytes = cur.cache_bytes if cur else 0
+    body.append(svg.text(8, 40, f"cache: {plural(cached, 'token')}, {commas(nbytes)} B",
+                         size=s))
 
     # Token positions: prompt and generated, the sampled one marked.
-    y = 30
+    y = 50
+    inside = cw >= fit.text_width("00", s) + 3
+    every = 1 if inside else next(k for k in (2, 4, 5, 10) if k * cw >= 26)
     for p in range(total_positions):
         x = left + p * cw
         if p == sampled:
@@ -156,83 +216,99 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
             fill, tip = "panel", f"token {p} (prompt): not fed yet"
         else:
             fill, tip = "panel", f"token {p}: not generated yet"
-        body.append(svg.rect(x + 1, y, cw - 2, 16, fill=fill, stroke="line", tip=tip, rx=2))
-        if cw >= 14 or p % 5 == 0:
-            body.append(svg.text(x + cw / 2, y + 12.5, p, size=10 if cw < 18 else 11,
-                                 anchor="middle", fill="bg" if p == sampled else "fg"))
-    body.append(svg.text(left - 6, y + 12.5, "token", size=12, anchor="end"))
+        body.append(svg.rect(x + 1, y, cw - 2, 20, fill=fill, stroke="line", tip=tip, rx=2))
+        if inside:
+            body.append(svg.text(x + cw / 2, y + 15, p, size=s, anchor="middle",
+                                 fill="bg" if p == sampled else "fg"))
+        elif p % every == 0:
+            body.append(svg.text(x + cw / 2, y + 36, p, size=s, anchor="middle",
+                                 fill="muted"))
+    body.append(svg.text(left - 6, y + 15, "tok", size=s, anchor="end", fill="muted"))
     # Brackets: prompt / generated.
-    by = y + 22
+    by = y + (26 if inside else 42)
     px = left + prompt_len * cw
-    body.append(svg.line(left + 1, by, px - 1, by, stroke="muted"))
-    body.append(svg.text((left + px) / 2, by + 13, "prompt", size=11, anchor="middle", fill="muted"))
+
+    def bracket(x0: float, x1: float, word: str) -> None:
+        body.append(svg.line(x0 + 1, by, x1 - 1, by, stroke="muted"))
+        half = fit.text_width(word, s) / 2
+        cx = min(max((x0 + x1) / 2, 8 + half), W - 4 - half)
+        body.append(svg.text(cx, by + 16, word, size=s, anchor="middle", fill="muted"))
+
+    bracket(left, px, "prompt")
     if total_positions > prompt_len:
-        body.append(svg.line(px + 1, by, right, by, stroke="muted"))
-        body.append(svg.text((px + right) / 2, by + 13, "generated", size=11, anchor="middle",
-                             fill="muted"))
+        bracket(px, right, "generated")
 
     # The cache: per layer, per KV head, a K row and a V row; one cell per position.
-    y = by + 24
+    y = by + 26
     for layer in range(L):
+        body.append(svg.text(8, y + s, f"layer {layer}", size=s))
+        y += s + 5
         top = y
         for h in range(H):
             for kind, color in (("K", "seq-0"), ("V", "seq-2")):
                 cells = []
                 for p in range(cached):
                     cells.append(svg.rect(left + p * cw + 1, y + 1, cw - 2, rh - 2, fill=color,
-                                          stroke="highlight" if p >= new_from else None, rx=1))
+                                          stroke="highlight" if p >= new_from else None,
+                                          stroke_width=2 if p >= new_from else None, rx=1))
                 tip = (f"layer {layer}, KV head {h}, {kind}: " +
                        (f"tokens 0-{cached - 1} cached, {model.head_size} numbers each"
                         if cached else "empty"))
                 body.append(svg.group([svg.rect(left, y, right - left, rh, fill="free", rx=1),
                                        *cells], tip=tip))
-                body.append(svg.text(left - 6, y + rh - 3, f"{kind} h{h}", size=11, anchor="end",
-                                     fill="muted"))
+                body.append(svg.text(left - 6, y + rh - 4, f"{kind}{h}", size=s,
+                                     anchor="end", fill="muted"))
                 y += rh
-        body.append(svg.line(4, top + 1, 4, y - 1, stroke="muted"))
-        body.append(svg.text(9, (top + y) / 2 + 4, f"layer {layer}", size=12))
-        y += lgap
+        if not cached and layer == 0:
+            body.append(svg.text((left + right) / 2, (top + y) / 2 + s / 2 - 1,
+                                 "empty: nothing cached yet", size=s, anchor="middle",
+                                 fill="muted"))
+        y += 6
 
-    # Legend.
-    ly = y + 4
-    items = (("seq-0", "K (key)"), ("seq-2", "V (value)"), ("highlight", "written this step"))
-    lx = 10
-    for color, label in items:
-        if color == "highlight":
-            body.append(svg.rect(lx, ly, 13, 12, fill="free", stroke="highlight", rx=1))
-        else:
-            body.append(svg.rect(lx, ly, 13, 12, fill=color, rx=1))
-        body.append(svg.text(lx + 18, ly + 10.5, label, size=12))
-        lx += 34 + 7.2 * len(label)
-    y = ly + 20
+    # Legend: every colour and outline above.
+    items = [("chip", "seq-0", "K (key)"), ("chip", "seq-2", "V (value)"),
+             ("outline", "highlight", "written this step"), ("chip", "used", "token cached"),
+             ("chip", "highlight", "sampled, no K and V yet"),
+             ("outline", "line", "not fed yet")]
+    chips, h = fit.legend(8, y + 2, W - 4, items, size=s)
+    body += chips
+    body.append(svg.text(8, y + h + s + 6, "K0, V0: the K and V rows of KV head 0",
+                         size=s, fill="muted"))
+    y += h + s + 16
 
     # The chart: attention FLOPs per step, with the cache and recomputing the prefix.
     shown = steps[: cur.step + 1] if cur else []
-    xs = [s.cached_after for s in steps]
+    xs = [st.cached_after for st in steps]
     series = [
-        chart.Series("recompute the prefix", [(s.cached_after, s.recompute.flops_attention)
-                                              for s in shown], color="waste", kind="both",
-                     tips=[f"step {s.step}: recompute {s.cached_after} tokens, "
-                           f"{s.pairs_recompute} pairs, {commas(s.recompute.flops_attention)} "
-                           f"attention FLOPs" for s in shown]),
-        chart.Series("with the KV cache", [(s.cached_after, s.with_cache.flops_attention)
-                                           for s in shown], color="accent", kind="both",
-                     tips=[f"step {s.step}: {s.num_new} new token(s) against {s.cached_after} "
-                           f"keys, {s.pairs_with_cache} pairs, "
-                           f"{commas(s.with_cache.flops_attention)} attention FLOPs"
-                           for s in shown]),
+        chart.Series("recompute the prefix", [(st.cached_after, st.recompute.flops_attention)
+                                              for st in shown], color="waste", kind="both",
+                     tips=[f"{growth_label(st)}: recompute {st.cached_after} tokens, "
+                           f"{st.pairs_recompute} pairs, "
+                           f"{commas(st.recompute.flops_attention)} attention FLOPs"
+                           for st in shown]),
+        chart.Series("with the KV cache", [(st.cached_after, st.with_cache.flops_attention)
+                                           for st in shown], color="accent", kind="both",
+                     tips=[f"{growth_label(st)}: {plural(st.num_new, 'new token')} against "
+                           f"{st.cached_after} keys, {st.pairs_with_cache} pairs, "
+                           f"{commas(st.with_cache.flops_attention)} attention FLOPs"
+                           for st in shown]),
     ]
-    height = 210
-    body += chart.plot(0, y, GROWTH_WIDTH, height, series,
-                       x=chart.Axis("tokens in the cache after the step", lo=0, hi=max(xs)),
-                       y=chart.Axis("attention FLOPs per step", lo=0, hi=ctx.ymax),
-                       title="Attention work per step")
+    height = 226
+    body += chart.plot(0, y, W, height, series,
+                       x=chart.Axis("tokens cached after the step", lo=0, hi=max(xs)),
+                       y=chart.Axis("attention FLOPs", lo=0, hi=ctx.ymax),
+                       title="Attention work per step", legend=False, font_scale=s / 10)
+    plot_mid = y + (chart.PAD_TOP + (height / (s / 10) - chart.PAD_BOTTOM)) * s / 20
     if not shown:
-        body.append(svg.text(GROWTH_WIDTH / 2, y + height / 2, "(no step yet)", size=11,
+        body.append(svg.text(W / 2 + 30, plot_mid, "the prefill comes next", size=s,
                              anchor="middle", fill="muted"))
-    label = (f"KV cache of one sequence: {cached} tokens cached" if cur else
-             "KV cache of one sequence: empty")
-    return svg.Figure(GROWTH_WIDTH, y + height, body, label)
+    y += height
+    chips, h = fit.legend(8, y, W - 4, [("line", "accent", "with the KV cache"),
+                                        ("line", "waste", "recomputing the prefix")], size=s)
+    body += chips
+    y += h + 6
+    label = (f"KV cache of one sequence, {growth_label(cur)}: {plural(cached, 'token')} cached")
+    return svg.Figure(W, y, body, label)
 
 
 GROWTH = Widget(
@@ -241,7 +317,7 @@ GROWTH = Widget(
     summary="Each step appends one token's K and V in every layer and KV head; the chart "
             "compares the attention work with the cache and without it.",
     scenario=growth_scenario, context=growth_context, view=growth_view,
-    narrate=growth_narrate,
+    narrate=growth_narrate, label=growth_label, details=growth_details,
     params=(
         Param("prompt_len", "prompt tokens", "int", 4, min=1, max=12,
               help="Tokens in the prompt (1 to 12): all written in the prefill step."),
@@ -311,63 +387,115 @@ def cost_scenario(v: dict) -> list[dict]:
 
 
 def cost_narrate(n: dict, ctx: Context) -> str:
-    v, p = ctx.values, n["profile"]
-    text = (f"{n['model'].name} caches {fmt_bytes(n['per_token'])} per token"
-            f"{' on each GPU' if n['tp'] > 1 else ''} in {n['kv_dtype']}: "
-            f"{fmt_bytes(n['per_seq'])} for {commas(v['seq_len'])} tokens, "
-            f"{fmt_bytes(n['per_batch'])} for a batch of {v['batch']}. ")
+    """Cause (bytes per token), effect (what the GPU holds), consequence (how many run)."""
+    v, p, model = ctx.values, n["profile"], n["model"]
+    seq = a(f"{commas(v['seq_len'])}-token sequence")
+    text = (f"{model.name} caches {fmt_bytes(n['per_token'])} per token"
+            f"{' on each GPU' if n['tp'] > 1 else ''} in {n['kv_dtype']} (K and V in "
+            f"{plural(model.num_layers, 'layer')} x {plural(n['kv_heads'], 'KV head')}), so "
+            f"{seq} holds {fmt_bytes(n['per_seq'])}. ")
     if n["error"]:
-        return text + f"On {n['gpu'].name} vLLM would not start: {n['error']}"
-    return text + (f"On {n['gpu'].name} vLLM's formula leaves {fmt_bytes(p.kv_cache_bytes)} for "
-                   f"KV: {commas(p.num_gpu_blocks)} blocks, {commas(p.num_token_slots)} token "
-                   f"slots, {commas(n['seqs_fit'])} sequences of {commas(v['seq_len'])} tokens "
-                   f"at once.")
+        return text + (f"On the {n['gpu'].name} vLLM would not start: "
+                       f"{n['error'].split('. ')[0].rstrip('.')}.")
+    need = n["blocks_per_seq"] * v["batch"]
+    batch = (f"the batch of {v['batch']} fits" if need <= p.num_gpu_blocks else
+             f"the batch of {v['batch']} does not: "
+             f"{plural(v['batch'] - n['seqs_fit'], 'sequence')} "
+             f"{verb(v['batch'] - n['seqs_fit'], 'waits', 'wait')}")
+    return text + (f"On the {n['gpu'].name}, vLLM's start-up formula leaves "
+                   f"{fmt_bytes(p.kv_cache_bytes)} for the cache after the weights: "
+                   f"{commas(p.num_gpu_blocks)} blocks, {commas(p.num_token_slots)} token slots. "
+                   f"So {commas(n['seqs_fit'])} such {noun(n['seqs_fit'], 'sequence')} run at "
+                   f"once, and {batch}.")
+
+
+def cost_details(n: dict, ctx: Context) -> list[str]:
+    """Every number of the calculator, in words."""
+    v, p, model, tp = ctx.values, n["profile"], n["model"], n["tp"]
+    out = [f"Bytes per token{' on one GPU' if tp > 1 else ''}: 2 (K and V) x "
+           f"{plural(model.num_layers, 'layer')} x {plural(n['kv_heads'], 'KV head')} x "
+           f"{model.head_size} numbers x {dtype_bytes(n['kv_dtype'])} bytes ({n['kv_dtype']}) = "
+           f"{commas(n['per_token'])} bytes, {fmt_bytes(n['per_token'])}."]
+    if tp > 1:
+        out.append(f"With {tp} GPUs each keeps max(1, {model.num_kv_heads} // {tp}) = "
+                   f"{plural(n['kv_heads'], 'KV head')}.")
+    q, k = model.num_attention_heads, model.num_kv_heads
+    out.append(f"No GQA: each of the {q} query heads has its own K and V head." if q == k else
+               f"GQA: {q} query heads share {k} KV heads ({q // k} per group); one KV head "
+               f"per query head would cache {q // k}x more.")
+    out.append(f"One sequence of {count(v['seq_len'], 'token')}: {fmt_bytes(n['per_seq'])}; "
+               f"a batch of {v['batch']}: {fmt_bytes(n['per_batch'])}.")
+    out.append(f"GPU memory: {fmt_bytes(p.total_gpu_memory)}; vLLM may use "
+               f"{_short(p.gpu_memory_utilization)} of it (gpu_memory_utilization).")
+    out.append(f"Peak at start-up: weights {fmt_bytes(p.weight_bytes)} + activations "
+               f"{fmt_bytes(p.activation_bytes)} (estimated by sim.hardware; vLLM measures "
+               f"them) = {fmt_bytes(p.peak_memory)}.")
+    out.append(f"num_gpu_blocks = floor(({fmt_bytes(p.total_gpu_memory)} x "
+               f"{_short(p.gpu_memory_utilization)} - {fmt_bytes(p.peak_memory)}) / "
+               f"{fmt_bytes(p.cache_block_size)} per block) = {commas(p.num_gpu_blocks)} blocks "
+               f"of 16 tokens, {commas(p.num_token_slots)} token slots.")
+    if n["error"]:
+        out.append(f"vLLM refuses to start: {n['error']}")
+        return out
+    need = n["blocks_per_seq"] * v["batch"]
+    out.append(f"A {commas(v['seq_len'])}-token sequence takes "
+               f"{count(n['blocks_per_seq'], 'block')}: {commas(n['seqs_fit'])} fit at once.")
+    out.append(f"The batch of {v['batch']} takes {count(need, 'block')}: "
+               + (f"it fits ({_short(100 * need / p.num_gpu_blocks)}% of the cache)."
+                  if need <= p.num_gpu_blocks else
+                  f"it does not fit; {commas(n['seqs_fit'])} run, the rest wait."))
+    if v["model"] == "opt-13b":
+        out.append(f"The paper's Table 1: 12 GiB / {fmt_bytes(kv_bytes_per_token(model, 'fp16'))}"
+                   f" = {commas(n['paper_slots'])} slots; it assumed fp16 and 12 GB left for "
+                   f"KV beside 26 GB of weights, with GB meaning 2^30 bytes.")
+    return out
 
 
 COST_WIDTH = 360      # narrow: a phone shows the calculator's text at a readable size
-CHAR = 0.6            # width of a monospace character, in ems
+COST_SMALL = fit.min_size(COST_WIDTH)      # 12.5: 11 px on a phone
+CHAR = fit.CHAR_EM    # width of a monospace character, in ems
 
 
 def cost_view(n: dict, ctx: Context) -> svg.Figure:
     v = ctx.values
     model, gpu, p, tp = n["model"], n["gpu"], n["profile"], n["tp"]
-    W = COST_WIDTH
+    W, small = COST_WIDTH, COST_SMALL
     body: list[str] = []
     y = 0.0
 
-    def line(text: str, *, size: float = 12, fill: str = "fg", gap: float = 0) -> None:
+    def line(text: str, *, size: float = small + 0.5, fill: str = "fg", gap: float = 0) -> None:
         """Text, wrapped at the picture's width; continuation lines are indented."""
         nonlocal y
         y += gap
-        width = int((W - 20) / (CHAR * size))
-        chunks = wrap(text, width - 2) if len(text) > width else [text]
-        for i, chunk in enumerate(chunks):
-            y += size * 1.35
-            body.append(svg.text(10, y, chunk if i == 0 else "  " + chunk, size=size, fill=fill))
+        lines, h = fit.paragraph(10, y, text, size=size, room=W - 20, fill=fill, indent="  ")
+        body.extend(lines)
+        y += h
 
     def heading(text: str) -> None:
-        line(text, size=13, fill="accent", gap=10)
+        line(text, size=small + 1.5, fill="accent", gap=10)
 
     gpus = f"{tp} × {gpu.name}" if tp > 1 else gpu.name
-    line(f"{model.name}, {v['dtype']}", size=14)
-    line(f"on {gpus}", size=12, fill="muted")
+    line(f"{model.name}, {v['dtype']}", size=small + 2.5)
+    line(f"on {gpus}", fill="muted")
 
     heading("KV cache per token" + (" (one GPU's share)" if tp > 1 else ""))
     kvh = n["kv_heads"]
     nb = dtype_bytes(n["kv_dtype"])
-    line(f"2 (K and V) × {model.num_layers} layers")
-    line(f"× {kvh} KV heads" + (f" ({model.num_kv_heads} / {tp} GPUs)" if tp > 1 else ""))
+    line(f"2 (K and V) × {plural(model.num_layers, 'layer')}")
+    line(f"× {plural(kvh, 'KV head')}" + (f" ({model.num_kv_heads} / {tp} GPUs)" if tp > 1
+                                          else ""))
     line(f"× {model.head_size} numbers per head × {nb} B ({n['kv_dtype']})")
     line(f"= 2 × {model.num_layers} × {kvh} × {model.head_size} × {nb}")
-    line(f"= {commas(n['per_token'])} B = {fmt_bytes(n['per_token'])}", size=13, fill="highlight")
+    line(f"= {commas(n['per_token'])} B = {fmt_bytes(n['per_token'])}", size=small + 1.5,
+         fill="highlight")
     q, k = model.num_attention_heads, model.num_kv_heads
     if q == k:
-        line(f"No GQA: each of the {q} query heads has its own K and V head.", size=11,
+        line(f"No GQA: each of the {q} query heads has its own K and V head.", size=small,
              fill="muted", gap=2)
     else:
         mha = n["per_token"] * q // k
         line(f"GQA: {q} query heads share {k} KV heads ({q // k} per group). One KV head per "
-             f"query head would cache {fmt_bytes(mha)}, {q // k}× more.", size=11,
+             f"query head would cache {fmt_bytes(mha)}, {q // k}× more.", size=small,
              fill="muted", gap=2)
 
     heading("Per sequence and per batch")
@@ -395,41 +523,45 @@ def cost_view(n: dict, ctx: Context) -> svg.Figure:
     util_x = bx + bw * p.gpu_memory_utilization
     body.append(svg.line(util_x, y - 4, util_x, y + bh + 4, stroke="fg", width=2))
     y += bh
-    line(f"{fmt_bytes(total)} in all; the mark is gpu_memory_utilization = "
-         f"{_short(p.gpu_memory_utilization)}", size=11, fill="muted")
-    for i, (name, size, color) in enumerate(parts):
-        lx = 10 + (i % 2) * (W - 20) / 2
-        if i % 2 == 0:
-            y += 16
-        body.append(svg.rect(lx, y - 10, 12, 12, fill=color, stroke="line", rx=1))
-        body.append(svg.text(lx + 16, y, f"{name} {fmt_bytes(size)}", size=11))
-    line("num_gpu_blocks = floor((total × utilization − peak) / block bytes)", size=11, gap=6)
+    line(f"{fmt_bytes(total)} in all; the tick marks gpu_memory_utilization = "
+         f"{_short(p.gpu_memory_utilization)}", size=small, fill="muted")
+    chips, h = fit.legend(10, y, W - 6, [("outline" if color == "free" else "chip",
+                                          "line" if color == "free" else color,
+                                          f"{name} {fmt_bytes(size)}")
+                                         for name, size, color in parts], size=small)
+    body += chips
+    y += h
+    line("num_gpu_blocks = floor(", size=small, gap=6)
+    line("  (total × utilization − peak) / block bytes)", size=small)
     line(f"= floor(({fmt_bytes(total)} × {_short(p.gpu_memory_utilization)} − "
-         f"{fmt_bytes(p.peak_memory)}) / {fmt_bytes(p.cache_block_size)})", size=11)
-    line(f"= {commas(p.num_gpu_blocks)} blocks of 16 tokens", size=13, fill="highlight")
-    line(f"= {commas(p.num_token_slots)} token slots", size=13, fill="highlight")
+         f"{fmt_bytes(p.peak_memory)})", size=small)
+    line(f"  / {fmt_bytes(p.cache_block_size)})", size=small)
+    line(f"= {commas(p.num_gpu_blocks)} blocks of 16 tokens", size=small + 1.5,
+         fill="highlight")
+    line(f"= {commas(p.num_token_slots)} token slots", size=small + 1.5, fill="highlight")
     line("peak = weights + activations. *vLLM measures the activations; sim.hardware "
-         "estimates them.", size=11, fill="muted")
+         "estimates them.", size=small, fill="muted")
     if n["error"]:
         line("vLLM refuses to start:", fill="highlight", gap=4)
-        line(n["error"].split(". ")[0] + ".", size=11)
+        line(n["error"].split(". ")[0] + ".", size=small)
     else:
-        fit = n["seqs_fit"]
+        fits = n["seqs_fit"]
         need = n["blocks_per_seq"] * v["batch"]
-        line(f"A {commas(v['seq_len'])}-token sequence takes {n['blocks_per_seq']} blocks: "
-             f"{commas(fit)} fit at once.", gap=4)
+        line(f"{a(commas(v['seq_len']) + '-token sequence').capitalize()} takes "
+             f"{count(n['blocks_per_seq'], 'block')}: {commas(fits)} fit at once.", gap=4)
         if need <= p.num_gpu_blocks:
-            line(f"The batch of {v['batch']} takes {commas(need)} blocks: it fits "
+            line(f"The batch of {v['batch']} takes {count(need, 'block')}: it fits "
                  f"({_short(100 * need / p.num_gpu_blocks)}% of the cache).", fill="seq-2")
         else:
-            line(f"The batch of {v['batch']} needs {commas(need)} blocks: it does not fit; "
-                 f"{commas(fit)} run, the rest wait.", fill="highlight")
+            line(f"The batch of {v['batch']} needs {count(need, 'block')}: it does not fit; "
+                 f"{commas(fits)} run, the rest wait.", fill="highlight")
     if v["model"] == "opt-13b":
         heading("The paper's Table 1 (OPT-13B, A100-40GB)")
         line(f"12 GiB / {fmt_bytes(kv_bytes_per_token(model, 'fp16'))} = "
-             f"{commas(n['paper_slots'])} slots ({n['paper_slots'] / 1000:.1f}K)", size=13)
+             f"{commas(n['paper_slots'])} slots ({n['paper_slots'] / 1000:.1f}K)",
+             size=small + 1.5)
         line("It assumed fp16 and 12 GB left for KV beside 26 GB of weights; its GB is "
-             "binary: 12 × 2^30 bytes.", size=11, fill="muted")
+             "binary: 12 × 2^30 bytes.", size=small, fill="muted")
     return svg.Figure(W, y + 10, body, f"KV cache cost of {model.name} on {gpus}")
 
 
@@ -438,7 +570,7 @@ COST = Widget(
     title="What the KV cache costs",
     summary="Bytes per token from the model's shape, and how many tokens fit after the "
             "weights by vLLM's start-up formula.",
-    scenario=cost_scenario, view=cost_view, narrate=cost_narrate,
+    scenario=cost_scenario, view=cost_view, narrate=cost_narrate, details=cost_details,
     check=check_cost,
     params=(
         Param("model", "model", "choice", "opt-13b", choices=MODEL_CHOICES),
@@ -474,17 +606,23 @@ def render_kv_vs_length() -> str:
             color=svg.seq(i), kind="both",
             tips=[f"{m.name}, {commas(n)} tokens: {fmt_bytes(per * n)}" for n in lengths]))
     opt = get_model("opt-13b")
-    return chart.chart(
-        series, width=WIDTH, height=340,
+    small = fit.min_size(WIDTH)
+    height = 330
+    body = chart.plot(
+        0, 0, WIDTH, height, series,
         x=chart.Axis("sequence length (tokens)", log=True, base=2, lo=128, hi=8192,
-                     fmt=lambda t: commas(int(t))),
-        y=chart.Axis("KV cache of one sequence (GiB)", log=True, lo=0.01, hi=1000,
+                     fmt=lambda t: f"{t / 1024:.0f}K" if t >= 1024 else str(int(t))),
+        y=chart.Axis("GiB per sequence", log=True, lo=0.01, hi=100,
                      fmt=lambda t: _short(t) if t < 1 else commas(int(t))),
         markers=[chart.Marker(y=PAPER_KV_SPACE / GiB,
                               label=f"12 GiB = {commas(PAPER_KV_SPACE // kv_bytes_per_token(opt))} "
                                     f"OPT-13B tokens", color="highlight")],
-        title="KV cache of one sequence, fp16, whole model",
-        label="KV cache bytes of one sequence against its length, for five models")
+        title="KV cache of one sequence, fp16", legend=False, font_scale=small / 10)
+    chips, h = fit.legend(8, height, WIDTH - 4, [("line", s.color, s.name) for s in series],
+                          size=small)
+    return svg.document(WIDTH, height + h + 6, body + chips,
+                        label="KV cache bytes of one sequence against its length, for five "
+                              "models")
 
 
 KV_VS_LENGTH = Chart(

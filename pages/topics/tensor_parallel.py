@@ -17,8 +17,8 @@ from typing import Any
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
-from pages.views import svg
-from pages.views.text import commas, noun, plural, span
+from pages.views import fit, svg
+from pages.views.text import commas, join, noun, plural, span
 from pages.views.vectors import short
 from sim.perf.hardware import GPUS, get_gpu, memory_profile
 from sim.perf.models import MODELS, get_model, kv_bytes_per_token
@@ -44,6 +44,7 @@ EQUAL_TOL = 1e-9
 
 WIDTH = 400
 PAD = 10
+SMALL = fit.min_size(WIDTH)           # the smallest text: 11 px on a phone (13.5 units)
 GiB = 1024 ** 3
 KiB = 1024
 MiB = 1024 ** 2
@@ -121,99 +122,216 @@ def check(v: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
+# ---------------------------------------------------------------------- step names
+
+PHASE_NAMES = {"broadcast": "schedule", "attention": "attention", "mlp": "MLP"}
+
+
+def label(item, ctx: TPContext | None = None) -> str:
+    """The step's name: the counter, the picture's heading and the narration use it. Engine
+    steps count from 1, as a reader counts them."""
+    phase, st = item
+    if phase == "intro":
+        return "start"
+    return f"engine step {st.step + 1}, {PHASE_NAMES[phase]}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _and(items) -> str:
+    return join(list(items))
+
+
 # ----------------------------------------------------------------------- narration
 
 def narrate(item, ctx: TPContext) -> str:
+    """Cause, effect, consequence: at most three sentences, starting with the step's name."""
     phase, st = item
+    head = _cap(label(item)) + ": "
     if phase == "intro":
-        return intro_narration(ctx)
-    return {"broadcast": broadcast_narration, "attention": attention_narration,
-            "mlp": mlp_narration}[phase](ctx, st)
+        return head + intro_narration(ctx)
+    return head + {"broadcast": broadcast_narration, "attention": attention_narration,
+                   "mlp": mlp_narration}[phase](ctx, st)
+
+
+def gpu_heads(p: RankHeads) -> str:
+    return f"query {heads_text(p.heads)} and KV {heads_text(p.kv_heads)}"
 
 
 def intro_narration(ctx: TPContext) -> str:
     tp, kv = ctx.tp, ctx.kv_heads
     if tp == 1:
-        who = (f"One GPU holds all {NUM_HEADS} query heads and all "
-               f"{plural(kv, 'KV head')}.")
+        who = (f"one GPU holds all {NUM_HEADS} query heads and all "
+               f"{plural(kv, 'KV head')}, so nothing is split.")
+    elif tp == 2:
+        who = (f"tp = 2 splits the layer's {NUM_HEADS} query heads over 2 GPUs: GPU 0 gets "
+               f"{gpu_heads(ctx.parts[0])}, GPU 1 {gpu_heads(ctx.parts[1])}.")
     else:
-        who = "; ".join(f"GPU {p.rank}: query {heads_text(p.heads)}, KV {heads_text(p.kv_heads)}"
-                        for p in ctx.parts) + "."
-    rep = (f" There are fewer KV heads ({kv}) than GPUs ({tp}), so each KV head "
-           f"is replicated on {ctx.replicas} GPUs." if ctx.replicas > 1 else "")
-    return (f"tp = {tp}: the layer's {NUM_HEADS} query heads are split over "
-            f"{plural(tp, 'GPU')}. {who}{rep} Every GPU has the same {NUM_GPU_BLOCKS} block "
-            f"numbers; block b on GPU r holds the keys and values of GPU r's KV heads only. "
-            f"Rank 0 also runs the only Scheduler and BlockSpaceManager.")
+        p = ctx.parts[0]
+        who = (f"tp = {tp} splits the layer's {NUM_HEADS} query heads over {tp} GPUs: each "
+               f"gets {plural(len(p.heads), 'query head')} and "
+               f"{plural(len(p.kv_heads), 'KV head')}"
+               + (f", and with {plural(kv, 'KV head')} for {tp} GPUs each KV head is "
+                  f"replicated on {ctx.replicas} GPUs." if ctx.replicas > 1 else "."))
+    if tp == 1:
+        return (who + f" Its cache has {NUM_GPU_BLOCKS} blocks of {BLOCK_SIZE} slots, each "
+                f"holding every KV head's K and V. The Scheduler and the BlockSpaceManager run "
+                f"beside it, as rank 0 (the driver).")
+    return (who + f" Every GPU allocates the same {NUM_GPU_BLOCKS} block numbers, and block b "
+            f"on GPU r holds only GPU r's KV heads. Rank 0 alone runs the Scheduler and the "
+            f"BlockSpaceManager.")
 
 
 def tables_text(tables: dict[str, tuple[int, ...]]) -> str:
     return ", ".join(f"{rid}: [{', '.join(str(b) for b in t)}]" for rid, t in tables.items())
 
 
+def allocation_text(st: ShardedStep) -> str:
+    """"physical block 7 for A (logical block 0), physical block 6 for A (logical block 1)"."""
+    return ", ".join(f"physical block {a.physical} for {a.request_id} (logical block "
+                     f"{a.logical})" for a in st.allocated)
+
+
 def broadcast_narration(ctx: TPContext, st: ShardedStep) -> str:
     tp = ctx.tp
-    what = []
     if st.admitted:
-        what.append("admits " + " and ".join(f"{a.request_id} ({a.num_tokens} prompt tokens)"
-                                             for a in st.admitted))
+        cause = ("the scheduler on rank 0 admits "
+                 + _and(f"{a.request_id} ({plural(a.num_tokens, 'prompt token')})"
+                        for a in st.admitted))
     else:
-        what.append("schedules a decode step for " + " and ".join(st.broadcast))
+        cause = "the scheduler on rank 0 schedules a decode step for " + _and(st.broadcast)
     if st.allocated:
-        what.append("allocates " + ", ".join(
-            f"physical block {a.physical} for {a.request_id} (logical block {a.logical})"
-            for a in st.allocated))
+        by_req: dict[str, list[int]] = {}
+        for al in st.allocated:
+            by_req.setdefault(al.request_id, []).append(al.physical)
+        cause += (", so it allocates "
+                  + _and(f"{noun(bs, 'block')} {_and(str(b) for b in bs)} for {rid}"
+                         for rid, bs in by_req.items()) + ".")
     else:
-        what.append("allocates nothing (every new token fits its last block)")
-    send = ("hands the block tables to its own model runner" if tp == 1 else
-            f"broadcasts the block tables to {'both' if tp == 2 else f'all {tp}'} GPUs, "
+        cause += "; every new token fits its last block, so it allocates nothing."
+    send = ("It hands the block tables to its own model runner" if tp == 1 else
+            f"It broadcasts the block tables to {'both' if tp == 2 else f'all {tp}'} GPUs "
             f"with the new tokens")
-    return (f"Step {st.step}. The scheduler on rank 0 " + "; ".join(what)
-            + f". Then it {send}: {tables_text(st.broadcast)}.")
+    after = (" There is no other GPU to tell." if tp == 1 else
+             " Every GPU uses these block numbers; none decides for itself.")
+    return f"{cause} {send}: {tables_text(st.broadcast)}.{after}"
 
 
-def attention_narration(ctx: TPContext, st: ShardedStep) -> str:
-    tp = ctx.tp
-    if len(st.written) > 4:
+def writes_text(st: ShardedStep) -> str:
+    """Where the step's K and V go: "A positions 0-5 into blocks 7, 6; B position 2 into
+    block 5 slot 2"."""
+    if len(st.written) > len(st.results):
         by_req: dict[str, list] = {}
         for w in st.written:
             by_req.setdefault(w.request_id, []).append((w.position, w.block))
         parts = []
         for rid, xs in by_req.items():
             blocks = list(dict.fromkeys(b for _, b in xs))
-            parts.append(f"{rid} positions {span([p for p, _ in xs])} into "
+            parts.append(f"{rid} {noun(xs, 'position')} {span([p for p, _ in xs])} into "
                          f"{noun(blocks, 'block')} " + ", ".join(str(b) for b in blocks))
-        where = "; ".join(parts)
-    else:
-        where = "; ".join(f"{w.request_id} position {w.position} into block {w.block} "
-                          f"slot {w.slot}" for w in st.written)
-    same = "the same block and slot on every GPU" if tp > 1 else "the slot its block table names"
-    each = ("Each GPU writes the K and V of its own KV heads" if tp > 1
-            else "The GPU writes the K and V of all its KV heads")
-    comm = (f" Each GPU attends with its own query heads (no communication) and multiplies by "
-            f"its rows of o_proj (RowParallelLinear): {plural(tp, 'partial output')} per token. "
-            f"The all-reduce sums them, so every GPU ends with the same vector." if tp > 1 else
-            " With one GPU o_proj gives the whole output; no all-reduce is needed.")
-    return f"{each}: {where} ({same}).{comm}"
+        return "; ".join(parts)
+    return "; ".join(f"{w.request_id} position {w.position} into block {w.block} slot {w.slot}"
+                     for w in st.written)
+
+
+def attention_narration(ctx: TPContext, st: ShardedStep) -> str:
+    tp = ctx.tp
+    if tp == 1:
+        return (f"the GPU writes the K and V of all its KV heads where the block table says: "
+                f"{writes_text(st)}. It attends with all {NUM_HEADS} query heads, and o_proj "
+                f"gives the whole output. With one GPU no all-reduce is needed.")
+    return (f"each GPU writes the K and V of its own KV heads at the same block and slot: "
+            f"{writes_text(st)}. Each GPU attends with its own query heads (no communication) "
+            f"and multiplies by its rows of o_proj, giving {plural(tp, 'partial output')} "
+            f"per token. The all-reduce sums them, so every GPU ends with the same vector.")
+
+
+def mlp_ok(st: ShardedStep) -> bool:
+    return all(max_diff(r.sharded.output, r.unsharded.output) < EQUAL_TOL for r in st.results)
 
 
 def mlp_narration(ctx: TPContext, st: ShardedStep) -> str:
     tp = ctx.tp
-    ok = all(max_diff(r.sharded.output, r.unsharded.output) < EQUAL_TOL for r in st.results)
     if tp > 1:
-        text = (f"MLP: gate and up projections are column-parallel, down_proj row-parallel, "
-                f"so a second all-reduce sums {plural(tp, 'partial')}: two all-reduces per "
-                f"layer. " + ("The layer's output equals the one-GPU result (tp = 1)."
-                              if ok else "The output DIFFERS from the one-GPU result (a bug)."))
+        text = (f"gate and up projections are column-parallel and down_proj row-parallel, so "
+                f"a second all-reduce sums {plural(tp, 'partial')}: two all-reduces per layer. "
+                + ("The layer's output equals the one-GPU result (tp = 1)."
+                   if mlp_ok(st) else "The output DIFFERS from the one-GPU result (a bug)."))
     else:
-        text = ("MLP on the one GPU: no all-reduce. This is the reference the sharded runs "
-                "are compared with.")
+        text = ("the MLP runs on the one GPU with no all-reduce. This is the reference the "
+                "sharded runs are compared with.")
     if st.finished:
-        text += (f" {' and '.join(st.finished)} finished: rank 0 frees physical blocks "
+        text += (f" {_and(st.finished)} finished: rank 0 frees physical blocks "
                  + ", ".join(str(b) for b in st.freed)
-                 + " (BlockFreed). The GPUs are not told; those slots are simply written "
+                 + " (BlockFreed), and the GPUs are not told: those slots are simply written "
                    "again later.")
     return text
+
+
+def details(item, ctx: TPContext) -> list[str]:
+    """The step's whole account: who holds what, what rank 0 decided and sent, where every
+    K and V went, every partial output and sum."""
+    phase, st = item
+    tp = ctx.tp
+    if phase == "intro":
+        out = [f"tp = {tp}: the toy layer has {NUM_HEADS} query heads of size {HEAD_SIZE}, "
+               f"{plural(ctx.kv_heads, 'KV head')}, hidden size {HIDDEN}, MLP width "
+               f"{INTERMEDIATE}."]
+        out += [f"GPU {p.rank}: query {heads_text(p.heads)}, KV {heads_text(p.kv_heads)}."
+                for p in ctx.parts]
+        if ctx.replicas > 1:
+            out.append(f"There are fewer KV heads ({ctx.kv_heads}) than GPUs ({tp}), so each "
+                       f"KV head is replicated on {ctx.replicas} GPUs.")
+        out.append(f"Every GPU has the same {NUM_GPU_BLOCKS} block numbers of {BLOCK_SIZE} "
+                   f"slots; block b on GPU r holds the keys and values of GPU r's KV heads "
+                   f"only.")
+        out.append("Rank 0 (the driver) also runs the only Scheduler and BlockSpaceManager.")
+        out.append("Requests: " + ", ".join(f"{rid} with {plural(n, 'prompt token')}"
+                                           for rid, n in REQUESTS)
+                   + f"; each generates {plural(ctx.values['max_tokens'], 'token')}.")
+        return out + [text for text, _ in ctx.memory]
+    if phase == "broadcast":
+        out = [("Prefill step: " if st.prefill else "Decode step: ")
+               + ("admits " + _and(f"{a.request_id} ({plural(a.num_tokens, 'prompt token')})"
+                                   for a in st.admitted) if st.admitted
+                  else "decodes one token for each of " + _and(st.broadcast)) + "."]
+        out.append("Rank 0 allocates " + allocation_text(st) + "." if st.allocated else
+                   "Rank 0 allocates nothing (every new token fits its last block).")
+        out.append(("Rank 0 hands the block tables to its own model runner: " if tp == 1 else
+                    f"Rank 0 broadcasts the block tables to "
+                    f"{'both' if tp == 2 else f'all {tp}'} GPUs, with the new tokens: ")
+                   + tables_text(st.broadcast) + ".")
+        out.append(f"Rank 0 has {plural(st.free_after, 'free block')} left.")
+        return out
+    res = st.results
+    if phase == "attention":
+        out = ["K and V written: " + "; ".join(
+            f"{w.request_id} position {w.position} into block {w.block} slot {w.slot}"
+            for w in st.written) + (" (the same block and slot on every GPU)." if tp > 1
+                                    else ".")]
+        for r in res:
+            for a in r.sharded.attention:
+                out.append(f"{r.request_id} position {r.position}, GPU {a.rank}: o_proj "
+                           f"partial {short(a.partial)}.")
+            out.append(f"{r.request_id} position {r.position}: "
+                       + ("all-reduce" if tp > 1 else "output") + " = "
+                       + short(r.sharded.attn_all_reduce) + ".")
+        return out
+    out = []
+    for r in res:
+        for m in r.sharded.mlp:
+            out.append(f"{r.request_id} position {r.position}, GPU {m.rank}: down_proj partial "
+                       f"{short(m.partial)}.")
+        out.append(f"{r.request_id} position {r.position}: "
+                   + ("all-reduce" if tp > 1 else "MLP output") + " = "
+                   + short(r.sharded.mlp_all_reduce) + f"; layer output "
+                   f"{short(r.sharded.output)}; on one GPU {short(r.unsharded.output)}.")
+    if st.finished:
+        out.append(f"{_and(st.finished)} finished: rank 0 frees physical blocks "
+                   + ", ".join(str(b) for b in st.freed) + " (BlockFreed).")
+    return out
 
 
 # ---------------------------------------------------------------------------- view
@@ -245,25 +363,35 @@ def memory_lines(v) -> list[tuple[str, str]]:
 
 
 def view(item, ctx: TPContext) -> str:
-    """Rank 0's panel, the GPUs' caches, the all-reduce panel and the memory lines. The
-    phases differ in height and each frame keeps its own (a document, not a Figure)."""
+    """Rank 0's panel, the GPUs' caches, the all-reduce panel, a legend and the memory lines.
+    The phases differ in height and each frame keeps its own (a document, not a Figure)."""
     phase, st = item
-    body: list[str] = []
-    y = rank0_panel(body, ctx, phase, st)
-    y = gpu_panel(body, y, ctx, phase, st)
+    s = SMALL
+    body: list[str] = [svg.text(PAD, 20, label(item), size=16)]
+    sub = (f"tp = {ctx.tp}: {NUM_HEADS} query heads, {plural(ctx.kv_heads, 'KV head')}, "
+           f"{plural(ctx.tp, 'GPU')}")
+    body.append(svg.text(PAD, 40, sub, size=s, fill="muted"))
+    marks: set[str] = set()
+    y = rank0_panel(body, 50, ctx, phase, st, marks)
+    y = gpu_panel(body, y, ctx, phase, st, marks)
     if phase in ("attention", "mlp"):
         y = all_reduce_panel(body, y, ctx, phase, st)
+    y = legend_panel(body, y, ctx, st, marks)
     y = memory_panel(body, y, ctx)
-    return svg.document(WIDTH, y, body, label=f"Tensor parallelism, tp = {ctx.tp}: {phase}")
+    return svg.document(WIDTH, y, body,
+                        label=f"Tensor parallelism, tp = {ctx.tp}: {label(item)}")
 
 
-def rank0_panel(body: list[str], ctx: TPContext, phase: str, st: ShardedStep | None) -> float:
+def rank0_panel(body: list[str], y0: float, ctx: TPContext, phase: str,
+                st: ShardedStep | None, marks: set[str]) -> float:
     """Rank 0's scheduler and block manager with the block tables it holds."""
-    y = PAD + 12
-    body.append(svg.rect(PAD - 4, PAD - 2, WIDTH - 2 * PAD + 8, 50, fill="panel",
+    s = SMALL
+    h = 3 * (s + 9) + 6
+    body.append(svg.rect(PAD - 4, y0, WIDTH - 2 * PAD + 8, h, fill="panel",
                          stroke="accent" if phase == "broadcast" else None,
                          tip="rank 0 (the driver): the only Scheduler and BlockSpaceManager"))
-    body.append(svg.text(PAD, y, "rank 0 (driver): Scheduler, BlockSpaceManager", size=11))
+    y = y0 + s + 5
+    body.append(svg.text(PAD, y, "rank 0: Scheduler + BlockSpaceManager", size=s))
     if st is None:
         tables, new = {}, set()
         status = f"{NUM_GPU_BLOCKS} free blocks"
@@ -271,48 +399,52 @@ def rank0_panel(body: list[str], ctx: TPContext, phase: str, st: ShardedStep | N
         tables = st.broadcast
         new = ({(a.request_id, a.logical) for a in st.allocated} if phase == "broadcast"
                else set())
-        status = f"step {st.step}" + (" (prefill)" if st.prefill else " (decode)")
+        status = ("prefill" if st.prefill else "decode") + f", {st.free_after} blocks free"
         if phase == "mlp" and st.finished:
-            status = (f"{', '.join(st.finished)} finished: "
-                      f"{plural(len(st.freed), 'block')} freed")
-    if phase == "broadcast":
-        body.append(svg.text(WIDTH - PAD, y, "broadcast ↓" if ctx.tp > 1 else "to the model ↓",
-                             size=10, anchor="end", fill="accent"))
-    ty = y + 10
+            status = f"{_and(st.finished)} finished: {plural(len(st.freed), 'block')} freed"
+    ty = y + 8
     x = PAD
     for rid, table in tables.items():
         colour = svg.seq(request_index(rid))
-        body.append(svg.text(x, ty + 15, f"{rid}", size=11, fill=colour))
-        x += 12
+        marks.add("request")
+        body.append(svg.text(x, ty + 16, f"{rid}", size=s, fill=colour))
+        x += 14
         for lg, b in enumerate(table):
             fresh = (rid, lg) in new
-            body.append(svg.rect(x, ty + 3, 20, 17, fill="bg",
+            if fresh:
+                marks.add("allocated")
+            body.append(svg.rect(x, ty + 2, 22, 20, fill="bg",
                                  stroke="highlight" if fresh else colour,
                                  stroke_width=2.5 if fresh else 1,
                                  tip=f"{rid}: logical block {lg} -> physical block {b}"
                                      + (" (allocated this step)" if fresh else "")))
-            body.append(svg.text(x + 10, ty + 15, b, size=10, anchor="middle"))
-            x += 22
-        x += 14
+            body.append(svg.text(x + 11, ty + 16, b, size=s, anchor="middle"))
+            x += 24
+        x += 16
     if not tables:
-        body.append(svg.text(PAD, ty + 15, "block tables: none yet", size=10, fill="muted"))
-    body.append(svg.text(WIDTH - PAD, ty + 15, status, size=10, anchor="end", fill="muted"))
-    return PAD + 60
+        body.append(svg.text(PAD, ty + 16, "block tables: none yet", size=s, fill="muted"))
+    y = ty + 26 + s
+    body.append(svg.text(PAD, y, status, size=s, fill="muted"))
+    if phase == "broadcast":
+        body.append(svg.text(WIDTH - PAD, y, "broadcast ↓" if ctx.tp > 1 else "to the model ↓",
+                             size=s, anchor="end", fill="accent"))
+    return y0 + h + 8
 
 
 def gpu_panel(body: list[str], y: float, ctx: TPContext, phase: str,
-              st: ShardedStep | None) -> float:
+              st: ShardedStep | None, marks: set[str]) -> float:
     """One row per GPU: the same block numbers, each holding that GPU's KV heads' slice
     of the tokens in its slots."""
+    s = SMALL
     tp, replicas = ctx.tp, ctx.replicas
-    cache_x = PAD + 118
+    cache_x = PAD + 80
     bw = (WIDTH - PAD - cache_x) / NUM_GPU_BLOCKS
+    body.append(svg.text(cache_x - 6, y + s, "block", size=s, anchor="end", fill="muted"))
     for b in range(NUM_GPU_BLOCKS):
-        body.append(svg.text(cache_x + b * bw + bw / 2 - 1, y + 8, b, size=9,
+        body.append(svg.text(cache_x + b * bw + bw / 2 - 1, y + s, b, size=s,
                              anchor="middle", fill="muted"))
-    body.append(svg.text(cache_x - 4, y + 8, "block", size=9, anchor="end", fill="muted"))
-    y += 12
-    rh = 30
+    y += s + 6
+    rh = 2 * s + 12
     if not st:
         slots = {}
     else:
@@ -321,20 +453,24 @@ def gpu_panel(body: list[str], y: float, ctx: TPContext, phase: str,
     named = {b for t in st.broadcast.values() for b in t} if st and phase == "broadcast" \
         else set()
     fresh_blocks = {a.physical for a in st.allocated} if st and phase == "broadcast" else set()
-    if phase == "broadcast":
+    if named - fresh_blocks:
+        marks.add("named")
+    if written:
+        marks.add("written")
+    if replicas > 1:
+        marks.add("replicated")
+    if phase == "broadcast" and ctx.tp > 1:
         # The broadcast: from rank 0's panel down to every GPU.
-        body.append(svg.line(PAD + 1, PAD + 48, PAD + 1, y + (tp - 1) * rh + 8,
+        body.append(svg.line(PAD - 2, y - s - 12, PAD - 2, y + (tp - 1) * rh + 9,
                              stroke="accent", width=2))
         for p in ctx.parts:
-            ay = y + p.rank * rh + 8
-            body.append(svg.line(PAD + 1, ay, PAD + 6, ay, stroke="accent", width=2))
-            body.append(svg.line(PAD + 3, ay - 3, PAD + 6, ay, stroke="accent", width=2))
-            body.append(svg.line(PAD + 3, ay + 3, PAD + 6, ay, stroke="accent", width=2))
+            ay = y + p.rank * rh + 9
+            body.append(svg.line(PAD - 2, ay, PAD + 3, ay, stroke="accent", width=2))
     for p in ctx.parts:
         ry = y + p.rank * rh
-        body.append(svg.text(PAD + 8, ry + 10, f"GPU {p.rank}", size=11))
-        body.append(svg.text(PAD + 8, ry + 22, f"Q {span(p.heads)}", size=9, fill="muted"))
-        body.append(svg.text(PAD + 62, ry + 22, f"KV {span(p.kv_heads)}", size=9,
+        body.append(svg.text(PAD + 6, ry + s, f"GPU {p.rank}", size=s))
+        body.append(svg.text(PAD + 6, ry + 2 * s + 4,
+                             f"Q{span(p.heads)} KV{span(p.kv_heads)}", size=s,
                              fill="waste" if replicas > 1 else "muted"))
         for b in range(NUM_GPU_BLOCKS):
             bx = cache_x + b * bw
@@ -344,86 +480,114 @@ def gpu_panel(body: list[str], y: float, ctx: TPContext, phase: str,
                               stroke_width=2 if outline else None)]
             sw = (bw - 5) / BLOCK_SIZE
             tips = []
-            for s in range(BLOCK_SIZE):
-                owner = slots.get((b, s))
+            for slot in range(BLOCK_SIZE):
+                owner = slots.get((b, slot))
                 if owner is None:
                     continue
                 rid, pos = owner
-                hot = (b, s) in written
-                cells.append(svg.rect(bx + 2 + s * sw, ry + 2, sw - 1, rh - 12,
+                hot = (b, slot) in written
+                cells.append(svg.rect(bx + 2 + slot * sw, ry + 2, sw - 1, rh - 12,
                                       fill=svg.seq(request_index(rid)), rx=0,
                                       stroke="highlight" if hot else None,
                                       stroke_width=2 if hot else None))
-                tips.append(f"slot {s}: {rid} position {pos}")
+                tips.append(f"slot {slot}: {rid} position {pos}")
             tip = (f"GPU {p.rank}, block {b}: K and V of KV {heads_text(p.kv_heads)} "
                    f"for " + ("; ".join(tips) if tips else "no tokens (free)"))
             body.append(svg.group(cells, tip=tip))
     y += tp * rh
-    note = ("block b on every GPU: the same tokens, that GPU's KV heads" if tp > 1
+    note = ("block b on every GPU: the same tokens, each GPU's own KV heads" if tp > 1
             else "block b: the K and V of every KV head for its tokens")
-    body.append(svg.text(PAD + 8, y + 4, note, size=9, fill="muted"))
-    y += 8
+    lines, h = fit.paragraph(PAD, y, note, size=s, room=WIDTH - 2 * PAD, fill="muted")
+    body += lines
+    y += h
     if replicas > 1:
-        body.append(svg.text(PAD + 8, y + 8, f"{ctx.kv_heads} KV heads < {tp} GPUs: each "
-                             f"KV head is replicated on {replicas} GPUs", size=9,
-                             fill="waste"))
-        y += 12
-    return y + 4
+        lines, h = fit.paragraph(PAD, y, f"{ctx.kv_heads} KV heads < {tp} GPUs: each KV head "
+                                         f"is replicated on {replicas} GPUs", size=s,
+                                 room=WIDTH - 2 * PAD, fill="waste")
+        body += lines
+        y += h
+    return y + 8
 
 
 def all_reduce_panel(body: list[str], y: float, ctx: TPContext, phase: str,
                      st: ShardedStep) -> float:
-    """Each GPU's partial output for the newest token of each request, and their sum."""
+    """The first request's partial output on each GPU and their sum; the other requests'
+    sums. Every GPU ends the all-reduce holding the sum."""
+    s = SMALL
     tp = ctx.tp
     what = "o_proj" if phase == "attention" else "down_proj"
-    body.append(svg.text(PAD, y + 10, f"{what} partial outputs (newest token of each)",
-                         size=10, fill="muted"))
-    y += 16
-    rows = st.results                  # one per request (two requests)
-    col = (PAD + 72, PAD + 72 + 160)
-    for c, r in zip(col, rows):
-        body.append(svg.text(c, y + 8, f"{r.request_id} position {r.position}", size=9,
-                             fill=svg.seq(request_index(r.request_id))))
-    y += 12
-    for p in ctx.parts:
-        body.append(svg.text(PAD, y + 9, f"GPU {p.rank}", size=10, fill="muted"))
-        for c, r in zip(col, rows):
-            t = r.sharded
-            part = t.attention[p.rank].partial if phase == "attention" \
-                else t.mlp[p.rank].partial
-            body.append(svg.text(c, y + 9, short(part), size=10))
-        y += 13
-    body.append(svg.line(PAD, y + 1, WIDTH - PAD, y + 1, stroke="line"))
-    body.append(svg.text(PAD, y + 12, "all-reduce" if tp > 1 else "sum", size=10,
-                         fill="accent"))
-    for c, r in zip(col, rows):
+    first, *others = st.results
+    colour = svg.seq(request_index(first.request_id))
+    title = (f"{what} partials, {first.request_id} position {first.position}" if tp > 1 else
+             f"{what} output, {first.request_id} position {first.position}")
+    body.append(svg.text(PAD, y + s, title, size=s, fill=colour))
+    y += s + 8
+    col = PAD + 112
+    if tp > 1:
+        for p in ctx.parts:
+            t = first.sharded
+            part = t.attention[p.rank].partial if phase == "attention" else t.mlp[p.rank].partial
+            body.append(svg.text(PAD, y + s, f"GPU {p.rank}", size=s, fill="muted"))
+            body.append(svg.text(col, y + s, short(part), size=s))
+            y += s + 5
+        body.append(svg.line(PAD, y + 2, WIDTH - PAD, y + 2, stroke="line"))
+        y += 4
+    for r in st.results:
         t = r.sharded
         total = t.attn_all_reduce if phase == "attention" else t.mlp_all_reduce
-        body.append(svg.text(c, y + 12, short(total), size=10, fill="accent"))
-    y += 16
+        name = f"{r.request_id} " + ("all-reduce" if tp > 1 else "output")
+        body.append(svg.text(PAD, y + s, name, size=s, fill=svg.seq(request_index(r.request_id))))
+        body.append(svg.text(col, y + s, short(total), size=s, fill="accent"))
+        y += s + 5
     if phase == "mlp":
-        body.append(svg.text(PAD, y + 10, "layer out", size=10, fill="muted"))
-        for c, r in zip(col, rows):
-            body.append(svg.text(c, y + 10, short(r.sharded.output), size=10))
-        y += 13
-    if phase == "mlp" and tp > 1:
-        body.append(svg.text(PAD, y + 10, "tp = 1", size=10, fill="muted"))
-        for c, r in zip(col, rows):
+        y += 4
+        body.append(svg.text(PAD, y + s, "layer output" + (" vs tp = 1" if tp > 1 else ""),
+                             size=s, fill="muted"))
+        y += s + 5
+        for r in st.results:
             same = max_diff(r.sharded.output, r.unsharded.output) < EQUAL_TOL
-            mark = " ✓" if same else " ✗"
-            body.append(svg.text(c, y + 10, short(r.unsharded.output) + mark, size=10,
-                                 fill="seq-2" if same else "highlight"))
-        y += 13
-    return y + 4
+            mark = (" = tp 1 ✓" if same else " ≠ tp 1 ✗") if tp > 1 else ""
+            body.append(svg.text(PAD, y + s, f"{r.request_id}", size=s,
+                                 fill=svg.seq(request_index(r.request_id))))
+            body.append(svg.text(PAD + 24, y + s, short(r.sharded.output) + mark, size=s,
+                                 fill=("seq-2" if same else "highlight") if tp > 1 else "fg"))
+            y += s + 5
+    return y + 8
+
+
+def legend_panel(body: list[str], y: float, ctx: TPContext, st: ShardedStep | None,
+                 marks: set[str]) -> float:
+    """What every colour and outline in this frame means."""
+    items = []
+    if "request" in marks:
+        items += [("chip", svg.seq(request_index(rid)), f"request {rid}") for rid, _ in REQUESTS]
+    if "allocated" in marks:
+        items.append(("outline", "highlight", "allocated this step"))
+    if "named" in marks:
+        items.append(("outline", "accent", "in the broadcast"))
+    if "written" in marks:
+        items.append(("outline", "highlight", "K, V written this step"))
+    if "replicated" in marks:
+        items.append(("text:KV", "waste", "a replicated KV head"))
+    if not items:
+        return y
+    chips, h = fit.legend(PAD, y, WIDTH - PAD, items, size=SMALL)
+    body += chips
+    return y + h + 10
 
 
 def memory_panel(body: list[str], y: float, ctx: TPContext) -> float:
     """Memory per GPU for the chosen real model."""
-    lines = ctx.memory
-    body.append(svg.rect(PAD - 4, y, WIDTH - 2 * PAD + 8, 14 * len(lines) + 8, fill="panel"))
-    for i, (text, colour) in enumerate(lines):
-        body.append(svg.text(PAD, y + 14 + 14 * i, text, size=9.5, fill=colour))
-    return y + 14 * len(lines) + 12
+    s = SMALL
+    out, yy = [], y + 4
+    for text, colour in ctx.memory:
+        lines, h = fit.paragraph(PAD, yy, text, size=s, room=WIDTH - 2 * PAD, fill=colour,
+                                 indent="  ")
+        out += lines
+        yy += h
+    body.append(svg.rect(PAD - 4, y, WIDTH - 2 * PAD + 8, yy - y + 8, fill="panel"))
+    body += out
+    return yy + 14
 
 
 def meta(item, ctx: TPContext) -> dict[str, str]:
@@ -453,8 +617,8 @@ WIDGETS = (Widget(
         Param("seed", "seed", "int", 0, min=0, max=999,
               help="Seeds the toy layer's weights and the token inputs."),
     ),
-    scenario=scenario, context=context, view=view, narrate=narrate, meta=meta,
-    check=lambda v: check(normalise(v)),
+    scenario=scenario, context=context, view=view, narrate=narrate, label=label,
+    details=details, meta=meta, check=lambda v: check(normalise(v)),
 ),)
 
 
@@ -462,28 +626,32 @@ WIDGETS = (Widget(
 
 def render_table_1() -> str:
     """The paper's Table 1 per GPU (`sim.studies.paper_table_1`)."""
+    s = SMALL
     body: list[str] = []
-    y = 18
-    body.append(svg.text(PAD, y, "Table 1 of the paper, recomputed per GPU", size=13))
-    y += 10
+    y = 6.0
+    lines, h = fit.paragraph(PAD, y, "Table 1 of the paper, recomputed per GPU", size=s + 2,
+                             room=WIDTH - 2 * PAD)
+    body += lines
+    y += h + 2
     for r in table_1_rows():
         gap = r.slots / (r.paper_k * 1000) - 1
-        lines = [
-            (f"{r.model} on {r.tp} x {r.gpu}", "fg", 12),
+        rows = [
+            (f"{r.model} on {r.tp} x {r.gpu}", "fg", s + 1),
             (f"KV per token: {size_text(r.per_gpu)} on each GPU "
-             f"({size_text(r.per_gpu * r.tp)} in all)", "muted", 10.5),
-            (f"paper: {r.paper_gb} GB of KV cache, {r.paper_k}K token slots", "fg", 10.5),
+             f"({size_text(r.per_gpu * r.tp)} in all)", "muted", s),
+            (f"paper: {r.paper_gb} GB of KV cache, {r.paper_k}K token slots", "fg", s),
             (f"{r.paper_gb} GiB / {size_text(r.per_gpu * r.tp)} = "
-             f"{commas(r.slots)} slots ({gap:+.2%} vs the paper)", "seq-2", 10.5),
+             f"{commas(r.slots)} slots ({gap:+.2%} vs the paper)", "seq-2", s),
             (f"vLLM v0.5.5 sizing: {size_text(r.v055_kv)}, "
-             f"{commas(r.v055_slots)} slots", "muted", 10.5),
+             f"{commas(r.v055_slots)} slots", "muted", s),
         ]
         y += 8
-        for text, colour, size in lines:
-            y += 15
-            body.append(svg.text(PAD, y, text, size=size, fill=colour))
-        y += 6
-    return svg.document(WIDTH, y + 8, body, label="The paper's Table 1, recomputed")
+        for text, colour, size in rows:
+            lines, h = fit.paragraph(PAD, y, text, size=size, room=WIDTH - 2 * PAD,
+                                     fill=colour, indent="  ")
+            body += lines
+            y += h
+    return svg.document(WIDTH, y + 10, body, label="The paper's Table 1, recomputed")
 
 
 CHARTS = (Chart(

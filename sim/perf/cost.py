@@ -30,6 +30,7 @@ gather; all-reduces; launch and scheduling overhead. Overhead can be added as a 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -187,6 +188,33 @@ def decode_intensity_limit(cost: StepCost) -> float:
     per step, but every FLOP and every KV byte comes with a sequence, so the limit is one
     sequence's FLOPs over its own KV bytes (for sequences that share one context length)."""
     return cost.flops / (cost.bytes_kv_read + cost.bytes_kv_written)
+
+
+def decode_compute_bound_batch(model: ModelConfig, roofline: Roofline, context_len: int,
+                               dtype: str = "bf16") -> int | None:
+    """The smallest batch of decode sequences, each with `context_len` tokens cached, whose
+    step is compute-bound on `roofline` (FLOPs / peak >= bytes / bandwidth); None when no
+    batch is (`decode_intensity_limit` at or below the ridge point).
+
+    A decode step's FLOPs grow with the batch B as B x f (f: one sequence's FLOPs), its
+    bytes as W + B x k (W: the weights, read once; k: one sequence's KV read and write), so
+    the step is compute-bound from B = peak x W / (f x bandwidth - peak x k) on."""
+    one = decode_cost(model, [context_len], dtype)
+    f, k, w = one.flops, one.bytes_kv_read + one.bytes_kv_written, one.bytes_weights
+    room = f * roofline.memory_bandwidth - roofline.peak_flops * k
+    if room <= 0:
+        return None
+    batch = max(1, math.ceil(roofline.peak_flops * w / room))
+
+    def compute_bound(b: int) -> bool:
+        return predict(decode_cost(model, [context_len] * b, dtype), roofline).bound == "compute"
+
+    # The closed form, checked against predict() itself (floats round at the boundary).
+    while not compute_bound(batch):
+        batch += 1
+    while batch > 1 and compute_bound(batch - 1):
+        batch -= 1
+    return batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,10 @@ def test_blocks_and_slots_come_from_vllms_formula():
     assert n["blocks_per_seq"] == 63 and n["seqs_fit"] == p.num_gpu_blocks // 63
     assert "The batch of 3 takes 189 blocks: it fits" in shown
     assert f"{p.num_gpu_blocks:,} blocks" in frame["narration"]
+    assert len(re.split(r"(?<=[.!?])\s+(?=[A-Z])", frame["narration"])) <= 3
+    assert f"= {p.num_gpu_blocks:,} blocks of 16 tokens" in " ".join(frame["details"])
+    for t in ET.fromstring(frame["svg"]).iter("{http://www.w3.org/2000/svg}text"):
+        assert float(t.get("font-size")) >= 11 * page.COST_WIDTH / 330
 
 
 def test_per_sequence_and_per_batch_bytes():
@@ -81,7 +85,7 @@ def test_gqa_is_explained_for_llama_2_70b():
     shown = texts(frame["svg"])
     assert "GQA: 64 query heads share 8 KV heads (8 per group)" in shown
     assert "8× more" in shown
-    assert "× 1 KV heads (8 / 8 GPUs)" in shown
+    assert "× 1 KV head (8 / 8 GPUs)" in shown
     assert "one GPU's share" in shown
 
 
@@ -125,9 +129,39 @@ def test_growth_has_one_frame_per_step_plus_the_empty_cache():
     frames = run(GROWTH, GROWTH.defaults())
     v = GROWTH.defaults()
     assert len(frames) == v["new_tokens"] + 1 <= 20
-    assert "The KV cache is empty" in frames[0]["narration"]
+    assert "The KV cache is empty." in frames[0]["details"]
+    assert frames[0]["narration"].startswith("Start: a 4-token prompt arrives")
+    assert "The model is tiny: 2 layers, 4 query heads sharing 2 KV heads" \
+        in frames[0]["narration"]
     assert frames[1]["narration"].startswith("Prefill: the 4 prompt tokens")
     assert frames[2]["narration"].startswith("Decode step 1: token 4")
+    # One name for each step: the counter's, the picture's heading and the narration's.
+    labels = [f["label"] for f in frames]
+    assert labels[:3] == ["start", "prefill", "decode step 1"]
+    assert labels[-1] == f"decode step {v['new_tokens'] - 1}"
+    for f in frames:
+        heading = ET.fromstring(f["svg"]).find("{http://www.w3.org/2000/svg}text").text
+        assert heading == f["label"]
+        assert f["narration"].lower().startswith(f["label"])
+        assert len(re.split(r"(?<=[.!?])\s+(?=[A-Z])", f["narration"])) <= 3
+
+
+def test_growth_text_reads_on_a_phone_and_every_mark_has_a_legend():
+    small = 11 * page.GROWTH_WIDTH / 330
+    for v in (GROWTH.defaults(), dict(GROWTH.defaults(), prompt_len=12, new_tokens=16,
+                                      layers=4, kv_heads=4)):
+        for f in run(GROWTH, v):
+            root = ET.fromstring(f["svg"])
+            assert root.get("viewBox").startswith(f"0 0 {page.GROWTH_WIDTH} ")
+            sizes = [float(t.get("font-size")) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+            assert min(sizes) >= small
+            shown = texts(f["svg"])
+            for word in ("K (key)", "V (value)", "written this step", "token cached",
+                         "sampled, no K and V yet", "not fed yet", "with the KV cache",
+                         "recomputing the prefix"):
+                assert word in shown
+    for t in ET.fromstring(page.render_kv_vs_length()).iter("{http://www.w3.org/2000/svg}text"):
+        assert float(t.get("font-size")) >= 11 * page.WIDTH / 330
 
 
 def test_growth_trace_is_the_empty_cache_then_the_generation():
@@ -153,10 +187,16 @@ def test_growth_narration_comes_from_the_steps_numbers():
     steps = generate(page.growth_model(v), v["prompt_len"], v["new_tokens"], v["dtype"])
     frames = run(GROWTH, v)
     for s, f in zip(steps, frames[1:]):
-        text = f["narration"]
-        assert f"{s.bytes_appended:,} bytes in fp16" in text
-        assert f"samples token {s.sampled_position}" in text
-        if s.phase == "decode":
+        text, details = f["narration"], " ".join(f["details"])
+        assert f"{s.bytes_appended:,} bytes" in text
+        assert f"{s.bytes_appended:,} bytes in fp16" in details
+        assert f"Sampled: token {s.sampled_position}" in details
+        assert f"{s.with_cache.flops_attention:,} attention FLOPs" in details
+        assert f"{s.recompute.flops_attention:,} attention FLOPs" in details
+        if s.phase == "prefill":
+            assert f"samples token {s.sampled_position}" in text
+        else:
+            assert f"token {s.first_pos}, sampled in the step before" in text
             assert f"{s.pairs_with_cache} pairs per head and layer" in text
             assert f"{s.pairs_recompute} pairs" in text
             assert f"rerun all {s.cached_after} tokens" in text
@@ -173,15 +213,18 @@ def test_growth_picture_draws_each_layer_and_kv_head_and_the_chart_grows():
         assert all((f"tokens 0-{cached - 1} cached" in t) if cached else t.endswith("empty")
                    for t in rows)
         # One chart point per series per step so far.
-        assert sum(t.startswith("step ") for t in tips) == 2 * i
+        assert sum(t.startswith(("prefill:", "decode step")) for t in tips) == 2 * i
     assert "just sampled" in " ".join(titles(frames[2]["svg"]))
 
 
 def test_gqa_narration():
     one = run(GROWTH, dict(GROWTH.defaults(), group=1))[0]["narration"]
     four = run(GROWTH, dict(GROWTH.defaults(), group=4))[0]["narration"]
-    assert "Each of its 2 query heads has its own KV head" in one
-    assert "Its 8 query heads share 2 KV heads (4 each" in four
+    assert "2 heads, each with its own K and V" in one
+    assert "8 query heads sharing 2 KV heads" in four
+    details = run(GROWTH, dict(GROWTH.defaults(), group=4))[0]["details"]
+    assert "8 query heads share 2 KV heads (4 per KV head: grouped-query attention)" \
+        in " ".join(details)
 
 
 def test_growth_validation_messages():

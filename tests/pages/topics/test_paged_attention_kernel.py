@@ -66,13 +66,12 @@ def test_the_docs_step_links_land_where_the_text_says():
     fr = frames()
     # "logical block 0 lives in physical block 5 (step 2)", "logical block 3 in
     # physical block 0 (step 5)", masking at step 5, softmax at 6, values from 7, end 11.
-    assert "logical block 0 -> block table -> physical block 5" in fr[1]["narration"]
-    assert "logical block 3 -> block table -> physical block 0" in fr[4]["narration"]
+    assert "maps logical block 0 to physical block 5" in fr[1]["narration"]
+    assert "maps logical block 3 to physical block 0" in fr[4]["narration"]
     # The kernel scores the padded slots too, then masks them (issue 12, item 7).
-    assert ("Positions 13-15 are past the length 13: the kernel loads the whole block, so it "
-            "scores those slots' stale keys too") in fr[4]["narration"]
-    assert "stores 0 for those logits and leaves them out of the max and the softmax" \
-        in fr[4]["narration"]
+    assert ("Positions 13-15 are past the length 13, but the whole block is loaded, so their "
+            "stale keys are scored too") in fr[4]["narration"]
+    assert "then stored as 0 and left out of the max and the softmax" in fr[4]["narration"]
     assert fr[5]["kind"] == "softmax" and fr[6]["kind"] == "value_accumulated"
     assert "the same numbers" in fr[10]["narration"]
     v2 = frames(kernel="v2")
@@ -90,8 +89,14 @@ def test_narration_is_written_from_the_trace_records():
     per_head = [r for r in records(walk) if r.kind != "attention_output"]
     assert len(fr) == len(walk) == len(records(walk)) + 1      # plus the intro frame
     for frame, rec in zip(fr[1:], per_head):
+        assert frame["narration"].lower().startswith(frame["label"] + ":")
+        assert len(re.split(r"(?<=[.!?])\s+(?=[A-Z])", frame["narration"])) <= 3
+        heading = ET.fromstring(frame["svg"]).find(f"{SVG}text").text
+        assert heading == frame["label"]
         if rec.kind == "block_scores":
             assert f"physical block {rec.physical_block}" in frame["narration"]
+            assert f"Logical block {rec.logical_block} -> block table -> physical block " \
+                   f"{rec.physical_block}" in " ".join(frame["details"])
             for s in rec.scores:
                 if s is not None:
                     assert f2(s) in frame["narration"]
@@ -110,7 +115,7 @@ def test_trace_follows_the_watched_head_only_and_uses_simulations_records():
     full = paged_attention_v1_trace(**walk.inputs.args())
     assert [r for r in full if r.kind == "attention_output" or r.head == 3] == recs
     assert all(r.kv_head == 1 for r in recs if r.kind == "block_scores")
-    assert "Head 3 of 4, KV head 1" in texts(run(W, v)[1]["svg"])
+    assert "query head 3 of 4 reads KV head 1" in texts(run(W, v)[1]["svg"])
 
 
 def test_picture_shows_the_block_table_scores_and_masked_slots():
@@ -124,8 +129,15 @@ def test_picture_shows_the_block_table_scores_and_masked_slots():
     assert ("slot 1: past the length 13: loaded and scored with the block, then masked "
             "(logit 0, left out of the max and the softmax; its value is zeroed)"
             in titles(fr[4]["svg"]))
-    # The current physical block is highlighted with the page's palette.
+    # The current physical block is highlighted with the page's palette, and a legend
+    # says what each mark means.
     assert "stroke:var(--vsb-highlight)" in fr[4]["svg"]
+    for words in ("read this step", "mask: past the length", "this sequence", "padding",
+                  "other sequences"):
+        assert words in shown
+    assert "weight (darker: larger)" in texts(fr[5]["svg"])
+    assert "values added" in texts(fr[7]["svg"])
+    assert "partition boundary" in texts(frames(kernel="v2")[3]["svg"])
     # Keys shown in the panel are the cache's own numbers (one decimal).
     key = inp.key_cache[0][0][0]
     assert short(key, 1) in shown
@@ -145,6 +157,9 @@ def test_last_frame_puts_paged_output_next_to_contiguous_and_numpy_agrees():
         assert f"head {h} paged {short(row)}" in shown
     assert "equal (to within 1e-9, float64)" in shown
     assert "vLLM would launch v1: use_v1(13 tokens, 1 sequence, 2 heads) is True" in last["narration"]
+    assert [f["label"] for f in run(W, v)] == (
+        ["start"] + [f"head 0, block {b} scores" for b in range(4)] + ["head 0 softmax"]
+        + [f"head 0, block {b} values" for b in range(4)] + ["result"])
     assert use_v1(13, 1, 2)
 
 
@@ -193,8 +208,9 @@ def test_single_partition_reduce_copies_its_output():
 
 def test_one_token_sequence():
     fr = frames(seq_len=1, block_size=2)
-    assert "score position 0:" in fr[1]["narration"]
-    assert "Position 1 is past the length 1" in fr[1]["narration"]
+    assert "Position 0 scores q.k x" in fr[1]["narration"]
+    assert "Position 1 is past the length 1, but the whole block is loaded, so its stale key " \
+           "is scored too" in fr[1]["narration"]
 
 
 # ----------------------------------------------------------------- the inputs
@@ -249,9 +265,12 @@ def test_ranges_are_checked_with_the_label(raw, field):
 def test_frames_are_deterministic_json_and_every_block_has_a_title():
     a, b = to_json(frames(kernel="v2")), to_json(frames(kernel="v2"))
     assert a == b
-    for f in frames():
+    for f in frames() + frames(kernel="v2", block_size=8, seq_len=40, partition_size=16,
+                                head_size=8):
         root = ET.fromstring(f["svg"])
         assert root.get("viewBox").startswith("0 0 400 ")
+        # 11 px on a phone, where the picture is about 330 px wide.
+        assert min(float(t.get("font-size")) for t in root.iter(f"{SVG}text")) >= 11 * 400 / 330
         for rect in root.iter(f"{SVG}rect"):
             style = rect.get("style")
             assert "var(--vsb-" in style

@@ -52,14 +52,24 @@ def test_default_scenario_is_short_and_three_frames_per_engine_step():
 
 def test_the_docs_step_links_land_where_the_text_says():
     fr = frames()
+    assert "allocates blocks 7 and 6 for A and block 5 for B" in fr[1]["narration"]
     assert "allocates physical block 7 for A (logical block 0), physical block 6 for A " \
-           "(logical block 1), physical block 5 for B" in fr[1]["narration"]
+           "(logical block 1), physical block 5 for B" in " ".join(fr[1]["details"])
     assert "broadcasts the block tables to both GPUs" in fr[1]["narration"]
     assert "A positions 0-5 into blocks 7, 6; B positions 0-2 into block 5" in fr[2]["narration"]
     assert "equals the one-GPU result" in fr[3]["narration"]
-    assert "physical block 4 for B (logical block 1)" in fr[7]["narration"]
+    assert "allocates block 4 for B" in fr[7]["narration"]
+    assert "physical block 4 for B (logical block 1)" in " ".join(fr[7]["details"])
     assert "B position 4 into block 4 slot 0" in fr[8]["narration"]
     assert "rank 0 frees physical blocks 7, 6, 3, 5, 4" in fr[12]["narration"]
+    # One name per step: the counter's, the picture's heading and the narration's.
+    assert [f["label"] for f in fr] == ["start"] + [
+        f"engine step {k}, {phase}" for k in (1, 2, 3, 4)
+        for phase in ("schedule", "attention", "MLP")]
+    for f in fr:
+        assert ET.fromstring(f["svg"]).find(f"{SVG}text").text == f["label"]
+        assert f["narration"].lower().startswith(f["label"].lower() + ":")
+        assert len(re.split(r"(?<=[.!?])\s+(?=[A-Z])", f["narration"])) <= 3
 
 
 def test_scenario_is_an_intro_then_three_phases_per_engine_step():
@@ -76,16 +86,24 @@ def test_picture_shows_partials_the_all_reduce_and_the_check():
     fr = frames()
     _, st = page.scenario(values())[1]
     attention, mlp = texts(fr[2]["svg"]), texts(fr[3]["svg"])
+    first = st.results[0]
+    for a in first.sharded.attention:
+        assert short(a.partial) in attention
+    for m in first.sharded.mlp:
+        assert short(m.partial) in mlp
     for r in st.results:
-        for a in r.sharded.attention:
-            assert short(a.partial) in attention
         assert short(r.sharded.attn_all_reduce) in attention
-        for m in r.sharded.mlp:
-            assert short(m.partial) in mlp
         assert short(r.sharded.mlp_all_reduce) in mlp
-        assert short(r.unsharded.output) + " ✓" in mlp
-    assert "all-reduce" in attention and "o_proj partial outputs" in attention
-    assert "down_proj partial outputs" in mlp
+        assert short(r.sharded.output) + " = tp 1 ✓" in mlp
+        assert short(r.unsharded.output) == short(r.sharded.output)
+        # Every partial is in the details, one click away.
+        for a in r.sharded.attention:
+            assert short(a.partial) in " ".join(fr[2]["details"])
+    assert "A all-reduce" in attention and "o_proj partials, A position 5" in attention
+    assert "down_proj partials, A position 5" in mlp
+    # A legend for every mark the frames use.
+    assert "allocated this step" in texts(fr[1]["svg"])
+    assert "K, V written this step" in attention and "request B" in attention
 
 
 def test_broadcast_frame_shows_the_cache_before_the_writes_and_attention_after():
@@ -101,8 +119,9 @@ def test_replication_when_fewer_kv_heads_than_gpus():
     fr = frames(tp=4, kv_heads=2)
     assert "each KV head is replicated on 2 GPUs" in fr[0]["narration"]
     assert "each KV head is replicated on 2 GPUs" in texts(fr[0]["svg"])
-    assert "GPU 0: query heads 0-1, KV head 0; GPU 1: query heads 2-3, KV head 0" \
-        in fr[0]["narration"]
+    assert "a replicated KV head" in texts(fr[0]["svg"])
+    assert ["GPU 0: query heads 0-1, KV head 0.", "GPU 1: query heads 2-3, KV head 0."] \
+        == fr[0]["details"][1:3]
     assert "replicated" not in frames(tp=2, kv_heads=2)[0]["narration"]
     mqa = frames(tp=8, kv_heads=1)
     assert "replicated on 8 GPUs" in mqa[0]["narration"]
@@ -112,8 +131,9 @@ def test_one_gpu_has_no_broadcast_and_no_all_reduce():
     fr = frames(tp=1)
     assert "hands the block tables to its own model runner" in fr[1]["narration"]
     assert "no all-reduce is needed" in fr[2]["narration"]
+    assert "A output" in texts(fr[2]["svg"])
     assert "reference" in fr[3]["narration"]
-    assert "tp = 1" not in texts(fr[3]["svg"])
+    assert "vs tp = 1" not in texts(fr[3]["svg"]) and "✓" not in texts(fr[3]["svg"])
 
 
 # ------------------------------------------------------------------ memory line
@@ -166,10 +186,12 @@ def test_respond_never_echoes_markup():
 def test_frames_are_deterministic_and_drawn_with_the_palette():
     a, b = to_json(frames(tp=8, kv_heads=2)), to_json(frames(tp=8, kv_heads=2))
     assert a == b
-    for f in frames(tp=4):
+    for f in frames(tp=4) + frames(tp=8, kv_heads=1):
         root = ET.fromstring(f["svg"])
         assert root.get("viewBox").startswith("0 0 400 ")
         assert all("var(--vsb-" in r.get("style") for r in root.iter(f"{SVG}rect"))
+        # 11 px on a phone, where the picture is about 330 px wide.
+        assert min(float(t.get("font-size")) for t in root.iter(f"{SVG}text")) >= 11 * 400 / 330
 
 
 def test_largest_trace_stays_small():
