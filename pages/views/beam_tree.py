@@ -73,51 +73,88 @@ def leaf_colors(order: list[int]) -> dict[int, str]:
     return {sid: svg.seq(i + 1) for i, sid in enumerate(order)}
 
 
+NODE_GAP = 12       # between a node and the next column's
+LABEL_GAP = 16      # between the deepest column and a beam's row label
+CHIP = 11
+STRIP = 6           # the beam's colour on the left of a block only it holds
+
+
+def node_words(num: int, ref: int, width: float) -> tuple[str, str]:
+    """A node's two lines, its block number and its ref count, as wide as fit `width`:
+    ("#19", "ref 4"), else ("#19", "\u00d74"), else ("19", "4")."""
+    for top, bottom in ((f"#{num}", f"ref {ref}"), (f"#{num}", f"\u00d7{ref}"),
+                        (str(num), str(ref))):
+        if kv_view.fits(top, width - 4) and kv_view.fits(bottom, width - 4):
+            return top, bottom
+    return str(num), str(ref)
+
+
+def layout(depth_max: int, labels: list[str]) -> tuple[float, float, bool]:
+    """(column width, node width, scores shown): the columns share what the row labels
+    leave; a beam's score is left out of its label (it stays in the candidates and the hover
+    text) when the columns would otherwise be too narrow for "#19" over "ref 4"."""
+    room = kv_view.WIDTH - 2 * kv_view.MARGIN
+    for scores in (True, False):
+        widest = max([kv_view.text_width(t + (" -00.00" if scores else "")) for t in labels]
+                     + [0])
+        label_w = LABEL_GAP + CHIP + 5 + widest
+        col_w = min(80.0, (room - label_w) / max(1, depth_max))
+        if col_w - NODE_GAP >= kv_view.text_width("ref 4") + 6 or not scores:
+            return col_w, col_w - NODE_GAP, scores
+    raise AssertionError("unreachable")
+
+
 def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
-         colors: dict[int, str], labels: dict[int, str]) -> tuple[list[str], float]:
-    """The tree after a step: one node per physical block (its number and ref count), the
-    blocks made in this step outlined, and after the deepest node of every beam its row: a
-    chip in the beam's colour, its label and its cumulative logprob. `depth_max` (the
-    deepest table of the whole trace) fixes the column width, so nodes do not move between
-    steps. With no live beam, the finished beams instead, best first."""
+         colors: dict[int, str], labels: dict[int, str],
+         rows_max: int = 1) -> tuple[list[str], float]:
+    """The tree after a step: one node per physical block (its number over its ref count),
+    the blocks made in this step outlined, and after the deepest column of the trace every
+    beam's row: a chip in the beam's colour, its label and its cumulative logprob.
+    `depth_max` (the deepest table of the whole trace) fixes the columns and `rows_max` (the
+    most live beams at once) the height, so nothing moves between steps. With no live beam,
+    the finished beams instead, best first."""
+    font = kv_view.FONT
     nodes, order = tree(snap)
     bs = snap["block_size"]
-    out = [svg.text(x, y + 12, "Beam tree: each live beam is a path through its blocks",
-                    size=10, fill="muted")]
-    top = y + 20
+    out, dy = kv_view.lines(x, y, "Beam tree: each live beam is a path of blocks; ref n = "
+                                  "the n beams below a block")
+    top = y + dy + 4
+    node_h = 2 * font + 8
+    row_h = node_h + 6
+    height = top - y + max(rows_max, 1) * row_h
     if not nodes:
         finished = [s for r in snap["requests"] for s in r["seqs"]
                     if s["status"].startswith("finished")]
         finished.sort(key=lambda s: -s["cumulative_logprob"])
-        out.append(svg.text(x + 4, top + 14, "No live beams: every block is back in the pool."
-                            if finished else "No beams yet: the prompt has not run.", size=10))
-        yy = top + 18
+        words = ("No live beams: every block is back in the pool." if finished else
+                 "No beams yet: the prompt has not run.")
+        elements, dy = kv_view.lines(x, top, words, fill="fg")
+        out += elements
+        yy = top + dy
         n = snap["requests"][0]["n"] if snap["requests"] else 1
+        lead = round(font * 1.35, 2)
         for i, s in enumerate(finished[:6]):
-            yy += 15
-            out.append(svg.text(x + 4, yy + 10, f"{labels.get(s['seq_id'], s['seq_id'])} "
-                                f"finished, cumulative logprob {s['cumulative_logprob']:.2f}"
-                                + (" (returned)" if i < n else ""),
-                                size=10, fill="fg" if i < n else "muted"))
-        return out, yy + 16 - y
-    label_w = 100
-    col_w = min(66.0, (kv_view.WIDTH - 2 * kv_view.MARGIN - label_w) / max(1, depth_max))
-    gap = min(14.0, col_w * 0.25)
-    nw, nh, row_h = col_w - gap, 24, 30
+            name = labels.get(s["seq_id"], str(s["seq_id"]))
+            out.append(svg.text(x, yy + font, f"{name} finished: {s['cumulative_logprob']:.2f}"
+                                + (", returned" if i < n else ""), size=font,
+                                fill="fg" if i < n else "muted"))
+            yy += lead
+        return out, max(height, yy + 4 - y)
+    col_w, nw, scores = layout(depth_max, list(labels.values()))
     row = {sid: i for i, sid in enumerate(order)}
     ys = {}
     for i, node in enumerate(nodes):
         rows = [row[sid] for sid in node.leaves]
-        ys[i] = top + 14 + (min(rows) + max(rows)) / 2 * row_h
+        ys[i] = top + node_h / 2 + (min(rows) + max(rows)) / 2 * row_h
+    edge = "fill:none;stroke:" + svg.color("line") + ";stroke-width:1.5"
     for i, node in enumerate(nodes):
         nx = x + node.depth * col_w
         if node.parent is not None:
             px = x + nodes[node.parent].depth * col_w + nw
             py = ys[node.parent]
-            mid = px + gap / 2
+            mid = px + NODE_GAP / 2
             d = (f"M{svg.num(px)} {svg.num(py)} L{svg.num(mid)} {svg.num(py)} "
                  f"L{svg.num(mid)} {svg.num(ys[i])} L{svg.num(nx)} {svg.num(ys[i])}")
-            edge = "fill:none;stroke:" + svg.color("line") + ";stroke-width:1.5"
             out.append(f"<path{svg.attrs(d=d, style=edge)}/>")
     for i, node in enumerate(nodes):
         nx, ny = x + node.depth * col_w, ys[i]
@@ -125,32 +162,40 @@ def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
         fill = "accent" if shared else colors[node.leaves[0]]
         key = ("gpu", node.block)
         changed = key in h.allocated
-        names = ", ".join(labels[s] for s in node.leaves)
-        tip = (f"GPU block {node.block}: logical block {node.depth} of {names}; "
+        who = ", ".join(labels[s] for s in node.leaves)
+        tip = (f"GPU block {node.block}: logical block {node.depth} of {who}; "
                f"{node.filled} of {bs} slots filled; ref count {node.ref_count}")
         if node.block in h.copied_to and changed:
             tip += f"; copy of block {h.copied_to[node.block]} (copy-on-write)"
-        parts = [svg.rect(nx, ny - nh / 2, nw, nh, fill=fill,
-                          stroke="highlight" if changed else "line",
-                          stroke_width=2.5 if changed else 1),
-                 svg.text(nx + nw / 2, ny - 1.5, f"#{node.block}", size=10, anchor="middle",
-                          fill="bg"),
-                 svg.text(nx + nw / 2, ny + 9.5, f"ref {node.ref_count}", size=9,
-                          anchor="middle", fill="bg")]
+        upper, lower = node_words(node.block, node.ref_count, nw - (0 if shared else STRIP))
+        # A shared block in the accent colour; a beam's own block pale with a strip and an
+        # outline in the beam's colour, so its text reads in either theme.
+        stroke = "highlight" if changed else ("line" if shared else fill)
+        parts = [svg.rect(nx, ny - node_h / 2, nw, node_h, fill=fill if shared else "panel",
+                          stroke=stroke, stroke_width=3 if changed else (1 if shared else 2))]
+        cx, ink = nx + nw / 2, "bg" if shared else "fg"
+        if not shared:
+            parts.append(svg.rect(nx + 1.5, ny - node_h / 2 + 1.5, STRIP - 1.5, node_h - 3,
+                                  fill=fill, rx=1))
+            cx += STRIP / 2
+        parts += [svg.text(cx, ny - 2, upper, size=font, anchor="middle", fill=ink),
+                  svg.text(cx, ny + font - 1, lower, size=font, anchor="middle", fill=ink)]
         out.append(svg.group(parts, tip=tip))
-    lx = x + (max(n.depth for n in nodes) + 1) * col_w - gap + 18
+    lx = x + depth_max * col_w - NODE_GAP + LABEL_GAP
     cum = {s["seq_id"]: s["cumulative_logprob"] for s in live_beams(snap)}
     last = {sid: i for i, node in enumerate(nodes) for sid in node.leaves}   # deepest wins
     for sid in order:
-        ly = top + 14 + row[sid] * row_h
+        ly = top + node_h / 2 + row[sid] * row_h
         node = nodes[last[sid]]
         px, py = x + node.depth * col_w + nw, ys[last[sid]]
-        mid = px + 6
+        mid = px + 5
         d = (f"M{svg.num(px)} {svg.num(py)} L{svg.num(mid)} {svg.num(py)} "
              f"L{svg.num(mid)} {svg.num(ly)} L{svg.num(lx - 3)} {svg.num(ly)}")
-        stub = "fill:none;stroke:" + svg.color(colors[sid]) + ";stroke-width:1.5"
-        out.append(f"<path{svg.attrs(d=d, style=stub)}/>")
-        out.append(svg.rect(lx, ly - 5, 10, 10, fill=colors[sid], rx=1))
-        out.append(svg.text(lx + 14, ly + 4, f"{labels[sid]} {cum[sid]:.2f}", size=10,
-                            tip=f"{labels[sid]}: cumulative logprob {cum[sid]:.4f}"))
-    return out, 20 + len(order) * row_h + 2
+        stub = "fill:none;stroke:" + svg.color(colors[sid]) + ";stroke-width:2"
+        words = f"{labels[sid]} {cum[sid]:.2f}" if scores else labels[sid]
+        out.append(svg.group(
+            [f"<path{svg.attrs(d=d, style=stub)}/>",
+             svg.rect(lx, ly - CHIP / 2, CHIP, CHIP, fill=colors[sid], rx=1),
+             svg.text(lx + CHIP + 5, ly + font / 2 - 1, words, size=font)],
+            tip=f"{labels[sid]}: cumulative logprob {cum[sid]:.4f}"))
+    return out, height

@@ -4,7 +4,7 @@ parallel sampling page, panel (b) beam search on the beam search page, with the 
 says how the numbers were measured."""
 from __future__ import annotations
 
-from pages.views import chart, svg
+from pages.views import chart, kv_view, svg
 from sim.studies.sharing import (
     CALIBRATION_GRID,
     CALIBRATION_REQUESTS,
@@ -16,10 +16,36 @@ from sim.studies.sharing import (
     PAPER_FIG15,
 )
 
+# The panels are 400 units wide and keep every text at FONT (13.5 units) or more, so a phone
+# (which draws them about 330 px wide) shows no text under 11 px.
+WIDTH = 400
+FONT = kv_view.FONT
+SCALE = FONT / 10           # chart.plot's tick labels are 10 units at font_scale 1
+
 # The table under the plot: (heading, right edge). Paper and simulation side by side, then
-# the gap between them, then the saving at peak; every cell fits 400 units at 10-unit text.
+# the gap between them, then the saving at peak; every cell fits 400 units at FONT.
 COLUMNS = (("k", 24), ("paper", 104), ("sim, avg", 188), ("sim \u2212 paper", 290),
-           ("sim, peak", 380))
+           ("sim, peak", 384))
+
+
+def _legend(x: float, y: float, series: list) -> tuple[list[str], float]:
+    """The series' names under the plot, each after a sample of its line and marker."""
+    out = []
+    lead = round(FONT * 1.45, 2)
+    for i, s in enumerate(series):
+        yy = y + i * lead
+        cy = yy + FONT / 2 - 4
+        if s.kind in ("line", "both"):
+            style = (f"stroke:{svg.color(s.color)};stroke-width:2"
+                     + (";stroke-dasharray:6 4" if s.dashed else ""))
+            out.append(f"<line{svg.attrs(x1=x, y1=cy, x2=x + 26, y2=cy, style=style)}/>")
+        if s.marker == "square":
+            out.append(svg.rect(x + 9, cy - 4, 8, 8, fill=s.color, rx=1))
+        else:
+            out.append(f"<circle{svg.attrs(cx=x + 13, cy=cy, r=4.5)}"
+                       f" style=\"fill:{svg.color(s.color)}\"></circle>")
+        out.append(svg.text(x + 34, yy + FONT - 3, s.name, size=FONT))
+    return out, len(series) * lead
 
 
 def panel(mode: str, results: dict) -> str:
@@ -44,29 +70,38 @@ def panel(mode: str, results: dict) -> str:
     ]
     top = max(y for s in series for _, y in s.points)
     ceiling = 10 * (int(top // 10) + 1)
-    width, plot_h = 400, 250
-    body = chart.plot(0, 0, width, plot_h, series,
-                      x=chart.Axis(symbol, lo=1, hi=7, fmt=lambda t: str(int(t))),
-                      y=chart.Axis("memory saving (%)", lo=0, hi=ceiling,
-                                  fmt=lambda t: f"{t:.0f}"),
-                      title=f"Fig. 15 {letter}: {what}")
+    # The title over the plot, wrapped (chart.plot would centre it on one line).
+    body, dy = kv_view.lines(2, 0, f"Fig. 15 {letter}: {what}", fill="fg",
+                             size=kv_view.HEADING, right=WIDTH - 2)
+    plot_h = 280
+    body += chart.plot(0, dy - 18, WIDTH, plot_h, series,
+                       x=chart.Axis(symbol, lo=1, hi=7, fmt=lambda t: str(int(t))),
+                       y=chart.Axis("memory saving (%)", lo=0, hi=ceiling,
+                                    fmt=lambda t: f"{t:.0f}"),
+                       legend=False, font_scale=SCALE)
+    y = dy - 18 + plot_h + 6
+    elements, dy = _legend(chart.PAD_LEFT * SCALE, y, series)
+    body += elements
+    y += dy + 4
     # The numbers, in columns (SVG collapses runs of spaces, so one text per cell).
     columns = ((symbol, COLUMNS[0][1]),) + COLUMNS[1:]
-    y = plot_h + 6
+    lead = round(FONT * 1.4, 2)
     for head, cx in columns:
-        body.append(svg.text(cx, y + 10, head, size=10, fill="muted", anchor="end"))
+        body.append(svg.text(cx, y + FONT, head, size=FONT, fill="muted", anchor="end"))
     for w, (_, a), (_, p), (_, t) in zip(widths, avg, peak, theirs):
-        y += 15
+        y += lead
         gap = f"{a - t:+.1f}".replace("-", "\u2212")
         cells = (str(w), f"{t:.2f}%", f"{a:.1f}%", f"{gap} points", f"{p:.1f}%")
         for text, (_, cx) in zip(cells, columns):
-            body.append(svg.text(cx, y + 10, text, size=10, anchor="end"))
+            body.append(svg.text(cx, y + FONT, text, size=FONT, anchor="end"))
+    y += lead
     if mode == "beam":
-        y += 17
-        body.append(svg.text(2, y + 10, "sim: stand-in model with a top-token margin of "
-                             f"{FIG15_BEAM_TOP_MARGIN:g} nats, calibrated once for all k",
-                             size=10, fill="muted"))
-    return svg.document(width, y + 18, body,
+        elements, dy = kv_view.lines(2, y + 2, "sim: stand-in model with a top-token margin of "
+                                     f"{FIG15_BEAM_TOP_MARGIN:g} nats, calibrated once for "
+                                     "all k", right=WIDTH - 2)
+        body += elements
+        y += dy + 2
+    return svg.document(WIDTH, y + 6, body,
                         label=f"Memory saving from sharing KV blocks, {what}: simulation "
                               "beside the paper's Fig. 15")
 

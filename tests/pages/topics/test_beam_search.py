@@ -26,23 +26,78 @@ GRID = [values(), values(seed=3), values(seed=11, k=6, prompt_len=5, output_len=
         values(k=5, block_size=8, prompt_len=16, output_len=16, seed=2)]
 
 
+def sentences(text: str) -> int:
+    return len(re.findall(r"[.!?](?:\s|$)", text))
+
+
 def test_default_trace_tells_the_story():
     frames = run(W, W.defaults())
     assert len(frames) == 9                    # before + 8 iterations: under twenty
+    assert [f["label"] for f in frames] == ["start"] + [f"iteration {i}" for i in range(8)]
     text = [f["narration"] for f in frames]
-    assert "takes the best 2k = 8 continuations of the prompt sequence" in text[1]
-    assert "4 are kept (A.1, A.2, A.3 and A.4 from A.0)" in text[1]
-    assert "block 19 has 4, block 18 has 4" in text[1]
-    assert "A.0 is not kept and is freed after the forks. Every block it held" in text[1]
-    # Iteration 1: three copies of block 18, two beams gone, two blocks freed.
-    assert "A.3 writes into shared block 18: copy-on-write to block 15" in text[2]
-    assert "A.11 from A.3" in text[2]
-    assert "Their last beam gone, blocks 18 and 16 reach ref count 0." in text[2]
-    # Iteration 4: a beam with no candidate among the best 2k.
-    assert "A.19 had no candidate among the best 2k, so it is dropped at once" in text[5]
-    assert "15, 12" in text[5]
-    assert "With n = 1, vLLM returns the best finished beam" in text[-1]
-    assert "No live beams: every block is back in the pool." in frames[-1]["svg"]
+    assert text[1] == ("Iteration 0: A's 6-token prompt runs once, as A.0, into blocks 19 and "
+                       "18; its best 8 next tokens are the candidates. The best 4 become A.1, "
+                       "A.2, A.3 and A.4, forked from A.0; then A.0 itself is freed. Blocks 19 "
+                       "and 18 now have ref count 4: sharing saves 6 of 8 blocks (75%).")
+    # Iteration 1: the selection, then the forks, then the frees, then the blocks that went.
+    assert text[2] == ("Iteration 1: The best 4 of the 8 candidates come from A.1 (3) and A.3 "
+                       "(1), none from A.2 or A.4. A.8 and A.9 fork from A.1, A.11 from A.3, "
+                       "A.1 continues itself; then A.2, A.3 and A.4 are freed. Blocks 18 and 16 "
+                       "lose their last beam and return to the pool (16 was A.2's copy from "
+                       "this iteration); sharing saves 5 of 8 blocks (62%).")
+    # Iteration 4: a beam with no candidate among the best 2k goes first.
+    assert "A.19, with no candidate at all, is dropped first; A.20 and A.21 fork" in text[5]
+    assert "Blocks 15, 12 and 16 lose their last beam" in text[5]
+    assert ("with n = 1, vLLM returns the best, A.33 (cumulative logprob -5.87)") in text[-1]
+    for t in text:
+        assert sentences(t) <= 3, t
+    # The full account, in the engine's order: copies, selection, forks, frees.
+    d = frames[2]["details"]
+    order = [next(i for i, line in enumerate(d) if line.startswith(head)) for head in (
+        "A.3 writes into shared block 18: copy-on-write to block 15",
+        "The sampler takes the best 2k = 8",
+        "A.8 and A.9 fork from A.1, sharing blocks 19 and 17.",
+        "A.2, A.3 and A.4 are not kept and are freed after the forks.",
+        "Their last beam gone, blocks 18 and 16 reach ref count 0")]
+    assert order == sorted(order)
+    assert "A.11 from A.3" in d[order[1]]
+    assert "Ref count = live beams below in the tree: block 19 has 4, block 17 has 3." in d
+    d = frames[5]["details"]
+    assert ("A.19 had no candidate among the best 2k, so it is dropped at once, before any fork; "
+            "blocks 15 and 12 go back to the free list.") in d
+    assert "With n = 1, vLLM returns the best finished beam, A.33 (cumulative logprob -5.87)." \
+        in frames[-1]["details"]
+    assert ">No live beams: every block is back in the" in frames[-1]["svg"]   # (wrapped)
+
+
+def test_the_picture_names_the_step_and_explains_its_marks():
+    frames = run(W, W.defaults())
+    assert "Start (before the first iteration)</text>" in frames[0]["svg"]
+    assert "Iteration 4 (decode)</text>" in frames[5]["svg"]
+    # The first frame shows the prompt in its blocks and what each iteration will do.
+    assert "The prompt&#39;s 6 tokens in 2 blocks of 4:" in frames[0]["svg"]
+    for frame in frames:
+        svg = frame["svg"]
+        assert "Key:</text>" in svg and "new this step</text>" in svg
+        assert "freed this step</text>" in svg and "shared by several tables</text>" in svg
+        assert min(float(f) for f in re.findall(r'font-size="([\d.]+)"', svg)) >= 13.5
+    for frame in frames[1:]:
+        assert ">2k = 8 candidates, best first: kept in their<" in frame["svg"]
+        assert "pruned dashed</text>" in frame["svg"]
+    # Every live beam keeps its name in the tree, on a phone too: labels end inside 400 units.
+    for step, frame in zip(W.scenario(W.defaults())[1:-1], frames[1:-1]):
+        names = re.findall(r">(A\.\d+) -?\d+\.\d\d</text>", frame["svg"])
+        assert sorted(names) == sorted(f"A.{s['seq_id']}" for s in live_beams(step.snapshot))
+
+
+@pytest.mark.parametrize("v", [values(k=2), values(output_len=1), values(output_len=2),
+                               values(k=6, prompt_len=5, output_len=9, seed=11)])
+def test_grammar_and_length_across_settings(v):
+    for frame in run(W, v):
+        assert sentences(frame["narration"]) <= 3, frame["narration"]
+        words = frame["narration"] + " ".join(frame["details"])
+        for slip in ("1 blocks", "All 2 ", "all 2 ", "1 kept candidates", "a 8-", "an 6-"):
+            assert not re.search(rf"(?<![\d.]){slip}", words), slip
 
 
 @pytest.mark.parametrize("v", GRID)
@@ -165,8 +220,9 @@ def test_fig15_panel_puts_paper_and_sim_side_by_side():
         row = text[head + 5 * (i + 1):head + 5 * (i + 2)]
         gap = f"{50 - paper:+.1f}".replace("-", "\u2212")
         assert row == [str(w), f"{paper:.2f}%", "50.0%", f"{gap} points", "40.0%"]
-    assert text[-1] == (f"sim: stand-in model with a top-token margin of "
-                        f"{FIG15_BEAM_TOP_MARGIN:g} nats, calibrated once for all k")
+    note = " ".join(text[text.index("sim, peak") + 16:])     # after the three rows, wrapped
+    assert note == (f"sim: stand-in model with a top-token margin of "
+                    f"{FIG15_BEAM_TOP_MARGIN:g} nats, calibrated once for all k")
     assert_readable(svg)
     # Panel (a), parallel sampling, has the same table and the same limits.
     par = fig15.panel("parallel", {w: SharingResult("parallel", w, 10, 10, 90, 100, 9, 10)
@@ -179,16 +235,16 @@ def test_fig15_panel_puts_paper_and_sim_side_by_side():
 
 
 def assert_readable(svg: str) -> None:
-    """Readable at 400 units wide: no text under 10 units, none past either edge."""
+    """Readable on a phone: 400 units wide (about 330 px there), no text under 13.5 units
+    (11 px), none past either edge (monospace: a character is 0.61 of its size)."""
     assert 'viewBox="0 0 400 ' in svg
-    assert min(float(f) for f in re.findall(r'font-size="([\d.]+)"', svg)) >= 10
-    # (Width of a text estimated at 0.45 of its size per character, about Helvetica's mean.)
+    assert min(float(f) for f in re.findall(r'font-size="([\d.]+)"', svg)) >= 13.5
     for tag, words in re.findall(r"(<text [^>]*>)([^<]*)<", svg):
         if "rotate(" in tag:
             continue                                    # the y axis title, along the axis
         x, size, anchor = (re.search(f'{name}="([^"]+)"', tag).group(1)
                            for name in ("x", "font-size", "text-anchor"))
-        width = 0.45 * float(size) * len(words)
+        width = 0.61 * float(size) * len(words.replace("&#39;", "'"))
         left = {"start": float(x), "middle": float(x) - width / 2, "end": float(x) - width}[anchor]
         assert 0 <= left and left + width <= 400, words
 
