@@ -180,6 +180,8 @@ class Widget:
     meta: Callable[[Any, Any], dict[str, Any]] | None = None
     check: Callable[[dict[str, Any]], dict[str, str]] | None = None
     summary: str = ""
+    # One line for instructors: what a learner can do after stepping through it.
+    goal: str = ""
     names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

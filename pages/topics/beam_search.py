@@ -511,6 +511,8 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="beam-search",
+    goal=('Follow k beams as a tree of shared blocks: which candidates survive, what is forked, '
+          'what is freed.'),
     title="Beam search: k beams share their history as a tree of blocks",
     summary="Each step the beams propose 2k candidates and the best k are kept. The tree "
             "shows each live beam as a path through its blocks; shared blocks are one node "

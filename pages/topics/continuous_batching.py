@@ -757,6 +757,8 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="continuous-batching",
+    goal=('Compare static and iteration-level batching slot by slot, and measure what the refill '
+          'buys in latency and utilisation.'),
     title="Static vs continuous batching, iteration by iteration",
     summary="Rows are batch slots, columns are iterations. Static batching keeps a finished "
             "request's slot idle until its batch ends; vLLM refills it at the next iteration.",

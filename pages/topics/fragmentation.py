@@ -516,6 +516,8 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGET = Widget(
     id="fragmentation",
+    goal=('Tell reserved slots, internal and external fragmentation apart, and see why paging '
+          "leaves only the last block's tail unused."),
     title="One request stream, four memory policies",
     summary="Each bar is the same KV pool in address order. Orca reserves one contiguous "
             "chunk per request on a buddy allocator; vLLM allocates 16-token blocks (here "

@@ -313,6 +313,8 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
 
 GROWTH = Widget(
     id="kv-growth",
+    goal=('Explain why each new token adds one key and one value per layer and KV head, and what '
+          'the cache saves against recomputing the prefix.'),
     title="One sequence filling its KV cache",
     summary="Each step appends one token's K and V in every layer and KV head; the chart "
             "compares the attention work with the cache and without it.",
@@ -567,6 +569,8 @@ def cost_view(n: dict, ctx: Context) -> svg.Figure:
 
 COST = Widget(
     id="kv-cost",
+    goal=("Compute a model's KV bytes per token and how many tokens and sequences fit on a GPU "
+          'after the weights.'),
     title="What the KV cache costs",
     summary="Bytes per token from the model's shape, and how many tokens fit after the "
             "weights by vLLM's start-up formula.",

@@ -205,6 +205,8 @@ def v1_fits(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="paged-attention",
+    goal=('Map each token to a slot through the block table, and say why a new block appears '
+          'exactly when the last one is full.'),
     title="Block tables and physical blocks, step by step",
     summary="Requests are prefilled, then decode one token per step. Each slot shows the "
             "position of the token whose key and value it holds. Switch the engine to see "

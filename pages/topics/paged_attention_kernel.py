@@ -584,6 +584,8 @@ def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
+    goal=('Walk the PagedAttention kernel block by block and show it computes the same attention '
+          'as a contiguous cache.'),
     title="Paged attention, block by block",
     summary="One query attends over keys and values scattered in physical blocks.",
     params=(

@@ -382,6 +382,8 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="parallel-sampling",
+    goal=("Show how n samples share the prompt's blocks and why exactly best_of - 1 copies are "
+          'made.'),
     title="Parallel sampling: n samples share one prompt's blocks",
     summary="One request, n samples. Shared blocks are drawn in one colour with their "
             "reference count; each sample's own blocks in its colour. The pool has room for "

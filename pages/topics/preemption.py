@@ -577,6 +577,8 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="preemption",
+    goal=('Predict which request is preempted when blocks run out, and trace a swap round trip or'
+          ' a recompute back to intact tokens.'),
     title="Preemption: swap out, swap in, or recompute",
     summary="The GPU runs out of blocks mid-batch: the tail of running is preempted. Arrows "
             "show blocks copied between the GPU and the CPU swap space. Switch the engine to "

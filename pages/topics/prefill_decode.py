@@ -576,6 +576,8 @@ def check(values: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="prefill-decode",
+    goal=('Place prefill and decode on the roofline and find the batch size where decoding stops '
+          'being memory-bound.'),
     title="Prefill and decode on the roofline",
     summary="One request's prefill, then decode steps with growing batches until one turns "
             "compute-bound, then a longer prompt: each step's FLOPs and bytes, its predicted "

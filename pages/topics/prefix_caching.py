@@ -791,6 +791,8 @@ WIDGET_PARAMS = (
 
 WIDGETS = (Widget(
     id="prefix-caching",
+    goal=('Trace a prefix-cache hit through block hashes, touch and the free queue, and predict '
+          'which cached block is evicted first.'),
     title="Prefix caching in vLLM V1, block by block",
     summary="The design docs' example as vLLM v0.25.1 runs it: hashes of full blocks, hits "
             "that touch cached blocks, and the free queue that decides what is evicted.",

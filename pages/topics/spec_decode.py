@@ -388,6 +388,8 @@ def details(step: Step, ctx: SpecContext) -> list[str]:
 
 WIDGETS = (Widget(
     id="spec-decode",
+    goal=('Explain why draft tokens need slots ahead of time and what a rejected draft costs in '
+          'memory and steps.'),
     title="Speculative decoding: draft slots, kept and rejected",
     summary="Each square is a KV slot. Drafts get slots before the model checks them; "
             "rejected drafts' slots are written again by the next step.",

@@ -599,6 +599,8 @@ GPU_CHOICES = tuple((gid, g.name) for gid, g in GPUS.items())
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
+    goal=("Explain how one scheduler's block tables serve every GPU, each holding its own heads' "
+          'slice of the KV cache.'),
     title="Tensor parallelism: one layer on several GPUs",
     summary="Rank 0 schedules and broadcasts block tables; each GPU keeps its heads' slice "
             "of every block; all-reduces combine the partial outputs.",

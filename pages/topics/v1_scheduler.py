@@ -602,6 +602,8 @@ def details(pair: Pair, ctx: SchedContext) -> list[str]:
 
 WIDGETS = (Widget(
     id="v1-scheduler",
+    goal=("Contrast v0.5.5's prefill-only steps with V1's one token budget, and read time to "
+          'first token and between tokens off the two schedules.'),
     title="One token budget: v0.5.5 and V1 on the same requests",
     summary="Each bar is one step's token budget: solid cells are decode tokens, light "
             "ones prompt (prefill) tokens. v0.5.5 runs prompts and decodes in separate "
