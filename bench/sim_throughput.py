@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.core.config import CacheConfig, SchedulerConfig  # noqa: E402
 from sim.core.engine import LLMEngine  # noqa: E402
+from sim.core.sequence import SamplingParams  # noqa: E402
 from sim.events import Preempted  # noqa: E402
 from sim.perf.hardware import num_cpu_blocks  # noqa: E402
 from sim.perf.models import cache_block_size, get_model  # noqa: E402
-from sim.core.sequence import SamplingParams  # noqa: E402
 from sim.studies.workload import make_workload  # noqa: E402
 from sim.v1.config import CacheConfig as V1CacheConfig  # noqa: E402
 from sim.v1.config import SchedulerConfig as V1SchedulerConfig  # noqa: E402

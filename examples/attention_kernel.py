@@ -2,9 +2,15 @@
 (contiguous) softmax attention: the widget's default scenario."""
 import random
 
-from sim.perf.attention import (contiguous_attention, gather_kv, paged_attention_v1,
-                                paged_attention_v1_trace, paged_attention_v2,
-                                random_paged_attention_inputs, use_v1)
+from sim.perf.attention import (
+    contiguous_attention,
+    gather_kv,
+    paged_attention_v1,
+    paged_attention_v1_trace,
+    paged_attention_v2,
+    random_paged_attention_inputs,
+    use_v1,
+)
 from sim.perf.kernel_walk import walk_kernel
 
 # 13 tokens in blocks of 4, two query heads sharing one KV head, head size 4.

@@ -1,7 +1,7 @@
 """The KV cache page from Python: one sequence's cache growing, and what a token costs."""
 from sim.perf.hardware import get_gpu, memory_profile
-from sim.studies.kv_growth import generate, tiny_model, totals
 from sim.perf.models import get_model, kv_bytes_per_token
+from sim.studies.kv_growth import generate, tiny_model, totals
 
 # One sequence: a 4-token prompt, 12 new tokens, on a 2-layer model with 2 KV heads.
 model = tiny_model(num_layers=2, num_kv_heads=2, queries_per_kv_head=2, head_size=16)

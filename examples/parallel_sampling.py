@@ -1,8 +1,8 @@
 """Parallel sampling from Python: the paper's Fig. 8, then the saving on a small workload."""
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
-from sim.events import CopyOnWrite, Forked
 from sim.core.sequence import SamplingParams
+from sim.events import CopyOnWrite, Forked
 from sim.studies.sharing import alpaca_requests, measure
 
 # Two samples of a 7-token prompt, blocks of 4; hand out blocks 7, 1, 3, 2 first (Fig. 8).

@@ -3,8 +3,15 @@ measurements. Run from a checkout: python examples/prefill_decode.py"""
 import json
 from pathlib import Path
 
-from sim.perf.cost import (Roofline, compare_with_measurements, decode_compute_bound_batch,
-                           decode_cost, decode_intensity_limit, predict, request_steps)
+from sim.perf.cost import (
+    Roofline,
+    compare_with_measurements,
+    decode_compute_bound_batch,
+    decode_cost,
+    decode_intensity_limit,
+    predict,
+    request_steps,
+)
 from sim.perf.models import get_model
 
 model = get_model("llama-3-8b")

@@ -1,9 +1,9 @@
 """Using sim from Python: a scenario, the engine loop, the events and a snapshot."""
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
-from sim.events import CopyOnWrite, Preempted
 from sim.core.invariants import check_engine
 from sim.core.sequence import SamplingParams
+from sim.events import CopyOnWrite, Preempted
 
 engine = LLMEngine(
     CacheConfig(block_size=4, num_gpu_blocks=10, num_cpu_blocks=10),  # vLLM's CacheConfig

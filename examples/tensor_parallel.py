@@ -5,10 +5,14 @@ the widget's run, an engine's block tables driving the sharded layer step by ste
 import random
 
 from sim.core.block_manager import BlockSpaceManager
-from sim.perf.models import get_model
 from sim.core.sequence import SamplingParams, Sequence, SequenceGroup
-from sim.perf.tensor_parallel import (TensorParallelGroup, partition_heads, per_rank_cache,
-                                      random_layer_weights)
+from sim.perf.models import get_model
+from sim.perf.tensor_parallel import (
+    TensorParallelGroup,
+    partition_heads,
+    per_rank_cache,
+    random_layer_weights,
+)
 from sim.studies.sharded_layer import run_sharded_layer
 
 # Which heads each of 4 GPUs holds: 8 query heads, 2 KV heads -> each KV head on 2 GPUs.

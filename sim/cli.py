@@ -22,11 +22,20 @@ import sys
 import textwrap
 
 from sim.core.config import CacheConfig, SchedulerConfig
-from sim.events import (Admitted, BlockAllocated, BlockFreed, CopyOnWrite, Forked, Preempted,
-                        PromptIgnored, RequestFinished, SwappedIn, SwappedOut)
+from sim.events import (
+    Admitted,
+    BlockAllocated,
+    BlockFreed,
+    CopyOnWrite,
+    Forked,
+    Preempted,
+    PromptIgnored,
+    RequestFinished,
+    SwappedIn,
+    SwappedOut,
+)
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
-
 
 REQUEST_FORMAT = "ID:PROMPT_LEN:MAX_TOKENS[:key=value...]"
 REQUEST_OPTIONS = {"n": "n", "best_of": "best_of", "beam": "best_of", "arrival": "arrival_step",

@@ -15,8 +15,9 @@ snapshot is the state before it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sim.errors import EngineStopped
 

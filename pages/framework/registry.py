@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pages.framework.widget import Widget
+
 
 @dataclass(frozen=True)
 class Chart:

@@ -70,8 +70,8 @@ def build(root: Path = ROOT) -> tuple[str, bytes]:
         "License: Apache-2.0 (code); CC BY 4.0 (text, pictures and exported frames)\n"
         "Requires-Python: >=3.11\n").encode()
     files[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: vllm-step-by-step (pages/framework/wheel.py)\n"
-        "Root-Is-Purelib: true\nTag: py3-none-any\n").encode()
+        b"Wheel-Version: 1.0\nGenerator: vllm-step-by-step (pages/framework/wheel.py)\n"
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n")
     files[f"{info}/top_level.txt"] = "".join(f"{p}\n" for p in PACKAGES).encode()
     licence = root / "LICENSE"
     if licence.exists():

@@ -20,10 +20,22 @@ from pages.framework.widget import Context, Param, Widget
 from pages.views import chart, fit, svg
 from pages.views.text import a, commas, noun, plural, verb
 from sim.perf.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
-from sim.perf.models import (MODELS, ModelConfig, check_tensor_parallel, dtype_bytes, get_model,
-                             kv_bytes_per_token)
-from sim.studies.kv_growth import (CacheAppended, GrowthStep, KVWritten, TokenSampled, generate,
-                                   tiny_model)
+from sim.perf.models import (
+    MODELS,
+    ModelConfig,
+    check_tensor_parallel,
+    dtype_bytes,
+    get_model,
+    kv_bytes_per_token,
+)
+from sim.studies.kv_growth import (
+    CacheAppended,
+    GrowthStep,
+    KVWritten,
+    TokenSampled,
+    generate,
+    tiny_model,
+)
 
 WIDTH = 400          # the chart of KV bytes against length
 GROWTH_WIDTH = 400   # the growth widget

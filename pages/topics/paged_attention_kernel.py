@@ -22,8 +22,7 @@ from pages.framework.widget import Context, Param, Widget
 from pages.views import chart, fit, svg
 from pages.views.text import f2, noun, plural, span, verb
 from pages.views.vectors import short, vec
-from sim.perf.attention import (PARTITION_SIZE, V1_MAX_SEQ_LEN, random_paged_attention_inputs,
-                                use_v1)
+from sim.perf.attention import PARTITION_SIZE, V1_MAX_SEQ_LEN, random_paged_attention_inputs, use_v1
 from sim.perf.kernel_walk import KernelStep, KernelWalk, walk_kernel
 
 WIDGET_ID = "paged-attention-kernel"

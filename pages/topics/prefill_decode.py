@@ -31,9 +31,16 @@ from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
 from pages.views import chart, fit, svg
 from pages.views.text import commas, noun
-from sim.perf.cost import (Roofline, StepTime, compare_with_measurements, decode_cost,
-                           decode_compute_bound_batch, decode_intensity_limit, predict,
-                           prefill_cost)
+from sim.perf.cost import (
+    Roofline,
+    StepTime,
+    compare_with_measurements,
+    decode_compute_bound_batch,
+    decode_cost,
+    decode_intensity_limit,
+    predict,
+    prefill_cost,
+)
 from sim.perf.hardware import get_gpu, memory_profile
 from sim.perf.models import get_model
 

@@ -22,8 +22,13 @@ from pages.views.text import commas, join, noun, plural, span
 from pages.views.vectors import short
 from sim.perf.hardware import GPUS, get_gpu, memory_profile
 from sim.perf.models import MODELS, get_model, kv_bytes_per_token
-from sim.perf.tensor_parallel import (RankHeads, check_tensor_parallel, num_kv_head_replicas,
-                                      partition_heads, per_rank_cache)
+from sim.perf.tensor_parallel import (
+    RankHeads,
+    check_tensor_parallel,
+    num_kv_head_replicas,
+    partition_heads,
+    per_rank_cache,
+)
 from sim.studies.paper_table_1 import table_1_rows
 from sim.studies.sharded_layer import ShardedStep, run_sharded_layer
 

@@ -8,8 +8,8 @@ hover text, and all text is escaped by pages/views/svg.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from pages.views import svg
 

@@ -3,7 +3,7 @@ agreement, "a"/"an", lists, ranges, line wrapping. Deterministic, so CPython and
 write the same bytes. Every page writes its counts through these (no hand-made plurals)."""
 from __future__ import annotations
 
-from typing import Sized
+from collections.abc import Sized
 
 
 def f2(x: float) -> str:

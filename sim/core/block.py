@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 class Device(enum.Enum):

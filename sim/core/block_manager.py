@@ -8,11 +8,11 @@ itself: the engine's cache engine carries the pairs out, as vLLM's workers do.
 from __future__ import annotations
 
 import enum
-from typing import Sequence as Seq
+from collections.abc import Sequence as Seq
 
 from sim.core.block import BlockAllocator, Device, PhysicalTokenBlock
-from sim.events import BlockAllocated, BlockFreed, CopyOnWrite, Forked, SeqFreed
 from sim.core.sequence import Sequence, SequenceGroup, SequenceStatus
+from sim.events import BlockAllocated, BlockFreed, CopyOnWrite, Forked, SeqFreed
 
 BlockTable = list[PhysicalTokenBlock]
 
@@ -49,7 +49,7 @@ class BlockSpaceManager:
         self.events = events
 
     @classmethod
-    def from_cache_config(cls, cache_config, events: list | None = None) -> "BlockSpaceManager":
+    def from_cache_config(cls, cache_config, events: list | None = None) -> BlockSpaceManager:
         """The block manager a scheduler builds from its CacheConfig."""
         c = cache_config
         return cls(block_size=c.block_size, num_gpu_blocks=c.num_gpu_blocks,

@@ -6,8 +6,8 @@ vLLM's profiling formula.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 PREEMPTION_MODES = (None, "swap", "recompute")
 

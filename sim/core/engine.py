@@ -14,17 +14,15 @@ output processor forks, stops and frees sequences.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from typing import Callable
 
 from sim.core.cache_engine import CacheEngine
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.output_processor import OutputProcessor
 from sim.core.scheduler import Scheduler, SchedulerBase, SchedulerOutputs
+from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
 from sim.core.snapshot import engine_snapshot
-from sim.core.sequence import (SamplingParams, Sequence, SequenceGroup, SequenceStage,
-                               SequenceStatus)
 from sim.events import Aborted, KVWritten, RequestArrived, RequestFinished, fast_event
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled

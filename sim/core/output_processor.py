@@ -7,11 +7,10 @@ reference count of zero and is never handed to someone else in between.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from sim.events import (BeamCandidate, BeamSearchStep, SequenceFinished, TokenSampled,
-                     fast_event)
 from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStatus
+from sim.events import BeamCandidate, BeamSearchStep, SequenceFinished, TokenSampled, fast_event
 from sim.stand_in_model import StandInModel
 
 _SWAPPED = SequenceStatus.SWAPPED   # a module constant: read once per generated token

@@ -168,7 +168,7 @@ class SchedulerBase:
     def get_num_unfinished_seq_groups(self) -> int:
         return len(self.waiting) + len(self.running) + len(self.swapped)
 
-    def schedule(self) -> "SchedulerOutputs":
+    def schedule(self) -> SchedulerOutputs:
         raise NotImplementedError
 
     # -- what the output processor asks ------------------------------------------------
@@ -257,8 +257,8 @@ class Scheduler(SchedulerBase):
                                    prefills, running_scheduled, swapped_in, budget)
 
     def _update_queues(self, remaining_waiting: deque, remaining_running: deque,
-                       remaining_swapped: deque, prefills: "_PrefillOutputs",
-                       running_scheduled: "_RunningOutputs", swapped_in: "_SwappedInOutputs",
+                       remaining_swapped: deque, prefills: _PrefillOutputs,
+                       running_scheduled: _RunningOutputs, swapped_in: _SwappedInOutputs,
                        budget: SchedulingBudget) -> SchedulerOutputs:
         """The end of both policies, as in vLLM: the new queues, then SchedulerOutputs.
         `running` keeps its survivors in order, then this step's newcomers. (Without

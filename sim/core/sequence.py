@@ -22,7 +22,7 @@ class SequenceStatus(enum.IntEnum):
     FINISHED_IGNORED = 6         # prompt can never be scheduled
 
     @staticmethod
-    def is_finished(status: "SequenceStatus") -> bool:
+    def is_finished(status: SequenceStatus) -> bool:
         return status > 2
 
     @property
@@ -147,7 +147,7 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.status > 2    # past SWAPPED
 
-    def fork(self, new_seq_id: int) -> "Sequence":
+    def fork(self, new_seq_id: int) -> Sequence:
         child = Sequence(new_seq_id, self.prompt_token_ids, self.block_size, self.eos_token_id)
         child.output_token_ids = list(self.output_token_ids)
         child.num_tokens = self.num_tokens

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 # vLLM's `_PARTITION_SIZE` for paged attention v2.
 PARTITION_SIZE = 512

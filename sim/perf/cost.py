@@ -31,8 +31,8 @@ gather; all-reduces; launch and scheduling overhead. Overhead can be added as a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sim.perf.hardware import GPU
 from sim.perf.models import ModelConfig, dtype_bytes, kv_bytes_per_token
@@ -50,7 +50,7 @@ class Roofline:
             raise ValueError("peak_flops and memory_bandwidth must be positive")
 
     @classmethod
-    def from_gpu(cls, gpu: GPU) -> "Roofline":
+    def from_gpu(cls, gpu: GPU) -> Roofline:
         return cls(gpu.peak_flops, gpu.memory_bandwidth, gpu.name)
 
     @property

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.perf.attention import (BlockScores, PagedAttentionInputs, PartitionResult,
-                                PartitionsMerged, Softmax, ValueAccumulated,
-                                contiguous_attention, gather_kv, paged_attention_v1_trace,
-                                paged_attention_v2_trace)
+from sim.perf.attention import (
+    BlockScores,
+    PagedAttentionInputs,
+    PartitionResult,
+    PartitionsMerged,
+    Softmax,
+    ValueAccumulated,
+    contiguous_attention,
+    gather_kv,
+    paged_attention_v1_trace,
+    paged_attention_v2_trace,
+)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # Bytes per element. The short names are the ones pages use; the long ones are vLLM's
 # `--dtype` / `--kv-cache-dtype` spellings (`STR_DTYPE_TO_TORCH_DTYPE`). fp8 caches store
 # one byte per element whichever fp8 format is chosen.

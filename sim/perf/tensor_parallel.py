@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sim.perf.attention import new_kv_cache, paged_attention_v1, write_kv
 from sim.perf.models import check_tensor_parallel, dtype_bytes

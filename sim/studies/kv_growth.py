@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sim.perf.cost import StepCost, step_cost
 from sim.events import KVWritten
+from sim.perf.cost import StepCost, step_cost
 from sim.perf.models import ModelConfig, dtype_bytes, kv_bytes_per_token
 
 SEQ_ID = 0

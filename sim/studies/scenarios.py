@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
 from sim.core.scheduler import Scheduler
-from sim.studies.static_batching import StaticBatchScheduler
 from sim.core.sequence import SamplingParams
-
+from sim.studies.static_batching import StaticBatchScheduler
 
 # The schedulers a scenario (and the command line) may name.
 SCHEDULERS = {"vllm": Scheduler, "static": StaticBatchScheduler}

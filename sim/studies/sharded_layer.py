@@ -16,14 +16,21 @@ token of each request.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sim.core.config import CacheConfig, SchedulerConfig
 from sim.core.engine import LLMEngine
 from sim.core.sequence import SamplingParams
-from sim.events import (Admitted, BlockAllocated, BlockFreed, CopyOnWrite, KVWritten,
-                        RequestFinished, SeqFreed)
+from sim.events import (
+    Admitted,
+    BlockAllocated,
+    BlockFreed,
+    CopyOnWrite,
+    KVWritten,
+    RequestFinished,
+    SeqFreed,
+)
 from sim.perf.tensor_parallel import SeqLayerTrace, TensorParallelGroup, random_layer_weights
 
 

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pages.framework import worker
 from pages.framework.widget import Param, Widget, respond, run, to_json, validate

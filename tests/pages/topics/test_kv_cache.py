@@ -4,11 +4,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pages.topics import kv_cache as page
 from pages.framework.widget import respond, run, to_json, validate
+from pages.topics import kv_cache as page
 from sim.perf.hardware import GiB, get_gpu, memory_profile
-from sim.studies.kv_growth import generate
 from sim.perf.models import get_model, kv_bytes_per_token
+from sim.studies.kv_growth import generate
 
 GROWTH, COST = page.GROWTH, page.COST
 

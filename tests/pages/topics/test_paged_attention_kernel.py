@@ -7,12 +7,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from pages.topics import paged_attention_kernel as page
 from pages.framework.widget import respond, run, to_json, validate
+from pages.topics import paged_attention_kernel as page
 from pages.views.text import f2
 from pages.views.vectors import short, vec
-from sim.perf.attention import (gather_kv, paged_attention_v1_trace,
-                                random_paged_attention_inputs, use_v1)
+from sim.perf.attention import (
+    gather_kv,
+    paged_attention_v1_trace,
+    random_paged_attention_inputs,
+    use_v1,
+)
 
 W = page.WIDGETS[0]
 SVG = "{http://www.w3.org/2000/svg}"

@@ -9,10 +9,16 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from pages.topics import prefill_decode as pd
 from pages.framework.widget import run, to_json, validate
-from sim.perf.cost import (compare_with_measurements, decode_compute_bound_batch, decode_cost,
-                           decode_intensity_limit, predict, prefill_cost)
+from pages.topics import prefill_decode as pd
+from sim.perf.cost import (
+    compare_with_measurements,
+    decode_compute_bound_batch,
+    decode_cost,
+    decode_intensity_limit,
+    predict,
+    prefill_cost,
+)
 from sim.perf.models import get_model
 
 ROOT = Path(__file__).resolve().parents[3]

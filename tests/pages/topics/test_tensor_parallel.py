@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pages.topics import tensor_parallel as page
 from pages.framework.widget import respond, run, to_json, validate
+from pages.topics import tensor_parallel as page
 from pages.views.vectors import short
 from sim.perf.hardware import GiB, get_gpu, memory_profile
 from sim.perf.models import MODELS, get_model, kv_bytes_per_token

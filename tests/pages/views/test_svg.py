@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pages.views import svg
 

@@ -17,7 +17,7 @@ def test_wrap_keeps_words_whole_and_lines_short():
 
 
 def test_agreement_helpers():
-    from pages.views.text import a, commas, join, noun, verb
+    from pages.views.text import commas, join, noun, verb
     assert plural(2, "copy", "copies") == "2 copies" and plural(1, "copy", "copies") == "1 copy"
     assert noun(1, "block") == "block" and noun(["a", "b"], "block") == "blocks"
     assert verb(["A"], "is", "are") == "is" and verb(2, "waits", "wait") == "wait"

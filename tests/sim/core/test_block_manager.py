@@ -1,10 +1,9 @@
 import pytest
+from helpers import make_group
 
 from sim.core.block import Device
 from sim.core.block_manager import AllocStatus, BlockSpaceManager
 from sim.core.sequence import SequenceStatus
-
-from helpers import make_group
 
 
 def admit(bm, group):

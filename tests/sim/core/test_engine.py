@@ -1,15 +1,14 @@
 import json
 
 import pytest
+from helpers import engine, run_checked
 
 from sim.core.config import CacheConfig
 from sim.core.engine import LLMEngine
-from sim.events import Aborted, KVWritten, RequestArrived, event_to_dict
 from sim.core.invariants import check_engine
-from sim.studies.scenarios import SCENARIOS, get_scenario
 from sim.core.sequence import SamplingParams
-
-from helpers import engine, run_checked
+from sim.events import Aborted, KVWritten, RequestArrived, event_to_dict
+from sim.studies.scenarios import SCENARIOS, get_scenario
 
 
 def trace(scenario_name):

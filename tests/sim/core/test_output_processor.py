@@ -1,12 +1,11 @@
 """Parallel sampling and beam search (VLLM.md section 5)."""
 import pytest
+from helpers import engine, run_checked
 
-from sim.events import BeamSearchStep, CopyOnWrite, Forked, SeqFreed
+from sim.core.invariants import check_engine
 from sim.core.output_processor import check_stop
 from sim.core.sequence import SamplingParams, Sequence, SequenceStatus
-
-from helpers import engine, run_checked
-from sim.core.invariants import check_engine
+from sim.events import BeamSearchStep, CopyOnWrite, Forked, SeqFreed
 
 
 @pytest.mark.parametrize("best_of", [2, 3, 4, 6])
@@ -89,9 +88,9 @@ def test_beam_ref_counts_equal_live_beams_below_every_block():
 
 
 def test_beam_search_with_eos_keeps_finished_beams():
-    from sim.stand_in_model import StandInModel
-    from sim.core.engine import LLMEngine
     from sim.core.config import CacheConfig
+    from sim.core.engine import LLMEngine
+    from sim.stand_in_model import StandInModel
     eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=96, num_cpu_blocks=0,
                                 watermark=0.0),
                     model=StandInModel(seed=1, eos_prob=0.3))

@@ -1,8 +1,8 @@
 """The PagedAttention paper's worked examples (section 4), block numbers included."""
+from helpers import run_checked, tables
+
 from sim.events import BlockAllocated, BlockFreed, CopyOnWrite, Forked
 from sim.studies.scenarios import get_scenario
-
-from helpers import run_checked, tables
 
 
 def test_fig6_one_request_block_table():

@@ -1,15 +1,13 @@
 """The behaviours of VLLM.md section 4, each on its own."""
 import pytest
+from helpers import engine, events_of, run_checked
 
 from sim.core.config import SchedulerConfig
-from sim.events import Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
 from sim.core.scheduler import SchedulingBudget
-from sim.errors import SwapSpaceError
 from sim.core.sequence import SamplingParams, SequenceStatus
-
+from sim.errors import SwapSpaceError
+from sim.events import Admitted, Preempted, PromptIgnored, SwappedIn, SwappedOut
 from sim.studies.scenarios import get_scenario
-
-from helpers import engine, events_of, run_checked
 
 
 def swap_engine(**cache):

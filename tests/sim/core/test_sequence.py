@@ -1,7 +1,6 @@
 import pytest
 
-from sim.core.sequence import (SamplingParams, Sequence, SequenceGroup, SequenceStage,
-                          SequenceStatus)
+from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
 
 
 def test_finished_statuses_are_those_after_swapped():

@@ -5,14 +5,29 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.perf.attention import (
-    PARTITION_SIZE, AttentionOutput, BlockScores, PartitionResult, PartitionsMerged,
-    Softmax, ValueAccumulated, contiguous_attention, gather_kv, new_kv_cache,
-    paged_attention_v1, paged_attention_v1_trace, paged_attention_v2,
-    paged_attention_v2_trace, random_paged_attention_inputs, records_as_dicts, slot_for,
-    use_v1, write_kv,
+    PARTITION_SIZE,
+    AttentionOutput,
+    BlockScores,
+    PartitionResult,
+    PartitionsMerged,
+    Softmax,
+    ValueAccumulated,
+    contiguous_attention,
+    gather_kv,
+    new_kv_cache,
+    paged_attention_v1,
+    paged_attention_v1_trace,
+    paged_attention_v2,
+    paged_attention_v2_trace,
+    random_paged_attention_inputs,
+    records_as_dicts,
+    slot_for,
+    use_v1,
+    write_kv,
 )
 
 RTOL = 1e-12

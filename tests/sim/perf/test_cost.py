@@ -5,11 +5,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sim.perf.cost import (Roofline, compare_with_measurements, decode_cost,
-                           decode_intensity_limit, model_from_measurements, predict,
-                           prefill_cost, request_steps, step_cost)
+from sim.perf.cost import (
+    Roofline,
+    compare_with_measurements,
+    decode_cost,
+    decode_intensity_limit,
+    model_from_measurements,
+    predict,
+    prefill_cost,
+    request_steps,
+    step_cost,
+)
 from sim.perf.hardware import GPUS, get_gpu
 from sim.perf.models import ModelConfig, get_model
 

@@ -2,11 +2,22 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sim.perf.hardware import (GPU, GPUS, GiB, MiB, activation_bytes, get_gpu, initialize_cache,
-                          memory_profile, num_cpu_blocks, num_gpu_blocks,
-                          raise_if_cache_size_invalid)
+from sim.perf.hardware import (
+    GPU,
+    GPUS,
+    GiB,
+    MiB,
+    activation_bytes,
+    get_gpu,
+    initialize_cache,
+    memory_profile,
+    num_cpu_blocks,
+    num_gpu_blocks,
+    raise_if_cache_size_invalid,
+)
 from sim.perf.models import MODELS, cache_block_size, get_model, kv_bytes_per_token
 
 

@@ -3,9 +3,14 @@ import random
 
 import pytest
 
-from sim.perf.attention import (contiguous_attention, gather_kv, paged_attention_v1,
-                                paged_attention_v1_trace, paged_attention_v2_trace,
-                                random_paged_attention_inputs)
+from sim.perf.attention import (
+    contiguous_attention,
+    gather_kv,
+    paged_attention_v1,
+    paged_attention_v1_trace,
+    paged_attention_v2_trace,
+    random_paged_attention_inputs,
+)
 from sim.perf.kernel_walk import HeadProgress, advance, walk, walk_kernel
 
 

@@ -5,8 +5,15 @@ from pathlib import Path
 import pytest
 
 from sim.perf import tensor_parallel
-from sim.perf.models import (DTYPE_BYTES, MODELS, ModelConfig, cache_block_size, dtype_bytes,
-                        get_model, kv_bytes_per_token)
+from sim.perf.models import (
+    DTYPE_BYTES,
+    MODELS,
+    ModelConfig,
+    cache_block_size,
+    dtype_bytes,
+    get_model,
+    kv_bytes_per_token,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 

@@ -10,11 +10,19 @@ import pytest
 
 from sim.perf.models import MODELS, get_model, kv_bytes_per_token
 from sim.perf.tensor_parallel import (
-    TensorParallelGroup, all_reduce, cache_block_size, check_tensor_parallel,
-    get_num_kv_heads, kv_head_ranks, num_kv_head_replicas, partition_heads, per_rank_cache,
-    random_layer_weights, shard_layer_weights, tensor_parallel_demo,
+    TensorParallelGroup,
+    all_reduce,
+    cache_block_size,
+    check_tensor_parallel,
+    get_num_kv_heads,
+    kv_head_ranks,
+    num_kv_head_replicas,
+    partition_heads,
+    per_rank_cache,
+    random_layer_weights,
+    shard_layer_weights,
+    tensor_parallel_demo,
 )
-
 
 # ------------------------------------------------------------------- head partitioning
 

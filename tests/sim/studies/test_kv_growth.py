@@ -1,10 +1,10 @@
 """sim/studies/kv_growth.py: one sequence's KV cache growing, with and without the cache."""
 import pytest
 
-from sim.perf.cost import step_cost
 from sim.events import KVWritten
-from sim.studies.kv_growth import CacheAppended, TokenSampled, generate, tiny_model, totals
+from sim.perf.cost import step_cost
 from sim.perf.models import kv_bytes_per_token
+from sim.studies.kv_growth import CacheAppended, TokenSampled, generate, tiny_model, totals
 
 
 def test_tiny_model_shape_and_gqa():

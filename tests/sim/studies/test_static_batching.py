@@ -1,8 +1,8 @@
+from helpers import run_checked
+
+from sim.core.sequence import SamplingParams
 from sim.events import Admitted, PromptIgnored
 from sim.studies.scenarios import get_scenario
-from sim.core.sequence import SamplingParams
-
-from helpers import run_checked
 from sim.studies.static_batching import StaticBatchScheduler
 
 

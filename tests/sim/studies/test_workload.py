@@ -5,10 +5,19 @@ import statistics
 import numpy as np
 import pytest
 
-from sim.studies.workload import (ALPACA, SHAREGPT, Dataset, LogNormalLength, RequestSpec,
-                          _clipped_lognormal_mean, _standard_normal, make_workload,
-                          poisson_arrival_steps, requests_from_lengths, sample_lengths)
-
+from sim.studies.workload import (
+    ALPACA,
+    SHAREGPT,
+    Dataset,
+    LogNormalLength,
+    RequestSpec,
+    _clipped_lognormal_mean,
+    _standard_normal,
+    make_workload,
+    poisson_arrival_steps,
+    requests_from_lengths,
+    sample_lengths,
+)
 
 # -- RequestSpec ------------------------------------------------------------------------
 
