@@ -1,42 +1,121 @@
 // The trace player: shows frame i of a list of frames. It knows nothing about vLLM.
 //
-// Contract with pages/framework/markup.py (the HTML) and pages/framework/worker.py (Python):
+// Contract with pages/framework/markup.py (the HTML), pages/framework/hook.py (what the build
+// adds to it) and pages/framework/worker.js + worker.py (Python):
 // - each .vsb-widget has data-widget (id), data-module, data-frames (URL of the default
-//   frames, written at build time) and the first frame inline;
+//   frames, written at build time), data-presets (optional: the frames of the permalinks
+//   the site links to, each {fields, values, href}) and the first frame inline;
 // - a frame is {svg, narration, label?, details?, ...}; the SVG comes from Python, which
 //   escaped every text it placed; narration, label and details are always set as text;
-// - the worker's build(module, id, rawJSON) answers {errors} or {values, frames} as JSON.
+// - the worker's build(module, id, rawJSON) answers {errors} or {values, frames} as JSON;
+// - the player's own <script> carries data-runtime: the runtime manifest (where the
+//   worker and the files it loads are, from the site's root, with content hashes).
 //
 // The URL hash holds "<widget id>.step" (1-based) and "<widget id>.<param>" per widget, so
 // one link restores several widgets on a page. "?embed=<widget id>" shows that widget alone
 // (options: theme=light|dark|auto, controls=full|minimal), and tells the host page its height.
+//
+// One Python per visit: with Material's instant navigation this module runs once, and the
+// worker it starts lives as long as the tab; each new page's widgets are bound on
+// Material's document$ and use the same worker. Python starts on the first sign that it
+// will be needed (a pointer or the focus on a widget's settings, a link with settings of
+// its own) or when the page is idle after its first picture and default steps are ready;
+// a reader who asked the browser to save data gets it only on those signs.
 
-const WORKER_NAME = "vsb-sim";
 const LICENCE = "CC BY 4.0";
 const LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/";
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+const SITE = new URL("../", import.meta.url); // this file is <site>/js/player.js
 
-let workerPromise = null;
+// Python: one worker for the visit. `python.ready` resolves, once Python in it is ready, with
+// {build(module, id, rawJSON) -> Promise of JSON text, ping, boot, ms, steps, why}.
+const python = { started: false, ready: null, resolve: null, reject: null };
+python.ready = new Promise((resolve, reject) => Object.assign(python, { resolve, reject }));
+python.ready.catch(() => {}); // players report a failure themselves
 
-// The PyScript worker, once Python in it has started and answered a ping.
-function pythonWorker() {
-  if (!workerPromise) {
-    workerPromise = new Promise((resolve, reject) => {
-      document.addEventListener("vsb:python-failed", (e) => reject(new Error(e.detail)));
-      const poll = () => {
-        const tag = document.querySelector(`script[type="py"][name="${WORKER_NAME}"]`);
-        if (tag && tag.xworker) {
-          tag.xworker.ready
-            .then(() => tag.xworker.sync.ping())
-            .then(() => resolve(tag.xworker.sync), reject);
-        } else {
-          setTimeout(poll, 50);
-        }
-      };
-      poll();
-    });
+function runtimeManifest() {
+  const tag = document.querySelector("script[data-runtime]");
+  if (!tag) return null;
+  const manifest = JSON.parse(tag.getAttribute("data-runtime"));
+  const abs = (path) => (path ? new URL(path, SITE).href : path);
+  const files = Object.fromEntries(Object.entries(manifest.files).map(([k, v]) => [k, abs(v)]));
+  const urls = ["worker", "pyodide", "python", "snapshot", "app", "delta"];
+  return { ...manifest, files, ...Object.fromEntries(urls.map((k) => [k, abs(manifest[k])])) };
+}
+
+// Start Python (once); `why` says what asked (for the benchmark and the curious).
+function startPython(why) {
+  if (python.started) return python.ready;
+  const config = runtimeManifest();
+  if (!config) return python.ready; // no widget page yet
+  python.started = true;
+  python.why = why;
+  python.page = pageCount; // the page of the visit where it started
+  // ?vsb-boot=fresh starts without the snapshot (bench/page_load.py compares the two).
+  if (new URLSearchParams(location.search).get("vsb-boot") === "fresh") {
+    Object.assign(config, { noSnapshot: true, why: "the address asked for it (vsb-boot=fresh)" });
   }
-  return workerPromise;
+  performance.mark("vsb:python-start");
+  for (const p of players) {
+    if (!p.py && !p.disposed) p.setPython("starting", "The default steps work now; Python is starting in the background for new settings…");
+  }
+  spawnWorker(config, null);
+  return python.ready;
+}
+
+function spawnWorker(config, snapshotFailure) {
+  let worker;
+  try {
+    worker = new Worker(config.worker, { type: "module", name: "vsb-python" });
+  } catch (err) {
+    failPython(err);
+    return;
+  }
+  const calls = new Map();
+  let next = 0;
+  worker.onerror = (event) => {
+    event.preventDefault?.();
+    failPython(new Error(event.message || "the Python worker did not load"));
+  };
+  worker.onmessage = ({ data }) => {
+    if (data.type === "answer") {
+      const call = calls.get(data.id);
+      calls.delete(data.id);
+      if (data.error !== undefined) call?.reject(new Error(data.error));
+      else call?.resolve(data.text);
+    } else if (data.type === "ready") {
+      const why = snapshotFailure ? `the snapshot did not restore: ${snapshotFailure}` : data.why;
+      python.resolve({
+        boot: data.boot, ms: data.ms, steps: data.steps, why,
+        build: (...args) => new Promise((resolve, reject) => {
+          const id = ++next;
+          calls.set(id, { resolve, reject });
+          worker.postMessage({ type: "call", id, args });
+        }),
+        ping: () => Promise.resolve("pong"),
+      });
+    } else if (data.type === "failed" && data.stage === "snapshot" && !snapshotFailure) {
+      worker.terminate(); // and start afresh, without it
+      spawnWorker({ ...config, noSnapshot: true }, data.error);
+    } else if (data.type === "failed") {
+      failPython(new Error(data.error));
+    }
+  };
+  worker.postMessage({ type: "boot", config });
+}
+
+function failPython(err) {
+  python.reject(err);
+  document.dispatchEvent(new CustomEvent("vsb:python-failed", { detail: String(err) }));
+}
+
+// What the status line says once Python answers, with how it started.
+function readyText(py, ownBoot) {
+  const secs = `${(py.ms / 1000).toFixed(1)} s`;
+  let how = py.boot === "snapshot" ? `restored from the build's snapshot in ${secs}`
+    : `started from scratch in ${secs}${py.why ? `: ${py.why}` : ""}`;
+  if (!ownBoot) how = `already running, ${how.replace(/ in [0-9.]+ s/, "")} on an earlier page`;
+  return `Python is ready (${how}): change the settings and press Run.`;
 }
 
 function readHash() {
@@ -82,14 +161,23 @@ class Player {
     this.values = { ...this.defaults };
     this.lastAnswer = null; // the worker's last JSON text, for the tests' byte comparison
     this.request = 0; // numbers the worker calls; only the newest answer is shown
+    this.presets = JSON.parse(root.dataset.presets || "[]");
+    this.page = location.pathname;
+    this.pageCount = pageCount;
     root.vsbPlayer = this;
     this.bind();
+    this.steppingReady = new Promise((resolve) => { this.markStepping = resolve; });
     this.ready = this.start();
   }
 
   async start() {
-    this.setPython("starting", "The default steps work now; Python is starting in the background for new settings…");
+    this.setPython("starting", python.started
+      ? "The default steps work now; Python is starting in the background for new settings…"
+      : "The default steps work now; Python starts when you reach for the settings.");
     const link = this.linkState();
+    const preset = link.params && this.findPreset(link.params);
+    const presetText = preset ? this.fetchPreset(preset) : null; // at once, beside the defaults
+    presetText?.catch(() => {}); // showPreset reports it
     try {
       const response = await fetch(this.root.dataset.frames);
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -98,19 +186,25 @@ class Player {
     } catch (err) {
       this.showNotice(`The default steps could not be loaded (${err.message}).`);
     }
+    if (this.disposed) return;
     this.root.dataset.stepping = "ready";
     performance.mark(`vsb:stepping:${this.id}`); // read by bench/page_load.py
-    await this.applyLink(link);
+    this.markStepping();
+    await this.applyLink(link, presetText);
     let py;
     try {
-      py = await pythonWorker();
+      py = await python.ready;
     } catch (err) {
-      this.setPython("failed", "Python could not start here; the default steps still work.");
+      if (!this.disposed) this.setPython("failed", "Python could not start here; the default steps still work.");
       return;
     }
+    if (this.disposed) return;
     this.py = py;
     if (!performance.getEntriesByName("vsb:python-ready").length) performance.mark("vsb:python-ready");
-    this.setPython("ready", "Python is ready: change the settings and press Run.");
+    performance.mark(`vsb:python-ready:${this.id}`);
+    this.root.dataset.boot = py.boot;
+    this.readyText = readyText(py, python.page === this.pageCount);
+    this.setPython("ready", this.readyText);
     if (this.pendingLink) {
       const pending = this.pendingLink;
       this.pendingLink = null;
@@ -122,23 +216,59 @@ class Player {
     }
   }
 
-  // Show what a link asks for: a step of the default scenario, or (with settings) a new
-  // trace from Python, now or as soon as Python is ready.
-  async applyLink(link) {
+  // Show what a link asks for: a step of the default scenario, a trace the build rendered
+  // for a link the site has (a preset), or (with settings of the reader's own) a new trace
+  // from Python, now or as soon as Python is ready.
+  async applyLink(link, presetText) {
     if (!link.params) {
       if (this.defaultFrames && this.frames !== this.defaultFrames) this.adoptDefaults();
       this.show(this.linkStep(link));
       return;
     }
     this.fillForm(link.params);
+    const preset = this.findPreset(link.params);
+    if (preset && (await this.showPreset(preset, link, presetText))) return;
     if (!this.py) {
       this.pendingLink = link;
+      startPython("link");
       this.setPython("starting", "Starting Python to restore the settings in this link…");
       if (link.bad) this.showNotice(link.bad);
       this.show(0);
       return;
     }
     await this.restoreLink(link);
+  }
+
+  // The preset whose settings are exactly the link's (as the page writes them, or as the
+  // player writes them back: every setting), or undefined.
+  findPreset(params) {
+    const same = (a, b) => Object.keys(a).length === Object.keys(b).length
+      && Object.keys(a).every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+    return this.presets.find((p) => same(p.fields, params) || same(p.values, params));
+  }
+
+  async fetchPreset(preset) {
+    const response = await fetch(new URL(preset.href, new URL(this.root.dataset.frames, location.href)));
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return response.text();
+  }
+
+  // A preset's frames, fetched when its link is followed: the same JSON text Python would
+  // answer, so the page shows exactly what it would show after a call. False if it failed.
+  async showPreset(preset, link, pending) {
+    const mine = ++this.request;
+    let text;
+    try {
+      text = await (pending || this.fetchPreset(preset));
+    } catch {
+      return false;
+    }
+    if (mine !== this.request || this.disposed) return true; // a newer request took over
+    this.lastAnswer = text;
+    this.adopt(JSON.parse(text));
+    this.show(this.linkStep(link));
+    performance.mark(`vsb:preset:${this.id}`); // read by bench/page_load.py
+    return true;
   }
 
   // A link on the page itself (e.g. "see step 3") changes only the hash.
@@ -240,8 +370,18 @@ class Player {
     this.scrub.addEventListener("input", () => { this.pause(); this.go(Number(this.scrub.value)); });
     this.root.addEventListener("keydown", (e) => this.onKey(e));
     this.form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(); });
-    window.addEventListener("hashchange", () => this.onHashChange());
-    reducedMotion.addEventListener?.("change", () => reducedMotion.matches && this.pause());
+    // The first sign that new settings are coming starts Python.
+    const intent = () => startPython("intent");
+    for (const type of ["focusin", "pointerover", "pointerdown", "touchstart"]) {
+      this.form.addEventListener(type, intent, { once: true, passive: true });
+    }
+  }
+
+  // The page was replaced (instant navigation): stop, and ignore answers still on the way.
+  dispose() {
+    this.pause();
+    this.disposed = true;
+    this.request++;
   }
 
   onKey(e) {
@@ -342,6 +482,7 @@ class Player {
 
   async submit() {
     if (!this.py) {
+      startPython("run");
       this.pendingSubmit = true;
       this.setBusy(true, "Python is still starting; your settings will run as soon as it is ready…");
       return;
@@ -349,8 +490,8 @@ class Player {
     const raw = this.formValues();
     this.setBusy(true, "Running the simulation with your settings…");
     const answer = await this.callWorker(raw);
-    if (answer === undefined) return; // a newer request took over
-    this.setBusy(false, "Python is ready: change the settings and press Run.");
+    if (answer === undefined || this.disposed) return; // a newer request took over
+    this.setBusy(false, this.readyText);
     if (!answer) return;
     this.showErrors(answer.errors || {});
     if (answer.errors) return; // keep the last good trace
@@ -449,6 +590,7 @@ class Player {
     for (const [k, v] of readHash()) if (!k.startsWith(`${this.id}.`)) merged.append(k, v);
     for (const [k, v] of own) merged.append(k, v);
     history.replaceState(history.state, "", `${location.pathname}${location.search}#${merged}`);
+    seenHash = location.hash; // our own change, not a link to follow
   }
 
   pageUrl() {
@@ -574,16 +716,74 @@ class Player {
   }
 }
 
-function init() {
-  const query = new URLSearchParams(location.search);
-  const embedId = query.get("embed");
-  const players = [...document.querySelectorAll(".vsb-widget")].map((el) => new Player(el));
-  window.vsbPlayers = Object.fromEntries(players.map((p) => [p.id, p]));
-  if (embedId !== null) {
-    const target = players.find((p) => p.id === embedId);
-    if (target) target.embed({ theme: query.get("theme") || "auto", controls: query.get("controls") || "full" });
-    else players[0]?.showNotice(`There is no widget “${embedId}” on this page to embed.`);
+// The players of the page now shown; Material's instant navigation replaces the page's
+// content without reloading this module, so every new document binds again.
+let players = [];
+let embedded = false;
+let seenHash = location.hash;
+let pageCount = 0; // pages of this visit that had widgets
+
+function bindPage() {
+  // Material fetches and injects the page it already shows once, on the first hash change
+  // of a visit (its location stream starts empty): put the live widgets back in place of
+  // their fresh copies, so the reader's step, settings and Python's answers stay.
+  for (const p of players) {
+    const copy = !p.root.isConnected && p.page === location.pathname && document.getElementById(p.id);
+    if (copy && copy.classList.contains("vsb-widget") && !copy.vsbPlayer) copy.replaceWith(p.root);
   }
+  for (const p of players) if (!p.root.isConnected) p.dispose();
+  players = players.filter((p) => !p.disposed);
+  const unbound = [...document.querySelectorAll(".vsb-widget")].filter((el) => !el.vsbPlayer);
+  if (unbound.length) pageCount++;
+  const fresh = unbound.map((el) => new Player(el));
+  players.push(...fresh);
+  window.vsbPlayers = Object.fromEntries(players.map((p) => [p.id, p]));
+  seenHash = location.hash;
+  if (!embedded) {
+    embedded = true;
+    const query = new URLSearchParams(location.search);
+    const embedId = query.get("embed");
+    if (embedId !== null) {
+      const target = players.find((p) => p.id === embedId);
+      if (target) target.embed({ theme: query.get("theme") || "auto", controls: query.get("controls") || "full" });
+      else players[0]?.showNotice(`There is no widget “${embedId}” on this page to embed.`);
+    }
+  }
+  if (fresh.length) bootWhenIdle(fresh);
+}
+
+// Python starts by itself once the page has shown its first picture and its default steps
+// work, when the browser is idle; not at all (until a sign of intent) when the reader asked
+// to save data.
+function bootWhenIdle(fresh) {
+  const connection = navigator.connection || {};
+  if (python.started || connection.saveData || /2g$/.test(connection.effectiveType || "")) return;
+  Promise.all(fresh.map((p) => p.steppingReady)).then(() => requestAnimationFrame(() => {
+    const idle = window.requestIdleCallback || ((fn) => setTimeout(fn, 50));
+    idle(() => startPython("idle"), { timeout: 300 });
+  }));
+}
+
+// A link followed on the same page changes only the hash: by a hashchange event, or (with
+// instant navigation, which pushes the URL itself) through Material's location$; back and
+// forward buttons come the same two ways.
+function hashMaybeChanged() {
+  if (location.hash === seenHash) return;
+  seenHash = location.hash;
+  for (const p of players) if (p.page === location.pathname && !p.disposed) p.onHashChange();
+}
+
+function init() {
+  bindPage();
+  window.addEventListener("hashchange", hashMaybeChanged);
+  reducedMotion.addEventListener?.("change", () => reducedMotion.matches && players.forEach((p) => p.pause()));
+  const material = () => {
+    window.document$?.subscribe(() => bindPage());
+    window.location$?.subscribe(() => queueMicrotask(hashMaybeChanged));
+  };
+  // Material's bundle comes after the content, so it may not have run yet.
+  if (window.document$) material();
+  else document.addEventListener("DOMContentLoaded", material, { once: true });
 }
 
 init();

@@ -7,10 +7,16 @@ On every build (`mkdocs build` and each `mkdocs serve` rebuild) it:
 - runs each widget's default scenario in CPython, writes the frames as `<id>.frames.json`
   next to the page, and puts the widget's HTML (form, first picture inline, player
   controls) where the marker was;
-- marks pages with widgets (`page.meta["vsb_widgets"]`) so overrides/main.html loads the
-  player and starts Python only there;
-- adds the vendored runtime (Pyodide and PyScript from node_modules) and a zip of the
-  project's Python as generated files, so `serve` and `build` both serve them;
+- renders every permalink a page links to with settings of its own (the "Try this" links)
+  at build time too: `<id>.<hash>.frames.json` next to the widget's page, listed in the
+  widget's `data-presets`, so following such a link needs no Python;
+- puts the player's <script> after the last widget of a page, with the runtime's manifest
+  (`data-runtime`: where the worker and the files it loads are, each with a content hash);
+- adds the runtime as generated files, so `serve` and `build` both serve them: the vendored
+  Pyodide, the worker (pages/framework/worker.js), and what pages/framework/runtime.py
+  builds: a memory snapshot of Python with the project imported, and python.zip (the
+  standard library the project uses and the project, byte-compiled); app.zip holds the
+  sources for a start without either;
 - fills the home page's `[[topic-cards]]` with one card per page in the nav.
 
 `extra.topic_modules` in mkdocs.yml names extra topic modules (tests use it for a widget
@@ -19,7 +25,10 @@ that must never appear on the real site).
 
 from __future__ import annotations
 
+import hashlib
+import html as html_lib
 import io
+import json
 import posixpath
 import re
 import sys
@@ -32,11 +41,17 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = "_runtime"
-# What PyScript needs from the npm packages. Source maps stay behind: only devtools ask.
+# What the worker needs from the npm package (python_stdlib.zip only when a module is missing
+# from the build's own zip or there is none; the lock file only for other tools: the worker
+# passes its `info` inline). Source maps stay behind: only devtools ask.
 PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
                  "pyodide-lock.json")
-# A Python file the zip leaves out: the hook imports mkdocs, which the browser lacks.
-NOT_SHIPPED = {"pages/framework/hook.py"}
+# Python files the zip leaves out: the build's own (the hook imports mkdocs, which the
+# browser lacks; the runtime builder runs Node).
+NOT_SHIPPED = {"pages/framework/hook.py", "pages/framework/runtime.py",
+               "pages/framework/pyodide_build.py"}
+# A reader's value no field accepts: exercises every field's error path in the build's runs.
+NOT_A_VALUE = "not-a-value!"
 # Fixed zip timestamps: the same sources give the same bytes on every build.
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
 
@@ -63,7 +78,8 @@ def on_config(config):
 
     extra = list(config.extra.get("topic_modules", []) or [])
     widgets, charts = registry.collect(extra)
-    _state.update(widgets=widgets, charts=charts, extra=extra, frames={}, uses={})
+    _state.update(widgets=widgets, charts=charts, extra=extra, frames={}, uses={},
+                  answers={}, presets={}, manifest=None, config=config)
     return config
 
 
@@ -94,6 +110,7 @@ def on_files(files: Files, config) -> Files:
             if files.get_file_from_path(uri) is None:
                 files.append(File.generated(config, uri, content=widget_mod.to_json(_state["frames"][item_id])))
     _state["uses"] = uses
+    _state["files"] = files
     if any(kind == "widget" for found in uses.values() for kind, _ in found):
         for f in runtime_files(config):
             files.append(f)
@@ -129,8 +146,9 @@ def on_page_content(html: str, page, config, files):
         src = get_relative_url("js/player.js", page.url)
         last = html.rindex('<div class="vsb-widget')
         end = _widget_end(html, last)
-        html = (html[:end] + f'<script type="module" async src="{src}"></script>'
-                + html[end:])
+        manifest = html_lib.escape(json.dumps(_state["manifest"], separators=(",", ":")))
+        html = (html[:end] + f'<script type="module" async src="{src}" data-runtime="{manifest}">'
+                '</script>' + html[end:])
     return html
 
 
@@ -174,20 +192,45 @@ def _check_permalinks(page) -> None:
                 if errors:
                     raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: "
                                       + "; ".join(errors.values()))
-                if step is None:
-                    continue
-                # Count the frames of the scenario the link sets up (the defaults' are known).
-                count = (len(_state["frames"][wid]) if not fields
-                         else len(widget_mod.run(item, values)))
-                if not (step.isdigit() and 1 <= int(step) <= count):
+                count = len(_state["frames"][wid])
+                defaults = {k: v for k, v in item.default_raw().items() if k in fields}
+                if fields and fields != defaults:
+                    count = len(_preset(target, wid, fields)["frames"])
+                if step is not None and not (step.isdigit() and 1 <= int(step) <= count):
                     raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: that "
                                       f"scenario of {wid} has {count} steps, not {step}")
             del anchors[anchor]
 
 
+def _preset(target, wid: str, fields: dict[str, str]) -> dict:
+    """The answer Python would give a link with these settings, written at build time next to
+    the page that shows the widget, and listed for that widget's `data-presets`."""
+    from pages.framework import widget as widget_mod
+
+    key = (wid, json.dumps(fields, sort_keys=True))
+    if key not in _state["answers"]:
+        text = widget_mod.to_json(widget_mod.respond(_state["widgets"][wid].item, fields))
+        _state["answers"][key] = (text, json.loads(text))
+    text, answer = _state["answers"][key]
+    name = f"{wid}.{hashlib.sha256(text.encode()).hexdigest()[:12]}.frames.json"
+    uri = posixpath.join(posixpath.dirname(target.dest_uri), name)
+    files = _state["files"]
+    if files.get_file_from_path(uri) is None:
+        files.append(File.generated(_state["config"], uri, content=text))
+    listed = _state["presets"].setdefault(target.src_uri, {}).setdefault(wid, {})
+    listed[name] = {"fields": fields, "values": answer["values"], "href": name}
+    return answer
+
+
 def on_page_context(context, page, config, nav):
     if CARDS in (page.content or ""):
         page.content = page.content.replace(CARDS, topic_cards(page, nav))
+    # Every page has been rendered by now, so every link to this page's widgets is known.
+    for wid, listed in sorted(_state["presets"].get(page.file.src_uri, {}).items()):
+        attr = f'data-frames="{wid}.frames.json"'
+        presets = html_lib.escape(json.dumps(sorted(listed.values(), key=lambda p: p["href"]),
+                                             separators=(",", ":"), sort_keys=True))
+        page.content = page.content.replace(attr, f'{attr} data-presets="{presets}"', 1)
     return context
 
 
@@ -213,20 +256,68 @@ def topic_cards(home, nav) -> str:
 
 
 def runtime_files(config) -> list[File]:
-    """The vendored Pyodide and PyScript, the worker's entry file, and the app zip."""
-    modules = ROOT / "node_modules"
-    pyodide, pyscript = modules / "pyodide", modules / "@pyscript" / "core" / "dist"
-    if not (pyodide / "pyodide.mjs").exists() or not (pyscript / "core.js").exists():
+    """The vendored Pyodide, the worker, app.zip, and what runtime.build makes (python.zip
+    and the snapshot). Sets `_state["manifest"]`: each file's URL from the site's root with
+    a content hash (`?v=`), which the player hands the worker."""
+    from pages.framework import runtime
+
+    pyodide = ROOT / "node_modules" / "pyodide"
+    if not (pyodide / "pyodide.mjs").exists():
         raise PluginError("the vendored runtime is missing: run `npm ci` (./dev does it)")
-    out = [File.generated(config, f"{RUNTIME}/pyodide/{name}", abs_src_path=str(pyodide / name))
-           for name in PYODIDE_FILES]
-    for path in sorted(pyscript.iterdir()):
-        if path.is_file() and not path.name.endswith(".map"):
-            out.append(File.generated(config, f"{RUNTIME}/pyscript/{path.name}", abs_src_path=str(path)))
-    out.append(File.generated(config, f"{RUNTIME}/worker.py",
-                              content=(ROOT / "pages" / "framework" / "worker.py").read_text(encoding="utf-8")))
-    out.append(File.generated(config, f"{RUNTIME}/app.zip", content=app_zip(_state.get("extra", []))))
+    out: list[File] = []
+    manifest: dict = {"files": {}, "pyodide": f"{RUNTIME}/pyodide/"}
+
+    def add(uri: str, data: bytes | None = None, path: Path | None = None) -> str:
+        if data is None:
+            data = path.read_bytes()
+            out.append(File.generated(config, uri, abs_src_path=str(path)))
+        else:
+            out.append(File.generated(config, uri, content=data))
+        return f"{uri}?v={hashlib.sha256(data).hexdigest()[:12]}"
+
+    for name in PYODIDE_FILES:
+        manifest["files"][name] = add(f"{RUNTIME}/pyodide/{name}", path=pyodide / name)
+    here = ROOT / "pages" / "framework"
+    manifest["worker"] = add(f"{RUNTIME}/worker.js", path=here / "worker.js")
+    manifest["delta"] = add(f"{RUNTIME}/snapshot_delta.mjs", path=here / "snapshot_delta.mjs")
+    app = app_zip(_state.get("extra", []))
+    manifest["app"] = add(f"{RUNTIME}/app.zip", app)
+    # `mkdocs serve` does not wait for it (a rebuild without it is the fallback's speed).
+    built = runtime.build(app, _state.get("extra", []), *_runtime_calls(),
+                          wait=_state.get("command") != "serve")
+    manifest["python"] = manifest["snapshot"] = None
+    if built.ok:
+        manifest["python"] = add(f"{RUNTIME}/python.zip", built.files["python.zip"])
+        manifest["snapshot"] = add(f"{RUNTIME}/snapshot.bin.gz", built.files["snapshot.bin.gz"])
+    else:
+        # The site still works: the worker starts Python from the full standard library.
+        why = built.report.get("error") or "the runtime build failed"
+        manifest["why"] = why.splitlines()[0][:200]
+    manifest["lock"] = runtime.lock_info()
+    _state["manifest"] = manifest
+    _state["runtime_report"] = built.report
     return out
+
+
+def _runtime_calls() -> tuple[list, list]:
+    """What the runtime build runs through Pyodide: every widget's defaults, a value no field
+    accepts in each field, and the worker's error paths; with CPython's answers to compare
+    for the defaults of the widgets the pages show."""
+    from pages.framework import widget as widget_mod
+
+    exercise, check = [], []
+    for wid, entry in sorted(_state["widgets"].items()):
+        exercise.append([entry.module, wid, "{}"])
+        for p in entry.item.params:
+            exercise.append([entry.module, wid, json.dumps({p.name: NOT_A_VALUE})])
+        if wid in _state["frames"]:
+            answer = {"values": entry.item.default_raw(), "frames": _state["frames"][wid]}
+            check.append([entry.module, wid, "{}", widget_mod.to_json(answer)])
+    if exercise:
+        module, wid = exercise[0][:2]
+        exercise += [[module, wid, "[1]"], [module, "no-such-widget", "{}"],
+                     ["no_such_module", wid, "{}"]]
+    return exercise, check
 
 
 def app_zip(extra_modules: list[str]) -> bytes:

@@ -17,7 +17,7 @@ shows one click away from the short narration. `run` turns them into frames: JSO
 dicts with `svg` and `narration`, and `label`, `details` and the optional `meta(step, ctx)`
 fields when given. Figures of one trace share the tallest one's height.
 
-The same code runs in CPython when the site is built and in the browser's PyScript worker
+The same code runs in CPython when the site is built and in the browser's Pyodide worker
 when a reader submits the form, so `validate` is the only gate reader text passes through,
 and it never returns markup.
 """

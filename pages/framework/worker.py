@@ -1,7 +1,8 @@
-"""The Python side of a widget page, run in a PyScript worker in the reader's browser.
+"""The Python side of a widget page, run by Pyodide in a worker in the reader's browser.
 
-The player (docs/js/player.js) calls `build` through `pyscript.sync` whenever the reader
-submits the form or opens a permalink. Everything crosses the boundary as JSON text, which
+The worker (pages/framework/worker.js) calls `build` whenever the player (docs/js/player.js)
+needs a trace that the build did not render: the reader submits the form, or opens a
+permalink with settings of their own. Everything crosses the boundary as JSON text, which
 keeps the answer byte-identical to what CPython writes at build time (tests compare them).
 Python stays off the main thread: starting it there froze the page for seconds.
 """
@@ -29,18 +30,3 @@ def build(module: str, widget_id: str, raw_json: str) -> str:
     except Exception as err:  # noqa: BLE001 - any failure is reported, never raised into JS
         answer = {"errors": {"": f"{type(err).__name__}: {err}"}}
     return widget.to_json(answer)
-
-
-def export(sync) -> None:
-    """Make `build` callable from the page's JavaScript."""
-    sync.build = build
-    # A cheap call the player makes first: a resolved ping means Python is ready.
-    sync.ping = lambda: "pong"
-
-
-try:
-    from pyscript import sync as _sync
-except ImportError:  # CPython (build hook, tests): nothing to export to
-    _sync = None
-if _sync is not None:
-    export(_sync)

@@ -22,9 +22,16 @@ def test_page_loads_without_errors_or_foreign_requests(live, path):
 @pytest.mark.parametrize("path", testsite.all_page_paths())
 def test_python_loads_only_on_widget_pages(open_page, path):
     w = open_page(path, block_python=True)
+    asked = []
+    w.page.on("request", lambda r: asked.append(r.url))
     w.page.wait_for_load_state("load")
     has_widget = w.page.locator(".vsb-widget").count() > 0
-    assert (w.page.locator('script[type="py"]').count() > 0) == has_widget
+    # The player and the runtime's manifest come with widgets; without them nothing starts.
+    assert (w.page.locator("script[data-runtime]").count() > 0) == has_widget
+    if not has_widget:
+        w.page.wait_for_timeout(500)
+        assert not [u for u in asked if "/_runtime/" in u]
+        assert w.page.evaluate("performance.getEntriesByName('vsb:python-start').length") == 0
 
 
 def test_theme_toggle_switches_svg_colours(open_page):
