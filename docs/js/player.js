@@ -652,7 +652,7 @@ class Player {
     return `<iframe src="${escapeAttr(url.href)}" title="${escapeAttr(title)}" ` +
       `width="100%" height="${height}" style="border:0;width:100%" loading="lazy" ` +
       `data-vsb-embed allow="clipboard-write" ` +
-      `sandbox="allow-scripts allow-same-origin allow-popups allow-downloads"></iframe>` +
+      `sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads"></iframe>` +
       `<script src="${escapeAttr(script.href)}" async></script>`;
   }
 
@@ -674,7 +674,17 @@ class Player {
   embed(options) {
     document.documentElement.classList.add("vsb-embed");
     if (options.theme === "light" || options.theme === "dark") {
-      document.body.setAttribute("data-md-color-scheme", options.theme === "dark" ? "slate" : "default");
+      // Material sets the scheme from the reader's saved choice or the system once its own
+      // script runs, possibly after this: the embed's option wins, whenever that happens.
+      const scheme = options.theme === "dark" ? "slate" : "default";
+      const apply = () => {
+        if (document.body.getAttribute("data-md-color-scheme") !== scheme) {
+          document.body.setAttribute("data-md-color-scheme", scheme);
+        }
+      };
+      apply();
+      new MutationObserver(apply).observe(document.body,
+        { attributes: true, attributeFilter: ["data-md-color-scheme"] });
     }
     if (options.controls === "minimal") this.root.classList.add("vsb-minimal");
     const holder = document.createElement("div");

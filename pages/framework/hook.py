@@ -17,7 +17,12 @@ On every build (`mkdocs build` and each `mkdocs serve` rebuild) it:
   builds: a memory snapshot of Python with the project imported, and python.zip (the
   standard library the project uses and the project, byte-compiled); app.zip holds the
   sources for a start without either;
-- fills the home page's `[[topic-cards]]` with one card per page in the nav.
+- fills the home page's `[[topic-cards]]` with one card per page in the nav (with the engine
+  each page shows, from its `engine:` front matter);
+- for teachers (pages/framework/reuse.py): appends a "Cite / reuse" block to every page with
+  a widget, writes an oEmbed document per widget (`<id>.oembed.json`, linked from the page's
+  <head>), fills the instructors' page's `[[instructors]]` with every widget, its goal, its
+  presets and its embed code, and serves the simulation's wheel from `_runtime/`.
 
 `extra.topic_modules` in mkdocs.yml names extra topic modules (tests use it for a widget
 that must never appear on the real site).
@@ -57,8 +62,9 @@ ZIP_DATE = (2024, 1, 1, 0, 0, 0)
 
 MARKER = re.compile(r"<p>\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]</p>")
 MARKER_SOURCE = re.compile(r"^\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]\s*$", re.M)
-LEFTOVER = re.compile(r"\[\[(widget|chart|topic-cards)")
+LEFTOVER = re.compile(r"\[\[(widget|chart|topic-cards|instructors)")
 CARDS = "<p>[[topic-cards]]</p>"
+INSTRUCTORS = "<p>[[instructors]]</p>"
 
 _state: dict = {}
 
@@ -133,10 +139,12 @@ def on_page_content(html: str, page, config, files):
                                   f"{item_id}.frames.json")
 
     html = MARKER.sub(replace, html)
-    if LEFTOVER.search(html.replace(CARDS, "")):
+    if LEFTOVER.search(html.replace(CARDS, "").replace(INSTRUCTORS, "")):
         raise PluginError(f"{page.file.src_uri}: a [[widget: ...]] or [[chart: ...]] marker "
                           "must stand alone on its own line")
     _check_permalinks(page)
+    if page.meta.get("vsb_widgets"):
+        html += _reuse(page, config)
     if page.meta.get("vsb_widgets"):
         # The player loads as an async module right after the last widget: it starts as
         # soon as it arrives, with every widget above it already parsed, instead of
@@ -150,6 +158,35 @@ def on_page_content(html: str, page, config, files):
         html = (html[:end] + f'<script type="module" async src="{src}" data-runtime="{manifest}">'
                 '</script>' + html[end:])
     return html
+
+
+def _site_url(config) -> str | None:
+    import os
+
+    return os.environ.get("SITE_URL") or config.get("site_url") or None
+
+
+def _reuse(page, config) -> str:
+    """The page's oEmbed documents (one per widget, linked from its <head> by
+    overrides/main.html) and its "Cite / reuse" block."""
+    from pages.framework import reuse
+
+    site_url = _site_url(config)
+    page_path = page.url or ""
+    page_dir = posixpath.dirname(page.file.dest_uri)
+    for kind, wid in _state["uses"].get(page.file.src_uri, ()):
+        if kind != "widget":
+            continue
+        widget = _state["widgets"][wid].item
+        doc = reuse.oembed(widget, page.title or "", page_path, site_url,
+                           reuse.embed_height(_state["frames"][wid]))
+        name = f"{wid}.oembed.json"
+        uri = posixpath.join(page_dir, name)
+        if _state["files"].get_file_from_path(uri) is None:
+            _state["files"].append(File.generated(config, uri, content=reuse.oembed_json(doc)))
+        page.meta.setdefault("vsb_oembed", []).append({"href": name, "title": doc["title"]})
+    return reuse.cite_block(page.title or "", page_path, site_url, config.get("repo_url"),
+                            config.extra.get("corrections_url"))
 
 
 def _widget_end(html: str, start: int) -> int:
@@ -225,6 +262,8 @@ def _preset(target, wid: str, fields: dict[str, str]) -> dict:
 def on_page_context(context, page, config, nav):
     if CARDS in (page.content or ""):
         page.content = page.content.replace(CARDS, topic_cards(page, nav))
+    if INSTRUCTORS in (page.content or ""):
+        page.content = page.content.replace(INSTRUCTORS, instructors_table(page, nav, config))
     # Every page has been rendered by now, so every link to this page's widgets is known.
     for wid, listed in sorted(_state["presets"].get(page.file.src_uri, {}).items()):
         attr = f'data-frames="{wid}.frames.json"'
@@ -248,11 +287,53 @@ def topic_cards(home, nav) -> str:
             raise PluginError(f"{page.file.src_uri}: needs a 'description' in its front matter "
                               "for its card on the home page (or 'card: false')")
         href = esc(page.file.url_relative_to(home.file))
-        items.append(f'<li><p><strong><a href="{href}">{esc(page.title)}</a></strong></p>'
+        engine = page.meta.get("engine")
+        badge = f' <span class="vsb-engine">{esc(engine)}</span>' if engine else ""
+        items.append(f'<li><p><strong><a href="{href}">{esc(page.title)}</a></strong>{badge}</p>'
                      f"<hr><p>{esc(description)}</p></li>")
     if not items:
         return '<p class="vsb-no-topics">The first topic pages are being written.</p>'
     return '<div class="grid cards vsb-cards"><ul>' + "".join(items) + "</ul></div>"
+
+
+def instructors_table(here, nav, config) -> str:
+    """Every widget of every page in the nav, in reading order: its title and page, its goal,
+    the presets the page links to (the "Try this" exercises), and its embed code."""
+    from pages.framework import reuse
+    from pages.views.svg import esc
+
+    site_url = _site_url(config)
+    # Without SITE_URL the codes hold paths from the site's root, which the page's script
+    # (overrides/main.html) completes with the address the reader sees.
+    relative = "" if site_url else " data-root-relative"
+    rows = []
+    for page in nav.pages:
+        widgets = [wid for kind, wid in _state["uses"].get(page.file.src_uri, ())
+                   if kind == "widget"]
+        for wid in widgets:
+            widget = _state["widgets"][wid].item
+            href = page.file.url_relative_to(here.file)
+            presets = sorted(_state["presets"].get(page.file.src_uri, {}).get(wid, {}).values(),
+                             key=lambda p: p["href"])
+            links = []
+            for preset in presets:
+                query = urllib.parse.urlencode([(f"{wid}.{k}", v)
+                                                for k, v in sorted(preset["fields"].items())])
+                label = ", ".join(f"{k}={v}" for k, v in sorted(preset["fields"].items()))
+                links.append(f'<li><a href="{esc(href)}#{esc(query)}">{esc(label)}</a></li>')
+            doc = reuse.oembed(widget, page.title or "", page.url, site_url,
+                               reuse.embed_height(_state["frames"][wid]))
+            rows.append(
+                f'<tr id="instructors-{esc(wid)}"><td><a href="{esc(href)}#{esc(wid)}">'
+                f"{esc(widget.title)}</a><br><small>{esc(page.title or '')}</small></td>"
+                f"<td>{esc(widget.goal)}</td>"
+                f"<td>{'<ul>' + ''.join(links) + '</ul>' if links else '-'}</td>"
+                f'<td><textarea class="vsb-embed-snippet" readonly rows="4"{relative} '
+                f'aria-label="Embed code for {esc(widget.title)}">{esc(doc["html"])}</textarea>'
+                f'<br><a href="{esc(href)}{esc(wid)}.oembed.json">oEmbed</a></td></tr>')
+    head = ("<thead><tr><th>Widget</th><th>Learning goal</th><th>Presets (Try this)</th>"
+            "<th>Embed code</th></tr></thead>")
+    return f'<table class="vsb-instructors">{head}<tbody>{"".join(rows)}</tbody></table>'
 
 
 def runtime_files(config) -> list[File]:
@@ -282,6 +363,11 @@ def runtime_files(config) -> list[File]:
     manifest["delta"] = add(f"{RUNTIME}/snapshot_delta.mjs", path=here / "snapshot_delta.mjs")
     app = app_zip(_state.get("extra", []))
     manifest["app"] = add(f"{RUNTIME}/app.zip", app)
+    # The simulation as a wheel, for browser notebooks (micropip.install(<this URL>)).
+    from pages.framework import wheel
+
+    name, data = wheel.build(ROOT)
+    out.append(File.generated(config, f"{RUNTIME}/{name}", content=data))
     # `mkdocs serve` does not wait for it (a rebuild without it is the fallback's speed).
     built = runtime.build(app, _state.get("extra", []), *_runtime_calls(),
                           wait=_state.get("command") != "serve")

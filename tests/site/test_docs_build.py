@@ -1,6 +1,7 @@
 """The real site builds with `mkdocs build --strict`, asks no other host for anything, and
 every "From Python" example it includes runs."""
 
+import json
 import os
 import re
 import subprocess
@@ -76,3 +77,61 @@ def test_example_runs(example):
     result = subprocess.run([sys.executable, str(example)], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def widget_ids(text: str) -> list[str]:
+    return re.findall(r'class="vsb-widget[^"]*" id="([^"]+)"', text)
+
+
+def test_every_widget_has_a_valid_oembed_document_linked_from_its_page(site):
+    """oEmbed 1.0 (https://oembed.com, 2.3.4): type rich needs version, type, html, width and
+    height; title, provider_name and the licence are there too. Discovery: a
+    <link rel="alternate" type="application/json+oembed"> in the page's <head>."""
+    seen = 0
+    for page in html_pages(site):
+        text = page.read_text(encoding="utf-8")
+        head = text.split("</head>", 1)[0]
+        links = re.findall(r'<link rel="alternate" type="application/json\+oembed" '
+                           r'href="([^"]+)" title="([^"]+)">', head)
+        assert [h for h, _ in links] == [f"{w}.oembed.json" for w in widget_ids(text)], page
+        for href, _ in links:
+            doc = json.loads((page.parent / href).read_text(encoding="utf-8"))
+            assert doc["version"] == "1.0" and doc["type"] == "rich"
+            assert doc["html"].startswith("<iframe ") and "?embed=" in doc["html"]
+            assert isinstance(doc["width"], int) and isinstance(doc["height"], int)
+            assert doc["width"] > 0 and doc["height"] > 300
+            assert doc["title"] and doc["provider_name"] == "vLLM, step by step"
+            assert doc["license"] == "CC BY 4.0"
+            seen += 1
+    assert seen >= 14
+
+
+def test_every_topic_page_ends_with_cite_and_reuse(site):
+    for page in html_pages(site):
+        text = page.read_text(encoding="utf-8")
+        if not widget_ids(text):
+            continue
+        block = text[text.index('<section class="vsb-cite"'):]
+        assert "@misc{vllmstepbystep" in block and "CC BY 4.0" in block, page
+        assert "report a correction" in block and "Apache-2.0" in block
+
+
+def test_the_instructors_page_lists_every_widget_with_goal_presets_and_embed_code(site):
+    from pages.framework import registry
+
+    widgets, _ = registry.collect()
+    text = (site / "instructors" / "index.html").read_text(encoding="utf-8")
+    for wid, entry in widgets.items():
+        row = text[text.index(f'<tr id="instructors-{wid}">'):]
+        row = row[:row.index("</tr>")]
+        assert entry.item.goal and entry.item.goal.replace("'", "&#39;") in row
+        assert "&lt;iframe src=" in row and f"?embed={wid}" in row
+    assert text.count('href="../paged-attention/#paged-attention.') >= 3   # presets
+
+
+def test_the_footer_states_the_licences_and_the_wheel_is_served(site):
+    from pages.framework import wheel
+
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert 'rel="license">CC BY 4.0</a>' in home and "Apache-2.0" in home
+    assert (site / "_runtime" / wheel.filename()).stat().st_size > 10_000
