@@ -114,7 +114,8 @@ def on_files(files: Files, config) -> Files:
                 _state["frames"][item_id] = widget_mod.run(w, w.defaults())
             uri = posixpath.join(page_dir, f"{item_id}.frames.json")
             if files.get_file_from_path(uri) is None:
-                files.append(File.generated(config, uri, content=widget_mod.to_json(_state["frames"][item_id])))
+                content = widget_mod.to_json(_state["frames"][item_id])
+                files.append(File.generated(config, uri, content=content))
     _state["uses"] = uses
     _state["files"] = files
     if any(kind == "widget" for found in uses.values() for kind, _ in found):
@@ -296,9 +297,34 @@ def topic_cards(home, nav) -> str:
     return '<div class="grid cards vsb-cards"><ul>' + "".join(items) + "</ul></div>"
 
 
+def _link_texts(page, wid: str) -> dict[str, str]:
+    """The words of the page's own links to settings of widget `wid` ("Watermark 0"), keyed by
+    the settings they set (JSON, sorted): what a preset is called where the reader meets it."""
+    from html import unescape
+
+    out: dict[str, str] = {}
+    for m in re.finditer(r'<a href="#([^"]+)"[^>]*>(.*?)</a>', page.content or "", re.S):
+        fields = {}
+        for key, value in urllib.parse.parse_qsl(unescape(m.group(1)), keep_blank_values=True):
+            head, _, name = key.partition(".")
+            if head == wid and name != "step":
+                fields[name] = value
+        words = " ".join(unescape(re.sub(r"<[^>]+>", "", m.group(2))).split())
+        if fields and words:
+            out.setdefault(json.dumps(fields, sort_keys=True), words)
+    return out
+
+
+def _preset_words(item, fields: dict[str, str]) -> str:
+    """A preset without a link of its own named by its settings' labels: "GPU blocks 4"."""
+    labels = {p.name: p.label for p in item.params}
+    return ", ".join(f"{labels.get(k, k)} {v}" for k, v in sorted(fields.items()))
+
+
 def instructors_table(here, nav, config) -> str:
     """Every widget of every page in the nav, in reading order: its title and page, its goal,
-    the presets the page links to (the "Try this" exercises), and its embed code."""
+    the presets the page links to (the "Try this" exercises, named by the page's own link
+    words), and its embed code. One block per widget, so it reads on a phone."""
     from pages.framework import reuse
     from pages.views.svg import esc
 
@@ -313,27 +339,37 @@ def instructors_table(here, nav, config) -> str:
         for wid in widgets:
             widget = _state["widgets"][wid].item
             href = page.file.url_relative_to(here.file)
+            words = _link_texts(page, wid)
+            order = {key: i for i, key in enumerate(words)}
+            # In the order the page links to them, so the list reads like the page.
             presets = sorted(_state["presets"].get(page.file.src_uri, {}).get(wid, {}).values(),
-                             key=lambda p: p["href"])
+                             key=lambda p: (order.get(json.dumps(p["fields"], sort_keys=True),
+                                                      len(order)), p["href"]))
             links = []
             for preset in presets:
+                fields = preset["fields"]
                 query = urllib.parse.urlencode([(f"{wid}.{k}", v)
-                                                for k, v in sorted(preset["fields"].items())])
-                label = ", ".join(f"{k}={v}" for k, v in sorted(preset["fields"].items()))
+                                                for k, v in sorted(fields.items())])
+                label = (words.get(json.dumps(fields, sort_keys=True))
+                         or _preset_words(widget, fields))
                 links.append(f'<li><a href="{esc(href)}#{esc(query)}">{esc(label)}</a></li>')
             doc = reuse.oembed(widget, page.title or "", page.url, site_url,
                                reuse.embed_height(_state["frames"][wid]))
+            preset_html = (f'<p class="vsb-instructor-label">Presets (each opens the widget '
+                           f'with its settings, no waiting)</p><ul>{"".join(links)}</ul>'
+                           if links else "")
             rows.append(
-                f'<tr id="instructors-{esc(wid)}"><td><a href="{esc(href)}#{esc(wid)}">'
-                f"{esc(widget.title)}</a><br><small>{esc(page.title or '')}</small></td>"
-                f"<td>{esc(widget.goal)}</td>"
-                f"<td>{'<ul>' + ''.join(links) + '</ul>' if links else '-'}</td>"
-                f'<td><textarea class="vsb-embed-snippet" readonly rows="4"{relative} '
+                f'<section class="vsb-instructor" id="instructors-{esc(wid)}">'
+                f'<div class="vsb-instructor-about"><p><a href="{esc(href)}#{esc(wid)}">'
+                f"<strong>{esc(widget.title)}</strong></a> "
+                f'<span class="vsb-instructor-page">({esc(page.title or "")})</span></p>'
+                f"<p>{esc(widget.goal)}</p>{preset_html}</div>"
+                f'<div class="vsb-instructor-embed"><p class="vsb-instructor-label">Embed code '
+                f'(<a href="{esc(href)}{esc(wid)}.oembed.json">oEmbed</a>)</p>'
+                f'<textarea class="vsb-embed-snippet" readonly rows="5"{relative} '
                 f'aria-label="Embed code for {esc(widget.title)}">{esc(doc["html"])}</textarea>'
-                f'<br><a href="{esc(href)}{esc(wid)}.oembed.json">oEmbed</a></td></tr>')
-    head = ("<thead><tr><th>Widget</th><th>Learning goal</th><th>Presets (Try this)</th>"
-            "<th>Embed code</th></tr></thead>")
-    return f'<table class="vsb-instructors">{head}<tbody>{"".join(rows)}</tbody></table>'
+                f"</div></section>")
+    return f'<div class="vsb-instructors">{"".join(rows)}</div>'
 
 
 def runtime_files(config) -> list[File]:

@@ -35,12 +35,14 @@ def test_real_site_has_no_test_widgets(site):
 
 
 def test_no_page_or_stylesheet_loads_anything_from_another_host(site):
-    loads = re.compile(r'<(?:script|img|iframe|source|link)\b[^>]*\b(?:src|href)="(https?:)?//', re.I)
+    loads = re.compile(r'<(?:script|img|iframe|source|link)\b[^>]*\b(?:src|href)="(https?:)?//',
+                       re.I)
     for page in html_pages(site):
         text = page.read_text(encoding="utf-8")
         # <link rel="canonical"> and friends are not requests; stylesheets and scripts are.
         for tag in re.findall(r"<(?:script|img|iframe|source|link)\b[^>]*>", text, re.I):
-            if re.search(r'rel="(canonical|alternate|prev|next|icon)"', tag) and "stylesheet" not in tag:
+            not_a_load = re.search(r'rel="(canonical|alternate|prev|next|icon)"', tag)
+            if not_a_load and "stylesheet" not in tag:
                 continue
             assert not loads.search(tag), (page, tag)
     for css in site.rglob("*.css"):
@@ -74,8 +76,8 @@ def test_about_page_names_the_vllm_version(site):
 def test_example_runs(example):
     # As a reader runs it from a checkout: the project on the path, nothing else.
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, str(example)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120, env=env)
+    result = subprocess.run([sys.executable, str(example)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
 
 
@@ -122,11 +124,13 @@ def test_the_instructors_page_lists_every_widget_with_goal_presets_and_embed_cod
     widgets, _ = registry.collect()
     text = (site / "instructors" / "index.html").read_text(encoding="utf-8")
     for wid, entry in widgets.items():
-        row = text[text.index(f'<tr id="instructors-{wid}">'):]
-        row = row[:row.index("</tr>")]
+        row = text[text.index(f'<section class="vsb-instructor" id="instructors-{wid}">'):]
+        row = row[:row.index("</section>")]
         assert entry.item.goal and entry.item.goal.replace("'", "&#39;") in row
         assert "&lt;iframe src=" in row and f"?embed={wid}" in row
     assert text.count('href="../paged-attention/#paged-attention.') >= 3   # presets
+    # A preset is named by the words of the page's own link to it.
+    assert '">Watermark 0</a></li>' in text
 
 
 def test_the_footer_states_the_licences_and_the_wheel_is_served(site):
