@@ -81,14 +81,16 @@ performance.mark("vsb:stepping:static");
 </script></body></html>
 """
 
-BARE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bare pyodide</title></head>
+BARE_PAGE = """\
+<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bare pyodide</title></head>
 <body><p>Booting Pyodide in a worker.</p>
 <script type="module">
 const src = `import {{ loadPyodide }} from "${{new URL("pyodide/pyodide.mjs", location.href)}}";
 const py = await loadPyodide();
 py.runPython("1 + 1");
 postMessage("ready");`;
-const worker = new Worker(URL.createObjectURL(new Blob([src], {{ type: "text/javascript" }})), {{ type: "module" }});
+const worker = new Worker(URL.createObjectURL(new Blob([src], {{ type: "text/javascript" }})), \
+{{ type: "module" }});
 worker.onmessage = () => performance.mark("vsb:python-ready");
 </script></body></html>
 """
@@ -342,7 +344,8 @@ def main() -> None:
     first_path, first_wid = next(iter(sorted(by_page.items())))
     add_references(site, first_path, first_wid)
     base, server = serve(site)
-    targets = [(f"{path} ({wid})", base + path, wid, "vsb:python-ready") for path, wid in sorted(by_page.items())]
+    targets = [(f"{path} ({wid})", base + path, wid, "vsb:python-ready")
+               for path, wid in sorted(by_page.items())]
     targets.append((f"static page ({first_path})", base + first_path + "static-ref.html", "static",
                     "vsb:stepping:static"))
     targets.append((f"static bare HTML ({first_wid})", base + "_bench/static.html", "static",

@@ -46,9 +46,11 @@ def main() -> None:
                 for path in paths:
                     page = context.new_page()
                     page.goto(base + path)
-                    for wid in page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)"):
-                        page.wait_for_selector(f'#{wid}[data-python="ready"], #{wid}[data-python="failed"]',
-                                               timeout=testsite.PYTHON_TIMEOUT_MS)
+                    wids = page.eval_on_selector_all(".vsb-widget", "els => els.map(e => e.id)")
+                    for wid in wids:
+                        page.wait_for_selector(
+                            f'#{wid}[data-python="ready"], #{wid}[data-python="failed"]',
+                            timeout=testsite.PYTHON_TIMEOUT_MS)
                     name = (path.strip("/").replace("/", "_") or "home")
                     target = args.out / f"{name}-{scheme}-{size}.png"
                     page.screenshot(path=str(target), full_page=args.full)

@@ -324,7 +324,7 @@ def _preset_words(item, fields: dict[str, str]) -> str:
 def instructors_table(here, nav, config) -> str:
     """Every widget of every page in the nav, in reading order: its title and page, its goal,
     the presets the page links to (the "Try this" exercises, named by the page's own link
-    words), and its embed code. One block per widget, so it reads on a phone."""
+    words), and its embed code. One row per widget, two columns (the row stacks on a phone)."""
     from pages.framework import reuse
     from pages.views.svg import esc
 
@@ -359,17 +359,19 @@ def instructors_table(here, nav, config) -> str:
                            f'with its settings, no waiting)</p><ul>{"".join(links)}</ul>'
                            if links else "")
             rows.append(
-                f'<section class="vsb-instructor" id="instructors-{esc(wid)}">'
-                f'<div class="vsb-instructor-about"><p><a href="{esc(href)}#{esc(wid)}">'
+                f'<tr class="vsb-instructor" id="instructors-{esc(wid)}">'
+                f'<td class="vsb-instructor-about"><p><a href="{esc(href)}#{esc(wid)}">'
                 f"<strong>{esc(widget.title)}</strong></a> "
                 f'<span class="vsb-instructor-page">({esc(page.title or "")})</span></p>'
-                f"<p>{esc(widget.goal)}</p>{preset_html}</div>"
-                f'<div class="vsb-instructor-embed"><p class="vsb-instructor-label">Embed code '
+                f"<p>{esc(widget.goal)}</p>{preset_html}</td>"
+                f'<td class="vsb-instructor-embed"><p class="vsb-instructor-label">Embed code '
                 f'(<a href="{esc(href)}{esc(wid)}.oembed.json">oEmbed</a>)</p>'
                 f'<textarea class="vsb-embed-snippet" readonly rows="5"{relative} '
                 f'aria-label="Embed code for {esc(widget.title)}">{esc(doc["html"])}</textarea>'
-                f"</div></section>")
-    return f'<div class="vsb-instructors">{"".join(rows)}</div>'
+                f"</td></tr>")
+    head = ("<thead><tr><th>Widget, learning goal and presets (Try this)</th>"
+            "<th>Embed code</th></tr></thead>")
+    return f'<table class="vsb-instructors">{head}<tbody>{"".join(rows)}</tbody></table>'
 
 
 def runtime_files(config) -> list[File]:

@@ -25,12 +25,14 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
     fields = "".join(_field(widget, p) for p in widget.params)
     summary = f'<p class="vsb-summary">{esc(widget.summary)}</p>' if widget.summary else ""
     speeds = "".join(
-        f'<option value="{v}"{" selected" if v == "1" else ""}>{label}</option>' for v, label in SPEEDS
+        f'<option value="{v}"{" selected" if v == "1" else ""}>{label}</option>'
+        for v, label in SPEEDS
     )
     counter = counter_text(first, 0, len(frames))
     # One line per element keeps Python-Markdown from treating any of it as Markdown.
     return "".join([
-        f'<div class="vsb-widget{single}" id="{wid}" data-widget="{wid}" data-module="{esc(module)}"',
+        f'<div class="vsb-widget{single}" id="{wid}" data-widget="{wid}"'
+        f' data-module="{esc(module)}"',
         f' data-frames="{esc(frames_url)}" data-count="{len(frames)}" tabindex="0" role="group"',
         f' aria-label="{esc(widget.title)} (left and right arrows step, space plays)">',
         '<div class="vsb-head">',
@@ -39,14 +41,17 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
         '</div>',
         summary,
         f'<div class="vsb-controls" role="toolbar" aria-label="{esc(widget.title)}: steps">',
-        '<button type="button" data-act="back" title="Previous step (left arrow)" disabled>◀ Back</button>',
+        '<button type="button" data-act="back" title="Previous step (left arrow)" disabled>'
+        '◀ Back</button>',
         '<button type="button" data-act="step" title="Next step (right arrow)">Step ▶</button>',
-        '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">▶ Play</button>',
-        f'<input type="range" class="vsb-scrub" min="0" max="{len(frames) - 1}" value="0" aria-label="Step"'
-        f' aria-valuetext="{esc(counter)}">',
+        '<button type="button" data-act="play" title="Play or pause (space)" aria-pressed="false">'
+        '▶ Play</button>',
+        f'<input type="range" class="vsb-scrub" min="0" max="{len(frames) - 1}" value="0"'
+        f' aria-label="Step" aria-valuetext="{esc(counter)}">',
         f'<output class="vsb-counter">{esc(counter)}</output>',
         f'<label class="vsb-speed">Speed <select data-act="speed">{speeds}</select></label>',
-        '<button type="button" data-act="reset" title="Back to the first step" disabled>Reset</button>',
+        '<button type="button" data-act="reset" title="Back to the first step" disabled>'
+        'Reset</button>',
         '</div>',
         '<p class="vsb-notice" role="alert" hidden></p>',
         '<div class="vsb-stage">',
@@ -116,9 +121,11 @@ def _field(widget: Widget, p: Param) -> str:
     else:
         # type="text" (not "number") so the reader's exact text reaches Python's checks.
         mode = {"int": ' inputmode="numeric"', "float": ' inputmode="decimal"'}.get(p.kind, "")
-        control = f'<input type="text" {common} value="{raw}"{mode} autocomplete="off" spellcheck="false">'
+        control = (f'<input type="text" {common} value="{raw}"{mode}'
+                   ' autocomplete="off" spellcheck="false">')
     help_text = esc(p.help or p.allowed())
     return (f'<div class="vsb-field vsb-{p.kind}" data-field="{name}">'
             f'<label for="{esc(fid)}">{esc(p.label)}</label>{control}'
             f'<small class="vsb-help" id="{esc(help_id)}">{help_text}</small>'
-            f'<span class="vsb-error" id="{esc(error_id)}" data-for="{name}" role="alert"></span></div>')
+            f'<span class="vsb-error" id="{esc(error_id)}" data-for="{name}" role="alert">'
+            '</span></div>')

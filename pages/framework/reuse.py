@@ -87,8 +87,9 @@ def oembed(widget: Widget, page_title: str, page_path: str, site_url: str | None
     script = absolute(site_url, "js/embed.js")
     html = (f'<iframe src="{esc(src)}" title="{esc(widget.title)}" width="100%" '
             f'height="{height}" style="border:0;width:100%" loading="lazy" data-vsb-embed '
-            'allow="clipboard-write" sandbox="allow-scripts allow-same-origin allow-forms allow-popups '
-            f'allow-downloads"></iframe><script src="{esc(script)}" async></script>')
+            'allow="clipboard-write" '
+            'sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads">'
+            f'</iframe><script src="{esc(script)}" async></script>')
     return {
         "version": "1.0",
         "type": "rich",

@@ -76,7 +76,8 @@ def build(root: Path = ROOT) -> tuple[str, bytes]:
     licence = root / "LICENSE"
     if licence.exists():
         files[f"{info}/LICENSE"] = licence.read_bytes()
-    record = "".join(f"{name},{_digest(data)},{len(data)}\n" for name, data in sorted(files.items()))
+    record = "".join(f"{name},{_digest(data)},{len(data)}\n"
+                     for name, data in sorted(files.items()))
     files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -149,10 +149,12 @@ def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Ser
     for t in xt:
         px = sx(t)
         out.append(svg.line(px, top, px, bottom, stroke="free"))
-        out.append(svg.text(px, bottom + 14 * fs, fx(t), anchor="middle", size=10 * fs, fill="muted"))
+        out.append(svg.text(px, bottom + 14 * fs, fx(t), anchor="middle", size=10 * fs,
+                            fill="muted"))
     out.append(svg.line(left, bottom, right, bottom, stroke="line"))
     out.append(svg.line(left, top, left, bottom, stroke="line"))
-    out.append(svg.text((left + right) / 2, bottom + 32 * fs, x.label, anchor="middle", size=11 * fs))
+    out.append(svg.text((left + right) / 2, bottom + 32 * fs, x.label, anchor="middle",
+                        size=11 * fs))
     out.append(svg.text(x0 + 12 * fs, (top + bottom) / 2, y.label, anchor="middle",
                         size=11 * fs, transform=f"rotate(-90 {svg.num(x0 + 12 * fs)} "
                                                 f"{svg.num((top + bottom) / 2)})"))
@@ -183,11 +185,13 @@ def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Ser
             out.append(f"<path{svg.attrs(d=d, style=style)}>{svg.title(s.name)}</path>")
         if s.kind in ("points", "both"):
             for i, (a, b) in enumerate(pts):
-                tip = s.tips[i] if i < len(s.tips) else f"{s.name}: {fx(s.points[i][0])}, {fy(s.points[i][1])}"
+                tip = (s.tips[i] if i < len(s.tips)
+                       else f"{s.name}: {fx(s.points[i][0])}, {fy(s.points[i][1])}")
                 if s.marker == "square":
                     out.append(svg.rect(a - 4, b - 4, 8, 8, fill=s.color, tip=tip, rx=1))
                 else:
-                    out.append(f"<circle{svg.attrs(cx=a, cy=b, r=4.5, style=f'fill:{svg.color(s.color)}')}>"
+                    dot_style = f"fill:{svg.color(s.color)}"
+                    out.append(f"<circle{svg.attrs(cx=a, cy=b, r=4.5, style=dot_style)}>"
                                f"{svg.title(tip)}</circle>")
     if legend and len(series) > 1:
         lx, ly = left + 8, top + 6

@@ -57,7 +57,8 @@ def attrs(**kw: object) -> str:
         if value is None:
             continue
         name = key.rstrip("_").replace("_", "-")
-        text = num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        text = num(value) if is_number else str(value)
         parts.append(f' {name}="{esc(text)}"')
     return "".join(parts)
 

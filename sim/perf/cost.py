@@ -25,8 +25,8 @@ What we count (one GPU, no tensor parallelism here; see `sim.tensor_parallel`):
          - the KV cache: the context already cached is read, each new token's K and V written.
 Left out: the FLOPs of norms, biases, softmax and the MLP's activation function (under 1%
 at these sizes); the bytes of activations passed between kernels and of the embedding
-gather; all-reduces; launch and scheduling overhead. Overhead can be added as a separate, reported term
-(`predict(..., overhead_s=...)`); it is never folded into the roofline.
+gather; all-reduces; launch and scheduling overhead. Overhead can be added as a separate,
+reported term (`predict(..., overhead_s=...)`); it is never folded into the roofline.
 """
 from __future__ import annotations
 

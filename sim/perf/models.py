@@ -70,7 +70,8 @@ class ParamCount:
     The counts follow the weight shapes (`nn.Linear` weights are out x in):
       embed_tokens      vocab x hidden (the LM head reuses it when tied)
       embed_positions   learned position table (OPT: (max_positions + 2) x hidden; 0 for RoPE)
-      attention         per layer: hidden x (q + 2 x kv) head dims for QKV, q head dims x hidden for O
+      attention         per layer: hidden x (q + 2 x kv) head dims for QKV,
+                        q head dims x hidden for O
       mlp               per layer: 3 x hidden x intermediate when gated (gate, up, down),
                         2 x hidden x intermediate otherwise (fc1, fc2)
       norms_and_biases  per layer the two norms (weight, plus bias for LayerNorm) and, when the
@@ -123,7 +124,8 @@ class ModelConfig:
     vocab_size: int
     max_model_len: int            # what vLLM derives from max_position_embeddings
     tie_word_embeddings: bool
-    gated_mlp: bool               # SwiGLU gate_proj/up_proj/down_proj (Llama, Mistral) vs fc1/fc2 (OPT)
+    gated_mlp: bool               # SwiGLU gate_proj/up_proj/down_proj (Llama, Mistral)
+                                  # vs fc1/fc2 (OPT)
     bias: bool = False            # linear layers carry biases and the norms are LayerNorm (OPT)
     num_position_embeddings: int = 0   # learned position table rows (OPT); 0 for RoPE
     source: str = ""

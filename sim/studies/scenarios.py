@@ -88,7 +88,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         "Memory pressure with single-sequence requests: the tail of `running` is "
         "preempted by recompute and goes back to the front of `waiting`.",
         _small(10),
-        requests=(ScenarioRequest("A", 6, 12), ScenarioRequest("B", 5, 12), ScenarioRequest("C", 4, 12))),
+        requests=(ScenarioRequest("A", 6, 12), ScenarioRequest("B", 5, 12),
+                  ScenarioRequest("C", 4, 12))),
     Scenario(
         "swap",
         "Memory pressure with a parallel-sampling request: C (n=2) is the tail of "
@@ -103,16 +104,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         "request's seat is refilled at the next step.",
         _small(64),
         SchedulerConfig(max_num_seqs=3),
-        requests=(ScenarioRequest("A", 5, 3), ScenarioRequest("B", 3, 9), ScenarioRequest("C", 6, 4),
-                  ScenarioRequest("D", 4, 5, arrival_step=2), ScenarioRequest("E", 3, 3, arrival_step=3))),
+        requests=(ScenarioRequest("A", 5, 3), ScenarioRequest("B", 3, 9),
+                  ScenarioRequest("C", 6, 4), ScenarioRequest("D", 4, 5, arrival_step=2),
+                  ScenarioRequest("E", 3, 3, arrival_step=3))),
     Scenario(
         "static",
         "The same workload under static batching: the batch runs until its longest request "
         "is done before anyone else is admitted.",
         _small(64),
         SchedulerConfig(max_num_seqs=3),
-        requests=(ScenarioRequest("A", 5, 3), ScenarioRequest("B", 3, 9), ScenarioRequest("C", 6, 4),
-                  ScenarioRequest("D", 4, 5, arrival_step=2), ScenarioRequest("E", 3, 3, arrival_step=3)),
+        requests=(ScenarioRequest("A", 5, 3), ScenarioRequest("B", 3, 9),
+                  ScenarioRequest("C", 6, 4), ScenarioRequest("D", 4, 5, arrival_step=2),
+                  ScenarioRequest("E", 3, 3, arrival_step=3)),
         scheduler="static"),
 ]}
 

@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 try:
-    from playwright import sync_api as playwright_api
     import mkdocs  # noqa: F401
+    from playwright import sync_api as playwright_api
 except ImportError:  # the test modules skip themselves; see their importorskip
     playwright_api = None
 
@@ -40,7 +40,8 @@ def base_url(site):
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(testsite.CHROMIUM):
-        pytest.fail(f"no browser at {testsite.CHROMIUM}: apt-get install chromium (./dev test does)")
+        pytest.fail(f"no browser at {testsite.CHROMIUM}: "
+                    "apt-get install chromium (./dev test does)")
     with playwright_api.sync_playwright() as p:
         b = testsite.launch(p)
         yield b

@@ -102,14 +102,16 @@ def test_huge_numbers_get_the_fields_message(live, widget_page, wid, field, text
 
 def test_a_huge_number_in_a_link_gets_a_notice_not_pythons_text(live, widget_page):
     page = live(widget_page("continuous-batching")).page
-    page.evaluate("h => { location.hash = h; }", "#continuous-batching.prompt_lens=" + "9" * 100_000)
+    page.evaluate("h => { location.hash = h; }",
+                  "#continuous-batching.prompt_lens=" + "9" * 100_000)
     page.wait_for_selector("#continuous-batching .vsb-notice:not([hidden])")
     notice = state(page, "continuous-batching")["notice"]
     assert "not valid" in notice and "Exceeds the limit" not in notice
 
 
 # 3. Lenient whole numbers.
-@pytest.mark.parametrize("text", ["1_0", "\u0663", "\uff14"], ids=["underscore", "arabic-indic", "fullwidth"])
+@pytest.mark.parametrize("text", ["1_0", "\u0663", "\uff14"],
+                         ids=["underscore", "arabic-indic", "fullwidth"])
 def test_whole_numbers_are_ascii_digits_only(live, widget_page, text):
     page = live(widget_page("paged-attention")).page
     page.fill("#paged-attention [name='block_size']", text)
@@ -129,7 +131,8 @@ def test_step_zero_says_steps_start_at_one(open_page, widget_page):
 
 
 def test_a_one_frame_widget_says_one_step(open_page, widget_page):
-    one = next(w for w in sorted(WIDGETS) if len(run(WIDGETS[w].item, WIDGETS[w].item.defaults())) == 1
+    one = next(w for w in sorted(WIDGETS)
+               if len(run(WIDGETS[w].item, WIDGETS[w].item.defaults())) == 1
                and not w.startswith("demo"))
     page = open_page(widget_page(one) + f"#{one}.step=3", block_python=True).page
     wait_stepping(page, one)
@@ -176,7 +179,8 @@ def test_run_is_off_and_the_status_says_so_until_the_answer(live, widget_page):
     answered(page, wid)
     page.wait_for_function("wid => !document.querySelector(`#${wid} .vsb-run`).disabled", arg=wid)
     assert state(page, wid)["values"]["block_size"] == "8"
-    page.evaluate("wid => { const p = document.getElementById(wid).vsbPlayer; p.py = { build: p.__real, ping: () => 'pong' }; }", wid)
+    page.evaluate("wid => { const p = document.getElementById(wid).vsbPlayer; "
+                  "p.py = { build: p.__real, ping: () => 'pong' }; }", wid)
 
 
 # 6. Focus is lost when the focused control becomes disabled.

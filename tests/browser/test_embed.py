@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="pip install -e '.[site]'")
 
-import testsite  # noqa: E402
 
 from pages.framework import wheel  # noqa: E402
 
@@ -38,7 +37,8 @@ def host(base_url):
     frames = "".join(
         f'<h2>{wid}</h2><iframe id="f-{wid}" src="{base_url}{path}?embed={wid}{opts}" '
         f'data-vsb-embed width="100%" height="300" style="border:0;width:100%" '
-        'sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads"></iframe>'
+        'sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads">'
+        '</iframe>'
         for path, wid, opts in EMBEDDED)
     page = (f'<!doctype html><meta charset="utf-8"><title>A course page</title>'
             f'<body style="max-width:760px">{frames}'
@@ -90,7 +90,8 @@ def test_embedded_widgets_fit_their_content_and_take_the_options(context, base_u
     assert dark.get_attribute("data-md-color-scheme") == "slate"
     minimal = page.frame_locator("#f-kv-cost")
     assert not minimal.locator("#kv-cost .vsb-form").is_visible()
-    assert page.frame_locator("#f-paged-attention").locator("#paged-attention .vsb-form").is_visible()
+    full = page.frame_locator("#f-paged-attention")
+    assert full.locator("#paged-attention .vsb-form").is_visible()
     # A setting that makes the picture taller: the iframe follows.
     frame = page.frame_locator("#f-paged-attention")
     before = frame_height(page, "paged-attention")

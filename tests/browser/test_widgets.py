@@ -45,7 +45,8 @@ def injected(page) -> bool:
 def answered(page, wid):
     """Wait for the worker's next answer; the player has drawn it by the time this returns
     (it does so in the same microtask chain, before the next animation frame)."""
-    page.wait_for_function("wid => document.getElementById(wid).vsbPlayer.lastAnswer !== null", arg=wid)
+    page.wait_for_function(
+        "wid => document.getElementById(wid).vsbPlayer.lastAnswer !== null", arg=wid)
     return page.evaluate("wid => document.getElementById(wid).vsbPlayer.lastAnswer", wid)
 
 
@@ -161,7 +162,8 @@ def test_a_step_link_on_the_page_shows_that_step(live, widget_page, wid):
 def test_browser_frames_are_byte_identical_to_cpython(live, widget_page, wid):
     page = live(widget_page(wid)).page
     raw = testsite.variant_raw(widget(wid))
-    page.evaluate("([wid, raw]) => document.getElementById(wid).vsbPlayer.fillForm(raw)", [wid, raw])
+    page.evaluate("([wid, raw]) => document.getElementById(wid).vsbPlayer.fillForm(raw)",
+                  [wid, raw])
     page.click(f"#{wid} .vsb-run")
     answer = answered(page, wid)
     assert answer == to_json(respond(widget(wid), raw))
@@ -214,7 +216,8 @@ def test_markup_typed_into_fields_stays_text(live, widget_page, wid):
         page.click(f"#{wid} .vsb-run")
         answer = json.loads(answered(page, wid))
         if "errors" in answer:  # the message is shown as text beside the field
-            assert page.text_content(f"#{wid} .vsb-error[data-for='{name}']") == answer["errors"][name]
+            shown = page.text_content(f"#{wid} .vsb-error[data-for='{name}']")
+            assert shown == answer["errors"][name]
         else:  # accepted: whatever the picture draws of it, it draws as text
             assert state(page, wid)["values"][name] == PAYLOAD
         assert not injected(page)
@@ -255,7 +258,8 @@ def test_embed_mode_shows_the_widget_alone(open_page, widget_page, wid):
     assert page.is_visible(f"#{wid}")
     assert not page.is_visible(".md-header")
     assert not page.is_visible("h1")
-    visible = page.evaluate("[...document.querySelectorAll('.vsb-widget')].filter(e => e.offsetParent).map(e => e.id)")
+    visible = page.evaluate("[...document.querySelectorAll('.vsb-widget')]"
+                            ".filter(e => e.offsetParent).map(e => e.id)")
     assert visible == [wid]
     page.click(f'#{wid} [data-act="embed"]')
     code = page.input_value(f"#{wid} .vsb-embed-code")

@@ -67,8 +67,8 @@ def build_test_site(work: Path, *, demo: bool = True) -> Path:
 
     cfg = work / "mkdocs.yml"
     cfg.write_text(json.dumps(config, indent=1), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               NO_MKDOCS_2_WARNING="1")
+    pythonpath = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=pythonpath, NO_MKDOCS_2_WARNING="1")
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(cfg)],
                    cwd=ROOT, env=env, check=True)
     return work / "site"
@@ -116,7 +116,10 @@ def all_page_paths():
     paths = []
     for md in sorted(docs.rglob("*.md")):
         rel = md.relative_to(docs).with_suffix("").as_posix()
-        paths.append("" if rel == "index" else (rel[: -len("/index")] if rel.endswith("/index") else rel) + "/")
+        if rel == "index":
+            paths.append("")
+        else:
+            paths.append((rel[: -len("/index")] if rel.endswith("/index") else rel) + "/")
     return paths + ["vsb-demo/"]
 
 
@@ -189,7 +192,8 @@ def variant_raw(widget) -> dict[str, str]:
             values, errors = validate(widget, raw)
             if not errors and to_json(run(widget, values)) != default_json:
                 return raw
-    raise AssertionError(f"widget {widget.id}: no one-field change of the defaults changes its trace")
+    raise AssertionError(
+        f"widget {widget.id}: no one-field change of the defaults changes its trace")
 
 
 def _nudges(p) -> list[str]:

@@ -5,9 +5,9 @@ appears on the real site. `demo-fill` steps through frames and has every kind of
 `demo-sum` is a one-frame calculator.
 """
 
-from pages.views import svg
 from pages.framework.registry import Chart
 from pages.framework.widget import Param, Widget
+from pages.views import svg
 
 
 def parse_sizes(text):

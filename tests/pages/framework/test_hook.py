@@ -1,4 +1,5 @@
-"""pages/framework/hook.py: markers become widgets, frames land next to the page, the runtime ships."""
+"""pages/framework/hook.py: markers become widgets, frames land next to the page, the runtime
+ships."""
 
 import io
 import json
@@ -108,13 +109,17 @@ def build_with_page(tmp_path, text):
     (docs / "index.md").write_text(text)
     cfg = tmp_path / "mkdocs.yml"
     cfg.write_text(json.dumps({
-        "INHERIT": str(ROOT / "mkdocs.yml"), "docs_dir": str(docs), "site_dir": str(tmp_path / "site"),
-        "hooks": [str(ROOT / "pages" / "framework" / "hook.py")], "theme": {"custom_dir": str(ROOT / "overrides")},
+        "INHERIT": str(ROOT / "mkdocs.yml"), "docs_dir": str(docs),
+        "site_dir": str(tmp_path / "site"),
+        "hooks": [str(ROOT / "pages" / "framework" / "hook.py")],
+        "theme": {"custom_dir": str(ROOT / "overrides")},
         "watch": [], "nav": [{"Home": "index.md"}], "extra": {"topic_modules": ["vsb_demo_topic"]},
     }))
-    env = {"PYTHONPATH": str(ROOT / "tests" / "browser"), "PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1"}
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(cfg)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    env = {"PYTHONPATH": str(ROOT / "tests" / "browser"), "PATH": "/usr/bin:/bin",
+           "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(cfg)],
+        cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def test_unknown_widget_fails_the_build(tmp_path):

@@ -22,7 +22,8 @@ def build(tmp_path, link: str) -> subprocess.CompletedProcess:
     cfg = tmp_path / "mkdocs.yml"
     cfg.write_text(json.dumps({
         "INHERIT": str(ROOT / "mkdocs.yml"), "docs_dir": str(docs),
-        "site_dir": str(tmp_path / "site"), "hooks": [str(ROOT / "pages" / "framework" / "hook.py")],
+        "site_dir": str(tmp_path / "site"),
+        "hooks": [str(ROOT / "pages" / "framework" / "hook.py")],
         "theme": {"custom_dir": str(ROOT / "overrides")}, "watch": [],
         "nav": [{"Test": "index.md"}]}), encoding="utf-8")
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f",

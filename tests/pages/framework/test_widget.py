@@ -31,9 +31,11 @@ def make(check=None, scenario=None, narrate=None):
         params=(
             Param("block_size", "block size", "int", 16, min=1, max=64),
             Param("ratio", "ratio", "float", 0.5, min=0.0, max=1.0),
-            Param("order", "free order", "choice", "vllm", choices=(("vllm", "vLLM's"), ("scattered", "scattered"))),
+            Param("order", "free order", "choice", "vllm",
+                  choices=(("vllm", "vLLM's"), ("scattered", "scattered"))),
             Param("swap", "swap", "bool", False),
-            Param("requests", "requests", "text", ((16, 8),), parse=parse_pairs, format=format_pairs),
+            Param("requests", "requests", "text", ((16, 8),),
+                  parse=parse_pairs, format=format_pairs),
         ),
         scenario=scenario or (lambda v: [v]),
         view=lambda step, ctx: "<svg/>",
@@ -88,7 +90,9 @@ def test_cross_field_check_runs_only_when_fields_are_valid():
 
     def check(v):
         calls.append(v)
-        return {"ratio": "ratio: must be below 0.5 with swap"} if v["swap"] and v["ratio"] >= 0.5 else {}
+        if v["swap"] and v["ratio"] >= 0.5:
+            return {"ratio": "ratio: must be below 0.5 with swap"}
+        return {}
 
     w = make(check=check)
     assert validate(w, {"swap": "true"})[1] == {"ratio": "ratio: must be below 0.5 with swap"}
@@ -148,13 +152,15 @@ def test_figures_of_one_trace_share_the_tallest_height():
 
 def test_respond_answers_errors_or_values_and_frames():
     w = make()
-    assert respond(w, {"block_size": "0"}) == {"errors": {"block_size": "block size: a whole number from 1 to 64"}}
+    assert respond(w, {"block_size": "0"}) == {
+        "errors": {"block_size": "block size: a whole number from 1 to 64"}}
     answer = respond(w, {"block_size": "8", "requests": "1:2"})
     assert answer["values"]["block_size"] == "8" and answer["values"]["requests"] == "1:2"
     assert len(answer["frames"]) == 1
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text()
+                    | st.floats(allow_nan=False),
                     lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids), max_leaves=20))
 def test_to_json_is_canonical(data):
     text = to_json(data)
@@ -170,12 +176,13 @@ def test_worker_build_returns_the_same_json_as_respond(monkeypatch):
     monkeypatch.setitem(sys.modules, "vsb_test_topic", module)
     raw = {"block_size": "4", "swap": "true"}
     assert worker.build("vsb_test_topic", "t", json.dumps(raw)) == to_json(respond(make(), raw))
-    assert json.loads(worker.build("vsb_test_topic", "nope", "{}"))["errors"][""].startswith("KeyError")
+    unknown = json.loads(worker.build("vsb_test_topic", "nope", "{}"))
+    assert unknown["errors"][""].startswith("KeyError")
     assert "errors" in json.loads(worker.build("vsb_test_topic", "t", "[1]"))
 
 
-@pytest.mark.parametrize("raw", ["1_0", "\u0663", "\uff14", "1e3", "0x10", "--1", "1.", " ", "9" * 13,
-                                 "9" * 5000])
+@pytest.mark.parametrize("raw", ["1_0", "\u0663", "\uff14", "1e3", "0x10", "--1", "1.", " ",
+                                 "9" * 13, "9" * 5000])
 def test_whole_numbers_are_ascii_digits_with_an_optional_sign_only(raw):
     """The audit's lenient cases (Python's int() takes '1_0', Arabic-Indic and full-width
     digits) and the 4,301-digit case (Python's own 'Exceeds the limit' message) get the

@@ -160,7 +160,8 @@ def test_last_frame_puts_paged_output_next_to_contiguous_and_numpy_agrees():
     for h, row in enumerate(out):
         assert f"head {h} paged {short(row)}" in shown
     assert "equal (to within 1e-9, float64)" in shown
-    assert "vLLM would launch v1: use_v1(13 tokens, 1 sequence, 2 heads) is True" in last["narration"]
+    assert ("vLLM would launch v1: use_v1(13 tokens, 1 sequence, 2 heads) is True"
+            in last["narration"])
     assert [f["label"] for f in run(W, v)] == (
         ["start"] + [f"head 0, block {b} scores" for b in range(4)] + ["head 0 softmax"]
         + [f"head 0, block {b} values" for b in range(4)] + ["result"])
@@ -237,7 +238,8 @@ def test_f2_never_prints_negative_zero():
 # ------------------------------------------------------------------------ checks
 
 @pytest.mark.parametrize("raw,field,words", [
-    ({"num_heads": "3", "num_kv_heads": "2"}, "num_kv_heads", "must divide the number of query heads (3)"),
+    ({"num_heads": "3", "num_kv_heads": "2"}, "num_kv_heads",
+     "must divide the number of query heads (3)"),
     ({"seq_len": "40", "block_size": "2"}, "seq_len", "at most 12 blocks"),
     ({"kernel": "v2", "partition_size": "6", "block_size": "4"}, "partition_size",
      "must be a multiple of the block size (4)"),

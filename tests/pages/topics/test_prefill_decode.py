@@ -97,7 +97,8 @@ def test_tables_show_every_row_with_its_ratio_and_bound(phase):
 def test_roofline_chart_has_one_point_per_measured_row():
     root = parse(pd.measured_roofline_svg(DATA))
     tips = [el.find(f"{SVG_NS}title").text for el in root.iter()
-            if el.tag in (f"{SVG_NS}circle", f"{SVG_NS}rect") and el.find(f"{SVG_NS}title") is not None]
+            if el.tag in (f"{SVG_NS}circle", f"{SVG_NS}rect")
+            and el.find(f"{SVG_NS}title") is not None]
     measured = [t for t in tips if "measured" in t and "achieved" in t]
     assert len(measured) == 24
 
@@ -353,7 +354,8 @@ def test_numbers_the_text_quotes():
 def test_page_names_version_and_has_its_sections():
     assert "v0.5.5" in DOC
     for heading in ("## What to notice", "## In vLLM's code", "## Try this", "## From Python",
-                    '!!! note "Where this picture simplifies"', '!!! info "V1 does it differently"'):
+                    '!!! note "Where this picture simplifies"',
+                    '!!! info "V1 does it differently"'):
         assert heading in DOC
     assert '--8<-- "examples/prefill_decode.py"' in DOC
     assert "[[widget: prefill-decode]]" in DOC

@@ -16,7 +16,8 @@ NS = "{http://www.w3.org/2000/svg}"
 def test_escaped_text_parses_back_to_itself(s):
     # Characters XML can hold; XML itself turns \r into \n, and tabs and newlines in an
     # attribute into spaces, so those are compared as XML reads them.
-    s = "".join(c for c in s if c in "\t\n" or (" " <= c <= "\ud7ff") or ("\ue000" <= c <= "\ufffd"))
+    s = "".join(c for c in s
+                if c in "\t\n" or (" " <= c <= "\ud7ff") or ("\ue000" <= c <= "\ufffd"))
     doc = svg.document(10, 10, [svg.text(0, 0, s)], label=s)
     root = ElementTree.fromstring(doc)
     assert (root.find(f"{NS}text").text or "") == s
@@ -25,7 +26,8 @@ def test_escaped_text_parses_back_to_itself(s):
 
 def test_markup_never_becomes_elements():
     payload = '<script>alert(1)</script>"><b onload="x">'
-    doc = svg.document(10, 10, [svg.rect(0, 0, 1, 1, fill="free", tip=payload), svg.text(0, 0, payload)],
+    doc = svg.document(10, 10,
+                       [svg.rect(0, 0, 1, 1, fill="free", tip=payload), svg.text(0, 0, payload)],
                        label=payload)
     root = ElementTree.fromstring(doc)
     tags = {el.tag.removeprefix(NS) for el in root.iter()}
@@ -42,7 +44,8 @@ def test_document_has_viewbox_and_title():
 
 
 def test_numbers_are_short_and_deterministic():
-    assert [svg.num(x) for x in (3, 3.0, 2.5, 1 / 3, -0.0001, 10.999)] == ["3", "3", "2.5", "0.33", "-0", "11"]
+    assert ([svg.num(x) for x in (3, 3.0, 2.5, 1 / 3, -0.0001, 10.999)]
+            == ["3", "3", "2.5", "0.33", "-0", "11"])
 
 
 def test_colours_are_css_variables_from_the_palette():
