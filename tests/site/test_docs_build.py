@@ -124,8 +124,8 @@ def test_the_instructors_page_lists_every_widget_with_goal_presets_and_embed_cod
     widgets, _ = registry.collect()
     text = (site / "instructors" / "index.html").read_text(encoding="utf-8")
     for wid, entry in widgets.items():
-        row = text[text.index(f'<section class="vsb-instructor" id="instructors-{wid}">'):]
-        row = row[:row.index("</section>")]
+        row = text[text.index(f'<tr class="vsb-instructor" id="instructors-{wid}">'):]
+        row = row[:row.index("</tr>")]
         assert entry.item.goal and entry.item.goal.replace("'", "&#39;") in row
         assert "&lt;iframe src=" in row and f"?embed={wid}" in row
     assert text.count('href="../paged-attention/#paged-attention.') >= 3   # presets
