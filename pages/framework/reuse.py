@@ -74,7 +74,9 @@ def cite_block(title: str, page_path: str, site_url: str | None, repo_url: str |
         f"<p>Source: {source}. Found something wrong? Each claim names the vLLM file it comes "
         f"from; {corrections} with the page's address and the step (<em>Link to this "
         "step</em>).</p>",
-        f'<pre class="vsb-bibtex" data-key="{esc(key)}"><code>{esc(bibtex(title, url, key))}'
+        # Without a site URL the page's script (overrides/main.html) completes the address.
+        f'<pre class="vsb-bibtex" data-key="{esc(key)}"{"" if site_url else " data-root-relative"}>'
+        f"<code>{esc(bibtex(title, url, key))}"
         "</code></pre>",
         "</section>",
     ])

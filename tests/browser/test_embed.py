@@ -136,3 +136,15 @@ json.dumps(engine.snapshot(with_slots=False)["requests"])
     }""", [base_url, name])
     page.close()
     assert json.loads(got) == json.loads(json.dumps(expected))
+
+
+def test_citations_and_embed_codes_carry_the_sites_address(open_page, base_url):
+    """Built without a site URL, the BibTeX and the instructors' embed codes are completed
+    with the address the reader sees, so what they copy works elsewhere."""
+    page = open_page("preemption/").page
+    bibtex = page.locator("pre.vsb-bibtex code").inner_text()
+    assert f"url          = {{{base_url}preemption/}}," in bibtex
+    page = open_page("instructors/").page
+    code = page.locator("#instructors-preemption textarea").input_value()
+    assert f'src="{base_url}preemption/?embed=preemption"' in code
+    assert f'<script src="{base_url}js/embed.js"' in code
