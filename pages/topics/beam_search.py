@@ -189,13 +189,8 @@ def view(step: Step, ctx: BeamContext) -> svg.Figure:
         extra = [c.seq_id for c in step_event.candidates
                  if c.seq_id is not None and c.seq_id not in colors]
         colors.update({sid: svg.seq(len(order) + 1 + i) for i, sid in enumerate(extra)})
-    parts = [svg.text(X, 18, f"{_cap(name)} ({kind})", size=kv_view.HEADING),
-             svg.text(kv_view.WIDTH - X, 18, "v0.5.5", size=kv_view.HEADING, anchor="end",
-                      fill="muted")]
-    elements, dy = kv_view.lines(X, 24, f"Request A: k = {v['k']}, {v['prompt_len']}-token "
-                                        f"prompt, max_tokens {v['output_len']}")
-    parts += elements
-    y = 24 + dy + 4
+    parts, y = usage.request_heading(X, f"{_cap(name)} ({kind})",
+                                     f"k = {v['k']}", v)
     if step_event is None:
         elements, dy = prompt_plan.plan(X, y, v["prompt_len"], v["block_size"],
                                         note=start_words(v))
@@ -488,10 +483,7 @@ def details(step: Step, ctx: BeamContext) -> list[str]:
     words = usage.sentence(usage_from_snapshot(step.snapshot), k, usage.BEAMS)
     if words:
         out.append(words)
-    avg = ctx.averaged[step.index]
-    if avg is not None:
-        out.append(f"Time-averaged saving so far (the paper's measure, summed over the "
-                   f"iterations): {100 * avg:.0f}%.")
+    out += usage.averaged_sentence(ctx.averaged[step.index])
     return out
 
 

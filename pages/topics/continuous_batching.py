@@ -21,6 +21,7 @@ from itertools import zip_longest
 
 from pages.framework.widget import Context, Param, Widget
 from pages.views import fit, svg
+from pages.views import legend as legend_mod  # this module's own legend() draws it
 from pages.views.text import join, noun, plural, verb
 from sim.studies.batching_metrics import (
     DECODE,
@@ -260,12 +261,8 @@ def legend(y: float, entries) -> tuple[list[str], float]:
             out += lines
             cy += h - row
             continue
-        w = 14 + 5 + fit.text_width(text, SMALL)
-        if cx > PAD and cx + w > WIDTH - PAD:
-            cx, cy = PAD, cy + row
-        out += _swatch(kind, cx, cy + 2)
-        out.append(svg.text(cx + 19, cy + SMALL, text, size=SMALL))
-        cx += w + 12
+        cx, cy = legend_mod.swatch_item(out, cx, cy, PAD, WIDTH - PAD, SMALL, _swatch, kind,
+                                        text)
     return out, cy + row - y
 
 

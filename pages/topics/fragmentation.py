@@ -24,7 +24,8 @@ from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
 from pages.views import fit, svg
-from pages.views.text import a, join, plural, verb
+from pages.views import legend as legend_mod  # this module's own legend() draws it
+from pages.views.text import a, join, plural, verb, wrap_items
 from sim.events import Admitted, Preempted, RequestArrived, RequestFinished
 from sim.studies.contiguous import ChunkAllocated, next_power_of_two
 from sim.studies.fragmentation import (
@@ -350,12 +351,8 @@ def legend(y: float, entries) -> tuple[list[str], float]:
     cx, cy = PAD, y
     row = SMALL * 1.6
     for kind, text in entries:
-        w = 14 + 5 + fit.text_width(text, SMALL)
-        if cx > PAD and cx + w > WIDTH - PAD:
-            cx, cy = PAD, cy + row
-        out += _swatch(kind, cx, cy + 2)
-        out.append(svg.text(cx + 19, cy + SMALL, text, size=SMALL))
-        cx += w + 12
+        cx, cy = legend_mod.swatch_item(out, cx, cy, PAD, WIDTH - PAD, SMALL, _swatch, kind,
+                                        text)
     return out, cy + row - y
 
 
@@ -369,15 +366,7 @@ def numbers(b) -> list[str]:
 
 def number_lines(items: list[str]) -> list[str]:
     """Items joined with " · ", wrapped between items to the picture's width."""
-    room = fit.chars(WIDTH - 2 * PAD, SMALL)
-    lines, line = [], ""
-    for item in items:
-        if line and len(line) + 3 + len(item) > room:
-            lines.append(line)
-            line = item
-        else:
-            line = f"{line} · {item}" if line else item
-    return lines + ([line] if line else [])
+    return wrap_items(items, fit.chars(WIDTH - 2 * PAD, SMALL), " · ")
 
 
 def refusal_lines(r) -> list[str]:

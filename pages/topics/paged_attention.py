@@ -91,17 +91,10 @@ def view(step: Step, ctx: PagedContext) -> svg.Figure:
     v, snap = ctx.values, step.snapshot
     h = kv_view.highlights(step.events)
     name = label(step)
-    parts = [svg.text(X, 18, f"{name[0].upper()}{name[1:]} ({kind_words(step)})",
-                      size=kv_view.HEADING),
-             svg.text(kv_view.WIDTH - X, 18, "V1" if v["engine"] == "v1" else "v0.5.5",
-                      size=kv_view.HEADING, anchor="end", fill="muted")]
-    y = 28
-    elements, dy = kv_view.queues(X, y, snap, h)
+    parts = kv_view.heading(X, f"{name[0].upper()}{name[1:]} ({kind_words(step)})",
+                            "V1" if v["engine"] == "v1" else "v0.5.5")
+    elements, y = kv_view.queues_and_tables(X, 28, snap, h)
     parts += elements
-    y += dy + 6
-    elements, dy = kv_view.block_tables(X, y, snap, h, others=True)
-    parts += elements
-    y += dy + 6
     elements, dy = kv_view.pool(X, y, snap, "gpu", h)
     parts += elements
     y += dy

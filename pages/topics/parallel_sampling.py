@@ -92,13 +92,8 @@ def view(step: Step, ctx: SamplingContext) -> svg.Figure:
     v, snap = ctx.values, step.snapshot
     name = label(step)
     kind = "before the first iteration" if step.step is None else step.kind
-    parts = [svg.text(X, 18, f"{_cap(name)} ({kind})", size=kv_view.HEADING),
-             svg.text(kv_view.WIDTH - X, 18, "v0.5.5", size=kv_view.HEADING, anchor="end",
-                      fill="muted")]
-    elements, dy = kv_view.lines(X, 24, f"Request A: n = {v['n']}, {v['prompt_len']}-token "
-                                        f"prompt, max_tokens {v['output_len']}")
-    parts += elements
-    y = 24 + dy + 4
+    parts, y = usage.request_heading(X, f"{_cap(name)} ({kind})",
+                                     f"n = {v['n']}", v)
     h = kv_view.highlights(step.events)
     if step.step is None:
         elements, dy = prompt_plan.plan(X, y, v["prompt_len"], v["block_size"],
@@ -364,10 +359,7 @@ def details(step: Step, ctx: SamplingContext) -> list[str]:
     words = usage.sentence(u, n)
     if words:
         out.append(words)
-    avg = ctx.averaged[step.index]
-    if avg is not None:
-        out.append(f"Time-averaged saving so far (the paper's measure, summed over the "
-                   f"iterations): {100 * avg:.0f}%.")
+    out += usage.averaged_sentence(ctx.averaged[step.index])
     return out
 
 

@@ -487,18 +487,11 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
     check line, the notes and (when vLLM stops) its message, top to bottom."""
     v1 = kv_view.is_v1(snap)
     h = kv_view.highlights(events)
-    parts = [svg.text(X, 18, heading, size=kv_view.HEADING),
-             svg.text(kv_view.WIDTH - X, 18, "V1" if v1 else "v0.5.5", size=kv_view.HEADING,
-                      anchor="end", fill="muted")]
+    parts = kv_view.heading(X, heading, "V1" if v1 else "v0.5.5")
     if kv_view.text_width(heading, kv_view.HEADING) > kv_view.WIDTH - 2 * X - 50:
         parts.pop()   # a long heading (vLLM stops) takes the whole line
-    y = 28
-    elements, dy = kv_view.queues(X, y, snap, h)
+    elements, y = kv_view.queues_and_tables(X, 28, snap, h)
     parts += elements
-    y += dy + 6
-    elements, dy = kv_view.block_tables(X, y, snap, h, others=True)
-    parts += elements
-    y += dy + 6
     gpu = snap["gpu"]
     used = gpu["num_blocks"] - gpu["num_free"] - (1 if v1 else 0)
     title = (f"GPU blocks: {used} used, {gpu['num_free']} free, watermark "

@@ -239,6 +239,22 @@ def queues(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], fl
 
 # -- block tables ----------------------------------------------------------------------------
 
+def heading(x: float, title: str, engine: str) -> list[str]:
+    """A picture's first line: its title on the left, the engine ("v0.5.5", "V1") on the
+    right, muted."""
+    return [svg.text(x, 18, title, size=HEADING),
+            svg.text(WIDTH - x, 18, engine, size=HEADING, anchor="end", fill="muted")]
+
+
+def queues_and_tables(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], float]:
+    """The queues, then every request's block tables (with the other requests' blocks
+    marked), 6 units apart; returns (elements, the y below them plus 6)."""
+    parts, dy = queues(x, y, snap, h)
+    y += dy + 6
+    elements, dy = block_tables(x, y, snap, h, others=True)
+    return parts + elements, y + dy + 6
+
+
 def _table_geometry(snap: dict, x: float, labels: dict[int, str]) -> tuple[float, float, int]:
     """(label column width, cell width, cells per row): fixed by the pool sizes and names,
     so the tables do not move between the steps of one trace."""

@@ -4,7 +4,7 @@ themselves (which sample owns a block, which candidate was kept). Text is kv_vie
 size every picture keeps so that a phone draws it at 11 px or more."""
 from __future__ import annotations
 
-from pages.views import kv_view, svg
+from pages.views import fit, kv_view, svg
 
 CHIP = 12           # the mark's side
 GAP = 14            # between one item and the next
@@ -43,3 +43,19 @@ def chips(x: float, y: float, items: list[tuple], right: float = kv_view.WIDTH -
         out.append(svg.text(cx + CHIP + 5, cy + font, label, size=font))
         cx += w + GAP
     return out, cy - y + row_h
+
+
+SWATCH = 14         # a topic's own legend sample, drawn by its `swatch(kind, x, y)`
+
+
+def swatch_item(out: list[str], cx: float, cy: float, left: float, right: float, size: float,
+                swatch, kind: str, text: str) -> tuple[float, float]:
+    """Append one legend item (the topic's 14-unit sample of `kind`, then `text`) at (cx,
+    cy), starting a new row at `left` when it would cross `right`; returns the next (cx,
+    cy)."""
+    w = SWATCH + 5 + fit.text_width(text, size)
+    if cx > left and cx + w > right:
+        cx, cy = left, cy + size * 1.6
+    out += swatch(kind, cx, cy + 2)
+    out.append(svg.text(cx + SWATCH + 5, cy + size, text, size=size))
+    return cx + w + 12, cy

@@ -75,11 +75,17 @@ def span(items) -> str:
 
 def wrap(text: str, width: int) -> list[str]:
     """Greedy word wrap to lines of at most `width` characters (SVG text does not wrap)."""
+    return wrap_items(text.split(), width)
+
+
+def wrap_items(items, width: int, sep: str = " ") -> list[str]:
+    """Items joined with `sep`, broken between items into lines of at most `width`
+    characters where they fit."""
     lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
+    for item in items:
+        if line and len(line) + len(sep) + len(item) > width:
             lines.append(line)
-            line = word
+            line = item
         else:
-            line = f"{line} {word}" if line else word
+            line = f"{line}{sep}{item}" if line else item
     return lines + ([line] if line else [])

@@ -65,3 +65,21 @@ def sentence(u, copies: int, what: tuple[str, str] = COPIES) -> str:
 def saving_words(u) -> str:
     """"saves 2 of 6 blocks (33%)": the clause the short narration ends with."""
     return f"saves {u.saved} of {plural(u.unshared, 'block')} ({100 * u.saving:.0f}%)"
+
+
+def request_heading(x: float, title: str, width_words: str, v: dict) -> tuple[list[str], float]:
+    """The sharing pages' first lines: the step's title (v0.5.5), then "Request A: n = 3,
+    7-token prompt, max_tokens 6" wrapped; returns (elements, the y to draw on from)."""
+    parts = kv_view.heading(x, title, "v0.5.5")
+    elements, dy = kv_view.lines(x, 24, f"Request A: {width_words}, {v['prompt_len']}-token "
+                                        f"prompt, max_tokens {v['output_len']}")
+    return parts + elements, 24 + dy + 4
+
+
+def averaged_sentence(avg: float | None) -> list[str]:
+    """The paper's time-averaged saving so far, as a sentence (none before the first
+    iteration)."""
+    if avg is None:
+        return []
+    return [f"Time-averaged saving so far (the paper's measure, summed over the "
+            f"iterations): {100 * avg:.0f}%."]

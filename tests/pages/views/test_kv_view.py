@@ -147,3 +147,9 @@ def test_waiting_rows_say_why_a_request_holds_no_blocks():
     assert "arrives at iteration" not in later     # the queue chip says it once tables exist
     title = kv_view.table_title({"block_size": 1})
     assert "1 slot filled" in title and "1 slots" not in title
+
+
+def test_heading_puts_the_engine_on_the_right():
+    title, engine = kv_view.heading(8, "Iteration 3 (decode)", "V1")
+    assert "Iteration 3 (decode)" in title and 'text-anchor="end"' not in title
+    assert ">V1<" in engine and 'text-anchor="end"' in engine

@@ -1,4 +1,4 @@
-from pages.views.text import f2, plural, span, wrap
+from pages.views.text import f2, plural, span, wrap, wrap_items
 
 
 def test_f2_never_prints_minus_zero():
@@ -33,3 +33,12 @@ def test_a_or_an_follows_how_the_word_is_spoken():
               "ordinary": "an", "uniform": "a", "unused slot": "an"}
     for word, article in spoken.items():
         assert a(word) == f"{article} {word}", word
+
+
+def test_wrap_items_breaks_between_items_only():
+    items = ["A 61%", "B 7%", "C 100%", "D 0%"]
+    assert wrap_items(items, 13, " · ") == ["A 61% · B 7%", "C 100% · D 0%"]
+    assert wrap_items(items, 200, " · ") == ["A 61% · B 7% · C 100% · D 0%"]
+    # An item longer than the width gets a line of its own rather than being cut.
+    assert wrap_items(["x" * 20, "y"], 5) == ["x" * 20, "y"]
+    assert wrap_items([], 10) == []
