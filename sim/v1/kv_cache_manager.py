@@ -4,9 +4,10 @@
 (`req_to_blocks`, `num_cached_block`, `find_longest_cache_hit`, `get_num_blocks_to_allocate`,
 `allocate_new_blocks`, `cache_blocks`, `free`): one KV cache group of full attention, so the
 coordinator (`kv_cache_coordinator.py`) that fans calls out to one manager per group is
-left out, and so are sliding window, Mamba, KV connectors (`num_external_computed_tokens`
-is accepted but the engine always passes 0), encoder-decoder cross attention and
-decode-context parallelism.
+left out, and so are sliding window, Mamba, encoder-decoder cross attention and
+decode-context parallelism. A KV connector's tokens (`num_external_computed_tokens`) get
+blocks after the local hit's (in one pop with the new tokens' blocks: the same blocks in the
+same order as vLLM's two), and `delay_cache_blocks` leaves them uncached until they arrive.
 
 - `get_computed_blocks(request)`: the longest run of leading full blocks whose hashes are
   in the prefix cache, capped at `(num_tokens - 1) // block_size` blocks (the last token is
@@ -219,7 +220,9 @@ class KVCacheManager:
         if num_blocks_to_allocate + watermark > num_free - reserved_blocks:
             return None   # nothing has changed: the hits are not touched
 
-        if new_computed_block_list or num_external_computed_tokens > 0:
+        if (new_computed_block_list or num_external_computed_tokens > 0) \
+                and request_id not in self.num_cached_block:
+            # (A running request has no new hits: vLLM's coordinator returns early.)
             self.add_local_computed_blocks(request, new_computed_block_list,
                                            num_new_computed_tokens)
 
@@ -229,7 +232,7 @@ class KVCacheManager:
             # Drafts and lookahead slots are not cached: at most num_tokens.
             num_tokens_to_cache = min(total_computed_tokens + num_new_tokens, request.num_tokens)
             if num_tokens_to_cache // block_size > self.num_cached_block.get(request_id, 0):
-                self.cache_blocks(request, num_tokens_to_cache)
+                self._cache_full_blocks(request, num_tokens_to_cache)
         return KVCacheBlocks((new_blocks,)) if new_blocks else self.empty_kv_cache_blocks
 
     def add_local_computed_blocks(self, request, new_computed_blocks: Sequence[KVCacheBlock],
@@ -267,7 +270,14 @@ class KVCacheManager:
         return new_blocks
 
     def cache_blocks(self, request, num_tokens: int) -> None:
-        """Hash and cache the request's full blocks among its first num_tokens tokens."""
+        """Hash and cache the request's full blocks among its first num_tokens tokens
+        (nothing when prefix caching is off). allocate_slots caches through the manager
+        below directly, as vLLM's calls its coordinator."""
+        if self.enable_caching:
+            self._cache_full_blocks(request, num_tokens)
+
+    def _cache_full_blocks(self, request, num_tokens: int) -> None:
+        """FullAttentionManager.cache_blocks."""
         request_id = request.request_id
         num_cached_blocks = self.num_cached_block.get(request_id, 0)
         num_full_blocks = num_tokens // self.block_size
@@ -291,6 +301,17 @@ class KVCacheManager:
 
     def get_block_ids(self, request_id: str) -> tuple[list[int], ...]:
         return self.get_blocks(request_id).get_block_ids()
+
+    def get_block_ids_for_computed_tokens(self, request_id: str, num_computed_tokens: int
+                                          ) -> tuple[list[int], ...]:
+        """The leading block ids that cover `num_computed_tokens` tokens (what a KV
+        connector is told a finished request holds)."""
+        num_valid_blocks = -(-num_computed_tokens // self.block_size)
+        return ([b.block_id for b in self.req_to_blocks.get(request_id, ())[:num_valid_blocks]],)
+
+    def evict_blocks(self, block_ids: set[int]) -> None:
+        """Drop blocks from the prefix cache by id (a KV connector's invalid blocks)."""
+        self.block_pool.evict_blocks(block_ids)
 
     def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
         """Leading blocks of that request held by every request that holds blocks
