@@ -208,10 +208,13 @@ class KVConnectorOutput:
     finished_sending: set[str] | None = None
     finished_recving: set[str] | None = None
     invalid_block_ids: set[int] = field(default_factory=set)
+    # What the connector's worker side tells its scheduler side
+    # (`build_connector_worker_meta`: e.g. the offloading connector's completed jobs).
+    kv_connector_worker_meta: object = None
 
     def is_empty(self) -> bool:
         return (not self.finished_sending and not self.finished_recving
-                and not self.invalid_block_ids)
+                and not self.invalid_block_ids and not self.kv_connector_worker_meta)
 
 
 @dataclass(slots=True)
@@ -384,8 +387,28 @@ class Scheduler(KVConnectorSchedulerMixin):
         return (self.has_unfinished_requests() or self.has_finished_requests()
                 or (self.connector is not None and self.connector.has_pending_push_work()))
 
-    def reset_prefix_cache(self) -> bool:
-        return self.kv_cache_manager.reset_prefix_cache()
+    def reset_prefix_cache(self, reset_running_requests: bool = False,
+                           reset_connector: bool = False) -> bool:
+        """Empty the GPU prefix cache (only possible when no request holds blocks, unless
+        `reset_running_requests` preempts them all first); `reset_connector` also empties
+        the connector's cache (the CPU tier)."""
+        if reset_running_requests:
+            # In reverse order, so they come back in FIFO order.
+            while self.running:
+                self._preempt_request(self.running.pop())
+            self.prev_step_scheduled_req_ids.clear()
+        reset_successful = self.kv_cache_manager.reset_prefix_cache()
+        if reset_running_requests and not reset_successful:
+            raise RuntimeError("Failed to reset KV cache even when all the running requests "
+                               "are preempted and moved to the waiting queue.")
+        if reset_connector:
+            reset_successful = self.reset_connector_cache() and reset_successful
+        return reset_successful
+
+    def reset_connector_cache(self) -> bool:
+        if self.connector is None:
+            return True
+        return self.connector.reset_cache() is not False
 
     # -- one step's plan -------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
