@@ -23,6 +23,19 @@ It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
 - `best_of` and beam search are not part of V1's engine: add_request rejects them.
 - Arrival: a request added with `arrival_step` reaches the scheduler at that step (an
   addition, as in the v0.5.5 engine: vLLM's requests arrive when they are added).
+- A KV connector (`kv_transfer_config`, or a scheduler-side `kv_connector` built already)
+  takes the model runner's calls around the forward pass, as vLLM's
+  `KVConnectorModelRunnerMixin` and `GPUModelRunner` make them: `handle_preemptions`,
+  `bind_connector_metadata`, `start_load_kv` before it; `get_finished`,
+  `get_block_ids_with_load_errors`, `build_connector_worker_meta` and
+  `clear_connector_metadata` after it, into the step's `KVConnectorOutput`. The engine
+  builds the worker side itself when the connector's worker registers the KV caches (the
+  offloading connector: it gets `gpu_cache`); otherwise pass `kv_connector_worker`.
+  `kv_connector_kwargs` go to the connectors the engine builds (a link, bytes per block).
+- Time (an addition): `now_s`, seconds, starts at 0 and advances after each forward pass
+  by `step_time(scheduler_output)` when given (a cost model); connectors the engine builds
+  read it as their clock. Without `step_time` it stays 0 and the offloading connector's
+  transfers take one step each.
 """
 from __future__ import annotations
 
@@ -33,10 +46,11 @@ from dataclasses import dataclass, field
 from sim.events import Aborted, ChunkScheduled, KVWritten, RequestArrived, TokenSampled, fast_event
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
-from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
+from sim.v1.kv_connector import KVConnectorBase_V1, KVConnectorFactory, KVConnectorRole
 from sim.v1.request import Request, RequestStatus
-from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
+from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
 
 Slot = tuple[int, int] | None   # (token_id, position) or empty
@@ -84,7 +98,12 @@ class LLMEngine:
     def __init__(self, cache_config: CacheConfig | None = None,
                  scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
                  model: StandInModel | None = None, record_events: bool = True,
-                 spec_acceptance_rate: float = 0.7) -> None:
+                 spec_acceptance_rate: float = 0.7,
+                 kv_transfer_config: KVTransferConfig | None = None,
+                 kv_connector: KVConnectorBase_V1 | None = None,
+                 kv_connector_worker: KVConnectorBase_V1 | None = None,
+                 kv_connector_kwargs: dict | None = None,
+                 step_time=None) -> None:
         self.cache_config = cache_config or CacheConfig()
         self.scheduler_config = scheduler_config or SchedulerConfig()
         if not 0.0 <= spec_acceptance_rate <= 1.0:
@@ -93,17 +112,41 @@ class LLMEngine:
         self.spec_acceptance_rate = spec_acceptance_rate
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
-        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events)
+        self.now_s = 0.0
+        self.step_time = step_time
+        connector_kwargs = dict(kv_connector_kwargs or {})
+        # Connectors read the engine's time only when it runs (step_time given).
+        clock = self.clock if step_time is not None else None
+        connector_cls = None
+        if kv_transfer_config is not None and kv_transfer_config.kv_connector is not None:
+            connector_cls = KVConnectorFactory.get_connector_class(
+                kv_transfer_config.kv_connector)
+            if kv_connector is None:
+                kv_connector = connector_cls(kv_transfer_config, KVConnectorRole.SCHEDULER,
+                                             self.cache_config, clock=clock,
+                                             **connector_kwargs)
+        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events,
+                                   kv_transfer_config=kv_transfer_config,
+                                   connector=kv_connector)
         self.kv_cache_manager = self.scheduler.kv_cache_manager
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
-        # EngineCore builds the request block hasher only when prefix caching is on.
+        # EngineCore builds the request block hasher when prefix caching or a KV connector
+        # is on.
         self.none_hash = init_none_hash(sha256, cc.hash_seed)
         self.block_hasher = (get_request_block_hasher(cc.block_size, sha256, self.none_hash)
-                             if cc.enable_prefix_caching else None)
+                             if cc.enable_prefix_caching or kv_connector is not None
+                             else None)
         # The KV payload of every GPU slot (the stand-in for the KV cache tensors).
         self.gpu_cache: list[list[Slot]] = [[None] * cc.block_size
                                             for _ in range(cc.num_gpu_blocks)]
+        if kv_connector_worker is None and connector_cls is not None \
+                and hasattr(connector_cls, "register_kv_caches"):
+            kv_connector_worker = connector_cls(kv_transfer_config, KVConnectorRole.WORKER,
+                                                self.cache_config, clock=clock,
+                                                **connector_kwargs)
+            kv_connector_worker.register_kv_caches(self.gpu_cache)
+        self.kv_connector_worker = kv_connector_worker
         self.step_index = 0
         # Every (child) request ever added, in order; parents of n > 1 requests.
         self.requests: dict[str, Request] = {}
@@ -201,8 +244,17 @@ class LLMEngine:
     def get_num_unfinished_requests(self) -> int:
         return len(self.pending) + self.scheduler.get_num_unfinished_requests()
 
-    def reset_prefix_cache(self) -> bool:
-        return self.scheduler.reset_prefix_cache()
+    def reset_prefix_cache(self, reset_connector: bool = False) -> bool:
+        return self.scheduler.reset_prefix_cache(reset_connector=reset_connector)
+
+    def clock(self) -> float:
+        """The engine's time in seconds (see the module docstring)."""
+        return self.now_s
+
+    def has_requests(self) -> bool:
+        """vLLM's EngineCore keeps stepping while this holds: unfinished requests, or
+        finished ones a KV connector still works on (a store in flight, say)."""
+        return bool(self.pending) or self.scheduler.has_requests()
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
@@ -217,11 +269,28 @@ class LLMEngine:
                     events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
 
         scheduler_output = self.scheduler.schedule()
+        worker = self.kv_connector_worker
+        if worker is not None:
+            # Before the forward pass: flushes, then the step's loads (and stores).
+            kv_connector_metadata = scheduler_output.kv_connector_metadata
+            worker.handle_preemptions(kv_connector_metadata)
+            worker.bind_connector_metadata(kv_connector_metadata)
+            worker.start_load_kv()
         num_spec = self.scheduler_config.num_speculative_tokens
         # Without drafts every sampled token is kept, so the model pass lists them.
         tokens: list | None = None if num_spec else []
         model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
                                                                    tokens)
+        if self.step_time is not None:
+            self.now_s += self.step_time(scheduler_output)
+        if worker is not None:
+            finished_sending, finished_recving = worker.get_finished(
+                scheduler_output.finished_req_ids)
+            model_runner_output.kv_connector_output = KVConnectorOutput(
+                finished_sending or set(), finished_recving or set(),
+                worker.get_block_ids_with_load_errors(),
+                worker.build_connector_worker_meta())
+            worker.clear_connector_metadata()
         outputs = self.scheduler.update_from_output(scheduler_output, model_runner_output)
 
         requests = self.requests

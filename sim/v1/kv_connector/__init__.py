@@ -42,6 +42,13 @@ class KVConnectorFactory:
         cls._registry[name] = loader
 
     @classmethod
+    def get_connector_class(cls, name: str) -> type:
+        if name not in cls._registry:
+            raise ValueError(f"Unsupported connector type: {name} (known: "
+                             f"{', '.join(sorted(cls._registry))})")
+        return cls._registry[name]()
+
+    @classmethod
     def create_connector(cls, kv_transfer_config, role: KVConnectorRole, cache_config=None,
                          **kwargs) -> KVConnectorBase_V1:
         name = kv_transfer_config.kv_connector

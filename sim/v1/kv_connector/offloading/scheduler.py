@@ -94,7 +94,10 @@ def yield_req_data(scheduler_output):
 class TransferJobStatus:
     req_id: ReqId
     pending_count: int                  # workers yet to report it done
-    keys: set[OffloadKey]               # what complete_store / complete_load get
+    # What complete_store / complete_load get. vLLM keeps a set, whose order (it decides
+    # the CPU tier's LRU order) varies from run to run with Python's hash seed; the
+    # simulation keeps the request's block order.
+    keys: list[OffloadKey]
     is_store: bool
     # A store's source GPU blocks: watched by the fence once the request has finished
     # (until then the request's reference keeps them).
@@ -381,7 +384,7 @@ class OffloadingConnectorScheduler:
         req_status.transfer_jobs.add(load_job_id)
         self._jobs[load_job_id] = TransferJobStatus(
             req_id=request.request_id, pending_count=self.config.num_workers,
-            keys=set(keys_to_load), is_store=False)
+            keys=list(dict.fromkeys(keys_to_load)), is_store=False)
         if self._blocks_being_loaded is not None:
             self._blocks_being_loaded.update(keys_to_load)
         self._event(OffloadLoadJob(request.request_id, load_job_id,
@@ -494,8 +497,9 @@ class OffloadingConnectorScheduler:
                 assert self._jobs[any_jid].is_store
             req_status.transfer_jobs.add(job_id)
             self._jobs[job_id] = TransferJobStatus(
-                req_id=req_id, pending_count=self.config.num_workers, keys=keys_to_store,
-                is_store=True, non_sliding_window_block_ids=non_sliding_window_block_ids)
+                req_id=req_id, pending_count=self.config.num_workers,
+                keys=list(store_output.keys_to_store), is_store=True,
+                non_sliding_window_block_ids=non_sliding_window_block_ids)
             store_jobs[job_id] = TransferJob(req_id=req_id, src_spec=src_spec,
                                              dst_spec=dst_spec)
             self._event(OffloadStoreJob(
@@ -665,3 +669,7 @@ class OffloadingConnectorScheduler:
 
     def request_state(self, req_id: str) -> RequestOffloadState | None:
         return self._req_status.get(req_id)
+
+    def fenced_jobs(self, block_id: int) -> set[int]:
+        """The store jobs a GPU block is fenced for (flushed if it is handed out)."""
+        return set(self._block_id_to_pending_jobs.get(block_id, ()))

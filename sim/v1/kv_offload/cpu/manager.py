@@ -234,6 +234,10 @@ class CPUOffloadingManager(OffloadingManager):
         """The idle blocks, the next to be evicted first."""
         return self._policy.lru_order()
 
+    def get_num_evictable_blocks(self) -> int:
+        """The count the manager keeps of idle (evictable) blocks."""
+        return self._num_evictable_cache_blocks
+
     def get_num_free_blocks(self) -> int:
         """CPU blocks holding nothing (never used, or freed by an eviction)."""
         return self._get_num_free_blocks()
