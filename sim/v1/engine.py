@@ -49,6 +49,7 @@ from sim.trace import Scheduled
 from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
 from sim.v1.kv_connector import KVConnectorBase_V1, KVConnectorFactory, KVConnectorRole
+from sim.v1.kv_offload.snapshot import offload_snapshot
 from sim.v1.request import Request, RequestStatus
 from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
@@ -468,8 +469,14 @@ class LLMEngine:
         return taken
 
     def snapshot(self, with_slots: bool = True) -> dict:
-        """A JSON-ready copy of the state (see sim/v1/snapshot.py)."""
-        return engine_snapshot(self, with_slots)
+        """A JSON-ready copy of the state (see sim/v1/snapshot.py; with the offloading
+        connector, "cpu_tier" too: sim/v1/kv_offload/snapshot.py)."""
+        snap = engine_snapshot(self, with_slots)
+        if self.scheduler.connector is not None:
+            cpu_tier = offload_snapshot(self, with_slots)
+            if cpu_tier is not None:
+                snap["cpu_tier"] = cpu_tier
+        return snap
 
     def run(self, max_steps: int = 100_000) -> list[StepOutput]:
         """Step until every request has finished (or max_steps)."""

@@ -102,6 +102,9 @@ class TransferJobStatus:
     # A store's source GPU blocks: watched by the fence once the request has finished
     # (until then the request's reference keeps them).
     non_sliding_window_block_ids: list[int] | None = None
+    # Additions, for pictures: the job's GPU and CPU blocks.
+    gpu_block_ids: tuple[int, ...] = ()
+    cpu_block_ids: tuple[int, ...] = ()
 
 
 class GroupOffloadConfig(NamedTuple):
@@ -384,7 +387,9 @@ class OffloadingConnectorScheduler:
         req_status.transfer_jobs.add(load_job_id)
         self._jobs[load_job_id] = TransferJobStatus(
             req_id=request.request_id, pending_count=self.config.num_workers,
-            keys=list(dict.fromkeys(keys_to_load)), is_store=False)
+            keys=list(dict.fromkeys(keys_to_load)), is_store=False,
+            gpu_block_ids=tuple(dst_block_ids),
+            cpu_block_ids=tuple(getattr(src_spec, "block_ids", ())))
         if self._blocks_being_loaded is not None:
             self._blocks_being_loaded.update(keys_to_load)
         self._event(OffloadLoadJob(request.request_id, load_job_id,
@@ -499,7 +504,9 @@ class OffloadingConnectorScheduler:
             self._jobs[job_id] = TransferJobStatus(
                 req_id=req_id, pending_count=self.config.num_workers,
                 keys=list(store_output.keys_to_store), is_store=True,
-                non_sliding_window_block_ids=non_sliding_window_block_ids)
+                non_sliding_window_block_ids=non_sliding_window_block_ids,
+                gpu_block_ids=tuple(src_block_ids),
+                cpu_block_ids=tuple(getattr(dst_spec, "block_ids", ())))
             store_jobs[job_id] = TransferJob(req_id=req_id, src_spec=src_spec,
                                              dst_spec=dst_spec)
             self._event(OffloadStoreJob(
