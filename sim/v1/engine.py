@@ -29,14 +29,16 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sim.events import Aborted, ChunkScheduled, KVWritten, RequestArrived, TokenSampled, fast_event
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
-from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
+from sim.v1.kv_connector import KVConnectorBase_V1
 from sim.v1.request import Request, RequestStatus
-from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
+from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
 
 Slot = tuple[int, int] | None   # (token_id, position) or empty
@@ -52,6 +54,10 @@ class StepOutput:
     finished: list = field(default_factory=list)   # request ids that finished this step
     # Requests that computed prompt (or recomputed) tokens this step.
     prefill_req_ids: set = field(default_factory=set)
+    # With a KV connector: request id -> the kv_transfer_params of its output (a
+    # prefill-side request's blocks, for the proxy), and the worker side's report.
+    kv_transfer_params: dict = field(default_factory=dict)
+    kv_connector_output: KVConnectorOutput | None = None
 
     def scheduled(self) -> tuple[Scheduled, ...]:
         """The scheduled requests in the engine-neutral form a trace keeps, in V1's
@@ -59,6 +65,15 @@ class StepOutput:
         prefill = self.prefill_req_ids
         return tuple(Scheduled(rid, n, rid in prefill, 1)
                      for rid, n in self.scheduler_outputs.num_scheduled_tokens.items())
+
+
+class StepInFlight(NamedTuple):
+    """A step between begin_step and finish_step."""
+    step: int
+    scheduler_output: SchedulerOutput
+    model_runner_output: ModelRunnerOutput
+    tokens: list | None
+    prefill_req_ids: set
 
 
 def _child_sampling_params(sp):
@@ -84,7 +99,14 @@ class LLMEngine:
     def __init__(self, cache_config: CacheConfig | None = None,
                  scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
                  model: StandInModel | None = None, record_events: bool = True,
-                 spec_acceptance_rate: float = 0.7) -> None:
+                 spec_acceptance_rate: float = 0.7,
+                 kv_transfer_config: KVTransferConfig | None = None,
+                 kv_connector: KVConnectorBase_V1 | None = None,
+                 kv_connector_worker: KVConnectorBase_V1 | None = None) -> None:
+        """`kv_transfer_config` (or a scheduler-side `kv_connector` built already) turns on
+        the scheduler's KV connector path; `kv_connector_worker` is the connector beside the
+        model runner (it needs the caller's transport, see sim/v1/kv_connector/nixl.py),
+        asked after every forward pass what finished."""
         self.cache_config = cache_config or CacheConfig()
         self.scheduler_config = scheduler_config or SchedulerConfig()
         if not 0.0 <= spec_acceptance_rate <= 1.0:
@@ -93,7 +115,13 @@ class LLMEngine:
         self.spec_acceptance_rate = spec_acceptance_rate
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
-        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events)
+        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events,
+                                   kv_transfer_config=kv_transfer_config,
+                                   connector=kv_connector)
+        self.kv_connector_worker = kv_connector_worker
+        # With a KV connector, the tokens of each WAITING_FOR_REMOTE_KVS request whose KV
+        # has landed (its transport counts them; the picture fills its blocks with them).
+        self.kv_landed: dict[str, int] = {}
         self.kv_cache_manager = self.scheduler.kv_cache_manager
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
@@ -118,11 +146,15 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt: int | list[int],
                     sampling_params=None, arrival_step: int = 0,
                     output_len: int | None = None, *, priority: int = 0,
-                    cache_salt: str | None = None, shared_prefix: int = 0):
+                    cache_salt: str | None = None, shared_prefix: int = 0,
+                    kv_transfer_params: dict | None = None):
         """`prompt`: a list of token ids, or a prompt length (ids made up by the model,
         after `shared_prefix` ids that every request asking for them shares). `output_len`
-        scripts the stand-in model to emit EOS as that output token. Returns the Request,
-        or the list of child Requests when n > 1."""
+        scripts the stand-in model to emit EOS as that output token. `kv_transfer_params`
+        are the KV connector's (P/D: `{"do_remote_decode": True}` on the prefill
+        instance, the prefill's answer on the decode one); the connector changes them, so
+        each request gets its own copy. Returns the Request, or the list of child
+        Requests when n > 1."""
         if request_id in self.requests or request_id in self.parents:
             raise ValueError(f"request_id {request_id!r} was already added")
         sp = sampling_params or _DefaultSamplingParams()
@@ -171,6 +203,8 @@ class LLMEngine:
                           seq_id=self._seq_counter, output_len=output_len,
                           parent_request_id=parent)
             self._seq_counter += 1
+            if kv_transfer_params is not None:
+                req.kv_transfer_params = dict(kv_transfer_params)
             self.requests[rid] = req
             # Stable: equal arrival steps keep the order of add_request.
             bisect.insort_right(self.pending, req, key=lambda r: r.arrival_step)
@@ -201,11 +235,25 @@ class LLMEngine:
     def get_num_unfinished_requests(self) -> int:
         return len(self.pending) + self.scheduler.get_num_unfinished_requests()
 
+    def has_requests(self) -> bool:
+        """vLLM's EngineCore keeps stepping while this holds: unfinished requests, or
+        finished ones whose blocks a KV connector still holds."""
+        return bool(self.pending) or self.scheduler.has_requests()
+
     def reset_prefix_cache(self) -> bool:
         return self.scheduler.reset_prefix_cache()
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
+        """One engine step: begin_step (schedule, the forward pass), then finish_step
+        (the connector's report, update_from_output)."""
+        return self.finish_step(self.begin_step())
+
+    def begin_step(self) -> StepInFlight:
+        """The first half of a step: arrivals, schedule(), the KV connector's loads
+        started, the stand-in forward pass. A caller that prices steps in time (the P/D
+        driver, sim/studies/disaggregated.py) runs the other engine's steps between the two
+        halves, so what reaches this engine during the step is seen at its end."""
         step = self.step_index
         events = self._events
         pending = self.pending
@@ -217,17 +265,49 @@ class LLMEngine:
                     events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
 
         scheduler_output = self.scheduler.schedule()
+        worker = self.kv_connector_worker
+        if worker is not None:
+            # The model runner binds the step's connector metadata and starts the loads
+            # before the forward pass.
+            worker.bind_connector_metadata(scheduler_output.kv_connector_metadata)
+            worker.start_load_kv()
         num_spec = self.scheduler_config.num_speculative_tokens
         # Without drafts every sampled token is kept, so the model pass lists them.
         tokens: list | None = None if num_spec else []
         model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
                                                                    tokens)
+        return StepInFlight(step, scheduler_output, model_runner_output, tokens,
+                            prefill_req_ids)
+
+    def finish_step(self, inflight: StepInFlight) -> StepOutput:
+        """The second half: the connector's report (after the forward pass), then
+        update_from_output and the step's record."""
+        step, scheduler_output, model_runner_output, tokens, prefill_req_ids = inflight
+        events = self._events
+        worker = self.kv_connector_worker
+        if worker is not None:
+            finished_sending, finished_recving = worker.get_finished(
+                scheduler_output.finished_req_ids)
+            model_runner_output.kv_connector_output = KVConnectorOutput(
+                finished_sending or set(), finished_recving or set(),
+                worker.get_block_ids_with_load_errors())
+            worker.clear_connector_metadata()
         outputs = self.scheduler.update_from_output(scheduler_output, model_runner_output)
+        num_spec = self.scheduler_config.num_speculative_tokens
 
         requests = self.requests
         finished = [out.request_id for out in outputs if out.finish_reason is not None]
         for rid in finished:
             requests[rid].finished_step = step
+        kv_transfer_params = None
+        if self.scheduler.connector is not None:
+            kv_transfer_params = {out.request_id: out.kv_transfer_params for out in outputs
+                                  if out.kv_transfer_params is not None}
+            kv_output = model_runner_output.kv_connector_output
+            if tokens and kv_output is not None and kv_output.invalid_block_ids:
+                # Requests whose loaded blocks failed keep no token this step.
+                kept = {out.request_id for out in outputs if out.new_token_ids}
+                tokens[:] = [t for t in tokens if t[0] in kept]
         if num_spec:
             # Accepted drafts past a stop were dropped: list what was kept, and take the
             # drafter's proposals for the next step.
@@ -258,8 +338,12 @@ class LLMEngine:
         else:
             step_events = []
         self.step_index += 1
-        return StepOutput(step, scheduler_output, step_events, tokens, finished,
-                          prefill_req_ids)
+        out = StepOutput(step, scheduler_output, step_events, tokens, finished,
+                         prefill_req_ids)
+        if kv_transfer_params is not None:
+            out.kv_transfer_params = kv_transfer_params
+            out.kv_connector_output = model_runner_output.kv_connector_output
+        return out
 
     def _execute_model(self, scheduler_output: SchedulerOutput, step: int,
                        tokens_out: list | None) -> tuple[ModelRunnerOutput, set]:
