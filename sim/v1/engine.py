@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sim.events import Aborted, ChunkScheduled, KVWritten, RequestArrived, TokenSampled, fast_event
 from sim.stand_in_model import StandInModel
@@ -67,6 +68,10 @@ class StepOutput:
     finished: list = field(default_factory=list)   # request ids that finished this step
     # Requests that computed prompt (or recomputed) tokens this step.
     prefill_req_ids: set = field(default_factory=set)
+    # With a KV connector: request id -> the kv_transfer_params of its output (a
+    # prefill-side request's blocks, for the proxy), and the worker side's report.
+    kv_transfer_params: dict = field(default_factory=dict)
+    kv_connector_output: KVConnectorOutput | None = None
 
     def scheduled(self) -> tuple[Scheduled, ...]:
         """The scheduled requests in the engine-neutral form a trace keeps, in V1's
@@ -74,6 +79,15 @@ class StepOutput:
         prefill = self.prefill_req_ids
         return tuple(Scheduled(rid, n, rid in prefill, 1)
                      for rid, n in self.scheduler_outputs.num_scheduled_tokens.items())
+
+
+class StepInFlight(NamedTuple):
+    """A step between begin_step and finish_step."""
+    step: int
+    scheduler_output: SchedulerOutput
+    model_runner_output: ModelRunnerOutput
+    tokens: list | None
+    prefill_req_ids: set
 
 
 def _child_sampling_params(sp):
@@ -105,6 +119,13 @@ class LLMEngine:
                  kv_connector_worker: KVConnectorBase_V1 | None = None,
                  kv_connector_kwargs: dict | None = None,
                  step_time=None) -> None:
+        """`kv_transfer_config` (or a scheduler-side `kv_connector` built already) turns on
+        the scheduler's KV connector path; `kv_connector_worker` is the connector beside the
+        model runner, asked after every forward pass what finished: NIXL's needs the
+        caller's transport (sim/v1/kv_connector/nixl.py); a connector whose worker side
+        registers the KV caches (the offloading connector) is built by the engine.
+        `kv_connector_kwargs` go to the connectors the engine builds; `step_time` runs the
+        engine's clock (see the module docstring)."""
         self.cache_config = cache_config or CacheConfig()
         self.scheduler_config = scheduler_config or SchedulerConfig()
         if not 0.0 <= spec_acceptance_rate <= 1.0:
@@ -129,6 +150,9 @@ class LLMEngine:
         self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events,
                                    kv_transfer_config=kv_transfer_config,
                                    connector=kv_connector)
+        # With a KV connector, the tokens of each WAITING_FOR_REMOTE_KVS request whose KV
+        # has landed (its transport counts them; the picture fills its blocks with them).
+        self.kv_landed: dict[str, int] = {}
         self.kv_cache_manager = self.scheduler.kv_cache_manager
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
@@ -148,6 +172,9 @@ class LLMEngine:
                                                 **connector_kwargs)
             kv_connector_worker.register_kv_caches(self.gpu_cache)
         self.kv_connector_worker = kv_connector_worker
+        if kv_connector_worker is not None and hasattr(kv_connector_worker, "kv_landed"):
+            # The offloading worker says which loads are still in flight (the picture).
+            kv_connector_worker.kv_landed = self.kv_landed
         self.step_index = 0
         # Every (child) request ever added, in order; parents of n > 1 requests.
         self.requests: dict[str, Request] = {}
@@ -162,11 +189,15 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt: int | list[int],
                     sampling_params=None, arrival_step: int = 0,
                     output_len: int | None = None, *, priority: int = 0,
-                    cache_salt: str | None = None, shared_prefix: int = 0):
+                    cache_salt: str | None = None, shared_prefix: int = 0,
+                    kv_transfer_params: dict | None = None):
         """`prompt`: a list of token ids, or a prompt length (ids made up by the model,
         after `shared_prefix` ids that every request asking for them shares). `output_len`
-        scripts the stand-in model to emit EOS as that output token. Returns the Request,
-        or the list of child Requests when n > 1."""
+        scripts the stand-in model to emit EOS as that output token. `kv_transfer_params`
+        are the KV connector's (P/D: `{"do_remote_decode": True}` on the prefill
+        instance, the prefill's answer on the decode one); the connector changes them, so
+        each request gets its own copy. Returns the Request, or the list of child
+        Requests when n > 1."""
         if request_id in self.requests or request_id in self.parents:
             raise ValueError(f"request_id {request_id!r} was already added")
         sp = sampling_params or _DefaultSamplingParams()
@@ -215,6 +246,8 @@ class LLMEngine:
                           seq_id=self._seq_counter, output_len=output_len,
                           parent_request_id=parent)
             self._seq_counter += 1
+            if kv_transfer_params is not None:
+                req.kv_transfer_params = dict(kv_transfer_params)
             self.requests[rid] = req
             # Stable: equal arrival steps keep the order of add_request.
             bisect.insort_right(self.pending, req, key=lambda r: r.arrival_step)
@@ -245,6 +278,11 @@ class LLMEngine:
     def get_num_unfinished_requests(self) -> int:
         return len(self.pending) + self.scheduler.get_num_unfinished_requests()
 
+    def has_requests(self) -> bool:
+        """vLLM's EngineCore keeps stepping while this holds: unfinished requests, or
+        finished ones a KV connector still works on (blocks it holds, a store in flight)."""
+        return bool(self.pending) or self.scheduler.has_requests()
+
     def reset_prefix_cache(self, reset_connector: bool = False) -> bool:
         return self.scheduler.reset_prefix_cache(reset_connector=reset_connector)
 
@@ -252,13 +290,17 @@ class LLMEngine:
         """The engine's time in seconds (see the module docstring)."""
         return self.now_s
 
-    def has_requests(self) -> bool:
-        """vLLM's EngineCore keeps stepping while this holds: unfinished requests, or
-        finished ones a KV connector still works on (a store in flight, say)."""
-        return bool(self.pending) or self.scheduler.has_requests()
-
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
+        """One engine step: begin_step (schedule, the forward pass), then finish_step
+        (the connector's report, update_from_output)."""
+        return self.finish_step(self.begin_step())
+
+    def begin_step(self) -> StepInFlight:
+        """The first half of a step: arrivals, schedule(), the KV connector's loads
+        started, the stand-in forward pass. A caller that prices steps in time (the P/D
+        driver, sim/studies/disaggregated.py) runs the other engine's steps between the two
+        halves, so what reaches this engine during the step is seen at its end."""
         step = self.step_index
         events = self._events
         pending = self.pending
@@ -272,7 +314,8 @@ class LLMEngine:
         scheduler_output = self.scheduler.schedule()
         worker = self.kv_connector_worker
         if worker is not None:
-            # Before the forward pass: flushes, then the step's loads (and stores).
+            # The model runner flushes what it must, binds the step's connector metadata
+            # and starts the loads before the forward pass.
             kv_connector_metadata = scheduler_output.kv_connector_metadata
             worker.handle_preemptions(kv_connector_metadata)
             worker.bind_connector_metadata(kv_connector_metadata)
@@ -282,8 +325,17 @@ class LLMEngine:
         tokens: list | None = None if num_spec else []
         model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
                                                                    tokens)
+        return StepInFlight(step, scheduler_output, model_runner_output, tokens,
+                            prefill_req_ids)
+
+    def finish_step(self, inflight: StepInFlight) -> StepOutput:
+        """The second half: the connector's report (after the forward pass), then
+        update_from_output and the step's record."""
+        step, scheduler_output, model_runner_output, tokens, prefill_req_ids = inflight
+        events = self._events
         if self.step_time is not None:
             self.now_s += self.step_time(scheduler_output)
+        worker = self.kv_connector_worker
         if worker is not None:
             finished_sending, finished_recving = worker.get_finished(
                 scheduler_output.finished_req_ids)
@@ -293,11 +345,21 @@ class LLMEngine:
                 worker.build_connector_worker_meta())
             worker.clear_connector_metadata()
         outputs = self.scheduler.update_from_output(scheduler_output, model_runner_output)
+        num_spec = self.scheduler_config.num_speculative_tokens
 
         requests = self.requests
         finished = [out.request_id for out in outputs if out.finish_reason is not None]
         for rid in finished:
             requests[rid].finished_step = step
+        kv_transfer_params = None
+        if self.scheduler.connector is not None:
+            kv_transfer_params = {out.request_id: out.kv_transfer_params for out in outputs
+                                  if out.kv_transfer_params is not None}
+            kv_output = model_runner_output.kv_connector_output
+            if tokens and kv_output is not None and kv_output.invalid_block_ids:
+                # Requests whose loaded blocks failed keep no token this step.
+                kept = {out.request_id for out in outputs if out.new_token_ids}
+                tokens[:] = [t for t in tokens if t[0] in kept]
         if num_spec:
             # Accepted drafts past a stop were dropped: list what was kept, and take the
             # drafter's proposals for the next step.
@@ -328,8 +390,12 @@ class LLMEngine:
         else:
             step_events = []
         self.step_index += 1
-        return StepOutput(step, scheduler_output, step_events, tokens, finished,
-                          prefill_req_ids)
+        out = StepOutput(step, scheduler_output, step_events, tokens, finished,
+                         prefill_req_ids)
+        if kv_transfer_params is not None:
+            out.kv_transfer_params = kv_transfer_params
+            out.kv_connector_output = model_runner_output.kv_connector_output
+        return out
 
     def _execute_model(self, scheduler_output: SchedulerOutput, step: int,
                        tokens_out: list | None) -> tuple[ModelRunnerOutput, set]:

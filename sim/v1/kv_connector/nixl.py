@@ -165,6 +165,13 @@ class NixlConnectorScheduler:
                 if not info.req_ids:
                     del self._heartbeat_by_engine[engine_id]
 
+    def next_heartbeat_s(self) -> float | None:
+        """When build_connector_meta next sends heartbeats (an addition: a caller with a
+        clock wakes an idle engine then); None when no remote request needs them."""
+        if not self._heartbeat_by_engine:
+            return None
+        return self._last_heartbeat_time + self._heartbeat_interval
+
     def _get_remote_prefill_token_count(self, num_prompt_tokens: int) -> int:
         """Decode side: N - 1 for Mamba models (the decoder recomputes the last token)."""
         if self._has_mamba and num_prompt_tokens > 1:
@@ -424,6 +431,10 @@ class NixlConnectorWorker:
         result = self._invalid_block_ids
         self._invalid_block_ids = set()
         return result
+
+    def lease_expiry(self, req_id: ReqId) -> float | None:
+        """When the lease on a request's blocks runs out (None: not waiting to be read)."""
+        return self._reqs_to_send.get(req_id)
 
     def next_expiry(self) -> float | None:
         """When the oldest lease runs out (an addition: the caller's clock jumps there

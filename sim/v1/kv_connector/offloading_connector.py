@@ -62,6 +62,15 @@ class OffloadingConnector(KVConnectorBase_V1, SupportsHMA):
         if self.connector_scheduler is not None:
             self.connector_scheduler.events = events
 
+    @property
+    def kv_landed(self):
+        return self.connector_worker.kv_landed if self.connector_worker else None
+
+    @kv_landed.setter
+    def kv_landed(self, kv_landed) -> None:
+        if self.connector_worker is not None:
+            self.connector_worker.kv_landed = kv_landed
+
     def shutdown(self) -> None:
         if self.connector_worker is not None:
             self.connector_worker.shutdown()

@@ -31,6 +31,9 @@ class OffloadingConnectorWorker:
         self._load_jobs: dict[int, ReqId] = {}
         self._unsubmitted_store_jobs: list = []
         self._connector_worker_meta = OffloadingWorkerMetadata()
+        # An addition: the engine's `kv_landed` (request id -> tokens landed of its load in
+        # flight), so that a picture does not show a loading request's blocks filled.
+        self.kv_landed: dict[str, int] | None = None
 
     def register_kv_caches(self, kv_caches) -> None:
         self.worker = self.spec.get_worker(kv_caches)
@@ -51,6 +54,8 @@ class OffloadingConnectorWorker:
         self._submit_deferred_stores()
         for job_id, entry in metadata.load_jobs.items():
             self._load_jobs[job_id] = entry.req_id
+            if self.kv_landed is not None:
+                self.kv_landed[entry.req_id] = 0
             success = self.worker.submit_load(job_id, entry.src_spec, entry.dst_spec)
             assert success
 
@@ -75,6 +80,8 @@ class OffloadingConnectorWorker:
             req_id = self._load_jobs.pop(job_id, None)
             if req_id is not None:
                 finished_recving.add(req_id)
+                if self.kv_landed is not None:
+                    self.kv_landed.pop(req_id, None)
         return set(), finished_recving
 
     def build_connector_worker_meta(self) -> OffloadingWorkerMetadata | None:

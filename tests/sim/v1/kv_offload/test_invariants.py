@@ -3,6 +3,7 @@ sim/v1/invariants.py's check_engine) over random workloads with preemption and o
 (a hypothesis state machine: small GPU pools that preempt, small CPU tiers that evict and
 refuse stores, transfers that take one step or several), checked after every engine step;
 and the checker catching each kind of corruption."""
+import json
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, settings
@@ -137,6 +138,8 @@ class OffloadingMachine(RuleBasedStateMachine):
         self.check()
 
     def check(self):
+        # The frame of every step can be drawn (JSON-ready, loads in flight included).
+        json.dumps(self.engine.snapshot())
         problems = check_engine(self.engine)
         if self.priority:
             problems = [p for p in problems
