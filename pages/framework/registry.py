@@ -35,11 +35,12 @@ class Entry:
 
 
 def topic_modules() -> list[str]:
-    """Dotted names of the modules in the `pages.topics` package, sorted."""
+    """Dotted names of the modules in the `pages.topics` package, sorted: a topic is a module
+    or, past ~600 lines, a package whose `__init__` declares its WIDGETS and CHARTS."""
     from pages import topics
 
     return sorted(f"pages.topics.{info.name}" for info in pkgutil.iter_modules(topics.__path__)
-                  if not info.name.startswith("_") and not info.ispkg)
+                  if not info.name.startswith("_"))
 
 
 def collect(extra: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, Entry], dict[str, Entry]]:
