@@ -29,7 +29,7 @@ from pathlib import Path
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
-from pages.views import arrows, chart, kv_view, svg
+from pages.views import arrows, chart, cpu_tier, kv_view, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story, story_kind
 from pages.views.text import a, join, noun, plural, verb
 from sim.core.config import CacheConfig, SchedulerConfig
@@ -37,9 +37,18 @@ from sim.core.engine import LLMEngine
 from sim.core.invariants import check_engine
 from sim.core.sequence import SamplingParams
 from sim.core.snapshot import payload_intact, read_back
-from sim.events import Admitted, Preempted, RequestArrived, SwappedIn, SwappedOut
+from sim.events import (
+    Admitted,
+    OffloadLoadJob,
+    Preempted,
+    RemoteKVsReady,
+    RequestArrived,
+    SwappedIn,
+    SwappedOut,
+)
 from sim.trace import Step, Trace, record
 from sim.v1 import config as v1_config
+from sim.v1.config import KVTransferConfig
 from sim.v1.engine import LLMEngine as V1Engine
 from sim.v1.invariants import check_engine as v1_check_engine
 
@@ -55,6 +64,9 @@ MODES = (("swap", "swap (PreemptionMode.SWAP)"),
          ("recompute", "recompute (PreemptionMode.RECOMPUTE)"),
          ("auto", "vLLM's default: recompute one sequence, swap several"))
 ENGINES = (("v0.5.5", "vLLM v0.5.5"), ("v1", "vLLM V1 (v0.25.1)"))
+OFFLOAD = (("off", "none: V1 recomputes"),
+           ("prompt", "CPU tier, prompt blocks (vLLM's default)"),
+           ("all", "CPU tier, prompt and generated blocks"))
 
 REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_LEN, max_arrival=MAX_ARRIVAL,
                        max_n=2)
@@ -66,9 +78,17 @@ def build_engine(v: dict):
     V1's with the same usable GPU blocks (plus its null block) and watermark, V1's defaults
     for the rest (prefix caching on; no swap space, no preemption mode)."""
     if v["engine"] == "v1":
+        offload = None
+        if offloading(v):
+            # What --kv-offloading-size sets up, with the page's CPU blocks as the tier.
+            offload = KVTransferConfig(
+                kv_connector="OffloadingConnector", kv_role="kv_both",
+                kv_connector_extra_config={"num_cpu_blocks": v["num_cpu_blocks"],
+                                           "offload_prompt_only": v["cpu_offload"] == "prompt"})
         engine = V1Engine(v1_config.CacheConfig(block_size=v["block_size"],
                                                 num_gpu_blocks=v["num_gpu_blocks"] + 1),
-                          v1_config.SchedulerConfig(watermark=v["watermark"]), seed=v["seed"])
+                          v1_config.SchedulerConfig(watermark=v["watermark"]), seed=v["seed"],
+                          kv_transfer_config=offload)
     else:
         mode = None if v["preemption_mode"] == "auto" else v["preemption_mode"]
         engine = LLMEngine(
@@ -107,18 +127,43 @@ class PreemptionContext(Context):
     checks: list = field(default_factory=list)       # per step: cache checks, as sentences
     legend: tuple = ()                               # the legend's keys, the same every step
     later: str | None = None                         # a "D@8" chip for the legend
+    # V1 with a CPU tier: the tier's copy jobs over the trace, the tokens recomputed by
+    # each step (cumulative) and in all without the tier (the same settings, none).
+    jobs: dict = field(default_factory=dict)
+    recomputed: list = field(default_factory=list)
+    recomputed_without: int | None = None
 
 
 def context(v: dict, trace: Trace) -> PreemptionContext:
     labels, request_of = kv_view.names(trace)
+    jobs, recomputed, without = {}, [], None
+    if offloading(v):
+        jobs = cpu_tier.jobs_by_id(trace)
+        recomputed = recomputed_by_step(trace)
+        without = recomputed_by_step(scenario(dict(v, cpu_offload="off")))[-1]
     return PreemptionContext(v, trace, labels, request_of, reuse_by_step(trace, request_of),
                              cache_checks(trace, labels),
                              tuple(kv_view.legend_keys(trace, device="all")),
-                             kv_view.first_later(trace))
+                             kv_view.first_later(trace), jobs, recomputed, without)
 
 
 def is_v1(v: dict) -> bool:
     return v["engine"] == "v1"
+
+
+def offloading(v: dict) -> bool:
+    """V1 with the offloading connector's CPU tier."""
+    return is_v1(v) and v["cpu_offload"] != "off"
+
+
+def recomputed_by_step(trace: Trace) -> list[int]:
+    """Per step, the tokens computed again so far by requests coming back from preemption
+    (everything they had computed before, less what a cache gave back)."""
+    out, total = [], 0
+    for step in trace:
+        total += sum(e.num_tokens - 1 for e in step.of_type(Admitted) if e.recompute)
+        out.append(total)
+    return out
 
 
 # -- what the simulation checked ---------------------------------------------------------
@@ -449,7 +494,22 @@ def narrate(step: Step, ctx: PreemptionContext) -> str:
         sentences = sentences[:2] + [check]
     elif wait and kind in ("new_blocks", "decode", "idle", "finish"):
         sentences = sentences[:2] + [wait]
+    if offloading(v):
+        sentences = _with_tier(step, ctx, sentences)
     return f"{_title(label(step, ctx))}: " + " ".join(sentences[:3])
+
+
+def _with_tier(step: Step, ctx: PreemptionContext, sentences: list[str]) -> list[str]:
+    """The CPU tier's part of a step, in the narration: a load (or its landing) first,
+    a flush after the cause."""
+    tier = cpu_tier.sentences(step.events, ctx.jobs, short=True)
+    if not tier:
+        return sentences
+    if any(isinstance(e, RemoteKVsReady) for e in step.events):
+        return tier[:1] + sentences[:2]
+    if any(isinstance(e, OffloadLoadJob) for e in step.events):
+        return sentences[:1] + tier[:1] + sentences[1:2]
+    return sentences[:2] + tier[:1]      # a flush: after the preemption that caused it
 
 
 def details(step: Step, ctx: PreemptionContext) -> list[str]:
@@ -477,6 +537,9 @@ def details(step: Step, ctx: PreemptionContext) -> list[str]:
     prev_running = ctx.trace.previous(step).snapshot["queues"]["running"]
     out += victim_notes(prev_running, step.events, is_v1(v))
     out += ctx.checks[step.index] + waiting_notes(step.snapshot, step.events)
+    if offloading(v):
+        out += cpu_tier.sentences(step.events, ctx.jobs)
+        out.append(recompute_line(step.snapshot, ctx) + ".")
     out.append(status_line(step))
     return out
 
@@ -517,6 +580,14 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
             parts += elements
             y += dy
         y += 2
+    elif "cpu_tier" in snap:
+        elements, dy = cpu_tier.tier_blocks(X, y, snap, events)
+        parts += elements
+        y += dy
+        parts += cpu_tier.copy_arrows(X, gpu_y, cpu_y, snap, events, ctx.jobs)
+        elements, dy = kv_view.lines(X, y, recompute_line(snap, ctx))
+        parts += elements
+        y += dy + 2
     else:
         words = ("CPU swap space: none, V1 only recomputes" if v1 else
                  "CPU swap space: 0 blocks")
@@ -547,6 +618,15 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
                       "Queues, block tables, GPU and CPU block pools")
 
 
+def recompute_line(snap: dict, ctx: PreemptionContext) -> str:
+    """How many tokens preempted requests computed again, with the tier and without."""
+    index = next((i for i, s in enumerate(ctx.trace) if s.snapshot is snap),
+                 len(ctx.trace) - 1)
+    done = ctx.recomputed[min(index, len(ctx.recomputed) - 1)] if ctx.recomputed else 0
+    return (f"Computed again after preemption: {plural(done, 'token')} so far; without the "
+            f"CPU tier, {ctx.recomputed_without} in all")
+
+
 def check(v: dict) -> dict[str, str]:
     for name, label_ in (("num_gpu_blocks", "GPU blocks"), ("num_cpu_blocks", "CPU blocks")):
         if v[name] * v["block_size"] > MAX_SLOTS:
@@ -557,6 +637,9 @@ def check(v: dict) -> dict[str, str]:
         if r.arrival + r.output > 32:
             return {"requests": f"requests: request {i + 1} ends too late; keep arrival step "
                                 "+ output tokens within 32"}
+    if offloading(v) and not v["num_cpu_blocks"]:
+        return {"num_cpu_blocks": "CPU blocks: V1's CPU tier needs at least 1 block (or set "
+                                  "the CPU tier to none)"}
     if v["engine"] == "v1":
         for r in REQUESTS.named(v["requests"]):
             need = -(-(r.prompt + r.output - 1) // v["block_size"])
@@ -589,7 +672,13 @@ WIDGETS = (Widget(
                    "block)."),
         Param("num_cpu_blocks", "CPU blocks", "int", 8, min=0, max=16,
               help="v0.5.5's CPU swap space in blocks (vLLM: swap_space, 4 GiB per GPU by "
-                   "default). V1 has none."),
+                   "default). V1 has none; with V1's CPU tier on, they are the tier's "
+                   "blocks."),
+        Param("cpu_offload", "V1's CPU tier", "choice", "off", choices=OFFLOAD,
+              help="V1 with the offloading connector (vLLM's --kv-offloading-size): full "
+                   "blocks are copied to CPU memory as they are computed (only the prompt's, "
+                   "by default) and a request that comes back loads them instead of "
+                   "recomputing them. v0.5.5 ignores it."),
         Param("block_size", "block size", "int", 4, min=1, max=16,
               help="Token slots per block (vLLM's default is 16)."),
         Param("watermark", "watermark", "float", 0.1, min=0.0, max=0.5,

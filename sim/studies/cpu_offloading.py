@@ -98,6 +98,7 @@ class OffloadRun:
     store_s: float
     stall_s: float                   # steps waiting for flushes
     prompt_tokens: int = field(default=0)
+    loads: int = 0                   # load jobs (admissions that loaded from the CPU tier)
 
     @property
     def computed_prompt_tokens(self) -> int:
@@ -207,7 +208,7 @@ def run_offloading(cpu_blocks: int, setup: OffloadSetup = OffloadSetup(),
     arrival_s: dict[str, float] = {}
     ttft_s: dict[str, float] = {}
     rows: list[StepRow] = []
-    preemptions = 0
+    preemptions = loads = 0
     while arrivals or engine.has_requests():
         if len(rows) >= max_steps:
             raise RuntimeError(f"the chat did not finish in {max_steps} steps")
@@ -234,6 +235,7 @@ def run_offloading(cpu_blocks: int, setup: OffloadSetup = OffloadSetup(),
                 gpu_hits += e.num_tokens
             elif isinstance(e, OffloadLoadJob):
                 cpu_hits += e.num_tokens
+                loads += 1
             elif isinstance(e, Preempted):
                 preemptions += 1
         rows.append(StepRow(out.step, start, engine.now_s, computed, gpu_hits, cpu_hits))
@@ -261,7 +263,8 @@ def run_offloading(cpu_blocks: int, setup: OffloadSetup = OffloadSetup(),
         load_bytes=int(values.get(M.LOAD_BYTES, 0)), load_s=values.get(M.LOAD_TIME, 0.0),
         store_bytes=int(values.get(M.STORE_BYTES, 0)), store_s=values.get(M.STORE_TIME, 0.0),
         stall_s=stall,
-        prompt_tokens=sum(r.num_prompt_tokens for r in engine.requests.values()))
+        prompt_tokens=sum(r.num_prompt_tokens for r in engine.requests.values()),
+        loads=loads)
 
 
 def sweep(setup: OffloadSetup = OffloadSetup(), factors=CPU_FACTORS,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from pages.framework.registry import Chart
+from pages.topics.prefix_caching.offloading import caption as offloading_caption
+from pages.topics.prefix_caching.offloading import offloading_svg
 from pages.views import chart, fit, svg
 from pages.views import prefix_view as pv
 from sim.studies.prefix_sharing import CHAT, POOL_SIZES, sweep
@@ -76,4 +78,6 @@ CHARTS = (Chart(
              "shared by all, Alpaca-like user messages and answers, each follow-up sending "
              "the whole conversation again; sim/v1's engine (vLLM v0.25.1), block size 16, "
              f"pools of {POOL_SIZES[0]} to {POOL_SIZES[-1]} blocks. Computed at build time "
-             "by sim/studies/prefix_sharing.py.")),)
+             "by sim/studies/prefix_sharing.py.")), Chart(
+    "cpu-offloading", "A CPU tier under a chat that outgrows the GPU", offloading_svg,
+    caption=offloading_caption()))
