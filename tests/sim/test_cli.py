@@ -168,3 +168,11 @@ def test_v1_cpu_offload_generated_blocks_and_bad_input(capsys):
     code, _, err = run(["--engine", "v1", "--cpu-offload-blocks", "-1", "--request", "A:8:6"],
                        capsys)
     assert code == 2 and "--cpu-offload-blocks: a whole number" in err
+
+
+def test_the_readme_cpu_offload_command_runs(capsys):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "--cpu-offload-blocks 16" in ln)
+    code, out, _ = run(line.split("-m sim", 1)[1].split(), capsys)
+    assert code == 0 and "load job 3 for C" in out
