@@ -14,6 +14,8 @@ with EOS after N tokens).
 `--engine v1` runs vLLM v0.25.1's V1 engine (sim/v1) instead of v0.5.5's: prefix caching and
 chunked prefill on, `--gpu-blocks` counts the null block, `--prefix N` starts every
 prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN tokens.
+`--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
+(sim/cli_pd.py).
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ from sim.events import (
     SwappedIn,
     SwappedOut,
 )
+from sim.perf.hardware import GPUS
+from sim.perf.links import LINKS
+from sim.perf.models import MODELS
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
 
@@ -229,6 +234,9 @@ def build_v1_engine(args, scenario: Scenario | None):
 
 
 def main_v1(args) -> int:
+    if args.disaggregated:
+        from sim.cli_pd import main_disaggregated
+        return main_disaggregated(args)
     scenario = get_scenario(args.scenario) if args.scenario else None
     if scenario is None and not args.request:
         return usage()
@@ -316,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slots allocated ahead for drafts" + d)
     v1.add_argument("--spec-acceptance-rate", type=float, default=0.7,
                     help="the stand-in drafter's chance that a draft token is right" + d)
+    pd = p.add_argument_group(
+        "disaggregated prefill and decode (with --engine v1 --disaggregated)",
+        "Two V1 instances with NIXL's KV connector, priced on a GPU's roofline. A request's "
+        "arrival is in milliseconds; abort=MS and fail=1 are options too.")
+    pd.add_argument("--disaggregated", action="store_true",
+                    help="run the requests through a prefill and a decode instance")
+    pd.add_argument("--link", choices=list(LINKS), default="ib-ndr",
+                    help="what carries the KV between them" + d)
+    pd.add_argument("--decode-gpu-blocks", type=int, default=None,
+                    help="the decode instance's blocks, null block included (default: "
+                         "--gpu-blocks)")
+    pd.add_argument("--kv-load-failure-policy", choices=["fail", "recompute"], default="fail",
+                    help="what the decode instance does with a failed read" + d)
+    pd.add_argument("--model", choices=sorted(MODELS), default="llama-3-8b",
+                    help="the model whose KV size and step times are used" + d)
+    pd.add_argument("--gpu", choices=sorted(GPUS), default="h200",
+                    help="the GPU whose datasheet roofline prices each step" + d)
     return p
 
 
@@ -341,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.prefix:
         print("error: --prefix needs --engine v1 (v0.5.5 has no prefix caching here)",
+              file=sys.stderr)
+        return 2
+    if args.disaggregated:
+        print("error: --disaggregated needs --engine v1 (vLLM v0.5.5 has no KV connector)",
               file=sys.stderr)
         return 2
     try:

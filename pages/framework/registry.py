@@ -35,11 +35,12 @@ class Entry:
 
 
 def topic_modules() -> list[str]:
-    """Dotted names of the modules in the `pages.topics` package, sorted."""
+    """Dotted names of the modules in the `pages.topics` package, sorted. A topic that grew
+    into a package (`pages/topics/<topic>/`) declares its widgets in its `__init__.py`."""
     from pages import topics
 
     return sorted(f"pages.topics.{info.name}" for info in pkgutil.iter_modules(topics.__path__)
-                  if not info.name.startswith("_") and not info.ispkg)
+                  if not info.name.startswith("_"))
 
 
 def collect(extra: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, Entry], dict[str, Entry]]:
