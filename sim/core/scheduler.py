@@ -217,15 +217,12 @@ class Scheduler(SchedulerBase):
     @staticmethod
     def _prompt_with_finished_seqs(seq_group: SequenceGroup) -> str:
         seqs = seq_group.get_seqs()
-        done = [s for s in seqs if s.is_finished()]
-        return (f"AssertionError: assert len(seqs) == 1 in Scheduler.schedule (vLLM v0.5.5, "
-                f"vllm/core/scheduler.py: \"Prefill has only 1 sequence.\"). "
-                f"{seq_group.request_id!r} was preempted by recompute after "
-                f"{len(done)} of its {len(seqs)} samples had finished "
-                f"(get_max_num_running_seqs() was 1, so RECOMPUTE); re-admitted, its first "
-                f"sequence (seq {seqs[0].seq_id}) is the one that waited, so "
-                "SequenceGroup.is_prefill() is true and the group is sent as a prompt, but "
-                f"get_seqs() returns all {len(seqs)} sequences, finished ones included.")
+        done = sum(1 for s in seqs if s.is_finished())
+        return (f"AssertionError in Scheduler.schedule (vLLM v0.5.5): assert len(seqs) == 1 "
+                f"(\"Prefill has only 1 sequence.\"): {seq_group.request_id!r} is sent as a "
+                f"prompt to recompute its first sequence (seq {seqs[0].seq_id}), but "
+                f"get_seqs() also returns {done} finished "
+                f"{'sample' if done == 1 else 'samples'}")
 
     def _new_budget(self) -> SchedulingBudget:
         return SchedulingBudget(token_budget=self.scheduler_config.max_num_batched_tokens,

@@ -288,7 +288,7 @@ def test_recompute_of_a_group_whose_other_samples_finished_asserts_leaks_or_is_i
     event(f"outcome: {outcome}")
     if outcome == "assert":
         err, watched = details
-        rid = str(err).split("'")[1]
+        (rid,) = {r for r in watched if "'" + r + "' is sent as a prompt" in str(err)}
         first, *rest = engine.requests[rid].get_seqs()
         # _schedule_prefills had set it running; it is the one that waited to recompute.
         assert first.status is SequenceStatus.RUNNING and first.is_prefill()
@@ -317,7 +317,7 @@ def test_recompute_of_a_group_whose_other_samples_finished_asserts_leaks_or_is_i
     elif outcome == "ignored":
         out, rid, seqs = details
         ev = out.events
-        (ignored,) = [e for e in ev if isinstance(e, PromptIgnored)]
+        (ignored,) = [e for e in ev if isinstance(e, PromptIgnored) and e.request_id == rid]
         assert not [e for e in ev if isinstance(e, BlockAllocated)
                     and set(e.seq_ids) & {s.seq_id for s in seqs}]
         assert not [e for e in ev if isinstance(e, BlocksLeaked)]
