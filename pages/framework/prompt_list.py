@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pages.framework.request_list import split_items
 from pages.framework.widget import Param
 
 FIRST_TOKEN_ID = 100
@@ -58,7 +59,7 @@ class PromptList:
     SHAPE = "prompt/output@step, the prompt made of parts joined by +"
 
     def parse(self, text: str) -> tuple[Prompt, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = split_items(text, f"{self.SHAPE}, e.g. {self.example}")
         if not 1 <= len(items) <= self.max_requests:
             raise ValueError(f"1 to {self.max_requests} requests separated by commas, each "
                              f"{self.SHAPE}, e.g. {self.example}")

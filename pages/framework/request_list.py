@@ -17,6 +17,23 @@ _ITEM = re.compile(r"^([0-9]{1,4})\s*/\s*([0-9]{1,4})(?:\s*x\s*([0-9]{1,4}))?"
                    r"(?:\s*@\s*([0-9]{1,4}))?$")
 
 
+def split_items(text: str, shape: str) -> list[str]:
+    """The comma-separated items of a list, stripped. An empty item ("6/8,,5/8", a comma at
+    the start) is refused by its position rather than dropped: a request may be missing there,
+    so the list runs as written or not at all. A comma at the end is harmless and allowed; an
+    empty text is left to the caller's count check."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) > 1 and not items[-1]:
+        items.pop()
+    if items == [""]:
+        return []
+    for i, item in enumerate(items):
+        if not item:
+            raise ValueError(f"request {i + 1} is empty (an extra comma?); write each "
+                             f"request as {shape}")
+    return items
+
+
 class Request(NamedTuple):
     prompt: int
     output: int
@@ -50,7 +67,7 @@ class RequestList:
         return "6/12, 5/12x2, 3/3@8" if self.max_n > 1 else "7/3, 3/6, 5/3@4"
 
     def parse(self, text: str) -> tuple[Request, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = split_items(text, f"{self.syntax}, e.g. {self._example()}")
         if not 1 <= len(items) <= self.max_requests:
             raise ValueError(f"1 to {self.max_requests} requests, written {self.syntax} and "
                              f"separated by commas, e.g. {self._example()}")

@@ -216,8 +216,13 @@ def validate(widget: Widget, raw: dict[str, str]) -> tuple[dict[str, Any], dict[
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     unknown = sorted(k for k in raw if k not in widget.names)
-    if unknown:
-        errors[""] = "unknown setting: " + ", ".join(unknown)
+    problems = []
+    if any(not k.strip() for k in unknown):  # "#<id>.=5": nothing between the id and "="
+        problems.append(f"a setting with no name (write {widget.id}.<setting>=<value>)")
+    if any(k.strip() for k in unknown):
+        problems.append("unknown setting: " + ", ".join(k for k in unknown if k.strip()))
+    if problems:
+        errors[""] = "; ".join(problems)
     for param in widget.params:
         if param.name not in raw:
             values[param.name] = param.default

@@ -144,6 +144,23 @@ def serve(site: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
     return f"http://127.0.0.1:{server.server_address[1]}/", server
 
 
+def serve_html(html: str) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """Serve one page, whatever the path, on another port of 127.0.0.1: another origin than
+    the site's (a course page that embeds a widget, an author's page). Returns (URL, server)."""
+    body = html.encode()
+
+    class Page(_QuietHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
 

@@ -85,6 +85,14 @@ def test_unknown_fields_are_reported():
     assert errors == {"": "unknown setting: blocksize"}
 
 
+def test_a_setting_with_no_name_is_called_that():
+    # "#t.=5" in a link: nothing between the widget's id and "=".
+    assert validate(make(), {"": "5"})[1] == {
+        "": "a setting with no name (write t.<setting>=<value>)"}
+    assert validate(make(), {" ": "5", "colour": "red"})[1] == {
+        "": "a setting with no name (write t.<setting>=<value>); unknown setting: colour"}
+
+
 def test_cross_field_check_runs_only_when_fields_are_valid():
     calls = []
 
