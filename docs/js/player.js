@@ -579,7 +579,7 @@ class Player {
     if (!this.current(ticket)) return; // a newer action took over
     this.setBusy(false, this.readyText);
     if (!answer) return;
-    this.showErrors(answer.errors || {});
+    this.showErrors(answer.errors ? this.besideChanges(answer.errors, raw) : {});
     if (answer.errors) return; // keep the last good trace
     this.touched = true;
     this.adopt(answer);
@@ -619,6 +619,18 @@ class Player {
     this.fillForm(answer.values);
     this.showErrors({});
     this.hideNotice();
+  }
+
+  // A check across fields puts its message beside one of them; when the reader changed
+  // another (the block size, and the message is about n), it shows beside each field they
+  // changed that has no message of its own too, so they see why where they made the change.
+  besideChanges(errors, raw) {
+    const changed = Object.keys(raw).filter((k) => raw[k] !== this.values[k]);
+    const elsewhere = Object.entries(errors).filter(([k]) => k && !changed.includes(k));
+    if (!elsewhere.length) return errors;
+    const out = { ...errors };
+    for (const k of changed) if (!Object.hasOwn(out, k)) out[k] = elsewhere.map(([, m]) => m).join(" ");
+    return out;
   }
 
   // Each message beside its field, tied to it for screen readers (aria-describedby,

@@ -373,3 +373,67 @@ def test_a_setting_with_no_name_is_called_that(live, widget_page):
     page.wait_for_selector(f"#{wid} .vsb-notice:not([hidden])")
     notice = state(page, wid)["notice"]
     assert "a setting with no name" in notice and "unknown setting" not in notice
+
+
+# 4. Bounds that can never be reached (tests/pages/framework/test_bounds.py holds every
+# documented bound of every widget; here the issue's two, through the page).
+@pytest.mark.parametrize("wid, raw", [
+    ("v1-scheduler", {"requests": "40/24", "budget": "64"}),
+    ("prefill-decode", {"model": "mistral-7b", "prompt_len": "8192", "long_prompt": "16384"}),
+], ids=["v1-scheduler", "prefill-decode"])
+def test_a_documented_maximum_runs(live, widget_page, wid, raw):
+    page = live(widget_page(wid)).page
+    fill(page, wid, raw)
+    page.click(RUN.format(wid))
+    answered(page, wid)
+    full = dict(WIDGETS[wid].item.default_raw(), **raw)
+    shown = state(page, wid)
+    assert shown["values"] == full and shown["notice"] == ""
+    assert json.loads(shown["frames"]) == frames_for(wid, full)
+    assert page.evaluate("wid => [...document.querySelectorAll(`#${wid} .vsb-error`)]"
+                         ".map(e => e.textContent).join('')", wid) == ""
+
+
+def test_a_request_past_the_budgets_maximum_is_refused_where_it_is_typed(live, widget_page):
+    wid = "v1-scheduler"
+    page = live(widget_page(wid)).page
+    fill(page, wid, {"requests": "40/40", "budget": "64"})
+    page.click(RUN.format(wid))
+    answered(page, wid)
+    assert page.text_content(f"#{wid} .vsb-error[data-for='requests']") == (
+        "requests: request 1: prompt + output must be at most 64 tokens")
+
+
+# 5. Messages on the wrong field.
+def cross_field_refusal(item):
+    """(field, raw, errors): the first one-field change of the defaults, to one of the field's
+    bounds or choices, that a check refuses under another field's name; None if none is."""
+    for p in item.params:
+        if p.kind in ("choice", "bool"):
+            options = [v for v, _ in p.choices] if p.kind == "choice" else ["true", "false"]
+        else:
+            options = [raw for _, raw in p.bounds()]
+        for alt in options:
+            raw = dict(item.default_raw(), **{p.name: alt})
+            _, errors = validate(item, raw)
+            if errors and p.name not in errors and any(errors):
+                return p.name, alt, errors
+    return None
+
+
+@pytest.mark.parametrize("wid", IDS)
+def test_a_refusal_shows_beside_the_field_the_reader_changed(live, widget_page, wid):
+    found = cross_field_refusal(WIDGETS[wid].item)
+    if found is None:
+        pytest.skip("no one-field change is refused under another field's name")
+    name, alt, errors = found
+    page = live(widget_page(wid)).page
+    fill(page, wid, {name: alt})
+    page.click(RUN.format(wid))
+    answered(page, wid)
+    beside = lambda field: page.text_content(f"#{wid} .vsb-error[data-for='{field}']")  # noqa: E731
+    for field, message in errors.items():
+        if field:
+            assert beside(field) == message               # where the check puts it
+    assert beside(name) == " ".join(m for f, m in errors.items() if f)   # and where typed
+    assert page.get_attribute(f"#{wid} [name='{name}']", "aria-invalid") == "true"

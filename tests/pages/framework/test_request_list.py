@@ -33,3 +33,22 @@ def test_bad_lists_are_refused_by_position(text, message):
     with pytest.raises(ValueError) as err:
         RL.parse(text)
     assert message in str(err.value)
+
+
+def test_a_total_bound_is_prompt_plus_output():
+    rl = RequestList(max_requests=2, max_len=40, max_arrival=5, max_total=64)
+    assert rl.parse("40/24") == (Request(40, 24),)
+    with pytest.raises(ValueError, match=r"request 1: prompt \+ output must be at most 64"):
+        rl.parse("40/25")
+
+
+def test_the_extremes_are_what_the_list_allows_at_its_edges():
+    rl = RequestList(max_requests=2, max_len=40, max_arrival=5, max_total=64)
+    assert dict(rl.extremes()) == {
+        "the longest prompt": "40/1", "the longest output": "1/40",
+        "the longest request": "40/24", "the most requests": "1/1, 1/1",
+        "the latest arrival": "1/1@5"}
+    assert dict(RL.extremes())["the most samples"] == "1/1x2"
+    for lists in (rl, RL):
+        assert all(lists.parse(raw) for _, raw in lists.extremes())
+    assert RL.param("requests", "7/3").bounds() == list(RL.extremes())
