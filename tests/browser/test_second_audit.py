@@ -2,8 +2,16 @@
 a dead embed script, hand-typed links, unreachable bounds, messages on the wrong field,
 PyScript for authors), each written from its reproduction: these failed before the fixes."""
 
+import ast
+import asyncio
+import html as html_lib
 import json
 import re
+import shutil
+import sys
+import types
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -13,6 +21,7 @@ pytest.importorskip("playwright.sync_api", reason="pip install -e '.[site]'")
 import testsite  # noqa: E402
 from testsite import state, wait_stepping  # noqa: E402
 
+from pages.framework import wheel  # noqa: E402
 from pages.framework.widget import respond, run, to_json, validate  # noqa: E402
 
 WIDGETS = testsite.all_widgets()
@@ -437,3 +446,111 @@ def test_a_refusal_shows_beside_the_field_the_reader_changed(live, widget_page, 
             assert beside(field) == message               # where the check puts it
     assert beside(name) == " ".join(m for f, m in errors.items() if f)   # and where typed
     assert page.get_attribute(f"#{wid} [name='{name}']", "aria-invalid") == "true"
+
+
+# 7. PyScript for authors: examples/pyscript/index.html, on an author's host (another
+# origin), with PyScript from the npm package and the Pyodide and wheel the site serves.
+EXAMPLE = testsite.ROOT / "examples" / "pyscript" / "index.html"
+PYSCRIPT = testsite.ROOT / "node_modules" / "@pyscript" / "core" / "dist"
+PLACEHOLDER = "https://vllm-step-by-step.example/"
+
+
+def example_python() -> str:
+    return re.search(r'<script type="py"[^>]*>(.*?)</script>', EXAMPLE.read_text(), re.S)[1]
+
+
+def run_example_in_cpython(monkeypatch) -> dict:
+    """The page's own Python, run here with pyscript and pyodide_js stood in: what it
+    displays, by target."""
+    shown: dict = {}
+
+    class Element:
+        textContent = ""
+
+    status = Element()
+    pyscript = types.ModuleType("pyscript")
+    pyscript.config = {"interpreter": PLACEHOLDER + "_runtime/pyodide/pyodide.mjs"}
+    pyscript.HTML = lambda html: ("html", html)
+    pyscript.display = lambda value, target, append: shown.__setitem__(target, value)
+    pyscript.document = types.SimpleNamespace(getElementById=lambda _: status)
+    pyodide_js = types.ModuleType("pyodide_js")
+
+    async def load_package(url):
+        shown["wheel"] = url
+
+    pyodide_js.loadPackage = load_package
+    monkeypatch.setitem(sys.modules, "pyscript", pyscript)
+    monkeypatch.setitem(sys.modules, "pyodide_js", pyodide_js)
+    code = compile(example_python(), str(EXAMPLE), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # Top-level await, as PyScript runs it; in a thread of its own, as Playwright's loop runs
+    # in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(eval(code, {}))).result()
+    shown["status"] = status.textContent
+    return shown
+
+
+def watch(page) -> dict:
+    """Requests to other hosts and script errors, as tests/browser/conftest.py's Watched."""
+    watched: dict = {"foreign": [], "errors": []}
+    page.on("request", lambda r: r.url.startswith(("http://127.0.0.1:", "data:", "blob:"))
+            or watched["foreign"].append(r.url))
+    page.on("console", lambda m: m.type == "error" and watched["errors"].append(m.text))
+    page.on("pageerror", lambda e: watched["errors"].append(str(e)))
+    return watched
+
+
+def test_the_pyscript_example_runs_offline_against_the_built_site(context, site, monkeypatch,
+                                                                   tmp_path):
+    if not PYSCRIPT.is_dir():
+        pytest.fail("no node_modules/@pyscript/core: run ./dev setup (npm ci)")
+    expected = run_example_in_cpython(monkeypatch)
+    assert expected["wheel"] == PLACEHOLDER + "_runtime/" + wheel.filename()
+    assert (site / "_runtime" / wheel.filename()).exists()
+    site_url, site_server = testsite.serve(site, cors=True)
+    author = tmp_path / "author"
+    shutil.copytree(PYSCRIPT, author / "pyscript", ignore=shutil.ignore_patterns("*.map"))
+    (author / "index.html").write_text(EXAMPLE.read_text().replace(PLACEHOLDER, site_url))
+    author_url, author_server = testsite.serve(author)
+    page = context.new_page()
+    watched = watch(page)
+    try:
+        page.goto(author_url)
+        page.wait_for_function("document.getElementById('status').textContent"
+                               ".startsWith('Python is ready')",
+                               timeout=testsite.PYTHON_TIMEOUT_MS)
+        assert page.text_content("#status") == expected["status"]
+        assert page.text_content("#table") == expected["table"]
+        assert "B.1" in expected["table"] and "B.2" in expected["table"]
+        _, svg = expected["frame"]
+        drawn = page.evaluate("""() => {
+            const svg = document.querySelector('#frame svg');
+            return { label: svg.getAttribute('aria-label'), text: svg.textContent };
+        }""")
+        root = ET.fromstring(svg)
+        assert drawn == {"label": root.get("aria-label"), "text": "".join(root.itertext())}
+        # The pictures take the site's palette from its stylesheet.
+        fill = page.evaluate("getComputedStyle(document.documentElement)"
+                             ".getPropertyValue('--vsb-seq-0').trim()")
+        assert fill.startswith("#")
+    finally:
+        page.close()
+        site_server.shutdown()
+        author_server.shutdown()
+    assert not watched["foreign"], watched["foreign"]
+    assert not watched["errors"], watched["errors"]
+
+
+def test_the_sites_own_pages_never_load_pyscript(site):
+    assert not (site / "_runtime" / "pyscript").exists()
+    for html in site.rglob("*.html"):
+        text = html.read_text(encoding="utf-8")
+        assert not re.search(r"<script[^>]*pyscript|type=\"py\"", text), html
+
+
+def test_the_instructors_page_shows_the_tested_example(site):
+    text = (site / "instructors" / "index.html").read_text(encoding="utf-8")
+    section = text[text.index('id="the-simulation-in-your-own-pyscript-page"'):]
+    code = re.search(r"<pre>.*?<code>(.*?)</code>", section, re.S)[1]
+    plain = re.sub(r"<[^>]+>", "", code)
+    assert html_lib.unescape(plain).strip() == EXAMPLE.read_text().strip()
