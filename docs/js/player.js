@@ -146,7 +146,10 @@ function decodePart(text) {
 }
 
 function formatHash(pairs) {
-  return pairs.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join("&");
+  // A lone surrogate (text a reader pasted) becomes U+FFFD: encodeURIComponent throws on it.
+  const enc = (text) => encodeURIComponent(String(text).replace(
+    /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD"));
+  return pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
 }
 
 function escapeAttr(text) {

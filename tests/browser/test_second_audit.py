@@ -375,6 +375,21 @@ def test_an_empty_request_in_a_list_is_refused_by_position(live, widget_page, wi
     assert message in shown["notice"] and shown["values"] == WIDGETS[wid].item.default_raw()
 
 
+def test_a_lone_surrogate_in_a_field_breaks_nothing(live, widget_page):
+    # The hash is written with encodeURIComponent now, which throws on a lone surrogate (text
+    # pasted from a broken source); URLSearchParams wrote U+FFFD. The demo's label is drawn.
+    watched = live(widget_page("demo-fill"))
+    page = watched.page
+    errors = len(watched.errors)
+    page.evaluate("() => { document.querySelector(\"#demo-fill [name='label']\").value = "
+                  "'A\\ud800B'; }")
+    page.click(RUN.format("demo-fill"))
+    answered(page, "demo-fill")
+    assert_idle(page, "demo-fill")
+    assert watched.errors[errors:] == []
+    assert "%EF%BF%BD" in page.evaluate("location.hash") or state(page, "demo-fill")["notice"]
+
+
 def test_a_setting_with_no_name_is_called_that(live, widget_page):
     wid = "paged-attention"
     page = live(widget_page(wid)).page
