@@ -177,3 +177,12 @@ def test_disaggregated_bad_input_is_a_clear_error(capsys):
     assert code == 2 and "takes --request arguments" in err
     code, _, err = run(["--disaggregated", "--request", "A:9:3"], capsys)
     assert code == 2 and "needs --engine v1" in err
+
+
+def test_the_recompute_that_leaks_is_described():
+    from sim.cli import describe_event
+    from sim.events import BlocksLeaked, PrefillRunAsDecode
+    assert describe_event(BlocksLeaked("A", (0, 1, 2), 1)) == (
+        "leak blocks 0, 1, 2: allocate counted 1 finished sample of A in the ref count")
+    assert describe_event(PrefillRunAsDecode("A", 1, 0, 9)) == (
+        "run seq 1's recompute as a decode (first seq 0 finished): KV of position 9 only")
