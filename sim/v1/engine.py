@@ -23,6 +23,12 @@ It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
 - `best_of` and beam search are not part of V1's engine: add_request rejects them.
 - Arrival: a request added with `arrival_step` reaches the scheduler at that step (an
   addition, as in the v0.5.5 engine: vLLM's requests arrive when they are added).
+- A KV connector (P/D disaggregation): the scheduler's half from `kv_transfer_config` or
+  `kv_connector`, the worker's half (`kv_connector_worker`) asked around every forward pass,
+  as vLLM's model runner does: metadata bound and loads started before, `get_finished` and
+  the failed blocks after (a `KVConnectorOutput`). `step()` is `begin_step()` then
+  `finish_step()`, so a driver of two engines (sim/studies/disaggregated.py) can interleave
+  them on one clock.
 """
 from __future__ import annotations
 

@@ -97,7 +97,10 @@ PARAMS = (
     Param("requests", "requests", "text", parse_requests("96/4, 160/3@1, 64/2@9"),
           parse=parse_requests, format=format_requests,
           help="Up to 5 requests A-E as prompt/output@ms: prompt tokens (1 to 400), output "
-               "tokens (1 to 12), arrival in milliseconds (0 to 200)."),
+               "tokens (1 to 12), arrival in milliseconds (0 to 200).",
+          extremes=(("the longest request", "400/12"), ("the shortest", "1/1"),
+                    ("the most requests", "1/1, 1/1, 1/1, 1/1, 1/1"),
+                    ("the latest arrival", "1/1@200"))),
     Param("link", "link", "choice", "ethernet-25g", choices=LINK_CHOICES,
           help="What carries the KV from the prefill GPU to the decode GPU (one direction's "
                "line rate): a slow link shows the blocks landing over several steps."),
@@ -109,7 +112,9 @@ PARAMS = (
     Param("decode_blocks", "decode GPU blocks", "int", 24, min=4, max=36,
           help="Usable KV blocks of 16 tokens on the decode GPU (4 to 36)."),
     Param("abort", "abort", "text", None, parse=parse_abort, format=format_abort,
-          help="A request whose client gives up, and when: e.g. A@9 (ms); none for no abort."),
+          help="A request whose client gives up, and when: e.g. A@9 (ms, 0 to 1000); none "
+               "for no abort.",
+          extremes=(("the first moment", "A@0"), ("the last", "A@1000"))),
     Param("fail", "failed read", "choice", "none",
           choices=(("none", "none"),) + tuple((n, n) for n in NAMES),
           help="A request whose KV read fails on the decode GPU (every block it reads is "
