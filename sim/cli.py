@@ -17,6 +17,8 @@ prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN
 `--cpu-offload-blocks N` adds a CPU tier of N blocks through the offloading connector (what
 vLLM's `--kv-offloading-size` turns on): prompt blocks are stored to CPU memory as they are
 computed, and a request that misses the GPU prefix cache loads what the CPU tier holds.
+`--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
+(sim/cli_pd.py).
 """
 from __future__ import annotations
 
@@ -29,14 +31,19 @@ from sim.events import (
     Admitted,
     BlockAllocated,
     BlockFreed,
+    BlocksLeaked,
     CopyOnWrite,
     Forked,
     Preempted,
+    PrefillRunAsDecode,
     PromptIgnored,
     RequestFinished,
     SwappedIn,
     SwappedOut,
 )
+from sim.perf.hardware import GPUS
+from sim.perf.links import LINKS
+from sim.perf.models import MODELS
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
 
@@ -91,6 +98,12 @@ def describe_event(ev) -> str | None:
         return f"copy-on-write seq {ev.seq_id}: block {ev.src} -> {ev.dst}"
     if isinstance(ev, Forked):
         return f"fork seq {ev.parent_seq_id} -> seq {ev.child_seq_id}"
+    if isinstance(ev, BlocksLeaked):
+        return (f"leak {_blocks(list(ev.blocks))}: allocate counted {ev.refs} finished "
+                f"{'sample' if ev.refs == 1 else 'samples'} of {ev.request_id} in the ref count")
+    if isinstance(ev, PrefillRunAsDecode):
+        return (f"run seq {ev.seq_id}'s recompute as a decode (first seq {ev.first_seq_id} "
+                f"finished): KV of position {ev.position} only")
     if isinstance(ev, RequestFinished):
         return f"finished {ev.request_id} ({ev.status})"
     return None
@@ -282,6 +295,9 @@ def build_v1_engine(args, scenario: Scenario | None):
 
 
 def main_v1(args) -> int:
+    if args.disaggregated:
+        from sim.cli_pd import main_disaggregated
+        return main_disaggregated(args)
     scenario = get_scenario(args.scenario) if args.scenario else None
     if scenario is None and not args.request:
         return usage()
@@ -382,6 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     v1.add_argument("--offload-generated", action="store_true",
                     help="with --cpu-offload-blocks: offload the blocks of generated tokens "
                          "too (vLLM's offload_prompt_only: false)")
+    pd = p.add_argument_group(
+        "disaggregated prefill and decode (with --engine v1 --disaggregated)",
+        "Two V1 instances with NIXL's KV connector, priced on a GPU's roofline. A request's "
+        "arrival is in milliseconds; abort=MS and fail=1 are options too.")
+    pd.add_argument("--disaggregated", action="store_true",
+                    help="run the requests through a prefill and a decode instance")
+    pd.add_argument("--link", choices=list(LINKS), default="ib-ndr",
+                    help="what carries the KV between them" + d)
+    pd.add_argument("--decode-gpu-blocks", type=int, default=None,
+                    help="the decode instance's blocks, null block included (default: "
+                         "--gpu-blocks)")
+    pd.add_argument("--kv-load-failure-policy", choices=["fail", "recompute"], default="fail",
+                    help="what the decode instance does with a failed read" + d)
+    pd.add_argument("--model", choices=sorted(MODELS), default="llama-3-8b",
+                    help="the model whose KV size and step times are used" + d)
+    pd.add_argument("--gpu", choices=sorted(GPUS), default="h200",
+                    help="the GPU whose datasheet roofline prices each step" + d)
     return p
 
 
@@ -407,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.prefix:
         print("error: --prefix needs --engine v1 (v0.5.5 has no prefix caching here)",
+              file=sys.stderr)
+        return 2
+    if args.disaggregated:
+        print("error: --disaggregated needs --engine v1 (vLLM v0.5.5 has no KV connector)",
               file=sys.stderr)
         return 2
     try:

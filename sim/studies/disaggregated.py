@@ -265,6 +265,8 @@ class DisaggregatedServing:
             record.decode_sent_s = self.now_s
         elif kind == "abort":
             where = self._where.get(request_id)
+            if record.outcome != "pending":
+                return   # it ended already: nothing to abort
             if where in (PREFILL, DECODE):
                 side = self.sides[where]
                 side.aborts.append(request_id)
@@ -347,11 +349,13 @@ class DisaggregatedServing:
 
     def _begin(self, side: _Side) -> None:
         engine = side.engine
+        aborted = False
         for request_id in side.aborts:
             if engine.abort_request(request_id):
                 self.records[request_id].outcome = "aborted"
                 self._where[request_id] = "aborted"
-        side.changed = bool(side.aborts)
+                aborted = True
+        side.changed = aborted
         side.aborts = []
         num_pending = len(engine.pending)
         side.signature = _signature(engine)

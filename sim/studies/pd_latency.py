@@ -60,6 +60,10 @@ class Comparison:
     runs: dict[str, tuple[RequestLatency, ...]]
     link: str
     budget: int
+    # P/D: each request's KV transfer (seconds), and the wait from its arrival to the end
+    # of its prefill.
+    transfer_s: tuple[float, ...] = ()
+    prefill_done_s: tuple[float, ...] = ()
 
     def stat(self, config: str, metric: str) -> list[float]:
         """Per request, in seconds: "ttft", "mean_tbt" or "max_tbt"."""
@@ -94,6 +98,14 @@ def colocated(requests: Sequence[TimedRequest], replicas: int, model: ModelConfi
 def disaggregated(requests: Sequence[TimedRequest], model: ModelConfig, roofline: Roofline,
                   link: str = "ib-ndr", budget: int = SERVER_BUDGET, dtype: str = "bf16"
                   ) -> tuple[RequestLatency, ...]:
+    return tuple(rec.latency() for rec in disaggregated_records(requests, model, roofline,
+                                                                 link, budget, dtype))
+
+
+def disaggregated_records(requests: Sequence[TimedRequest], model: ModelConfig,
+                          roofline: Roofline, link: str = "ib-ndr",
+                          budget: int = SERVER_BUDGET, dtype: str = "bf16") -> list:
+    """The P/D run's RequestRecords (sim.studies.disaggregated), in the workload's order."""
     setup = PDSetup(block_size=BLOCK_SIZE, prefill_blocks=NUM_BLOCKS, decode_blocks=NUM_BLOCKS,
                     max_num_batched_tokens=budget, max_model_len=MAX_MODEL_LEN, link=link)
     run = DisaggregatedServing([PDRequest(r.request_id, r.prompt_len, r.output_len,
@@ -103,15 +115,18 @@ def disaggregated(requests: Sequence[TimedRequest], model: ModelConfig, roofline
     if trace.stopped is not None:
         raise RuntimeError(f"the P/D run stopped: {trace.stopped}")
     records = trace.meta["records"]
-    return tuple(records[r.request_id].latency() for r in requests)
+    return [records[r.request_id] for r in requests]
 
 
 def compare(requests: Sequence[TimedRequest], model: ModelConfig, roofline: Roofline,
             link: str = "ib-ndr", budget: int = SERVER_BUDGET, dtype: str = "bf16"
             ) -> Comparison:
     requests = tuple(requests)
+    records = disaggregated_records(requests, model, roofline, link, budget, dtype)
     return Comparison(requests, {
         "colocated-1": colocated(requests, 1, model, roofline, budget, dtype),
         "colocated-2": colocated(requests, 2, model, roofline, budget, dtype),
-        "disaggregated": disaggregated(requests, model, roofline, link, budget, dtype),
-    }, link, budget)
+        "disaggregated": tuple(rec.latency() for rec in records),
+    }, link, budget,
+        tuple(rec.transfer_end_s - rec.transfer_start_s for rec in records),
+        tuple(rec.prefill_done_s - rec.arrival_s for rec in records))

@@ -36,6 +36,8 @@ It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
   by `step_time(scheduler_output)` when given (a cost model); connectors the engine builds
   read it as their clock. Without `step_time` it stays 0 and the offloading connector's
   transfers take one step each.
+  `step()` is `begin_step()` then `finish_step()`, so a driver of two engines
+  (sim/studies/disaggregated.py) can interleave them on one clock.
 """
 from __future__ import annotations
 

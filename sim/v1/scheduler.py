@@ -20,10 +20,16 @@ One `schedule()` call is one engine step's plan, in one loop over a shared token
 checks stop conditions and frees finished requests at once (blocks reversed), in
 scheduling order.
 
+With a KV connector (`kv_transfer_config` or `connector`; sim/v1/kv_connector/) the waiting
+loop also serves `skipped_waiting` (requests waiting for remote KVs, served first under FCFS),
+admits requests whose external tokens load asynchronously, and `update_from_output` reads
+the worker side's `KVConnectorOutput`; those branches live in sim/v1/scheduler_kv.py and
+cost nothing without a connector.
+
 This is the synchronous `Scheduler` (the one vLLM's scheduler tests use), FCFS or PRIORITY,
 one KV cache group of full attention. Left out: async scheduling (placeholders), pipeline
-parallelism, KV connectors (and the `skipped_waiting` queue for blocked requests), LoRA,
-multimodal/encoder inputs, structured output, streaming sessions, pausing, Mamba alignment.
+parallelism, LoRA, multimodal/encoder inputs, structured output, streaming sessions,
+pausing, Mamba alignment.
 Additions: `events` receives Admitted, Preempted, RequestFinished and Aborted records (the
 KV cache manager and block pool add theirs; the engine adds KVWritten and TokenSampled).
 """
