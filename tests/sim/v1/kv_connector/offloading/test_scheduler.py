@@ -14,7 +14,10 @@ differ, each marked "real manager": a block already in the CPU tier is not store
 (vLLM runs each case with `AsyncScheduler` too; the simulation's arrives with issue 27).
 Left out: the sliding-window, mixed-group, EAGLE and KV-event cases (one full-attention
 group is simulated), `test_request_level_policy_stores_all_blocks` (the CPU manager never
-asks for the request-level policy) and the async-only
+asks for the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a
+load of a block whose store is still in flight; the real manager answers HIT_PENDING and
+the request waits instead, so that path cannot arise; the fence itself is the same set of
+blocks allocated in the step, tested through `_build_store_jobs`) and the async-only
 `test_async_preempt_readmit_before_transfer_output_is_deferred`.
 """
 from types import SimpleNamespace
@@ -360,6 +363,21 @@ def test_max_offload_tokens_validation():
         run(invalid, all_offsets)
     run(0, ())
     run(24, (0, 1, 2, 3, 4, 5))                  # 2 offloaded blocks
+
+
+def test_loads_do_not_populate_fence_index():
+    """A load in flight registers nothing in the fence (its blocks are held by the
+    request, and freed only when the load lands). vLLM forces a hit on an empty tier; the
+    real manager needs the block stored first."""
+    runner = make_runner(block_size_factor=3, block_size=4, num_gpu_blocks=100)
+    runner.new_request(token_ids=[0] * 12)
+    store_all(runner)
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(0, 1, 2))
+    runner.scheduler.reset_prefix_cache()
+    runner.new_request(token_ids=[0] * 12)
+    runner.run(decoded_tokens=[], complete_transfers=False)
+    assert any(not j.is_store for j in runner.connector_scheduler._jobs.values())
+    assert runner.connector_scheduler._block_id_to_pending_jobs == {}
 
 
 def test_fence_at_build_store_jobs():
