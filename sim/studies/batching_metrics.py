@@ -295,8 +295,8 @@ def make_v1_engine(requests: list[BatchRequest], max_num_seqs: int,
     """V1's engine (vLLM v0.25.1) on the same workload, with the same room: as many usable
     blocks of 16 as `make_engine` gives, plus block 0, V1's null block. The same
     `max_num_seqs` and token budget (`max_num_batched_tokens`; V1 schedules up to that many
-    tokens per step), `max_model_len` = the longest request. Chunked prefill is always on in V1 (its default); prefix caching
-    too (the made-up prompts share no block).
+    tokens per step), `max_model_len` = the longest request. Chunked prefill is always on
+    in V1 (its default); prefix caching too (the made-up prompts share no block).
 
     The engine loop is the synchronous one unless `async_scheduling` says otherwise
     (None: vLLM's default, async): these metrics count iterations of one schedule and its
