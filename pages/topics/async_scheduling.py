@@ -404,10 +404,14 @@ def _rows(y: float, step: Step, call: Call, ctx: AsyncContext) -> tuple[list[str
 
 
 def _legend(y: float) -> tuple[list[str], float]:
-    return fit.legend(M, y, WIDTH - M, [
-        ("chip", "seq-0", "output token"), ("outline", "seq-0", "placeholder (in flight)"),
-        ("outline", "highlight", "thrown away"), ("outline", "highlight", "new this call"),
-        ("chip", "seq-1", "block cached")], size=SIZE)
+    s = SIZE
+    out, h = fit.legend(M, y, WIDTH - M, [
+        ("chip", "seq-0", "output token"), ("outline", "seq-0", "in flight (placeholder)"),
+        ("text:✗", "highlight", "thrown away"), ("outline", "highlight", "new this call"),
+        ("chip", "line", "block cached"), ("outline", "line", "block not cached")], size=s)
+    out.append(svg.text(M, y + h + s * 1.1, "light cells: prompt tokens; bars: KV blocks",
+                        size=s, fill="muted"))
+    return out, h + s * 1.5
 
 
 def view(step: Step, ctx: AsyncContext) -> svg.Figure:
