@@ -601,3 +601,20 @@ def test_async_and_sync_produce_the_same_tokens_when_nothing_stops_early(
         assert all(len(t) == min(r.max_tokens, 32 - r.num_prompt_tokens)
                    for t, r in zip(tokens[loop].values(), e.requests.values()))
     assert tokens[True] == tokens[False]
+
+
+def test_a_block_filled_before_a_length_stop_is_cached_when_the_output_comes_back():
+    """A (prompt 6, max_tokens 3) computes position 7, filling its block 1, in the step
+    whose successor is skipped (its token in flight is its last): no allocate_slots caches
+    that block any more, so AsyncScheduler._update_request_with_output does, up to
+    num_computed_tokens - num_output_placeholders, before the finished request is freed.
+    The block is then in the prefix cache, as with the synchronous loop."""
+    for loop in (False, True):
+        e = engine(async_scheduling=loop)
+        e.add_request("A", list(range(100, 106)), sp(3))
+        outs = run(e)
+        assert set(cached_at(outs, {("A", 0), ("A", 1)})) == {("A", 0), ("A", 1)}
+        a = e.requests["A"]
+        e.add_request("B", a.all_token_ids[:8] + [7, 7], sp(1))
+        hits = [ev for o in run(e) for ev in o.events if isinstance(ev, PrefixCacheHit)]
+        assert [(h.request_id, h.num_tokens) for h in hits] == [("B", 8)]
