@@ -364,7 +364,7 @@ def _rows(y: float, step: Step, call: Call, ctx: AsyncContext) -> tuple[list[str
             row.append(svg.group(
                 [svg.rect(x0 + pos * cw + 1, y + 0.5, cw - 2, ch - 1, fill="bg", stroke=color,
                           rx=1, stroke_width=1.5, stroke_dasharray="2 2"),
-                 svg.text(x0 + pos * cw + cw / 2, y + ch * 0.8, "?", size=s * 0.8,
+                 svg.text(x0 + pos * cw + cw / 2, y + ch * 0.8, "?", size=s,
                           anchor="middle", fill="muted")],
                 tip=f"{rid} position {pos}: a placeholder; a step in flight is sampling this "
                     "token, the scheduler does not know it yet",
