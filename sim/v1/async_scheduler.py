@@ -33,7 +33,7 @@ output, pipeline parallelism and the V2 model runner's decode throttling.
 from __future__ import annotations
 
 from sim.v1.request import Request, RequestStatus
-from sim.v1.scheduler import Scheduler, SchedulerOutput
+from sim.v1.scheduler import Scheduler, SchedulerOutput, check_stop
 
 _RUNNING = RequestStatus.RUNNING
 
@@ -65,14 +65,26 @@ class AsyncScheduler(Scheduler):
             request.async_tokens_to_discard -= 1
             return [], False
         status_before_update = request.status
-        new_token_ids, stopped = super()._update_request_with_output(
-            request, new_token_ids, max_model_len)
-        request.num_output_placeholders -= len(new_token_ids)
-        assert request.num_output_placeholders >= 0
+        if len(new_token_ids) == 1:
+            # One token (every step without drafts): the base class's loop, written out as
+            # Scheduler.update_from_output does; check_stop only when it can stop.
+            token_id = new_token_ids[0]
+            request.append_output_token_ids(token_id)
+            num_tokens = request.num_tokens
+            stopped = ((num_tokens >= max_model_len
+                        or num_tokens - request.num_prompt_tokens >= request.max_tokens
+                        or token_id == request.eos_token_id
+                        or token_id in request.stop_token_ids)
+                       and check_stop(request, max_model_len))
+        else:
+            new_token_ids, stopped = super()._update_request_with_output(
+                request, new_token_ids, max_model_len)
+        placeholders = request.num_output_placeholders - len(new_token_ids)
+        request.num_output_placeholders = placeholders
+        assert placeholders >= 0
         # Cache the blocks the known tokens fill (a preempted request holds none).
         # (vLLM's KVCacheManager.cache_blocks does nothing with prefix caching off.)
         kv_cache_manager = self.kv_cache_manager
         if status_before_update is _RUNNING and kv_cache_manager.enable_caching:
-            kv_cache_manager.cache_blocks(
-                request, request.num_computed_tokens - request.num_output_placeholders)
+            kv_cache_manager.cache_blocks(request, request.num_computed_tokens - placeholders)
         return new_token_ids, stopped

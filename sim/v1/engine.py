@@ -80,6 +80,7 @@ from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
 
 Slot = tuple[int, int] | None   # (token_id, position) or empty
+_PREEMPTED = RequestStatus.PREEMPTED    # every status after it is a finished one
 
 
 @dataclass(slots=True)
@@ -405,19 +406,19 @@ class LLMEngine:
         requests = self.requests
         tokens = []
         discarded = []
+        append_token = tokens.append
         for rid, (position, token_id, logprob) in batch.sampled.items():
             req = requests[rid]
-            if req.is_finished():
-                reason = req.status.label
-            elif req.async_tokens_to_discard:
-                reason = "reset_prefix_cache"
-            else:
-                tokens.append((rid, req.seq_id, position, token_id))
+            status = req.status
+            if status <= _PREEMPTED and not req.async_tokens_to_discard:
+                seq_id = req.seq_id
+                append_token((rid, seq_id, position, token_id))
                 req.cumulative_logprob += logprob
                 if events is not None:
-                    events.append(fast_event(TokenSampled, (req.seq_id, position, token_id,
+                    events.append(fast_event(TokenSampled, (seq_id, position, token_id,
                                                             logprob)))
                 continue
+            reason = status.label if status > _PREEMPTED else "reset_prefix_cache"
             discarded.append((rid, req.seq_id, position, token_id, reason))
             if events is not None:
                 events.append(TokenDiscarded(rid, req.seq_id, position, token_id, reason))

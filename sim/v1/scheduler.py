@@ -276,9 +276,12 @@ class Scheduler:
         self.finished_req_ids: set[str] = set()
         self.preempted_req_ids: set[str] = set()
         self.prev_step_scheduled_req_ids: set[str] = set()
-        # The requests of the last schedule(), in the order of its num_scheduled_tokens.
+        # The requests of the last schedule(), in the order of its num_scheduled_tokens,
+        # and of the one before (an addition: the async loop processes that one's output).
         self.scheduled_reqs: list[Request] = []
         self.last_scheduler_output: SchedulerOutput | None = None
+        self.prev_scheduled_reqs: list[Request] = []
+        self.prev_scheduler_output: SchedulerOutput | None = None
         self.kv_cache_manager = KVCacheManager(
             cache_config.block_size, cache_config.num_gpu_blocks,
             scheduler_config.max_model_len, enable_caching=cache_config.enable_prefix_caching,
@@ -635,6 +638,8 @@ class Scheduler:
             free_encoder_mm_hashes=[],
             preempted_req_ids=self.preempted_req_ids,
         )
+        self.prev_scheduled_reqs = self.scheduled_reqs
+        self.prev_scheduler_output = self.last_scheduler_output
         self.scheduled_reqs = scheduled_reqs
         self.last_scheduler_output = scheduler_output
         self._update_after_schedule(scheduler_output)
@@ -673,12 +678,19 @@ class Scheduler:
         outputs: list[EngineCoreOutput] = []
         append_output = outputs.append
         stopped_running_reqs: set[Request] = set()
-        if (scheduler_output is self.last_scheduler_output
+        if scheduler_output is self.last_scheduler_output:
+            scheduled_reqs = self.scheduled_reqs
+        elif scheduler_output is self.prev_scheduler_output:
+            scheduled_reqs = self.prev_scheduled_reqs      # the async loop's case
+        else:
+            scheduled_reqs = None
+        if (scheduled_reqs is not None
                 and model_runner_output.req_ids is not None
-                and len(model_runner_output.req_ids) == len(self.scheduled_reqs)):
-            # The engine's case: the output of the last schedule(), one model output per
-            # scheduled request in the same order: the requests schedule() kept.
-            items = zip(self.scheduled_reqs, sampled_token_ids)
+                and len(model_runner_output.req_ids) == len(scheduled_reqs)):
+            # The engine's case: the output of the last (or, async, the previous)
+            # schedule(), one model output per scheduled request in the same order: the
+            # requests schedule() kept (a request finished since is skipped below).
+            items = zip(scheduled_reqs, sampled_token_ids)
         else:
             # vLLM's way: look each scheduled id up (the request may be gone).
             req_id_to_index = model_runner_output.req_id_to_index
