@@ -17,6 +17,9 @@ prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN
 `--cpu-offload-blocks N` adds a CPU tier of N blocks through the offloading connector (what
 vLLM's `--kv-offloading-size` turns on): prompt blocks are stored to CPU memory as they are
 computed, and a request that misses the GPU prefix cache loads what the CPU tier holds.
+Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
+previous step's output is processed; every step says whose output it processed);
+`--no-async-scheduling` runs the synchronous loop.
 `--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
 (sim/cli_pd.py).
 """
@@ -168,7 +171,7 @@ def format_step(engine, out) -> str:
 
 def describe_v1_event(ev) -> str | None:
     """V1's own events, then the ones it shares with v0.5.5."""
-    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit
+    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit, TokenDiscarded
     if isinstance(ev, PrefixCacheHit):
         blocks = ",".join(str(b) for b in ev.blocks)
         return f"hit {ev.request_id}: blocks {blocks} ({ev.num_tokens} tokens cached)"
@@ -179,6 +182,11 @@ def describe_v1_event(ev) -> str | None:
                 f"{ev.logical}")
     if isinstance(ev, Aborted):
         return f"abort {ev.request_id} ({ev.queue})"
+    if isinstance(ev, TokenDiscarded):
+        why = ("it was preempted by reset_prefix_cache" if ev.reason == "reset_prefix_cache"
+               else f"it is {ev.reason.replace('_', ' ')}")
+        return (f"discard {ev.request_id}'s token {ev.token_id} at position {ev.position} "
+                f"(sampled by a step in flight; {why})")
     return describe_offload_event(ev) or describe_event(ev)
 
 
@@ -228,14 +236,21 @@ def format_step_v1(engine, out) -> str:
     gpu = snap["gpu"]
     lines = [f"step {out.step}: scheduled {' '.join(kinds) or '-'}; "
              f"{_tokens(so.total_num_scheduled_tokens)}"]
+    if snap["async_scheduling"]:
+        # The async loop: whose output this step processed, and what is still in flight.
+        done = (f"processed step {out.processed_step}'s output"
+                if out.processed_step is not None else "processed no output")
+        flight = ", ".join(f"step {b['step']}" for b in snap["batch_queue"]) or "nothing"
+        lines.append(f"  async   {done}; in flight: {flight}")
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
     for r in snap["requests"]:
         for s in r["seqs"]:
             if s["block_table"]:
                 table = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
                                  for _, n, f in s["block_table"])
-                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}  "
-                             f"blocks {table}")
+                ahead = r["num_output_placeholders"]
+                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}"
+                             f"{f' (+{ahead} in flight)' if ahead else ''}  blocks {table}")
     cached_free = sum(1 for n in gpu["free_order"] if gpu["blocks"][n]["cached"])
     lines.append(f"  free    gpu {gpu['num_free']}/{gpu['num_blocks']} (block "
                  f"{snap['null_block']} is the null block; {cached_free} free blocks "
@@ -281,7 +296,8 @@ def build_v1_engine(args, scenario: Scenario | None):
             long_prefill_token_threshold=args.long_prefill_token_threshold,
             watermark=args.watermark, policy=args.policy,
             num_speculative_tokens=args.num_speculative_tokens,
-            num_lookahead_tokens=args.num_lookahead_tokens),
+            num_lookahead_tokens=args.num_lookahead_tokens,
+            async_scheduling=args.async_scheduling),
         seed=seed, spec_acceptance_rate=args.spec_acceptance_rate,
         kv_transfer_config=kv_transfer_config)
     for r in requests:
@@ -393,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slots allocated ahead for drafts" + d)
     v1.add_argument("--spec-acceptance-rate", type=float, default=0.7,
                     help="the stand-in drafter's chance that a draft token is right" + d)
+    v1.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                    help="the engine loop: async scheduling schedules each step before the "
+                         "previous step's output is processed (vLLM's default, unless "
+                         "speculative decoding is on); --no-async-scheduling runs the "
+                         "synchronous loop")
     v1.add_argument("--cpu-offload-blocks", type=int, default=0, metavar="N",
                     help="a CPU tier of N blocks (the offloading connector; 0: none)" + d)
     v1.add_argument("--offload-generated", action="store_true",

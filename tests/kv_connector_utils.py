@@ -168,3 +168,51 @@ class ScriptedConnector(KVConnectorBase_V1):
     def request_finished(self, request, block_ids):
         self._called("request_finished")
         return self.request_finished_value
+
+
+def create_async_scheduler(num_blocks: int = 10000, block_size: int = 16,
+                           max_num_batched_tokens: int = 8192, max_num_seqs: int = 16,
+                           long_prefill_token_threshold: int = 0,
+                           async_scheduling: bool = True,
+                           connector: KVConnectorBase_V1 | None = None,
+                           kv_role: str = "kv_consumer") -> Scheduler:
+    """vLLM's tests/v1/core/utils.py create_scheduler(async_scheduling=...): the
+    AsyncScheduler (or the synchronous one), with a consumer connector that loads nothing
+    (vLLM's tests force `defer_block_free` on without one; here the gate is what turns it
+    on, and the connector is needed for it)."""
+    from sim.v1.async_scheduler import AsyncScheduler
+    cls = AsyncScheduler if async_scheduling else Scheduler
+    return cls(
+        SchedulerConfig(max_num_batched_tokens=max_num_batched_tokens,
+                        max_num_seqs=max_num_seqs, max_model_len=10000,
+                        long_prefill_token_threshold=long_prefill_token_threshold,
+                        async_scheduling=async_scheduling),
+        CacheConfig(block_size=block_size, num_gpu_blocks=num_blocks,
+                    enable_prefix_caching=True),
+        kv_transfer_config=KVTransferConfig(kv_connector="Scripted", engine_id="e",
+                                            kv_role=kv_role),
+        connector=connector if connector is not None else ScriptedConnector())
+
+
+def create_requests(num_requests: int, num_tokens: int = 10, max_tokens: int = 16,
+                    stop_token_ids: tuple = (), req_ids: list[str] | None = None,
+                    block_size: int = 16) -> list[Request]:
+    """vLLM's tests/v1/core/utils.py create_requests: distinct prompts."""
+    out = []
+    for i in range(num_requests):
+        rid = req_ids[i] if req_ids else str(i)
+        n = next(_request_count)
+        out.append(Request(rid, [n * 1000 + t for t in range(num_tokens)],
+                           SamplingParams(max_tokens=max_tokens,
+                                          stop_token_ids=tuple(stop_token_ids)),
+                           EOS_TOKEN_ID,
+                           block_hasher=get_request_block_hasher(block_size, sha256),
+                           block_size=block_size))
+    return out
+
+
+def output_for(scheduler_output, token_id: int = 0) -> ModelRunnerOutput:
+    """vLLM's _make_model_runner_output: one token for every scheduled request."""
+    req_ids = list(scheduler_output.num_scheduled_tokens)
+    return ModelRunnerOutput(req_ids, {rid: i for i, rid in enumerate(req_ids)},
+                             [[token_id] for _ in req_ids])

@@ -9,8 +9,8 @@ the simulation's real `CPUOffloadingManager`, wrapped in `SpyManager`, which rec
 call (`call_count`, `call_args`, `assert_called`, ...) and lets a test replace one method's
 answer (`side_effect`), as the mock does, where vLLM's test forces an answer (a failed
 store, say). The worker is a recording fake, as in vLLM (`MockOffloadingWorker`): it
-completes jobs when the runner says so. Only synchronous scheduling (vLLM's tests also run
-each case with `AsyncScheduler`)."""
+completes jobs when the runner says so. `async_scheduling=True` runs the `AsyncScheduler`,
+processing each step's output after the next step is scheduled, as vLLM's runner does."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -19,6 +19,7 @@ from typing import Any
 
 from kv_connector_utils import EOS_TOKEN_ID
 
+from sim.v1.async_scheduler import AsyncScheduler
 from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, sha256
 from sim.v1.kv_connector import KVConnectorRole
@@ -193,7 +194,8 @@ class SamplingParams:
 class RequestRunner:
     def __init__(self, block_size: int, num_gpu_blocks: int, block_size_factor: int = 1,
                  extra_config_overrides: dict[str, Any] | None = None,
-                 num_cpu_blocks: int = 1000) -> None:
+                 num_cpu_blocks: int = 1000, async_scheduling: bool = False) -> None:
+        self.async_scheduling = async_scheduling
         self.block_size_factor = block_size_factor
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
@@ -216,9 +218,10 @@ class RequestRunner:
         self.scheduler_connector = OffloadingConnector(
             kv_transfer_config, KVConnectorRole.SCHEDULER, cache_config,
             spec=self.offloading_spec)
-        self.scheduler = Scheduler(
+        scheduler_cls = AsyncScheduler if async_scheduling else Scheduler
+        self.scheduler = scheduler_cls(
             SchedulerConfig(max_num_batched_tokens=1000, max_num_seqs=16,
-                            max_model_len=10000),
+                            max_model_len=10000, async_scheduling=async_scheduling),
             cache_config, kv_transfer_config=kv_transfer_config,
             connector=self.scheduler_connector)
         self.worker_connector = OffloadingConnector(
@@ -317,6 +320,7 @@ class RequestRunner:
              post_step_fn: Callable[[], None] | None = None) -> None:
         tokens_iter = iter(decoded_tokens)
         token_id = next(tokens_iter, None)
+        prev_scheduler_output = prev_output = None
         while True:
             # A finished request's store may still be in flight: keep stepping until the
             # scheduler has no job left.
@@ -326,13 +330,22 @@ class RequestRunner:
             prev_token_id = token_id
             if self.scheduler.running:
                 token_id = next(tokens_iter, None)
-            self.scheduler.update_from_output(scheduler_output, output)
+            if self.async_scheduling:
+                # The output of the previous step is processed after this one is scheduled.
+                if prev_output is not None:
+                    self.scheduler.update_from_output(prev_scheduler_output, prev_output)
+                prev_scheduler_output, prev_output = scheduler_output, output
+            else:
+                self.scheduler.update_from_output(scheduler_output, output)
             if post_step_fn is not None:
                 post_step_fn()
             if (prev_token_id == EOS_TOKEN_ID and prev_token_id != token_id
                     and (self.scheduler.requests or self.connector_scheduler._jobs)):
                 continue     # one more step, for the offloading to kick off
             if token_id is None:
+                if self.async_scheduling:
+                    # sample the last token
+                    self.scheduler.update_from_output(prev_scheduler_output, prev_output)
                 break
         self._parse_transfers()
         if EOS_TOKEN_ID in decoded_tokens:

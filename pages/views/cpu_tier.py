@@ -122,13 +122,21 @@ def _slots(bx: float, body_y: float, slots: list, bs: int, w: float, color: str)
 
 def copy_arrows(x: float, gpu_y: float, cpu_y: float, snap: dict, events,
                 jobs: dict) -> list[str]:
-    """An arrow per block copied in this step: GPU -> CPU for the stores that completed,
-    CPU -> GPU for the loads (each arrow from one block's edge to the other's)."""
+    """An arrow per block copied: GPU -> CPU for the stores reported done in this step,
+    CPU -> GPU for the loads started in it (the worker copies a load in the step that
+    starts it; the scheduler may hear of it a step later, in the async loop). Each arrow
+    goes from one block's edge to the other's."""
     out = []
     for e in events:
-        if not isinstance(e, OffloadJobDone) or e.job_id not in jobs:
+        if isinstance(e, OffloadLoadJob):
+            job_id = e.job_id
+        elif isinstance(e, OffloadJobDone) and e.kind == "store":
+            job_id = e.job_id
+        else:
             continue
-        kind, rid, gpu_blocks, cpu_blocks = jobs[e.job_id]
+        if job_id not in jobs:
+            continue
+        kind, rid, gpu_blocks, cpu_blocks = jobs[job_id]
         for g, c in zip(gpu_blocks, cpu_blocks):
             gx, gy, gw, gh = kv_view.pool_block_box(x, gpu_y, snap, g)
             cx, cy, cw, _ = kv_view.pool_block_box(x, cpu_y, snap, c)
@@ -139,7 +147,7 @@ def copy_arrows(x: float, gpu_y: float, cpu_y: float, snap: dict, events,
             else:
                 tip = f"{rid}: GPU block {g} stored to CPU block {c}"
             out.append(svg.group([arrows.arrow(*start, *end, tip=tip)],
-                                 data_k=f"copy:{e.job_id}:{g}"))
+                                 data_k=f"copy:{job_id}:{g}"))
     return out
 
 

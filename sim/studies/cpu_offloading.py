@@ -29,6 +29,12 @@ recomputation after preemption) and the prompt tokens found (GPU prefix hits and
 loads); per request, its time to first token (arrival to the end of the step that sampled
 its first token); in all, the bytes and link seconds of loads and stores.
 
+The engine runs the synchronous loop (`async_scheduling=False`): a step's tokens are out when
+its forward pass ends. vLLM's default async loop schedules each step while the previous one
+runs; with no CPU time priced it would add a step of delay to admissions, and to a load's
+landing, and the offloading connector (a KV consumer) would defer frees by a step
+(`defer_block_free`), in every configuration alike.
+
 What the picture leaves out: see sim/perf/cost.py (no launch overhead, no CUDA graphs) and
 sim/perf/host_link.py (no per-transfer latency); the copies of a step do not slow its
 forward pass (vLLM runs them on their own CUDA streams; they share the GPU's memory
@@ -190,7 +196,10 @@ def run_offloading(cpu_blocks: int, setup: OffloadSetup = OffloadSetup(),
                 model, workload.block_size, setup.dtype)})
     engine = LLMEngine(CacheConfig(block_size=workload.block_size,
                                    num_gpu_blocks=setup.pool_blocks + 1),
-                       SchedulerConfig(max_model_len=setup.max_model_len),
+                       # The synchronous loop: each step's time is its forward pass, and
+                       # its tokens are out when it ends (see the module docstring).
+                       SchedulerConfig(max_model_len=setup.max_model_len,
+                                       async_scheduling=False),
                        step_time=step_time, **kwargs)
     holder["engine"] = engine
     if cpu_blocks:

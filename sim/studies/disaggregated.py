@@ -211,9 +211,12 @@ class DisaggregatedServing:
         blocks = s.prefill_blocks if name == PREFILL else s.decode_blocks
         cache_config = CacheConfig(block_size=s.block_size, num_gpu_blocks=blocks + 1,
                                    enable_prefix_caching=s.enable_prefix_caching)
+        # The synchronous loop: a step's two halves are priced on the clock (the async
+        # loop's overlap of scheduling and the GPU is not modelled here).
         scheduler_config = SchedulerConfig(max_num_batched_tokens=s.max_num_batched_tokens,
                                            max_num_seqs=s.max_num_seqs,
-                                           max_model_len=s.max_model_len)
+                                           max_model_len=s.max_model_len,
+                                           async_scheduling=False)
         engine = LLMEngine(
             cache_config, scheduler_config, seed=seed, model=StandInModel(seed=seed),
             record_events=self.record, kv_transfer_config=kv_config,

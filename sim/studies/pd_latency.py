@@ -14,7 +14,9 @@ priced with the roofline cost model (sim/studies/latency.py):
 
 Per request: time to first token (TTFT, from arrival to the first output token: for P/D,
 the prefill, the transfer and the decode side's first step) and the mean and the longest
-gap between its output tokens (TBT).
+gap between its output tokens (TBT). Every engine runs V1's synchronous loop (the P/D driver
+prices both halves of a step on its clock; async scheduling's overlap of CPU and GPU is left
+out of all three, as is the CPU's time).
 
 `LONG_PROMPTS_SHORT_ANSWERS` is the workload of the page: documents of 3,000 to 7,000 tokens
 summarised in 80 to 200 tokens, arriving every `gap_s` seconds. The lengths are our choice
@@ -84,8 +86,11 @@ def colocated(requests: Sequence[TimedRequest], replicas: int, model: ModelConfi
               roofline: Roofline, budget: int = SERVER_BUDGET, dtype: str = "bf16"
               ) -> tuple[RequestLatency, ...]:
     """`replicas` independent V1 engines, request i on engine i % replicas."""
+    # The synchronous loop, as the P/D run's engines (sim/studies/disaggregated.py): the
+    # comparison is of where prompts and decodes run, not of the engine loop.
     setup = Setup(block_size=BLOCK_SIZE, num_usable_blocks=NUM_BLOCKS,
-                  max_num_batched_tokens=budget, max_model_len=MAX_MODEL_LEN)
+                  max_num_batched_tokens=budget, max_model_len=MAX_MODEL_LEN,
+                  async_scheduling=False)
     by_id = {}
     for k in range(replicas):
         mine = list(requests[k::replicas])

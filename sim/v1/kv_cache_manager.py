@@ -288,6 +288,12 @@ class KVCacheManager:
                                           self.block_size, self.kv_cache_group_id)
         self.num_cached_block[request_id] = num_full_blocks
 
+    def pop_blocks_for_free(self, request) -> list[KVCacheBlock]:
+        """Forget the request's table and return its blocks, not freed yet: the caller
+        frees them later, in reverse order (a scheduler deferring frees)."""
+        self.num_cached_block.pop(request.request_id, None)
+        return self.req_to_blocks.pop(request.request_id, [])
+
     def free(self, request) -> None:
         """Release the request's blocks, last block first."""
         request_id = request.request_id

@@ -22,12 +22,19 @@ What a connector changes in a step (connector names in sim/v1/kv_connector/base.
   `finished_sending` names it; an aborted request whose load is in flight keeps its blocks
   until `finished_recving` names it.
 
+- With batches in flight (async scheduling) a consumer's freed blocks wait until no step
+  in flight may still write them (`defer_block_free`, `_free_request_blocks`,
+  `_drain_deferred_frees`: a fence counting non-empty steps scheduled and processed), so a
+  load cannot race a stale write.
+
 Two orders the simulation fixes where vLLM's come from Python sets (and so vary from run to
 run): requests reported finished together are handled in the order they were added, and
 requests failing a load together in queue order. Additions: the events
 (WaitingForRemoteKVs, RemoteKVsReady, KVLoadFailed, BlocksHeld, KVTransferFinished).
 """
 from __future__ import annotations
+
+from collections import deque
 
 from sim.events import KVLoadFailed, KVTransferFinished, RemoteKVsReady
 from sim.v1.kv_cache_manager import PrefixCacheStats
@@ -68,6 +75,17 @@ class KVConnectorSchedulerMixin:
         # remaining blocks are reserved against new async loads. Kept only with a
         # connector (its only reader is the async-load admission).
         self._inflight_prefills: set = set()
+        # With batches in flight (async scheduling) a step may still be writing a freed
+        # request's blocks, and a consumer connector could reallocate and fill them by a
+        # load not ordered against that write: such frees wait until every step that may
+        # write them has been processed (the fence: non-empty steps scheduled/processed).
+        max_concurrent_batches = 2 if self.scheduler_config.async_scheduling else 1
+        self.defer_block_free = (connector is not None and max_concurrent_batches > 1
+                                 and kv_transfer_config is not None
+                                 and kv_transfer_config.is_kv_consumer)
+        self.sched_step_seq = 0
+        self.processed_step_seq = 0
+        self.deferred_frees: deque[tuple[int, list]] = deque()
 
     def get_kv_connector(self):
         return self.connector
@@ -152,6 +170,32 @@ class KVConnectorSchedulerMixin:
             for req in scheduled_reqs:
                 if not req.is_prefill_chunk:
                     self._inflight_prefills.discard(req)
+        if self.defer_block_free and scheduler_output.total_num_scheduled_tokens > 0:
+            # Advance the fence for a step that writes KV, and mark its requests.
+            self.sched_step_seq += 1
+            for req in scheduled_reqs:
+                req.last_sched_seq = self.sched_step_seq
+
+    # -- deferred frees ------------------------------------------------------------------------
+    def _free_request_blocks(self, request) -> None:
+        """Free the request's blocks, or (deferring) hold them back from the pool while a
+        step in flight may still write them."""
+        if not self.defer_block_free or request.last_sched_seq <= self.processed_step_seq:
+            self.kv_cache_manager.free(request)
+            return
+        blocks = self.kv_cache_manager.pop_blocks_for_free(request)
+        if blocks:
+            self.deferred_frees.append((self.sched_step_seq, blocks))
+
+    def _drain_deferred_frees(self) -> None:
+        """Return the deferred blocks whose fence step has been processed (oldest first;
+        the fences never decrease, so stop at the first still pending)."""
+        while self.deferred_frees:
+            fence, _ = self.deferred_frees[0]
+            if fence > self.processed_step_seq:
+                break
+            _, blocks = self.deferred_frees.popleft()
+            self.kv_cache_manager.block_pool.free_blocks(reversed(blocks))
 
     # -- finishing ---------------------------------------------------------------------------
     def _connector_finished(self, request) -> tuple[bool, dict | None]:

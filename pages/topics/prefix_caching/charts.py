@@ -76,7 +76,8 @@ CHARTS = (Chart(
     caption=(f"A chat workload: {CHAT.conversations} conversations of {CHAT.turns} turns "
              f"({CHAT.num_requests} requests), a {CHAT.system_prompt}-token system prompt "
              "shared by all, Alpaca-like user messages and answers, each follow-up sending "
-             "the whole conversation again; sim/v1's engine (vLLM v0.25.1), block size 16, "
+             "the whole conversation again; sim/v1's engine (vLLM v0.25.1) with its default "
+             "async engine loop, block size 16, "
              f"pools of {POOL_SIZES[0]} to {POOL_SIZES[-1]} blocks. Computed at build time "
              "by sim/studies/prefix_sharing.py.")), Chart(
     "cpu-offloading", "A CPU tier under a chat that outgrows the GPU", offloading_svg,

@@ -60,7 +60,9 @@ def engine_for(v: dict) -> LLMEngine:
     engine = LLMEngine(CacheConfig(block_size=v["block_size"],
                                    num_gpu_blocks=v["num_gpu_blocks"],
                                    enable_prefix_caching=v["enable_prefix_caching"]),
-                       SchedulerConfig(max_num_batched_tokens=BUDGET, max_num_seqs=16))
+                       # The worked example's loop (see the package docstring).
+                       SchedulerConfig(max_num_batched_tokens=BUDGET, max_num_seqs=16,
+                                       async_scheduling=False))
     for name, prompt, ids in zip(names(v["prompts"]), v["prompts"], token_ids(v["prompts"])):
         engine.add_request(name, ids, SamplingParams(max_tokens=prompt.output, ignore_eos=True),
                            arrival_step=prompt.arrival - 1)

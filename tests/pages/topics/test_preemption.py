@@ -315,8 +315,11 @@ def test_v1_frames_draw_the_v1_engines_snapshots():
     assert "V1 never swaps: C's blocks go back to the free queue, blocks 6 and 5 still " \
            "cached" in text[9]
     assert "C and D wait: V1 admits nobody in a step that preempted." in frames[9]["details"]
-    assert "C finds its first 4 tokens still cached in block 5" in text[13]
-    assert "Check: C's 11 cached tokens read back through its new block table" in text[13]
+    # V1's default (async) loop: A's and B's last outputs are processed in iteration 12,
+    # after its batch was chosen, so C comes back in iteration 13.
+    assert "C waits" in text[12] and not trace[13].scheduled
+    assert "C finds its first 4 tokens still cached in block 5" in text[14]
+    assert "Check: C's 11 cached tokens read back through its new block table" in text[14]
 
 
 def test_v1_ignores_swap_settings_and_says_so():
@@ -477,15 +480,20 @@ def test_cpu_tier_loads_instead_of_recomputing():
         if mode == "off":
             assert not loads and "cpu_tier" not in trace.last.snapshot
             continue
-        # C, preempted in iteration 5, finds its blocks in the CPU tier in iteration 12,
-        # waits one step for them, and computes the rest in iteration 13.
+        # C, preempted in iteration 5, finds its prompt blocks in the CPU tier in
+        # iteration 13; the async loop reports the load done with that batch's output, and
+        # C computes the rest in iteration 15.
         (load,) = loads
-        assert (load.request_id, load.num_local_tokens) == ("C", 0)
-        assert load.num_tokens == (8 if mode == "prompt" else 12)
-        assert trace.steps[13].of_type(OffloadLoadJob) == [load]
-        assert trace.steps[14].of_type(RemoteKVsReady)[0].request_id == "C"
-    # Tokens computed again: the prompt and the outputs, the outputs, the newest only.
-    assert done == {"off": 12, "prompt": 4, "all": 0}
+        assert (load.request_id, load.num_local_tokens, load.num_tokens) == ("C", 0, 8)
+        assert trace.steps[14].of_type(OffloadLoadJob) == [load]
+        assert trace.steps[16].of_type(RemoteKVsReady)[0].request_id == "C"
+    # Tokens computed again: the prompt and the outputs, then the outputs only (the async
+    # loop knows C's last full block too late to store it before the preemption).
+    assert done == {"off": 12, "prompt": 4, "all": 4}
+    # Short prompts and long answers: only offloading generated blocks too saves anything.
+    saved = {mode: recomputed_by_step(scenario(tier_values(mode, "4/16, 4/16, 4/16")))[-1]
+             for mode in ("off", "prompt", "all")}
+    assert saved == {"off": 12, "prompt": 12, "all": 8}
 
 
 def test_cpu_tier_picture_words_and_keys():
@@ -493,7 +501,7 @@ def test_cpu_tier_picture_words_and_keys():
     trace = scenario(v)
     ctx = context(v, trace)
     assert ctx.recomputed_without == 12
-    load_step, ready_step = trace.steps[13], trace.steps[14]
+    load_step, ready_step = trace.steps[14], trace.steps[16]
     svg_text = view(load_step, ctx).body
     svg_text = "".join(svg_text)
     keys = re.findall(r'data-k="(blk:cpu:\d+|copy:[^"]+)"', svg_text)
@@ -507,10 +515,10 @@ def test_cpu_tier_picture_words_and_keys():
     assert len(SENTENCE_END.findall(words)) <= 3
     assert "without the CPU tier, 12 in all" in "".join(view(trace.last, ctx).body)
     # The flush of a preempted request's store, when generated blocks are offloaded too.
-    v = tier_values("all")
+    v = tier_values("all", "8/12, 6/12, 4/12")
     trace = scenario(v)
     ctx = context(v, trace)
-    assert "(a flush of store job" in narrate(trace.steps[6], ctx)
+    assert "(a flush of store job" in narrate(trace.steps[8], ctx)
 
 
 def test_cpu_tier_settings():

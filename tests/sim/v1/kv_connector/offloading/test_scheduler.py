@@ -10,8 +10,8 @@ It gives vLLM's forced answers by itself in most places (the lookups vLLM forces
 where a test forces an answer a real CPU tier would not give on its own (a failed or a
 partial store), the same answer is forced through the real manager. Two expectations
 differ, each marked "real manager": a block already in the CPU tier is not stored again
-(the mock's `generate_store_output(keys)` stores it twice). Only synchronous scheduling
-(vLLM runs each case with `AsyncScheduler` too; the simulation's arrives with issue 27).
+(the mock's `generate_store_output(keys)` stores it twice). The cases vLLM runs with both
+schedulers run with both here too (`async_scheduling`).
 Left out: the sliding-window, mixed-group, EAGLE and KV-event cases (one full-attention
 group is simulated), `test_request_level_policy_stores_all_blocks` (the CPU manager never
 asks for the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a
@@ -22,6 +22,7 @@ blocks allocated in the step, tested through `_build_store_jobs`) and the async-
 """
 from types import SimpleNamespace
 
+import pytest
 from offloading_utils import (
     EOS_TOKEN_ID,
     RequestRunner,
@@ -56,8 +57,9 @@ def store_all(runner):
     runner.manager.prepare_store.side_effect = None      # the real manager decides
 
 
-def test_offloading_connector():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_offloading_connector(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     # 3 blocks, store just the middle one
     runner.new_request(token_ids=[0] * OFFLOADED * 3)
     store_keys(runner, lambda keys: keys[1:2])
@@ -123,8 +125,9 @@ def test_offloading_connector():
     runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_loaded=(3, 4, 5))
 
 
-def test_request_preemption():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_request_preemption(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     free_block_queue = runner.scheduler.kv_cache_manager.block_pool.free_block_queue
     num_free_blocks_empty = free_block_queue.num_free_blocks
 
@@ -151,8 +154,9 @@ def test_request_preemption():
     assert runner.connector_scheduler._block_id_to_pending_jobs == {}
 
 
-def test_on_request_finished_is_not_deferred_until_store_completion():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_on_request_finished_is_not_deferred_until_store_completion(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     calls: list[tuple[str, str]] = []
     real_finished = runner.manager.on_request_finished.real
     real_complete_store = runner.manager.complete_store.real
@@ -188,8 +192,9 @@ def test_on_request_finished_is_not_deferred_until_store_completion():
     assert finished_idx < min(store_indices)
 
 
-def test_concurrent_lookups_of_the_same_prefix():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_concurrent_lookups_of_the_same_prefix(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     runner.new_request(token_ids=[0] * OFFLOADED)
     store_all(runner)
     runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(0, 1, 2))
@@ -213,8 +218,9 @@ def test_concurrent_lookups_of_the_same_prefix():
     assert runner.connector_scheduler._block_id_to_pending_jobs == {}
 
 
-def test_abort_loading_requests():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_abort_loading_requests(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     runner.new_request(token_ids=[0] * OFFLOADED)
     store_all(runner)
     runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(0, 1, 2))
@@ -232,9 +238,11 @@ def test_abort_loading_requests():
     assert req_id not in runner.scheduler.requests
 
 
-def test_offload_prompt_only():
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_offload_prompt_only(async_scheduling):
     num_prompt_blocks, num_decode_blocks = 2, 4
-    runner = make_runner(extra_config_overrides={"offload_prompt_only": True})
+    runner = make_runner(async_scheduling=async_scheduling,
+                         extra_config_overrides={"offload_prompt_only": True})
     store_all(runner)
     runner.new_request(token_ids=[0] * OFFLOADED * num_prompt_blocks)
     runner.run(decoded_tokens=[0] * (OFFLOADED * num_decode_blocks),
@@ -244,8 +252,9 @@ def test_offload_prompt_only():
     assert len(offered_keys) == num_prompt_blocks
 
 
-def test_reset_cache():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_reset_cache(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     runner.new_request(token_ids=[0] * OFFLOADED)
     store_all(runner)
     runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(0, 1, 2))
@@ -275,8 +284,9 @@ def test_reset_cache():
             assert group_state.next_stored_block_idx == 0
 
 
-def test_reset_cache_finalizes_finished_request_with_pending_store():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_reset_cache_finalizes_finished_request_with_pending_store(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     finalized: list[str] = []
     real = runner.manager.on_request_finished.real
     runner.manager.on_request_finished.side_effect = lambda ctx: (
@@ -316,8 +326,9 @@ def test_pending_transfer_defers_prefix_lookup():
     scheduler.manager.lookup.assert_not_called()
 
 
-def test_skip_reading_prefix_cache():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_skip_reading_prefix_cache(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     runner.new_request(token_ids=[0] * OFFLOADED)
     store_all(runner)
     runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(0, 1, 2))
@@ -332,8 +343,9 @@ def test_skip_reading_prefix_cache():
     runner.manager.lookup.assert_not_called()
 
 
-def test_complete_store_called_per_job():
-    runner = make_runner()
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_complete_store_called_per_job(async_scheduling):
+    runner = make_runner(async_scheduling=async_scheduling)
     runner.new_request(token_ids=[0] * OFFLOADED)
     store_all(runner)
     runner.run(decoded_tokens=[0, 0], expected_stored=(0, 1, 2))
@@ -348,11 +360,12 @@ def test_complete_store_called_per_job():
     assert runner.manager.complete_store.call_count == 0
 
 
-def test_max_offload_tokens_validation():
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_max_offload_tokens_validation(async_scheduling):
     all_offsets = tuple(range(9))
 
     def run(max_offload_tokens, expected):
-        r = make_runner()
+        r = make_runner(async_scheduling=async_scheduling)
         r.new_request(token_ids=[0] * OFFLOADED * 3,
                       kv_transfer_params={"max_offload_tokens": max_offload_tokens})
         store_all(r)
