@@ -434,8 +434,9 @@ class LLMEngine:
         tokens: list | None = None if num_spec else []
         model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
                                                                    tokens)
-        return StepInFlight(step, scheduler_output, model_runner_output, tokens,
-                            prefill_req_ids)
+        # StepInFlight(...) without NamedTuple's Python-level __new__ (sim.events.fast_event)
+        return fast_event(StepInFlight, (step, scheduler_output, model_runner_output, tokens,
+                                         prefill_req_ids))
 
     def finish_step(self, inflight: StepInFlight) -> StepOutput:
         """The second half: the connector's report (after the forward pass), then

@@ -271,10 +271,14 @@ class KVCacheManager:
 
     def cache_blocks(self, request, num_tokens: int) -> None:
         """Hash and cache the request's full blocks among its first num_tokens tokens
-        (nothing when prefix caching is off). allocate_slots caches through the manager
-        below directly, as vLLM's calls its coordinator."""
-        if self.enable_caching:
-            self._cache_full_blocks(request, num_tokens)
+        (nothing when prefix caching is off). allocate_slots caches through
+        `_cache_full_blocks` directly, as vLLM's calls its coordinator; the async scheduler
+        calls this for every output, so the common case returns without another call."""
+        if not self.enable_caching:
+            return
+        if num_tokens // self.block_size <= self.num_cached_block.get(request.request_id, 0):
+            return
+        self._cache_full_blocks(request, num_tokens)
 
     def _cache_full_blocks(self, request, num_tokens: int) -> None:
         """FullAttentionManager.cache_blocks."""
