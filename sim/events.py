@@ -186,5 +186,26 @@ class ChunkScheduled(NamedTuple):
     num_computed_before: int
 
 
+class BlockSkipped(NamedTuple):
+    """V1, a sliding-window (or chunked local attention) KV cache group: block `logical` of
+    `request_id`'s table in group `kv_cache_group_id` lies wholly before the attention
+    window of the next token. It goes back to the pool (a BlockFreed follows when no other
+    table holds it) and the null block takes its place in the table."""
+    request_id: str
+    kv_cache_group_id: int
+    logical: int
+    physical: int
+
+
+class GroupBlockAllocated(NamedTuple):
+    """V1 with several KV cache groups (a hybrid model): `physical` became block
+    `logical` of `request_id`'s table in group `kv_cache_group_id`. (One group: the
+    engine records BlockAllocated instead.)"""
+    request_id: str
+    kv_cache_group_id: int
+    logical: int
+    physical: int
+
+
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
-         | ChunkScheduled)
+         | ChunkScheduled | BlockSkipped | GroupBlockAllocated)
