@@ -329,10 +329,13 @@ def is_kv_cache_spec_uniform(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
     return True
 
 
-def _same_type_different_sizes(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
-    """vLLM's UniformTypeKVCacheSpecs case: one attention type (same window), layers of
-    different sizes. Not modelled here."""
+def is_uniform_type(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
+    """vLLM's `UniformTypeKVCacheSpecs.is_uniform_type`: one block size and one attention
+    type (the same window), whatever the layers' sizes. Such a model gets one group with
+    per-layer page sizes in vLLM; the simulation does not model that group."""
     specs = list(kv_cache_spec.values())
+    if len({s.block_size for s in specs}) > 1:
+        return False
     first = specs[0]
     if isinstance(first, SlidingWindowSpec):
         return all(isinstance(s, SlidingWindowSpec)
@@ -420,7 +423,7 @@ def unify_hybrid_kv_cache_specs(kv_cache_spec: dict[str, KVCacheSpec]) -> None:
     """`--disable-hybrid-kv-cache-manager`: turn sliding-window and chunked-local layers
     into full attention (in place) when the model also has full attention layers, so one
     group holds every layer. The compute stays windowed; the memory is not saved."""
-    if is_kv_cache_spec_uniform(kv_cache_spec):
+    if is_kv_cache_spec_uniform(kv_cache_spec) or is_uniform_type(kv_cache_spec):
         return
     specs = kv_cache_spec.values()
     has_full = any(isinstance(s, FullAttentionSpec) for s in specs)
@@ -440,7 +443,7 @@ def unify_hybrid_kv_cache_specs(kv_cache_spec: dict[str, KVCacheSpec]) -> None:
                     head_size=spec.head_size, dtype=spec.dtype,
                     attention_chunk_size=spec.attention_chunk_size,
                     page_size_padded=spec.page_size_padded)
-    if not is_kv_cache_spec_uniform(kv_cache_spec):
+    if not (is_kv_cache_spec_uniform(kv_cache_spec) or is_uniform_type(kv_cache_spec)):
         raise ValueError("Hybrid KV cache manager is disabled but failed to convert the KV "
                          "cache specs to one unified type.")
 
@@ -456,7 +459,7 @@ def get_kv_cache_groups(kv_cache_spec: dict[str, KVCacheSpec],
         return []   # attention-free models
     if is_kv_cache_spec_uniform(kv_cache_spec):
         return _get_kv_cache_groups_uniform_spec(kv_cache_spec)
-    if _same_type_different_sizes(kv_cache_spec):
+    if is_uniform_type(kv_cache_spec):
         raise NotImplementedError("layers of one attention type with different sizes "
                                   "(vLLM's UniformTypeKVCacheSpecs) are not modelled")
     kv_cache_spec = unify_kv_cache_spec_page_size(kv_cache_spec)
