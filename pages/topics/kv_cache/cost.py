@@ -6,19 +6,23 @@ models (sliding windows, MLA)."""
 from __future__ import annotations
 
 from pages.framework.widget import Context, Param, Widget
+from pages.topics.kv_cache.cost_v1 import v1_details, v1_narrate, v1_numbers, v1_view
 from pages.topics.kv_cache.format import PAPER_KV_SPACE, count, fmt_bytes, short
 from pages.views import fit, svg
 from pages.views.text import a, commas, noun, plural, verb
 from sim.perf.hardware import GPUS, get_gpu, memory_profile, raise_if_cache_size_invalid
 from sim.perf.models import (
     MODELS,
+    RECENT_MODELS,
     check_tensor_parallel,
     dtype_bytes,
     get_model,
     kv_bytes_per_token,
 )
 
-MODEL_CHOICES = tuple((mid, m.name) for mid, m in MODELS.items())
+# The classic presets (vLLM v0.5.5's start-up formula), then today's models (V1's groups).
+MODEL_CHOICES = (tuple((mid, m.name) for mid, m in MODELS.items())
+                 + tuple((mid, m.name) for mid, m in RECENT_MODELS.items()))
 GPU_CHOICES = tuple((gid, g.name) for gid, g in GPUS.items())
 DTYPES = (("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 KV_DTYPES = (("auto", "auto (the model's dtype)"), ("fp8", "fp8"))
@@ -29,7 +33,8 @@ def check_cost(v: dict) -> dict[str, str]:
     errors = {}
     model = get_model(v["model"])
     try:
-        check_tensor_parallel(model.num_attention_heads, model.num_kv_heads, int(v["tp"]))
+        if not model.is_mla:     # MLA's one latent is replicated, not split
+            check_tensor_parallel(model.num_attention_heads, model.num_kv_heads, int(v["tp"]))
         model.param_count(int(v["tp"]))
     except ValueError as err:
         errors["tp"] = f"tensor parallel GPUs: {err}"
@@ -41,6 +46,8 @@ def check_cost(v: dict) -> dict[str, str]:
 
 def cost_numbers(v: dict) -> dict:
     """Everything the calculator shows, from sim (kept apart from drawing for the tests)."""
+    if v["model"] in RECENT_MODELS:
+        return v1_numbers(v)
     model, gpu, tp = get_model(v["model"]), get_gpu(v["gpu"]), int(v["tp"])
     kv_dtype = v["dtype"] if v["kv_dtype"] == "auto" else v["kv_dtype"]
     per_token = kv_bytes_per_token(model, kv_dtype, tp)
@@ -68,6 +75,8 @@ def cost_scenario(v: dict) -> list[dict]:
 
 def cost_narrate(n: dict, ctx: Context) -> str:
     """Cause (bytes per token), effect (what the GPU holds), consequence (how many run)."""
+    if n.get("engine") == "v1":
+        return v1_narrate(n, ctx)
     v, p, model = ctx.values, n["profile"], n["model"]
     seq = a(f"{commas(v['seq_len'])}-token sequence")
     text = (f"{model.name} caches {fmt_bytes(n['per_token'])} per token"
@@ -91,6 +100,8 @@ def cost_narrate(n: dict, ctx: Context) -> str:
 
 def cost_details(n: dict, ctx: Context) -> list[str]:
     """Every number of the calculator, in words."""
+    if n.get("engine") == "v1":
+        return v1_details(n, ctx)
     v, p, model, tp = ctx.values, n["profile"], n["model"], n["tp"]
     out = [f"Bytes per token{' on one GPU' if tp > 1 else ''}: 2 (K and V) x "
            f"{plural(model.num_layers, 'layer')} x {plural(n['kv_heads'], 'KV head')} x "
@@ -137,6 +148,8 @@ CHAR = fit.CHAR_EM    # width of a monospace character, in ems
 
 
 def cost_view(n: dict, ctx: Context) -> svg.Figure:
+    if n.get("engine") == "v1":
+        return v1_view(n, ctx, COST_WIDTH, COST_SMALL)
     v = ctx.values
     model, gpu, p, tp = n["model"], n["gpu"], n["profile"], n["tp"]
     W, small = COST_WIDTH, COST_SMALL
@@ -265,7 +278,7 @@ COST = Widget(
               help="vLLM's --kv-cache-dtype."),
         Param("utilization", "gpu_memory_utilization", "float", 0.9, min=0.5, max=1.0,
               help="Share of GPU memory vLLM may use (0.5 to 1; default 0.9)."),
-        Param("seq_len", "sequence length", "int", 2048, min=1, max=32768,
+        Param("seq_len", "sequence length", "int", 2048, min=1, max=163840,
               help="Tokens in one sequence (prompt + output), up to the model's max_model_len."),
         Param("batch", "batch", "int", 8, min=1, max=1024, help="Sequences at once (1 to 1024)."),
     ),
