@@ -229,10 +229,22 @@ class KVCacheManager:
         """Group 0 (FullAttentionManager): new blocks needed for num_tokens slots, plus
         the free hit blocks that touching will take out of the free queue. (Every group:
         `coordinator.get_num_blocks_to_allocate`.)"""
-        manager = self.coordinator.single_type_managers[0]
-        return manager.get_num_blocks_to_allocate(
-            request_id, num_tokens, new_computed_blocks,
-            len(new_computed_blocks) * self.block_size, num_tokens)
+        num_required_blocks = -(-num_tokens // self.block_size)
+        req_blocks = self.req_to_blocks.get(request_id)
+        num_req_blocks = len(req_blocks) if req_blocks is not None else 0
+        if request_id in self.num_cached_block:
+            # A running request has no new prefix-cache hits.
+            assert len(new_computed_blocks) == 0
+            return max(num_required_blocks - num_req_blocks, 0)
+        if not self.full_attention_only:
+            return self.coordinator.single_type_managers[0].get_num_blocks_to_allocate(
+                request_id, num_tokens, new_computed_blocks,
+                len(new_computed_blocks) * self.block_size, num_tokens)
+        # FullAttentionManager, written out (nothing is ever skipped).
+        num_new_blocks = max(num_required_blocks - len(new_computed_blocks) - num_req_blocks, 0)
+        num_evictable_blocks = sum(1 for blk in new_computed_blocks
+                                   if blk.ref_cnt == 0 and not blk.is_null)
+        return num_new_blocks + num_evictable_blocks
 
     def allocate_slots(self, request, num_new_tokens: int, num_new_computed_tokens: int = 0,
                        new_computed_blocks: KVCacheBlocks | None = None,
@@ -290,9 +302,14 @@ class KVCacheManager:
         if self.enable_caching and not delay_cache_blocks:
             # Drafts and lookahead slots are not cached: at most num_tokens.
             num_tokens_to_cache = min(total_computed_tokens + num_new_tokens, request.num_tokens)
-            if num_tokens_to_cache // block_size > self.num_cached_block.get(request_id, 0):
-                self.coordinator.single_type_managers[0].cache_blocks(request,
-                                                                      num_tokens_to_cache)
+            num_cached_blocks = self.num_cached_block.get(request_id, 0)
+            num_full_blocks = num_tokens_to_cache // block_size
+            if num_full_blocks > num_cached_blocks:
+                # FullAttentionManager.cache_blocks, written out (every block is cached).
+                self.block_pool.cache_full_blocks(request, self.req_to_blocks[request_id],
+                                                  num_cached_blocks, num_full_blocks,
+                                                  block_size, self.kv_cache_group_id)
+                self.num_cached_block[request_id] = num_full_blocks
         return KVCacheBlocks((new_blocks,)) if new_blocks else self.empty_kv_cache_blocks
 
     def _allocate_slots_groups(self, request, num_new_tokens: int,
@@ -374,9 +391,20 @@ class KVCacheManager:
         """One group: attach a new (or resumed) request's hit blocks: touch them and start
         its table."""
         request_id = request.request_id
-        self.coordinator.allocate_new_computed_blocks(
-            request_id, (new_computed_blocks,),
-            request.num_computed_tokens + num_new_computed_tokens, num_external_computed_tokens)
+        if num_external_computed_tokens or not self.full_attention_only:
+            self.coordinator.allocate_new_computed_blocks(
+                request_id, (new_computed_blocks,),
+                request.num_computed_tokens + num_new_computed_tokens,
+                num_external_computed_tokens)
+        else:
+            # SingleTypeKVCacheManager.add_local_computed_blocks for full attention (nothing
+            # skipped), written out: touch the hits and start the table with them.
+            assert request_id not in self.num_cached_block
+            req_blocks = self.req_to_blocks.setdefault(request_id, [])
+            assert len(req_blocks) == 0
+            self.block_pool.touch(new_computed_blocks)
+            req_blocks.extend(new_computed_blocks)
+            self.num_cached_block[request_id] = len(new_computed_blocks)
         if self.events is not None and new_computed_blocks:
             self.events.append(PrefixCacheHit(request_id,
                                               tuple(b.block_id for b in new_computed_blocks),
@@ -442,7 +470,15 @@ class KVCacheManager:
     def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
         """Per group: leading blocks of that request held by every request that holds
         blocks (cascade attention); 0 for windowed groups."""
-        return self.coordinator.get_num_common_prefix_blocks(running_request_id)
+        if not self.full_attention_only:
+            return self.coordinator.get_num_common_prefix_blocks(running_request_id)
+        num_common_blocks = 0
+        num_requests = len(self.req_to_blocks)
+        for block in self.req_to_blocks.get(running_request_id, ()):
+            if block.ref_cnt != num_requests:
+                break
+            num_common_blocks += 1
+        return [num_common_blocks]
 
     def evict_blocks(self, block_ids: set[int]) -> None:
         self.block_pool.evict_blocks(block_ids)
