@@ -357,11 +357,17 @@ class KVCacheManager:
             coordinator.allocate_new_computed_blocks(request_id, new_computed_block_list,
                                                      num_local_computed_tokens,
                                                      num_external_computed_tokens)
-            if self.events is not None and num_new_computed_tokens > 0:
-                touched = tuple(b.block_id for table in coordinator.get_blocks(request_id)
-                                for b in table if not b.is_null)
-                self.events.append(PrefixCacheHit(request_id, touched,
-                                                  num_new_computed_tokens))
+            if self.events is not None:
+                tables = coordinator.get_blocks(request_id)
+                num_hit_blocks = num_new_computed_tokens // self.block_size
+                if num_new_computed_tokens > 0:
+                    touched = tuple(b.block_id for table in tables
+                                    for b in table[:num_hit_blocks] if not b.is_null)
+                    self.events.append(PrefixCacheHit(request_id, touched,
+                                                      num_new_computed_tokens))
+                # Blocks for a KV connector's tokens, after the hits.
+                self._record_new_blocks(request, tuple(
+                    [b for b in table[num_hit_blocks:] if not b.is_null] for table in tables))
         new_blocks = coordinator.allocate_new_blocks(request_id, num_tokens_need_slot,
                                                      num_tokens_main_model, num_encoder_tokens)
         if self.events is not None:
@@ -396,6 +402,10 @@ class KVCacheManager:
                 request_id, (new_computed_blocks,),
                 request.num_computed_tokens + num_new_computed_tokens,
                 num_external_computed_tokens)
+            if self.events is not None:
+                # Blocks for a KV connector's tokens, after the hits.
+                table = self.req_to_blocks.get(request_id, [])
+                self._record_new_blocks(request, (table[len(new_computed_blocks):],))
         else:
             # SingleTypeKVCacheManager.add_local_computed_blocks for full attention (nothing
             # skipped), written out: touch the hits and start the table with them.

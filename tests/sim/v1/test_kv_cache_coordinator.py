@@ -613,3 +613,28 @@ def test_group_blocks_are_distinct_physical_blocks():
     assert len(ids) == 9 == len(set(ids))
     assert manager.block_pool.get_num_free_blocks() == free0 - 9
     assert isinstance(manager.block_pool.blocks[ids[0]], KVCacheBlock)
+
+
+def test_external_tokens_get_their_own_blocks_and_events():
+    """A KV connector's tokens (num_external_computed_tokens) get blocks right after the
+    hits, before the new tokens' blocks (vLLM's allocate_external_computed_blocks); the
+    returned KVCacheBlocks hold only the new tokens' blocks, as vLLM's do."""
+    from sim.events import BlockAllocated
+    events: list = []
+    one = KVCacheManager(4, 20, 1024, events=events)
+    r = make_request("r", list(range(16)), 4)
+    blocks = one.allocate_slots(r, 4, 0, None, 0, num_external_computed_tokens=8)
+    assert blocks.get_block_ids() == ([3],)
+    assert one.get_block_ids("r") == ([1, 2, 3],)
+    assert [(e.logical, e.physical) for e in events if isinstance(e, BlockAllocated)] == [
+        (0, 1), (1, 2), (2, 3)]
+    events.clear()
+    hybrid = make_kv_cache_manager(_full_swa_config(20, 4, 4), events=events)
+    blocks = hybrid.allocate_slots(make_request("h", list(range(16)), 4), 4, 0, None, 0,
+                                   num_external_computed_tokens=8)
+    # The window (4 tokens) skips tokens 0..4 of the 8 external ones: block 0 is null.
+    assert hybrid.get_block_ids("h") == ([1, 2, 4], [0, 3, 5])
+    assert blocks.get_block_ids() == ([4], [5])
+    assert [(e.kv_cache_group_id, e.logical, e.physical) for e in events
+            if isinstance(e, GroupBlockAllocated)] == [(0, 0, 1), (0, 1, 2), (1, 1, 3),
+                                                       (0, 2, 4), (1, 2, 5)]
