@@ -174,3 +174,12 @@ def test_v1_model_preset_and_bad_hybrid_options(capsys):
                  "--block-size", "16", "--gpu-blocks", "30", "--request", "A:40:2"]) == 0
     out = capsys.readouterr().out
     assert "G1" not in out and "A seq 0: len 41  blocks g1(16)* g2(16)* g3(8)" in out
+
+
+def test_the_recompute_that_leaks_is_described():
+    from sim.cli import describe_event
+    from sim.events import BlocksLeaked, PrefillRunAsDecode
+    assert describe_event(BlocksLeaked("A", (0, 1, 2), 1)) == (
+        "leak blocks 0, 1, 2: allocate counted 1 finished sample of A in the ref count")
+    assert describe_event(PrefillRunAsDecode("A", 1, 0, 9)) == (
+        "run seq 1's recompute as a decode (first seq 0 finished): KV of position 9 only")
