@@ -41,9 +41,9 @@ PARAMS = (
     Param("hybrid", "hybrid KV cache manager", "bool", True,
           help="Off is --disable-hybrid-kv-cache-manager: every layer in one group, as if "
                "full attention."),
-    Param("prompt", "A's prompt tokens", "int", 112, min=1, max=384,
+    Param("prompt", "A's prompt tokens", "int", 112, min=1, max=380,
           help="Tokens in request A's prompt (A then generates 4)."),
-    Param("shared", "tokens B shares with A", "int", 96, min=0, max=384,
+    Param("shared", "tokens B shares with A", "int", 96, min=0, max=380,
           help="B's prompt starts with A's first tokens; the rest of its prompt is its own."),
     Param("b_step", "B arrives at step", "int", 11, min=1, max=40,
           help="The step at which B reaches the scheduler (1 to 40)."),

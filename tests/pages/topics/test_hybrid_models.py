@@ -87,7 +87,7 @@ def test_the_hybrid_manager_off_keeps_every_block():
 
 def test_validation_messages():
     _, errors = validate(WIDGET, {"prompt": "400"})
-    assert errors == {"prompt": "A's prompt tokens: a whole number from 1 to 384"}
+    assert errors == {"prompt": "A's prompt tokens: a whole number from 1 to 380"}
     _, errors = validate(WIDGET, {"prompt": "200"})
     assert errors == {"prompt": "A's prompt tokens: at most 188 at block size 16 (tables of "
                                 "12 blocks fit the picture)"}
