@@ -19,7 +19,8 @@ print([(type(g.kv_cache_spec).__name__, len(g.layer_names)) for g in config.kv_c
 # [('FullAttentionSpec', 10), ('SlidingWindowSpec', 10), ('SlidingWindowSpec', 10)]
 
 engine = LLMEngine(CacheConfig(block_size=16, num_gpu_blocks=18),
-                   SchedulerConfig(max_num_batched_tokens=16, max_num_seqs=4),
+                   SchedulerConfig(max_num_batched_tokens=16, max_num_seqs=4,
+                                   async_scheduling=False),      # the doc's steps
                    kv_cache_config=config)
 a = engine.add_request("A", 112, SamplingParams(max_tokens=4, ignore_eos=True))
 engine.add_request("B", a.prompt_token_ids[:96] + list(range(900, 916)),

@@ -14,6 +14,9 @@ with EOS after N tokens).
 `--engine v1` runs vLLM v0.25.1's V1 engine (sim/v1) instead of v0.5.5's: prefix caching and
 chunked prefill on, `--gpu-blocks` counts the null block, `--prefix N` starts every
 prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN tokens.
+Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
+previous step's output is processed; every step says whose output it processed);
+`--no-async-scheduling` runs the synchronous loop.
 
 Hybrid models (V1): `--model gpt-oss-20b` takes a preset's layer types and sliding window
 (sim/perf/models.py), `--sliding-window N --sliding-per-full K` a pattern of one
@@ -176,6 +179,7 @@ def describe_v1_event(ev) -> str | None:
         BlockSkipped,
         GroupBlockAllocated,
         PrefixCacheHit,
+        TokenDiscarded,
     )
     if isinstance(ev, GroupBlockAllocated):
         return (f"alloc {ev.request_id} G{ev.kv_cache_group_id} block {ev.logical} -> "
@@ -193,6 +197,11 @@ def describe_v1_event(ev) -> str | None:
                 f"{ev.logical}")
     if isinstance(ev, Aborted):
         return f"abort {ev.request_id} ({ev.queue})"
+    if isinstance(ev, TokenDiscarded):
+        why = ("it was preempted by reset_prefix_cache" if ev.reason == "reset_prefix_cache"
+               else f"it is {ev.reason.replace('_', ' ')}")
+        return (f"discard {ev.request_id}'s token {ev.token_id} at position {ev.position} "
+                f"(sampled by a step in flight; {why})")
     return describe_event(ev)
 
 
@@ -207,15 +216,23 @@ def format_step_v1(engine, out) -> str:
     gpu = snap["gpu"]
     lines = [f"step {out.step}: scheduled {' '.join(kinds) or '-'}; "
              f"{_tokens(so.total_num_scheduled_tokens)}"]
+    if snap["async_scheduling"]:
+        # The async loop: whose output this step processed, and what is still in flight.
+        done = (f"processed step {out.processed_step}'s output"
+                if out.processed_step is not None else "processed no output")
+        flight = ", ".join(f"step {b['step']}" for b in snap["batch_queue"]) or "nothing"
+        lines.append(f"  async   {done}; in flight: {flight}")
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
     groups = snap.get("kv_cache_groups")
     for r in snap["requests"]:
         if groups and any(r["group_block_tables"]):
+            ahead = r["num_output_placeholders"]
             lines.append(f"  {r['request_id']} seq {r['seqs'][0]['seq_id']}: "
-                         f"len {r['seqs'][0]['len']}")
+                         f"len {r['seqs'][0]['len']}"
+                         f"{f' (+{ahead} in flight)' if ahead else ''}")
             for g, table in zip(groups, r["group_block_tables"]):
                 kind = (f"sliding {g['window']}" if g["kind"] == "sliding_window"
-                        else "chunked {g['window']}" if g["kind"] != "full_attention"
+                        else f"chunked {g['window']}" if g["kind"] != "full_attention"
                         else "full")
                 cells = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
                                  for _, n, f in table)
@@ -225,8 +242,9 @@ def format_step_v1(engine, out) -> str:
             if s["block_table"]:
                 table = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
                                  for _, n, f in s["block_table"])
-                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}  "
-                             f"blocks {table}")
+                ahead = r["num_output_placeholders"]
+                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}"
+                             f"{f' (+{ahead} in flight)' if ahead else ''}  blocks {table}")
     cached_free = sum(1 for n in gpu["free_order"] if gpu["blocks"][n]["cached"])
     lines.append(f"  free    gpu {gpu['num_free']}/{gpu['num_blocks']} (block "
                  f"{snap['null_block']} is the null block; {cached_free} free blocks "
@@ -281,7 +299,8 @@ def build_v1_engine(args, scenario: Scenario | None):
             long_prefill_token_threshold=args.long_prefill_token_threshold,
             watermark=args.watermark, policy=args.policy,
             num_speculative_tokens=args.num_speculative_tokens,
-            num_lookahead_tokens=args.num_lookahead_tokens),
+            num_lookahead_tokens=args.num_lookahead_tokens,
+            async_scheduling=args.async_scheduling),
         seed=seed, spec_acceptance_rate=args.spec_acceptance_rate,
         kv_cache_config=kv_cache_config)
     for r in requests:
@@ -382,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slots allocated ahead for drafts" + d)
     v1.add_argument("--spec-acceptance-rate", type=float, default=0.7,
                     help="the stand-in drafter's chance that a draft token is right" + d)
+    v1.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                    help="the engine loop: async scheduling schedules each step before the "
+                         "previous step's output is processed (vLLM's default, unless "
+                         "speculative decoding is on); --no-async-scheduling runs the "
+                         "synchronous loop")
     v1.add_argument("--model", default=None, metavar="ID",
                     help="a model preset's attention layers (e.g. gpt-oss-20b: sliding "
                          "window 128 every other layer): one KV cache group per type")

@@ -24,7 +24,7 @@ WIDGETS = (Widget(
     title="Full attention and a sliding window in one pool",
     summary="The hybrid KV cache manager's design-doc example: one request through a "
             "full-attention group and sliding-window groups, then a second with the same "
-            "prefix.",
+            "prefix. The engine runs the synchronous loop, as the doc's example does.",
     params=PARAMS, scenario=scenario, context=context, view=view, narrate=narrate,
     label=label, details=details, check=check,
 ),)

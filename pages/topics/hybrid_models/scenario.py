@@ -8,7 +8,10 @@ B, whose prompt starts with A's first `shared` tokens, arrives at step `b_step`.
 small on purpose (18 blocks by default), so that A's blocks that left the window are reused
 by A itself and their cached hashes evicted: B still hits, because a sliding window needs
 only its last blocks. The layer pattern repeats "1 full, then `ratio` sliding" ten times,
-so there are 1 + `ratio` KV cache groups of 10 layers each.
+so there are 1 + `ratio` KV cache groups of 10 layers each. The engine runs the synchronous
+loop (async_scheduling=False), the loop of the doc's example and of vLLM's tests; with the
+default async loop each step is scheduled before the previous one's output is processed,
+which shifts when blocks are cached but not what a window returns.
 """
 from __future__ import annotations
 
@@ -93,8 +96,10 @@ def engine_for(v: dict) -> LLMEngine:
     config = make_kv_cache_config(blocks, specs,
                                   disable_hybrid_kv_cache_manager=not v["hybrid"])
     engine = LLMEngine(CacheConfig(block_size=bs, num_gpu_blocks=blocks),
+                       # The doc's steps: the synchronous loop (vLLM's default async loop
+                       # schedules each step before the previous output is processed).
                        SchedulerConfig(max_num_batched_tokens=v["budget"], max_num_seqs=4,
-                                       max_model_len=MAX_MODEL_LEN),
+                                       max_model_len=MAX_MODEL_LEN, async_scheduling=False),
                        kv_cache_config=config)
     a = engine.add_request("A", v["prompt"], SamplingParams(max_tokens=A_OUTPUT,
                                                             ignore_eos=True))
