@@ -441,9 +441,22 @@ class KVCacheManager:
 
     def cache_blocks(self, request, num_tokens: int) -> None:
         """Hash and cache the request's full blocks among its first num_tokens tokens,
-        in every group (when prefix caching is on)."""
-        if self.enable_caching:
+        in every group (when prefix caching is on). The async loop calls it for every
+        request every step: one full-attention group takes the written-out path."""
+        if not self.enable_caching:
+            return
+        if not self.full_attention_only:
             self.coordinator.cache_blocks(request, num_tokens)
+            return
+        request_id = request.request_id
+        num_cached_blocks = self.num_cached_block.get(request_id, 0)
+        num_full_blocks = num_tokens // self.block_size
+        if num_cached_blocks >= num_full_blocks:
+            return
+        self.block_pool.cache_full_blocks(request, self.req_to_blocks[request_id],
+                                          num_cached_blocks, num_full_blocks, self.block_size,
+                                          self.kv_cache_group_id)
+        self.num_cached_block[request_id] = num_full_blocks
 
     def remove_skipped_blocks(self, request_id: str, total_computed_tokens: int,
                               num_prompt_tokens: int | None = None) -> None:
