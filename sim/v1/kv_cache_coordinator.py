@@ -13,10 +13,10 @@
 Every other call fans out to the managers in group order: remove the blocks that left a
 window, count blocks to allocate, touch hits, allocate, cache, free.
 
-Additions: `events` (passed to the pool and the managers). Left out: KV connectors'
-cross-group ordering is kept (hits touched in every group before external blocks are
-allocated) but the metrics collector, decode/prefill context parallelism, cross-attention
-and the retention interval are not modelled; groups must share one block size.
+Additions: `events` (passed to the pool and the managers). Kept: a KV connector's external
+tokens get their blocks only after every group has touched its hits. Left out: the metrics
+collector, decode/prefill context parallelism, cross-attention, Mamba and the prefix-cache
+retention interval; groups must share one block size.
 """
 from __future__ import annotations
 
