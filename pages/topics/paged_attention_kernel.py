@@ -368,7 +368,7 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
                                   rx=0))
         cells.append(svg.text(x + bw / 2, y + 16, p, size=s, anchor="middle",
                               fill="fg" if mine else "muted"))
-        return svg.group(cells, tip=tip)
+        return svg.group(cells, tip=tip, data_k=f"blk:gpu:{p}")
 
     for p in range(num_blocks):
         here = p == current_physical
@@ -408,12 +408,15 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
         mid = ry + block_h / 2 + s / 2 - 2
         return "".join((
             svg.rect(PAD, ry + 2, 30, block_h - 4, fill="panel", stroke=edge,
-                     tip=f"logical block {logical}"),
-            svg.text(PAD + 15, mid, logical, size=s, anchor="middle"),
+                     tip=f"logical block {logical}", data_k=f"logical:{logical}"),
+            svg.text(PAD + 15, mid, logical, size=s, anchor="middle",
+                     data_k=f"logical:{logical}/t"),
             svg.text(PAD + 37, mid, "→", size=s, anchor="middle", fill="muted"),
             svg.rect(PAD + 44, ry + 2, 30, block_h - 4, fill="panel", stroke=edge,
-                     tip=f"block table[{logical}] = physical block {physical}"),
-            svg.text(PAD + 59, mid, physical, size=s, anchor="middle")))
+                     tip=f"block table[{logical}] = physical block {physical}",
+                     data_k=f"ent:0:{logical}"),
+            svg.text(PAD + 59, mid, physical, size=s, anchor="middle",
+                     data_k=f"ent:0:{logical}/t")))
 
     block_h = rh * lines_per_block
     for logical in range(needed):
@@ -428,7 +431,7 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
                 body.append(svg.line(PAD, ry, WIDTH - PAD, ry, stroke="accent",
                                      stroke_dasharray="4 3"))
             body.append(svg.text(WIDTH - PAD, ry + rh / 2 + s / 2 - 2, f"p{part}", size=s,
-                                 anchor="end", fill="accent"))
+                                 anchor="end", fill="accent", data_k=f"part:{part}"))
         body.append(once(("row", logical, is_current, block_h),
                          lambda: table_entry(ry, block_h, logical, physical, edge)))
         for slot in range(bs):
@@ -460,13 +463,13 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
             key = ("cell", pos, text, fill, opacity, tip, stroke, ink, cx, cy)
             body.append(once(key, lambda: (
                 svg.rect(cx + 1, cy + 2, cw - 2, rh - 4, fill=fill, rx=1, tip=tip,
-                         fill_opacity=opacity, stroke=stroke)
+                         fill_opacity=opacity, stroke=stroke, data_k=f"tok:0:{pos}")
                 + svg.text(cx + cw / 2, cy + rh / 2 + s / 2 - 2, text, anchor="middle",
-                           size=s, fill=ink))))
+                           size=s, fill=ink, data_k=f"tok:0:{pos}/t"))))
         if logical in accumulated:
             marks["values"] = True
             body.append(svg.text(WIDTH - PAD - 24, ry + rh / 2 + s / 2 - 2, "+V", size=s,
-                                 anchor="end", fill="seq-2"))
+                                 anchor="end", fill="seq-2", data_k=f"acc:{logical}"))
     y += needed * block_h + 6
 
     # -- what the marks mean ----------------------------------------------------------
@@ -583,6 +586,7 @@ def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
+    keys=("blk", "logical", "ent", "tok"),
     goal=('Walk the PagedAttention kernel block by block and show it computes the same attention '
           'as a contiguous cache.'),
     title="Paged attention, block by block",
