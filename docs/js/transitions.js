@@ -66,6 +66,8 @@ function measure(svg) {
       el,
       box: { x: (r.left - frame.left) * scale, y: (r.top - frame.top) * scale,
              w: r.width * scale, h: r.height * scale },
+      // Nothing drawn (an empty text): no place to move from or to.
+      empty: r.width === 0 && r.height === 0,
     });
   }
   return { items: out, scale, frame, view };
@@ -384,7 +386,9 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
   const changed = [];
   for (const [key, was, is] of updates) {
     const traced = TRACED.has(is.el.localName);
-    if (!traced && moved(was.box, is.box)) moving.set(key, { el: is.el, from: was.box, to: is.box });
+    if (!traced && !was.empty && !is.empty && moved(was.box, is.box)) {
+      moving.set(key, { el: is.el, from: was.box, to: is.box });
+    }
     const look = traced ? (el) => el.outerHTML : ownMarkup;
     if (look(was.el) !== look(is.el)) changed.push([key, was, is]);
   }
@@ -450,7 +454,7 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
   // Exits: fade out where they were, or shrink into where they go back to.
   for (const [, item] of exits) {
     const copy = ghost(item.el, (k) => after.has(k));
-    const target = fromKeys(item.el).find((k) => after.has(k));
+    const target = fromKeys(item.el).find((k) => after.has(k) && !after.get(k).empty);
     if (target) {
       const m = mapping(item.el, after.get(target).box, item.box); // own box -> target's
       run(copy, [{ ...at(IDENTITY), opacity: 1 }, { ...at(m), opacity: 0 }],
@@ -461,7 +465,7 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
   }
   // Entries: grow out of where they came from, or fade in.
   for (const [, item] of entries) {
-    const source = fromKeys(item.el).find((k) => before.has(k));
+    const source = fromKeys(item.el).find((k) => before.has(k) && !before.get(k).empty);
     if (source) {
       const m = mapping(item.el, before.get(source).box, item.box);
       run(item.el, [{ ...at(m), opacity: 0.35 }, { ...at(IDENTITY), opacity: 1 }],

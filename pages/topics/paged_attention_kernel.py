@@ -308,6 +308,12 @@ def details(step: KernelStep, ctx: KernelContext) -> list[str]:
 
 # ---------------------------------------------------------------------------- view
 
+def _cursor(x: float, y: float, w: float, h: float, key: str) -> str:
+    """An outline around what the kernel reads in this step (keyed, so it moves)."""
+    style = f"fill:none;stroke:{svg.color('highlight')};stroke-width:1.5"
+    return f"<rect{svg.attrs(x=x, y=y, width=w, height=h, rx=3, style=style, data_k=key)}/>"
+
+
 def view(step: KernelStep, ctx: KernelContext) -> str:
     """One frame's SVG. Frames keep their own heights (the panels under the grid differ
     from step to step), so the view wraps its own document."""
@@ -373,6 +379,10 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
     for p in range(num_blocks):
         here = p == current_physical
         body.append(once(("cache", p, here), lambda: cache_block(p, here)))
+    if current_physical is not None:
+        # The kernel's read position: it travels from block to block as the walk goes on.
+        body.append(_cursor(PAD + current_physical * (bw + gap) - 3, y - 3, bw + 6, 38,
+                            "cursor:block"))
     y += 32 + 4
     chips, h = fit.legend(PAD, y, WIDTH - PAD, [("chip", "seq-0", "this sequence"),
                                                 ("chip", "waste", "padding"),
@@ -470,6 +480,9 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
             marks["values"] = True
             body.append(svg.text(WIDTH - PAD - 24, ry + rh / 2 + s / 2 - 2, "+V", size=s,
                                  anchor="end", fill="seq-2", data_k=f"acc:{logical}"))
+    if current_logical is not None:
+        body.append(_cursor(PAD - 3, y + current_logical * block_h, left + per_row * cw - PAD + 5,
+                            block_h, "cursor:row"))
     y += needed * block_h + 6
 
     # -- what the marks mean ----------------------------------------------------------

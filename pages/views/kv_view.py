@@ -498,8 +498,15 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
             parts.append(svg.rect(bx, body_y, block_w, BODY, fill="panel",
                                   stroke=stroke, stroke_width=width))
             slots = block.get("slots", [])
+            # A copy-on-write copy's tokens come out of the block they were copied from,
+            # where they were keyed by whichever sibling sequence drew them first.
+            copied = (device == "gpu" and n in h.copied_to and key in h.allocated
+                      and sharers)
+            siblings = ([s_["seq_id"] for r in snap["requests"]
+                         if r["request_id"] == sharers[0][0] for s_ in r["seqs"]]
+                        if copied else None)
             parts += _slots(bx, body_y, slots, bs, slot_w, color, tok,
-                            owner=sharers[0][1] if sharers else None)
+                            owner=sharers[0][1] if sharers else None, siblings=siblings)
             names_ = ", ".join(labels.get(sid, str(sid)) for _, sid in sharers)
             tip = (f"{device.upper()} block {n}: {len(slots)} of {bs} slots filled; "
                    f"ref count {ref} ({names_})")
@@ -521,9 +528,12 @@ def _dot(cx: float, cy: float, r: float) -> str:
 
 
 def _slots(bx: float, body_y: float, slots: list, bs: int, slot_w: float, color: str, tok,
-           pale: bool = False, owner: int | None = None) -> list[str]:
+           pale: bool = False, owner: int | None = None,
+           siblings: list[int] | None = None) -> list[str]:
     """A block's slots; with `owner` (the first sequence whose table holds the block), each
-    token is keyed tok:<owner>:<position>, so a token swapped out or copied moves."""
+    token is keyed tok:<owner>:<position>, so a token swapped out or copied moves. With
+    `siblings` (a copy-on-write copy's request's sequences), a token that appears grows out
+    of the same position of a sibling in the frame before."""
     parts = []
     for i in range(bs):
         sx = bx + 2 + i * slot_w
@@ -531,13 +541,15 @@ def _slots(bx: float, body_y: float, slots: list, bs: int, slot_w: float, color:
             token_id, pos = slots[i]
             extra = {"opacity": 0.4} if pale else {}
             k = f"tok:{owner}:{pos}" if owner is not None else None
+            origin = " ".join(f"tok:{sid}:{pos}" for sid in siblings) if siblings else None
             parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill=color, rx=1,
                                   tip=f"slot {i}: token {token_id} at position {pos}",
-                                  **extra, data_k=k))
+                                  **extra, data_k=k, data_from=origin))
             if slot_w >= SLOT:
                 parts.append(_text(sx + slot_w / 2 - 0.5, body_y + 16.5, tok(token_id, pos),
                                    anchor="middle", fill="fg" if pale else "bg",
-                                   data_k=k and f"{k}/t"))
+                                   data_k=k and f"{k}/t",
+                                   data_from=origin and " ".join(f"{o}/t" for o in origin.split())))
         else:
             parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill="free", rx=1,
                                   tip=f"slot {i}: empty (reserved, not yet written)"))
