@@ -12,7 +12,8 @@
 //      their data-from if it is still there), then moves (keys in both frames go from their
 //      old box to their new one; a key whose own look changed cross-fades with a copy of its
 //      old look that travels with it), then entries (new keys fade in, or grow out of the
-//      box that the first key in their data-from had in the old frame).
+//      box that the first key in their data-from had in the old frame; a new shape with
+//      nowhere to come from grows from its left edge, as a budget or a row fills).
 // The copies of old looks are drawn in an overlay <svg> laid under the picture (outside it, so
 // the picture's markup stays the frame's; under it, so what moves and what fades in is drawn
 // over what fades out), which is removed when the transition ends. The host it goes in must
@@ -40,6 +41,8 @@ const EPS = 0.5; // user units: less than this is no move
 const TRACED = new Set(["path", "line", "polyline"]);
 // Where a shape is and how big: left out when comparing two looks (a move is not a change).
 const PLACE = / (?:x|y|cx|cy|width|height|r|points)="[^"]*"/g;
+// Not drawn: keys and hover texts (a block whose hover text names a new owner looks the same).
+const UNSEEN = / data-(?:k|from)="[^"]*"|<title>[^<]*<\/title>/g;
 
 // The keyed elements of an <svg>: key -> {el, box} (box in the SVG's user units), measured
 // in one pass (getBoundingClientRect after nothing was written: one layout, no thrashing).
@@ -137,7 +140,12 @@ function moved(a, b) {
 // descendants (they animate on their own), so a block whose token moved away, or a chip
 // that only moved, has not changed its look.
 function ownMarkup(el) {
-  return rawMarkup(el).replace(PLACE, "");
+  return rawMarkup(el).replace(PLACE, "").replace(UNSEEN, "");
+}
+
+// How an element looks, wherever it is: the same for two elements that look alike.
+function look(el) {
+  return el.outerHTML.replace(PLACE, "").replace(UNSEEN, "");
 }
 
 function rawMarkup(el) {
@@ -389,8 +397,8 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
     if (!traced && !was.empty && !is.empty && moved(was.box, is.box)) {
       moving.set(key, { el: is.el, from: was.box, to: is.box });
     }
-    const look = traced ? (el) => el.outerHTML : ownMarkup;
-    if (look(was.el) !== look(is.el)) changed.push([key, was, is]);
+    const seen = traced ? (el) => el.outerHTML.replace(UNSEEN, "") : ownMarkup;
+    if (seen(was.el) !== seen(is.el)) changed.push([key, was, is]);
   }
   const present = { exit: exits.length > 0, move: moving.size + changed.length + swaps.length > 0,
                     enter: entries.length > 0 };
@@ -410,7 +418,12 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
     top: `${old.frame.top - hostBox.top + host.scrollTop - host.clientTop}px`,
     width: `${old.frame.width}px`, height: `${old.frame.height}px`,
   });
-  const ghost = (el, drop) => overlay.appendChild(ghostOf(el, drop));
+  const ghost = (el, drop, into = overlay) => into.appendChild(ghostOf(el, drop));
+  // Copies that only fade, all on one timeline, share one animation (each animated element
+  // costs the browser a little on every display frame).
+  const fadeGroup = () => overlay.appendChild(document.createElementNS(SVG_NS, "g"));
+  const fadeInMove = fadeGroup();
+  const fadeInExit = fadeGroup();
 
   const animations = [];
   const run = (el, frames, start, length, fill, easing = "ease-in-out") => {
@@ -420,9 +433,20 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
   const origin = { transformOrigin: "0px 0px", transformBox: "view-box" };
   const at = (m) => ({ ...origin, transform: css(m) });
 
-  // Moves: each from its old box, less what a moving keyed ancestor already carries.
+  // Moves: each from its old box, less what a moving keyed ancestor already carries. A shape
+  // that shrinks to nothing (a bar down to 0) cannot be drawn at its old size: a copy of its
+  // old look shrinks instead.
   const offsets = new Map();
-  for (const [key, { el, from, to }] of moving) offsets.set(key, mapping(el, from, to));
+  for (const [key, { el, from, to }] of moving) {
+    if (stretches(el) && (to.w < 0.01 || to.h < 0.01) && from.w >= 0.01 && from.h >= 0.01) {
+      moving.delete(key);
+      const copy = ghost(before.get(key).el, () => true);
+      run(copy, [at(IDENTITY), at(mapping(el, to, from))], moveAt, moveLen, "both");
+      continue;
+    }
+    offsets.set(key, mapping(el, from, to));
+  }
+  const travelling = new Set(); // keys that move within their keyed ancestor
   for (const [key, { el }] of moving) {
     const m = { ...offsets.get(key) };
     const up = keyedAncestor(el, svg);
@@ -431,24 +455,35 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
       m.tx -= carried.tx;
       m.ty -= carried.ty;
     }
+    // Carried along by its ancestor and still in its place there: nothing of its own to do.
+    if (Math.abs(m.tx) < 0.05 && Math.abs(m.ty) < 0.05 && Math.abs(m.sx - 1) < 1e-3
+        && Math.abs(m.sy - 1) < 1e-3) continue;
+    travelling.add(key);
     run(el, [at(m), at(IDENTITY)], moveAt, moveLen, "backwards");
   }
-  // A changed look: the old one travels with the element and fades out while the new fades in.
+  // A changed look: the old one (under the picture) travels with the element and fades out
+  // while the new fades in. When nothing keyed inside it travels on its own, the whole
+  // element fades in over a copy of all of its old look (what stays the same shows in both);
+  // otherwise only its own parts fade, so what travels inside it stays in sight.
+  const inside = (el) => [...el.querySelectorAll("[data-k]")].map((d) => d.getAttribute("data-k"));
   for (const [key, was, is] of changed) {
-    const copy = ghost(was.el, () => true);
+    const whole = !inside(is.el).some((k) => travelling.has(k));
+    const copy = ghost(was.el, whole ? (k) => travelling.has(k) || !after.has(k) : () => true);
     const m = moving.get(key);
-    const fade = [{ opacity: 1 }, { opacity: 0 }];
     if (m) {
       const back = mapping(is.el, m.to, m.from); // old box -> new box, for the copy
       run(copy, [{ ...at(IDENTITY), opacity: 1 }, { ...at(back), opacity: 0 }], moveAt, moveLen,
           "both");
     } else {
-      run(copy, fade, moveAt, moveLen, "both");
+      fadeInMove.appendChild(copy);
     }
-    for (const part of ownParts(is.el)) run(part, [{ opacity: 0 }, { opacity: 1 }], moveAt, moveLen, "backwards");
+    for (const part of whole ? [is.el] : ownParts(is.el)) {
+      run(part, [{ opacity: 0 }, { opacity: 1 }], moveAt, moveLen, "backwards");
+    }
   }
   for (const [was, is] of swaps) {
-    run(ghost(was.el, (k) => after.has(k)), [{ opacity: 1 }, { opacity: 0 }], moveAt, moveLen, "both");
+    if (look(was.el) === look(is.el)) continue; // the same thing drawn in the same place
+    ghost(was.el, (k) => after.has(k), fadeInMove);
     run(is.el, [{ opacity: 0 }, { opacity: 1 }], moveAt, moveLen, "backwards");
   }
   // Exits: fade out where they were, or shrink into where they go back to.
@@ -460,7 +495,7 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
       run(copy, [{ ...at(IDENTITY), opacity: 1 }, { ...at(m), opacity: 0 }],
           exitAt, exitLen, "both", "ease-in");
     } else {
-      run(copy, [{ opacity: 1 }, { opacity: 0 }], exitAt, exitLen, "both", "ease-in");
+      fadeInExit.appendChild(copy);
     }
   }
   // Entries: grow out of where they came from, or fade in.
@@ -470,12 +505,23 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
       const m = mapping(item.el, before.get(source).box, item.box);
       run(item.el, [{ ...at(m), opacity: 0.35 }, { ...at(IDENTITY), opacity: 1 }],
           enterAt, enterLen, "backwards", "ease-out");
+    } else if (stretches(item.el)) {
+      // A new bar, cell or chip grows from its left edge, as a budget or a row fills.
+      const b = item.box;
+      const seed = { x: b.x, y: b.y, w: Math.max(b.w * 0.02, 0.02), h: b.h };
+      run(item.el, [{ ...at(mapping(item.el, seed, b)), opacity: 0 }, { ...at(IDENTITY), opacity: 1 }],
+          enterAt, enterLen, "backwards", "ease-out");
     } else {
       run(item.el, [{ opacity: 0 }, { opacity: 1 }], enterAt, enterLen, "backwards", "ease-out");
     }
   }
-  if (overlay.childNodes.length) host.appendChild(overlay);
+  if (fadeInMove.childNodes.length) run(fadeInMove, [{ opacity: 1 }, { opacity: 0 }], moveAt, moveLen, "both");
+  if (fadeInExit.childNodes.length) {
+    run(fadeInExit, [{ opacity: 1 }, { opacity: 0 }], exitAt, exitLen, "both", "ease-in");
+  }
+  if (animations.length) host.appendChild(overlay);
   const t = new Transition(picture, overlay, animations, plan.total);
+  t.plan = plan; // {exit, move, enter: [start, length] in ms, total}
   t.counts = { moves: moving.size, changed: changed.length, swaps: swaps.length,
                exits: exits.length, entries: entries.length };
   return t;
