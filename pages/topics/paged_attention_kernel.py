@@ -599,7 +599,7 @@ def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
-    keys=("blk", "logical", "ent", "tok"),
+    keys=("blk", "logical", "ent", "tok", "cursor"),
     goal=('Walk the PagedAttention kernel block by block and show it computes the same attention '
           'as a contiguous cache.'),
     title="Paged attention, block by block",
