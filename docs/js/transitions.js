@@ -21,9 +21,11 @@
 // Going back runs the same thing from frame i to frame i - 1, which is the forward motion
 // played in reverse: what entered exits into where it came from, what moved moves back.
 //
-// Unkeyed elements (headings, legends, sentences) take their new look at once, as the
-// narration does. finish() ends a transition at once (the picture is then the frame at rest,
-// byte for byte); seek(ms) holds it at one instant (tests and recordings).
+// Unkeyed elements (headings, legends, counts) are matched by their look, so they travel
+// with the rest when a table above them grows or shrinks, and a count that changes
+// cross-fades on its way (pairUnkeyed). finish() ends a transition at once (the picture is
+// then the frame at rest, byte for byte); seek(ms) holds it at one instant (tests and
+// recordings).
 
 export const DURATION = 700; // ms at speed 1x
 
@@ -50,9 +52,15 @@ const UNSEEN = / data-(?:k|from)="[^"]*"|<title>[^<]*<\/title>/g;
 // own look ("~" + their markup without their place, numbered in document order), so a
 // heading that a shorter table above moves up travels with everything else, and a count
 // that changes cross-fades where it is.
+// Boxes are in user units, which do not change when the picture is drawn wider or narrower,
+// so the measure taken of a new frame serves again when the next step leaves it.
+const measured = new WeakMap();
+
 function measure(svg) {
   const view = svg.viewBox.baseVal;
   const frame = svg.getBoundingClientRect();
+  const known = measured.get(svg);
+  if (known) return { ...known, frame };
   const scale = view && view.width && frame.width ? view.width / frame.width : 1;
   const elements = [...svg.querySelectorAll("[data-k]")].map((el) => [el.getAttribute("data-k"), el]);
   const seen = new Map();
@@ -73,7 +81,9 @@ function measure(svg) {
       empty: r.width === 0 && r.height === 0,
     });
   }
-  return { items: out, scale, frame, view };
+  const result = { items: out, scale, frame, view };
+  if (frame.width) measured.set(svg, result); // not while it is hidden
+  return result;
 }
 
 // The outermost elements that neither are keyed nor hold a keyed one (the picture's title
@@ -383,7 +393,9 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
     const match = exitsByBox.get(boxKey(item.el, item.box));
     if (match && !fromKeys(item.el).some((k) => before.has(k))) {
       exitsByBox.delete(boxKey(item.el, item.box));
-      swaps.push([match[1], item]);
+      // The same thing drawn in the same place (a token whose owner's key changed): nothing
+      // to animate.
+      if (look(match[1].el) !== look(item.el)) swaps.push([match[1], item]);
       entries.splice(i, 1);
       exits.splice(exits.indexOf(match), 1);
     }
@@ -482,7 +494,6 @@ export function transition(picture, svgText, { duration = DURATION, host = pictu
     }
   }
   for (const [was, is] of swaps) {
-    if (look(was.el) === look(is.el)) continue; // the same thing drawn in the same place
     ghost(was.el, (k) => after.has(k), fadeInMove);
     run(is.el, [{ opacity: 0 }, { opacity: 1 }], moveAt, moveLen, "backwards");
   }
