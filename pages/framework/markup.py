@@ -154,8 +154,9 @@ def showcase_html(widget: Widget, frames: list[dict], frames_url: str, page_url:
         f'<figure class="vsb-showcase" data-frames="{esc(frames_url)}" data-still="{still}"'
         f' aria-label="{esc(widget.title)}: a preview that plays by itself">',
         '<div class="vsb-stage">',
-        f'<a class="vsb-picture" href="{esc(page_url)}"'
-        f' aria-label="{esc(widget.title)}: open the {esc(page_title)} page">{frame["svg"]}</a>',
+        # The link's name is the picture's own (its role="img" label), so it says what the
+        # picture shows; the caption's link says where it goes.
+        f'<a class="vsb-picture" href="{esc(page_url)}">{frame["svg"]}</a>',
         '</div>',
         '<figcaption>',
         f'<p class="vsb-showcase-title"><strong>{esc(widget.title)}</strong></p>',
