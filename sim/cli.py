@@ -26,9 +26,11 @@ from sim.events import (
     Admitted,
     BlockAllocated,
     BlockFreed,
+    BlocksLeaked,
     CopyOnWrite,
     Forked,
     Preempted,
+    PrefillRunAsDecode,
     PromptIgnored,
     RequestFinished,
     SwappedIn,
@@ -88,6 +90,12 @@ def describe_event(ev) -> str | None:
         return f"copy-on-write seq {ev.seq_id}: block {ev.src} -> {ev.dst}"
     if isinstance(ev, Forked):
         return f"fork seq {ev.parent_seq_id} -> seq {ev.child_seq_id}"
+    if isinstance(ev, BlocksLeaked):
+        return (f"leak {_blocks(list(ev.blocks))}: allocate counted {ev.refs} finished "
+                f"{'sample' if ev.refs == 1 else 'samples'} of {ev.request_id} in the ref count")
+    if isinstance(ev, PrefillRunAsDecode):
+        return (f"run seq {ev.seq_id}'s recompute as a decode (first seq {ev.first_seq_id} "
+                f"finished): KV of position {ev.position} only")
     if isinstance(ev, RequestFinished):
         return f"finished {ev.request_id} ({ev.status})"
     return None

@@ -142,3 +142,12 @@ def test_a_block_freed_in_its_own_step_was_shown_arriving(capsys):
 def test_a_bad_request_says_the_format(capsys, text):
     code, _, err = run(["--request", text], capsys)
     assert code == 2 and "error: request" in err
+
+
+def test_the_recompute_that_leaks_is_described():
+    from sim.cli import describe_event
+    from sim.events import BlocksLeaked, PrefillRunAsDecode
+    assert describe_event(BlocksLeaked("A", (0, 1, 2), 1)) == (
+        "leak blocks 0, 1, 2: allocate counted 1 finished sample of A in the ref count")
+    assert describe_event(PrefillRunAsDecode("A", 1, 0, 9)) == (
+        "run seq 1's recompute as a decode (first seq 0 finished): KV of position 9 only")
