@@ -68,6 +68,9 @@ def format_range(r: tuple[int, int]) -> str:
     return f"{r[0]}-{r[1]}" if r[0] != r[1] else str(r[0])
 
 
+RANGE_EXTREMES = (("the shortest", "1"), ("the longest", str(MAX_LEN)))
+
+
 def workload(v: dict):
     return uniform_workload(v["count"], v["prompt_lens"], v["output_lens"], v["arrival_rate"],
                             v["seed"])
@@ -779,14 +782,18 @@ WIDGETS = (Widget(
         Param("max_num_seqs", "batch slots", "int", 3, min=1, max=8,
               help="max_num_seqs: requests in the batch at once (v0.5.5's default is 256; "
                    "V1's 128 to 1024)."),
-        Param("max_num_batched_tokens", "token budget", "int", 32, min=1, max=256,
+        # At least 2: the budget holds the longest request (a prompt token and an output
+        # token at the least), since the static baseline never chunks.
+        Param("max_num_batched_tokens", "token budget", "int", 32, min=2, max=256,
               help="max_num_batched_tokens: tokens computed per iteration (v0.5.5's default "
                    "is 2048, 512 with chunked prefill; V1's 2048 to 16384)."),
         Param("count", "requests", "int", 5, min=1, max=12, help="How many requests (A, B, ...)."),
         Param("prompt_lens", "prompt lengths", "text", (3, 10), parse=parse_range,
-              format=format_range, help="Prompt tokens, drawn uniformly from this range."),
+              format=format_range, help="Prompt tokens, drawn uniformly from this range.",
+              extremes=RANGE_EXTREMES),
         Param("output_lens", "output lengths", "text", (2, 10), parse=parse_range,
-              format=format_range, help="Output tokens, drawn uniformly from this range."),
+              format=format_range, help="Output tokens, drawn uniformly from this range.",
+              extremes=RANGE_EXTREMES),
         Param("arrival_rate", "arrivals per iteration", "float", 1.0, min=0.0, max=4.0,
               help="Poisson arrivals, requests per iteration (0: all at iteration 0)."),
         Param("chunked_prefill", "chunked prefill (v0.5.5 only)", "bool", False,

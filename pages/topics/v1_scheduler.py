@@ -56,7 +56,10 @@ SIZE = fit.min_size(WIDTH)            # 13.5: 11 px on a phone
 M = 8                                 # margin
 MAX_STEPS = 40
 MAX_NUM_SEQS = 8
-REQUESTS = RequestList(max_requests=6, max_len=40, max_arrival=20)
+MAX_BUDGET = 64
+# v0.5.5 needs the budget to hold a whole request (it never chunks a prompt), so a request's
+# prompt + output is at most the budget's maximum.
+REQUESTS = RequestList(max_requests=6, max_len=40, max_arrival=20, max_total=MAX_BUDGET)
 ENGINE_NAMES = {"v0": "v0.5.5", "v1": "V1"}
 LABEL = "The token budget of each step: vLLM v0.5.5 above, V1 below"
 
@@ -616,9 +619,9 @@ WIDGETS = (Widget(
             "steps; V1 decodes first and fills the rest with prompt chunks.",
     params=(
         REQUESTS.param("requests", "6/8, 5/8, 20/3@2, 20/3@2, 4/4@5"),
-        Param("budget", "token budget", "int", 32, min=8, max=64,
-              help="max_num_batched_tokens for both engines (8 to 64); v0.5.5 needs it to "
-                   "hold the longest request."),
+        Param("budget", "token budget", "int", 32, min=8, max=MAX_BUDGET,
+              help=f"max_num_batched_tokens for both engines (8 to {MAX_BUDGET}); v0.5.5 "
+                   "needs it to hold the longest request."),
         Param("threshold", "long_prefill_token_threshold (V1)", "int", 0, min=0, max=64,
               help="V1 caps each prompt's chunk per step at this many tokens (0: off, "
                    "vLLM's default)."),
