@@ -11,7 +11,9 @@ slowed 4x (CDP Emulation.setCPUThrottlingRate), and prints per widget:
 - fps: display frames per second while the motion runs (requestAnimationFrame callbacks over
   the transition's length; the median over the steps, and the worst step);
 - setup: the press itself, the synchronous task that measures the old picture, puts the new
-  frame in, measures it and starts the animations (the longest over the steps);
+  frame in, measures it and starts the animations (the longest over the steps); beside it,
+  jump: the same step without motion (the frame put in and laid out, as the slider does),
+  measured just before, so the cost of the motion itself is setup - jump;
 - frame: the longest gap between two display frames during a motion (a task, style, layout
   and paint together: what the reader sees as a hitch);
 - long: tasks of 50 ms or more reported by the browser (Long Tasks API) during the motions.
@@ -44,8 +46,15 @@ MEASURE = """async ([wid, step]) => {
   const root = document.getElementById(wid);
   const player = root.vsbPlayer;
   player.pause();
+  const settle = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   player.go(step);
-  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  await settle();
+  const j0 = performance.now();
+  player.go(step + 1);
+  root.querySelector(".vsb-picture svg").getBoundingClientRect();
+  const jump = performance.now() - j0;
+  player.go(step);
+  await settle();
   const long = [];
   const observer = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) long.push(e.duration);
@@ -70,7 +79,7 @@ MEASURE = """async ([wid, step]) => {
   let gap = 0;
   for (let i = 1; i < during.length; i++) gap = Math.max(gap, during[i] - during[i - 1]);
   const span = during.length > 1 ? during[during.length - 1] - during[0] : 0;
-  return { setup, total, frames: during.length, span, gap,
+  return { setup, jump, total, frames: during.length, span, gap,
            fps: span > 0 ? (during.length - 1) * 1000 / span : null,
            long: long.length ? Math.max(...long) : 0, longCount: long.length };
 }"""
@@ -98,6 +107,7 @@ def summary(rows: list[dict]) -> dict:
         "fps": statistics.median(fps) if fps else None,
         "fps_min": min(fps) if fps else None,
         "setup": max((r["setup"] for r in rows), default=0.0),
+        "jump": max((r["jump"] for r in rows), default=0.0),
         "frame": max((r["gap"] for r in rows), default=0.0),
         "long": max((r["long"] for r in rows), default=0.0),
         "long_count": sum(r["longCount"] for r in rows),
@@ -113,11 +123,12 @@ def record(page, wid: str, step: int, out: Path, shots: int = 10) -> Path:
                   "p.pause(); p.go(s); }", [wid, step - 2])
     page.wait_for_timeout(100)
     page.click(f'#{wid} [data-act="step"]')
-    box = page.locator(f"#{wid} .vsb-stage").bounding_box()
+    stage = page.locator(f"#{wid} .vsb-stage")
+    box = stage.bounding_box()
     images = []
     for k in range(shots):
         page.evaluate(SEEK, [wid, k / (shots - 1)])
-        png = page.screenshot(clip=box)
+        png = stage.screenshot(animations="allow")
         (folder / f"{wid}-step{step}-{k}.png").write_bytes(png)
         images.append(base64.b64encode(png).decode())
     page.evaluate("wid => document.getElementById(wid).vsbPlayer.motion?.finish()", wid)
@@ -192,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             return "| - | - | - | - | - "
         fps = f"{s['fps']:.0f} ({s['fps_min']:.0f})" if s["fps"] else "-"
         long = f"{s['long']:.0f} ({s['long_count']})" if s["long_count"] else "none"
-        return f"| {fps} | {s['setup']:.1f} | {s['frame']:.0f} | {long} "
+        return f"| {fps} | {s['setup']:.0f} / {s['jump']:.0f} | {s['frame']:.0f} | {long} "
 
-    print("| widget | fps median (worst) | setup ms | longest frame ms | long tasks ms (n) "
-          "| 4x: fps | setup | frame | long |")
+    print("| widget | fps median (worst) | setup / jump ms | longest frame ms | long tasks ms (n) "
+          "| 4x: fps | setup / jump | frame | long |")
     print("|---|---|---|---|---|---|---|---|---|")
     ok = True
     for wid, by_rate in sorted(results.items()):
