@@ -210,5 +210,17 @@ class ChunkScheduled(NamedTuple):
     num_computed_before: int
 
 
+class TokenDiscarded(NamedTuple):
+    """V1's async loop: a token sampled by a step that was in flight when its request
+    stopped (EOS, a stop token) or was aborted, or was preempted by reset_prefix_cache, is
+    thrown away when that step's output is processed. `reason`: the request's status label
+    ("finished_stopped", "finished_aborted", ...) or "reset_prefix_cache"."""
+    request_id: str
+    seq_id: int
+    position: int
+    token_id: int
+    reason: str
+
+
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
-         | ChunkScheduled)
+         | ChunkScheduled | TokenDiscarded)

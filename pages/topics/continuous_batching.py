@@ -3,8 +3,12 @@
 scenario: both schedulers run the same requests (sim/studies/batching_metrics.py records each
           engine run with sim.trace.record and turns the trace into a slot timeline and its
           totals); the iteration-level side is vLLM v0.5.5's scheduler or, with the engine
-          switch on V1, V1's (one token budget, chunked prefill always on). The trace pairs
-          the two runs' iterations, one step per iteration, from iteration 0.
+          switch on V1, V1's (one token budget, chunked prefill always on) in its
+          synchronous engine loop: the page counts iterations of one schedule and its
+          output, and in vLLM's default async loop a finished request's seat is refilled one
+          engine call later (the next batch is scheduled before its last output is
+          processed), which would hide the point of the page behind the loop's pipelining.
+          The trace pairs the two runs' iterations, one step per iteration, from iteration 0.
 view:     the workload, then one timeline per scheduler drawn up to the step: rows are batch
           slots, columns are iterations, each cell says what the slot's request did
           (prefill, decode, in the batch but not run, or idle padding); under each, the
@@ -774,7 +778,9 @@ WIDGETS = (Widget(
           'buys in latency and utilisation.'),
     title="Static vs continuous batching, iteration by iteration",
     summary="Rows are batch slots, columns are iterations. Static batching keeps a finished "
-            "request's slot idle until its batch ends; vLLM refills it at the next iteration.",
+            "request's slot idle until its batch ends; vLLM refills it at the next iteration. "
+            "V1 runs its synchronous loop here (its default async loop refills a seat one "
+            "iteration later).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Whose scheduler runs the iteration-level side: vLLM v0.5.5's, or V1's "

@@ -204,7 +204,8 @@ WIDGETS = (Widget(
     title="Block tables and physical blocks, step by step",
     summary="Requests are prefilled, then decode one token per step. Each slot shows the "
             "position of the token whose key and value it holds. Switch the engine to see "
-            "V1 run the same requests.",
+            "V1 run the same requests, in its default loop, async scheduling (each step is "
+            "scheduled before the previous step's output is processed).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Which vLLM runs the requests: v0.5.5, or V1 (v0.25.1) with its defaults "

@@ -3,13 +3,14 @@
 scenario: sim's engine on a workload that overflows the GPU blocks, recorded step by step,
           with the simulation's integrity checks after every step: vLLM v0.5.5's engine
           (sim.core, sim/core/invariants.py) or V1's (sim.v1, sim/v1/invariants.py; the
-          `engine` switch). "GPU blocks" counts the usable blocks (V1's pool adds block 0,
-          its null block); V1 has no CPU swap space and no preemption mode, so those two
-          settings only drive v0.5.5. When vLLM would stop (no CPU swap space left, or a
-          recompute it cannot do), the trace ends on that step and vLLM's message. With an
-          EOS probability, samples of a request end at different steps, and v0.5.5's
-          recompute of a request whose other samples finished leaks blocks or asserts
-          (issue 27; pages.views.recompute_leak tells it, kv_view marks the leaked blocks).
+          `engine` switch; V1 runs its default engine loop, async scheduling). "GPU blocks"
+          counts the usable blocks (V1's pool adds block 0, its null block); V1 has no CPU
+          swap space and no preemption mode, so those two settings only drive v0.5.5. When
+          vLLM would stop (no CPU swap space left, or a recompute it cannot do), the trace
+          ends on that step and vLLM's message. With an EOS probability, samples of a
+          request end at different steps, and v0.5.5's recompute of a request whose other
+          samples finished leaks blocks or asserts (issue 27; pages.views.recompute_leak
+          tells it, kv_view marks the leaked blocks).
 view:     the queues, the block tables, the GPU and the CPU block pools, with arrows for the
           blocks swapped out or in (pages.views.arrows), a legend, and why the heads of
           `swapped` and `waiting` stay there (what the block manager answers, from the
@@ -625,7 +626,8 @@ WIDGETS = (Widget(
     title="Preemption: swap out, swap in, or recompute",
     summary="The GPU runs out of blocks mid-batch: the tail of running is preempted. Arrows "
             "show blocks copied between the GPU and the CPU swap space. Switch the engine to "
-            "see V1, which only recomputes.",
+            "see V1, which only recomputes; it runs its default loop, async scheduling (each "
+            "step is scheduled before the previous step's output is processed).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Which vLLM runs the requests: v0.5.5, or V1 (v0.25.1) with its defaults "

@@ -24,7 +24,7 @@ def trace_of(engine_name: str, block_size: int, blocks: int, cpu: int = 0,
     if engine_name == "v1":
         engine = V1Engine(v1_config.CacheConfig(block_size=block_size,
                                                 num_gpu_blocks=blocks + 1),
-                          v1_config.SchedulerConfig())
+                          v1_config.SchedulerConfig(async_scheduling=False))
     else:
         engine = LLMEngine(CacheConfig(block_size=block_size, num_gpu_blocks=blocks,
                                        num_cpu_blocks=cpu), SchedulerConfig(
