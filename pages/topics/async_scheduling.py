@@ -583,6 +583,7 @@ def details(step: Step, ctx: AsyncContext) -> list[str]:
 
 WIDGETS = (Widget(
     id="v1-async",
+    keys=("row", "tok", "chip", "blk"),
     goal=("Say which step's output each engine call processes under async scheduling, and "
           "what a length stop, an EOS stop and an abort cost."),
     title="Async scheduling: step N+1 is scheduled before step N's output is back",
