@@ -26,6 +26,6 @@ WIDGETS = (Widget(
             "full-attention group and sliding-window groups, then a second with the same "
             "prefix. The engine runs the synchronous loop, as the doc's example does.",
     params=PARAMS, scenario=scenario, context=context, view=view, narrate=narrate,
-    label=label, details=details, check=check,
+    label=label, details=details, check=check, keys=("row", "tbl", "cell", "blk"),
 ),)
 CHARTS = (TOKENS_CHART,)
