@@ -9,7 +9,8 @@ either instance printed as it ends, on one clock priced with the roofline.
 In this mode a request's `arrival` is in milliseconds, and two more options apply:
 `abort=MS` (its client gives up then) and `fail=1` (its KV read fails). `--gpu-blocks`
 counts each instance's blocks, the null block included, as for V1; `--decode-gpu-blocks`
-sets the decode instance's apart.
+sets the decode instance's apart. Both instances run V1's synchronous loop (the driver
+prices each step's two halves on its clock), whatever `--async-scheduling` says.
 """
 from __future__ import annotations
 
