@@ -26,6 +26,10 @@ printed (G0, G1, ...; g0 is the null block where a block left the window).
 
     python -m sim --engine v1 --block-size 16 --gpu-blocks 18 --max-num-batched-tokens 16 \
         --sliding-window 32 --sliding-per-full 2 --request A:112:4
+
+`--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
+(sim/cli_pd.py); there `--model` names the dense model whose KV size and step times are used
+(default llama-3-8b).
 """
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ from sim.events import (
     SwappedIn,
     SwappedOut,
 )
+from sim.perf.hardware import GPUS
+from sim.perf.links import LINKS
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
 
@@ -314,6 +320,9 @@ def build_v1_engine(args, scenario: Scenario | None):
 
 
 def main_v1(args) -> int:
+    if args.disaggregated:
+        from sim.cli_pd import main_disaggregated
+        return main_disaggregated(args)
     scenario = get_scenario(args.scenario) if args.scenario else None
     if scenario is None and not args.request:
         return usage()
@@ -408,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "synchronous loop")
     v1.add_argument("--model", default=None, metavar="ID",
                     help="a model preset's attention layers (e.g. gpt-oss-20b: sliding "
-                         "window 128 every other layer): one KV cache group per type")
+                         "window 128 every other layer): one KV cache group per type; with "
+                         "--disaggregated, the dense model whose KV size and step times are "
+                         "used (default llama-3-8b)")
     v1.add_argument("--sliding-window", type=int, default=0, metavar="N",
                     help="a hybrid model whose sliding-window layers attend to N tokens")
     v1.add_argument("--sliding-per-full", type=int, default=1, metavar="K",
@@ -416,6 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "layer" + d)
     v1.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
                     help="treat every layer as full attention (one KV cache group)")
+    pd = p.add_argument_group(
+        "disaggregated prefill and decode (with --engine v1 --disaggregated)",
+        "Two V1 instances with NIXL's KV connector, priced on a GPU's roofline. A request's "
+        "arrival is in milliseconds; abort=MS and fail=1 are options too.")
+    pd.add_argument("--disaggregated", action="store_true",
+                    help="run the requests through a prefill and a decode instance")
+    pd.add_argument("--link", choices=list(LINKS), default="ib-ndr",
+                    help="what carries the KV between them" + d)
+    pd.add_argument("--decode-gpu-blocks", type=int, default=None,
+                    help="the decode instance's blocks, null block included (default: "
+                         "--gpu-blocks)")
+    pd.add_argument("--kv-load-failure-policy", choices=["fail", "recompute"], default="fail",
+                    help="what the decode instance does with a failed read" + d)
+    pd.add_argument("--gpu", choices=sorted(GPUS), default="h200",
+                    help="the GPU whose datasheet roofline prices each step" + d)
     return p
 
 
@@ -441,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.prefix:
         print("error: --prefix needs --engine v1 (v0.5.5 has no prefix caching here)",
+              file=sys.stderr)
+        return 2
+    if args.disaggregated:
+        print("error: --disaggregated needs --engine v1 (vLLM v0.5.5 has no KV connector)",
               file=sys.stderr)
         return 2
     try:

@@ -245,3 +245,52 @@ class TokenDiscarded(NamedTuple):
 
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
          | ChunkScheduled | BlockSkipped | GroupBlockAllocated | TokenDiscarded)
+
+
+# -- V1's KV connector (sim/v1/kv_connector/, P/D disaggregation) ---------------------------
+
+class WaitingForRemoteKVs(NamedTuple):
+    """V1 with a KV connector: a waiting request got blocks for `num_external_tokens`
+    tokens that the connector loads asynchronously (after `num_local_tokens` hit in the
+    local prefix cache); it waits in WAITING_FOR_REMOTE_KVS, its blocks held, not cached."""
+    request_id: str
+    num_local_tokens: int
+    num_external_tokens: int
+    blocks: tuple[int, ...]
+
+
+class RemoteKVsReady(NamedTuple):
+    """V1: a request's asynchronous load finished; it leaves WAITING_FOR_REMOTE_KVS with
+    `num_computed_tokens` computed (its last prompt token recomputed when all arrived;
+    fewer after a load failure) and can be scheduled."""
+    request_id: str
+    num_computed_tokens: int
+    failed: bool
+
+
+class KVLoadFailed(NamedTuple):
+    """V1: blocks a request loaded from outside were reported invalid; its computed count
+    falls back to the block before the first invalid one (`policy` "recompute"), or the
+    request fails (`policy` "fail")."""
+    request_id: str
+    invalid_blocks: tuple[int, ...]
+    num_computed_tokens: int
+    policy: str
+
+
+class BlocksHeld(NamedTuple):
+    """V1: a request finished but its connector keeps its blocks (they are being sent):
+    they are freed when the worker reports the request in `finished_sending`."""
+    request_id: str
+    blocks: tuple[int, ...]
+
+
+class KVTransferFinished(NamedTuple):
+    """V1: the worker side reported a request done `direction` ("sending": its held blocks
+    are freed now; "recving": it can be scheduled next step)."""
+    request_id: str
+    direction: str
+
+
+Event = (Event | WaitingForRemoteKVs | RemoteKVsReady | KVLoadFailed | BlocksHeld
+         | KVTransferFinished)

@@ -202,6 +202,41 @@ def test_v1_model_preset_and_bad_hybrid_options(capsys):
     assert "A seq 0: len 40 (+1 in flight)\n    G0 sliding 128:" in capsys.readouterr().out
 
 
+def test_disaggregated_run_prints_both_instances_and_the_link(capsys):
+    code, out, _ = run(["--engine", "v1", "--disaggregated", "--block-size", "16",
+                        "--gpu-blocks", "25", "--link", "ethernet-25g",
+                        "--max-num-batched-tokens", "64", "--max-num-seqs", "16",
+                        "--request", "A:96:4", "--request", "B:160:3:arrival=1",
+                        "--request", "C:64:2:arrival=9"], capsys)
+    assert code == 0
+    assert "link Ethernet 25 Gb/s, 2,097,152 bytes per block" in out
+    assert "  - A finished, blocks 1, 2, 3, 4, 5, 6 held" in out
+    assert "skipped_waiting=['A']" in out and "held=['A']" in out
+    assert "A: prefill blocks [1, 2, 3, 4, 5, 6] -> decode blocks [1, 2, 3, 4, 5, 6]" in out
+    assert "  - A: finished_sending" in out and "  - A: finished_recving" in out
+    assert "# A: done; read" in out and "4 tokens" in out
+
+
+def test_disaggregated_abort_and_failed_read(capsys):
+    code, out, _ = run(["--engine", "v1", "--disaggregated", "--gpu-blocks", "40",
+                        "--block-size", "16", "--kv-load-failure-policy", "recompute",
+                        "--request", "A:300:3:fail=1", "--request", "B:200:3:abort=0"],
+                       capsys)
+    assert code == 0
+    assert "A: load failed" in out and "policy recompute" in out
+    assert "# A: done" in out and "# B: aborted" in out
+
+
+def test_disaggregated_bad_input_is_a_clear_error(capsys):
+    code, _, err = run(["--engine", "v1", "--disaggregated", "--request", "A:9:3:soon=1"],
+                       capsys)
+    assert code == 2 and "arrival=MS, abort=MS or fail=1" in err
+    code, _, err = run(["--engine", "v1", "--disaggregated", "fig6"], capsys)
+    assert code == 2 and "takes --request arguments" in err
+    code, _, err = run(["--disaggregated", "--request", "A:9:3"], capsys)
+    assert code == 2 and "needs --engine v1" in err
+
+
 def test_the_recompute_that_leaks_is_described():
     from sim.cli import describe_event
     from sim.events import BlocksLeaked, PrefillRunAsDecode
