@@ -20,8 +20,19 @@ computed, and a request that misses the GPU prefix cache loads what the CPU tier
 Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
 previous step's output is processed; every step says whose output it processed);
 `--no-async-scheduling` runs the synchronous loop.
+
+Hybrid models (V1): `--model gpt-oss-20b` takes a preset's layer types and sliding window
+(sim/perf/models.py), `--sliding-window N --sliding-per-full K` a pattern of one
+full-attention layer and K sliding-window layers of N tokens; each KV cache group's table is
+printed (G0, G1, ...; g0 is the null block where a block left the window).
+`--disable-hybrid-kv-cache-manager` keeps every layer as full attention.
+
+    python -m sim --engine v1 --block-size 16 --gpu-blocks 18 --max-num-batched-tokens 16 \
+        --sliding-window 32 --sliding-per-full 2 --request A:112:4
+
 `--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
-(sim/cli_pd.py).
+(sim/cli_pd.py); there `--model` names the dense model whose KV size and step times are used
+(default llama-3-8b).
 """
 from __future__ import annotations
 
@@ -46,7 +57,6 @@ from sim.events import (
 )
 from sim.perf.hardware import GPUS
 from sim.perf.links import LINKS
-from sim.perf.models import MODELS
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
 
@@ -171,7 +181,21 @@ def format_step(engine, out) -> str:
 
 def describe_v1_event(ev) -> str | None:
     """V1's own events, then the ones it shares with v0.5.5."""
-    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit, TokenDiscarded
+    from sim.events import (
+        Aborted,
+        BlockCached,
+        BlockEvicted,
+        BlockSkipped,
+        GroupBlockAllocated,
+        PrefixCacheHit,
+        TokenDiscarded,
+    )
+    if isinstance(ev, GroupBlockAllocated):
+        return (f"alloc {ev.request_id} G{ev.kv_cache_group_id} block {ev.logical} -> "
+                f"gpu {ev.physical}")
+    if isinstance(ev, BlockSkipped):
+        return (f"block {ev.physical} left {ev.request_id}'s G{ev.kv_cache_group_id} window "
+                f"(its block {ev.logical} is the null block now)")
     if isinstance(ev, PrefixCacheHit):
         blocks = ",".join(str(b) for b in ev.blocks)
         return f"hit {ev.request_id}: blocks {blocks} ({ev.num_tokens} tokens cached)"
@@ -243,7 +267,21 @@ def format_step_v1(engine, out) -> str:
         flight = ", ".join(f"step {b['step']}" for b in snap["batch_queue"]) or "nothing"
         lines.append(f"  async   {done}; in flight: {flight}")
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
+    groups = snap.get("kv_cache_groups")
     for r in snap["requests"]:
+        if groups and any(r["group_block_tables"]):
+            ahead = r["num_output_placeholders"]
+            lines.append(f"  {r['request_id']} seq {r['seqs'][0]['seq_id']}: "
+                         f"len {r['seqs'][0]['len']}"
+                         f"{f' (+{ahead} in flight)' if ahead else ''}")
+            for g, table in zip(groups, r["group_block_tables"]):
+                kind = (f"sliding {g['window']}" if g["kind"] == "sliding_window"
+                        else f"chunked {g['window']}" if g["kind"] != "full_attention"
+                        else "full")
+                cells = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
+                                 for _, n, f in table)
+                lines.append(f"    G{g['kv_cache_group_id']} {kind}: {cells}")
+            continue
         for s in r["seqs"]:
             if s["block_table"]:
                 table = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
@@ -263,6 +301,28 @@ def format_step_v1(engine, out) -> str:
                      f"used {' '.join(held)}")
     lines += step_lines(out.events, describe_v1_event)
     return "\n".join(lines)
+
+
+def hybrid_kv_cache_config(args, block_size: int, num_gpu_blocks: int):
+    """The KV cache groups of --model / --sliding-window, or None (one full group)."""
+    from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
+    if args.model and args.sliding_window:
+        raise ValueError("give --model or --sliding-window, not both")
+    if args.model:
+        from sim.perf.models import get_model
+        model = get_model(args.model)
+        layer_types, window = model.get_layer_types(), model.sliding_window or None
+    elif args.sliding_window:
+        if args.sliding_window < 1 or args.sliding_per_full < 1:
+            raise ValueError("--sliding-window and --sliding-per-full: whole numbers from 1")
+        layer_types = (["full_attention"] + ["sliding_attention"] * args.sliding_per_full)
+        window = args.sliding_window
+    elif args.disable_hybrid_kv_cache_manager:
+        raise ValueError("--disable-hybrid-kv-cache-manager needs --model or --sliding-window")
+    else:
+        return None
+    specs = attention_layer_specs(layer_types, block_size, sliding_window=window)
+    return make_kv_cache_config(num_gpu_blocks, specs, args.disable_hybrid_kv_cache_manager)
 
 
 def build_v1_engine(args, scenario: Scenario | None):
@@ -287,6 +347,7 @@ def build_v1_engine(args, scenario: Scenario | None):
             kv_connector="OffloadingConnector", kv_role="kv_both",
             kv_connector_extra_config={"num_cpu_blocks": args.cpu_offload_blocks,
                                        "offload_prompt_only": not args.offload_generated})
+    kv_cache_config = hybrid_kv_cache_config(args, block_size, num_gpu_blocks)
     engine = V1Engine(
         v1_config.CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks,
                               enable_prefix_caching=not args.no_prefix_caching),
@@ -299,6 +360,7 @@ def build_v1_engine(args, scenario: Scenario | None):
             num_lookahead_tokens=args.num_lookahead_tokens,
             async_scheduling=args.async_scheduling),
         seed=seed, spec_acceptance_rate=args.spec_acceptance_rate,
+        kv_cache_config=kv_cache_config,
         kv_transfer_config=kv_transfer_config)
     for r in requests:
         if r.use_beam_search or (r.best_of is not None and r.best_of != r.n):
@@ -419,6 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     v1.add_argument("--offload-generated", action="store_true",
                     help="with --cpu-offload-blocks: offload the blocks of generated tokens "
                          "too (vLLM's offload_prompt_only: false)")
+    v1.add_argument("--model", default=None, metavar="ID",
+                    help="a model preset's attention layers (e.g. gpt-oss-20b: sliding "
+                         "window 128 every other layer): one KV cache group per type; with "
+                         "--disaggregated, the dense model whose KV size and step times are "
+                         "used (default llama-3-8b)")
+    v1.add_argument("--sliding-window", type=int, default=0, metavar="N",
+                    help="a hybrid model whose sliding-window layers attend to N tokens")
+    v1.add_argument("--sliding-per-full", type=int, default=1, metavar="K",
+                    help="with --sliding-window: K sliding-window layers per full-attention "
+                         "layer" + d)
+    v1.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
+                    help="treat every layer as full attention (one KV cache group)")
     pd = p.add_argument_group(
         "disaggregated prefill and decode (with --engine v1 --disaggregated)",
         "Two V1 instances with NIXL's KV connector, priced on a GPU's roofline. A request's "
@@ -432,8 +506,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "--gpu-blocks)")
     pd.add_argument("--kv-load-failure-policy", choices=["fail", "recompute"], default="fail",
                     help="what the decode instance does with a failed read" + d)
-    pd.add_argument("--model", choices=sorted(MODELS), default="llama-3-8b",
-                    help="the model whose KV size and step times are used" + d)
     pd.add_argument("--gpu", choices=sorted(GPUS), default="h200",
                     help="the GPU whose datasheet roofline prices each step" + d)
     return p

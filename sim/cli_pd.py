@@ -9,7 +9,8 @@ either instance printed as it ends, on one clock priced with the roofline.
 In this mode a request's `arrival` is in milliseconds, and two more options apply:
 `abort=MS` (its client gives up then) and `fail=1` (its KV read fails). `--gpu-blocks`
 counts each instance's blocks, the null block included, as for V1; `--decode-gpu-blocks`
-sets the decode instance's apart.
+sets the decode instance's apart. Both instances run V1's synchronous loop (the driver
+prices each step's two halves on its clock), whatever `--async-scheduling` says.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sim.events import (
 )
 from sim.perf.cost import Roofline
 from sim.perf.hardware import get_gpu
-from sim.perf.models import get_model
+from sim.perf.models import MODELS, get_model
 from sim.studies.disaggregated import DECODE, PREFILL, DisaggregatedServing, PDRequest, PDSetup
 
 PD_REQUEST_FORMAT = "ID:PROMPT_LEN:MAX_TOKENS[:arrival=MS][:abort=MS][:fail=1]"
@@ -108,7 +109,11 @@ def main_disaggregated(args) -> int:
                     max_model_len=max(r.prompt_len + r.output_len for r in requests),
                     link=args.link, kv_load_failure_policy=args.kv_load_failure_policy,
                     enable_prefix_caching=not args.no_prefix_caching)
-    model = get_model(args.model)
+    model_id = args.model or "llama-3-8b"
+    if model_id not in MODELS:
+        raise ValueError(f"--disaggregated prices steps with a dense model's shapes: --model "
+                         f"must be one of {', '.join(sorted(MODELS))} (got {model_id!r})")
+    model = get_model(model_id)
     gpu = get_gpu(args.gpu)
     serving = DisaggregatedServing(requests, setup, model, Roofline.from_gpu(gpu),
                                    seed=args.seed, with_slots=False)

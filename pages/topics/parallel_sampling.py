@@ -374,6 +374,7 @@ def check(v: dict) -> dict[str, str]:
 
 WIDGETS = (Widget(
     id="parallel-sampling",
+    keys=("plan", "blk", "ent", "tok", "bar", "seq"),
     goal=("Show how n samples share the prompt's blocks and why exactly best_of - 1 copies are "
           'made.'),
     title="Parallel sampling: n samples share one prompt's blocks",

@@ -58,6 +58,11 @@ class KVConnectorSchedulerMixin:
         # vLLM's default policy is "fail"; without a transfer config nothing can fail.
         self.recompute_kv_load_failures = True
         if connector is not None:
+            if self.kv_cache_manager.num_kv_cache_groups > 1:
+                # vLLM's NIXL connector supports the hybrid allocator (SupportsHMA); the
+                # simulation's connector path covers one full-attention group only.
+                raise ValueError("a KV connector with several KV cache groups (a hybrid "
+                                 "model) is not simulated: use one full-attention group")
             if self.log_stats:
                 self.connector_prefix_cache_stats = PrefixCacheStats()
             if kv_transfer_config is not None:

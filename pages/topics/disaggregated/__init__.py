@@ -27,7 +27,7 @@ WIDGETS = (
         params=scenario.PARAMS,
         scenario=scenario.scenario, context=scenario.context, check=scenario.check,
         view=view.view, narrate=narration.narrate, label=view.label,
-        details=narration.details,
+        details=narration.details, keys=("blk", "chip", "col", "xfer"),
     ),
     Widget(
         id="pd-latency",
@@ -39,6 +39,6 @@ WIDGETS = (
                 "colocated GPU, two colocated GPUs, and one prefill plus one decode GPU.",
         params=latency.PARAMS,
         scenario=latency.scenario, view=latency.view, narrate=latency.narrate,
-        details=latency.details,
+        details=latency.details, keys=("row", "dot"),
     ),
 )

@@ -52,6 +52,7 @@ __all__ = ["CHARTS", "REQUESTS", "WIDGETS", "build_engine", "context", "load_mea
 
 WIDGETS = (Widget(
     id="preemption",
+    keys=("chip", "seq", "ent", "blk", "tok"),
     goal=('Predict which request is preempted when blocks run out, and trace a swap round trip or'
           ' a recompute back to intact tokens.'),
     title="Preemption: swap out, swap in, or recompute",

@@ -42,6 +42,7 @@ __all__ = ["CHARTS", "WIDGETS", "engine_for", "sharing_svg"]
 
 WIDGETS = (Widget(
     id="prefix-caching",
+    keys=("row", "ent", "fq", "blk"),
     goal=('Trace a prefix-cache hit through block hashes, touch and the free queue, and predict '
           'which cached block is evicted first.'),
     title="Prefix caching in vLLM V1, block by block",

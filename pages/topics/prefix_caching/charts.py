@@ -35,7 +35,7 @@ def sharing_svg() -> str:
                            f"{r.prompt_tokens:,} prompt tokens read from the cache, "
                            f"{r.evictions} evictions" for r in on]),
     ], x=xs, y=chart.Axis("hit rate (%)", lo=0, hi=100, fmt=lambda t: f"{t:.0f}"),
-        title="Prefix cache hit rate", legend=False, font_scale=fs)
+        title="Prefix cache hit rate", legend=False, font_scale=fs, key="hits")
     items, h = fit.legend(X0, 250, W - 4, [
         ("line", "accent", "vLLM's logged rate (every lookup)"),
         ("dash", "seq-2", "at first admission (prefill saved)")], size=S)

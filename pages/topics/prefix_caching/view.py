@@ -126,16 +126,16 @@ def view(phase: pv.Phase, ctx: TourContext) -> svg.Figure:
     y = 30
     for r in snap["requests"]:
         rid = r["request_id"]
-        body.append(svg.text(X0, y + S, rid, size=S))
+        body.append(svg.text(X0, y + S, rid, size=S, data_k=f"row:{rid}"))
         body.append(svg.text(X0 + fit.text_width(rid, S) + 8, y + S, status(phase, ctx, r),
-                             size=S, fill="muted"))
+                             size=S, fill="muted", data_k=f"row:{rid}/s"))
         y += pv.LINE + 2
         finished = r["seqs"][0]["status"].startswith("finished")
         if finished and rid not in phase.tables and not (
                 phase.kind == "free" and rid == phase.freed_request):
             continue
         cells = cells_of(phase, ctx, r, marks)
-        elements, h = pv.cell_rows(X0, y, cells)
+        elements, h = pv.cell_rows(X0, y, cells, key=f"ent:{r['seqs'][0]['seq_id']}")
         body += elements
         y += h + 4
     y += 2

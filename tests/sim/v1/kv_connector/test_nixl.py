@@ -245,3 +245,21 @@ def test_worker_prefill_side_frees_on_notification_or_when_the_lease_runs_out():
     clock.t = 35.0
     assert worker.get_finished(set()) == ({"b", "c"}, set())
     assert worker.connector_worker.num_expired_reqs == 2
+
+
+def test_a_connector_with_a_hybrid_model_is_refused():
+    # The simulation's connector path covers one full-attention group (the P/D page's
+    # model); a hybrid model with a connector is refused with a message, not mis-simulated.
+    import pytest
+
+    from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
+    from sim.v1.engine import LLMEngine
+    from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
+
+    specs = attention_layer_specs(["full_attention", "sliding_attention"], 16, sliding_window=32)
+    config = make_kv_cache_config(20, specs, False)
+    with pytest.raises(ValueError, match="hybrid model"):
+        LLMEngine(CacheConfig(block_size=16, num_gpu_blocks=20), SchedulerConfig(),
+                  kv_cache_config=config,
+                  kv_transfer_config=KVTransferConfig(kv_connector="NixlConnector", engine_id="d",
+                                                      kv_role="kv_both"))
