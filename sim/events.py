@@ -294,3 +294,63 @@ class KVTransferFinished(NamedTuple):
 
 Event = (Event | WaitingForRemoteKVs | RemoteKVsReady | KVLoadFailed | BlocksHeld
          | KVTransferFinished)
+
+
+# -- V1's offloading connector (CPU tier, sim/v1/kv_connector/offloading_connector.py) --------
+
+class OffloadStoreJob(NamedTuple):
+    """V1 with CPU offloading: a store job, built after the step was scheduled: the GPU
+    blocks `gpu_blocks` of `request_id` (full once this step's forward pass is done) are
+    to be copied into CPU blocks `cpu_blocks`; the worker starts it at the next step.
+    `evicted`: hashes (short hex prefixes) of CPU blocks evicted to make room."""
+    request_id: str
+    job_id: int
+    gpu_blocks: tuple[int, ...]
+    cpu_blocks: tuple[int, ...]
+    evicted: tuple[str, ...]
+
+
+class OffloadStoreSkipped(NamedTuple):
+    """V1 with CPU offloading: the CPU tier could not take `num_blocks` new blocks of
+    `request_id` (every CPU block is being stored or loaded): they are not offloaded."""
+    request_id: str
+    num_blocks: int
+
+
+class OffloadLoadJob(NamedTuple):
+    """V1 with CPU offloading: `request_id` missed the GPU prefix cache beyond
+    `num_local_tokens` but `num_tokens` more are in the CPU tier: CPU blocks `cpu_blocks`
+    are loaded into its GPU blocks `gpu_blocks` (it waits in WAITING_FOR_REMOTE_KVS)."""
+    request_id: str
+    job_id: int
+    cpu_blocks: tuple[int, ...]
+    gpu_blocks: tuple[int, ...]
+    num_local_tokens: int
+    num_tokens: int
+
+
+class OffloadJobDone(NamedTuple):
+    """V1 with CPU offloading: the worker reported a transfer job complete (`kind` "store":
+    its CPU blocks can now be loaded; "load": its GPU blocks hold the KV)."""
+    request_id: str
+    job_id: int
+    kind: str
+
+
+class OffloadJobsFlushed(NamedTuple):
+    """V1 with CPU offloading: the worker must finish store jobs before the forward pass,
+    because their GPU blocks are about to change hands (`reason`: "preempted", "reused")."""
+    job_ids: tuple[int, ...]
+    reason: str
+
+
+class OffloadLookupDeferred(NamedTuple):
+    """V1 with CPU offloading: the connector cannot answer for `request_id` yet (`reason`:
+    "transfer in flight", its own store or load is not done; "being loaded", another
+    request is loading the same blocks); the scheduler asks again next step."""
+    request_id: str
+    reason: str
+
+
+Event = (Event | OffloadStoreJob | OffloadStoreSkipped | OffloadLoadJob | OffloadJobDone
+         | OffloadJobsFlushed | OffloadLookupDeferred)

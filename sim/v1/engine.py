@@ -58,7 +58,16 @@ Two loops, as in vLLM (`SchedulerConfig.async_scheduling`; None resolves as
   as vLLM's model runner does: metadata bound and loads started before, `get_finished` and
   the failed blocks after (a `KVConnectorOutput`); in the async loop, around each batch's
   forward pass when it is launched, the report travelling with that batch's output. The
-  synchronous `step()` is `begin_step()` then `finish_step()`, so a driver of two engines
+  offloading connector's worker side also flushes before the forward pass
+  (`handle_preemptions`) and reports its completed jobs (`build_connector_worker_meta`);
+  the engine builds that worker side itself, since it registers the KV caches (it gets
+  `gpu_cache`); `kv_connector_kwargs` go to the connectors the engine builds (a link, bytes
+  per block).
+- Time (an addition): `now_s`, seconds, starts at 0 and advances after each forward pass
+  by `step_time(scheduler_output)` when given (a cost model); connectors the engine builds
+  read it as their clock. Without `step_time` it stays 0 and the offloading connector's
+  transfers take one step each.
+- The synchronous `step()` is `begin_step()` then `finish_step()`, so a driver of two engines
   (sim/studies/disaggregated.py) can interleave them on one clock.
 """
 from __future__ import annotations
@@ -84,7 +93,8 @@ from sim.v1.async_scheduler import AsyncScheduler
 from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig, resolve_async_scheduling
 from sim.v1.kv_cache_interface import KVCacheConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
-from sim.v1.kv_connector import KVConnectorBase_V1
+from sim.v1.kv_connector import KVConnectorBase_V1, KVConnectorFactory, KVConnectorRole
+from sim.v1.kv_offload.snapshot import offload_snapshot
 from sim.v1.request import Request, RequestStatus
 from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
@@ -171,14 +181,19 @@ class LLMEngine:
                  kv_cache_config: KVCacheConfig | None = None,
                  kv_transfer_config: KVTransferConfig | None = None,
                  kv_connector: KVConnectorBase_V1 | None = None,
-                 kv_connector_worker: KVConnectorBase_V1 | None = None) -> None:
+                 kv_connector_worker: KVConnectorBase_V1 | None = None,
+                 kv_connector_kwargs: dict | None = None,
+                 step_time=None) -> None:
         """`kv_cache_config`: the KV cache groups of a hybrid model
         (`sim.v1.kv_cache_utils.make_kv_cache_config`); its `num_blocks` and block size
         must match `cache_config`. Default: one group of full attention.
         `kv_transfer_config` (or a scheduler-side `kv_connector` built already) turns on
         the scheduler's KV connector path; `kv_connector_worker` is the connector beside the
-        model runner (it needs the caller's transport, see sim/v1/kv_connector/nixl.py),
-        asked after every forward pass what finished."""
+        model runner, asked after every forward pass what finished: NIXL's needs the
+        caller's transport (sim/v1/kv_connector/nixl.py); a connector whose worker side
+        registers the KV caches (the offloading connector) is built by the engine.
+        `kv_connector_kwargs` go to the connectors the engine builds; `step_time` runs the
+        engine's clock (see the module docstring)."""
         self.cache_config = cache_config or CacheConfig()
         # VllmConfig's default: async scheduling unless something rules it out.
         self.scheduler_config = resolve_async_scheduling(scheduler_config or SchedulerConfig())
@@ -189,12 +204,24 @@ class LLMEngine:
         self.spec_acceptance_rate = spec_acceptance_rate
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
+        self.now_s = 0.0
+        self.step_time = step_time
+        connector_kwargs = dict(kv_connector_kwargs or {})
+        # Connectors read the engine's time only when it runs (step_time given).
+        clock = self.clock if step_time is not None else None
+        connector_cls = None
+        if kv_transfer_config is not None and kv_transfer_config.kv_connector is not None:
+            connector_cls = KVConnectorFactory.get_connector_class(
+                kv_transfer_config.kv_connector)
+            if kv_connector is None:
+                kv_connector = connector_cls(kv_transfer_config, KVConnectorRole.SCHEDULER,
+                                             self.cache_config, clock=clock,
+                                             **connector_kwargs)
         scheduler_cls = AsyncScheduler if self.async_scheduling else Scheduler
         self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events,
                                        kv_cache_config=kv_cache_config,
                                        kv_transfer_config=kv_transfer_config,
                                        connector=kv_connector)
-        self.kv_connector_worker = kv_connector_worker
         # With a KV connector, the tokens of each WAITING_FOR_REMOTE_KVS request whose KV
         # has landed (its transport counts them; the picture fills its blocks with them).
         self.kv_landed: dict[str, int] = {}
@@ -212,13 +239,25 @@ class LLMEngine:
                              self.kv_cache_manager.coordinator.single_type_managers]
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
-        # EngineCore builds the request block hasher only when prefix caching is on.
+        # EngineCore builds the request block hasher when prefix caching or a KV connector
+        # is on.
         self.none_hash = init_none_hash(sha256, cc.hash_seed)
         self.block_hasher = (get_request_block_hasher(cc.block_size, sha256, self.none_hash)
-                             if cc.enable_prefix_caching else None)
+                             if cc.enable_prefix_caching or kv_connector is not None
+                             else None)
         # The KV payload of every GPU slot (the stand-in for the KV cache tensors).
         self.gpu_cache: list[list[Slot]] = [[None] * cc.block_size
                                             for _ in range(cc.num_gpu_blocks)]
+        if kv_connector_worker is None and connector_cls is not None \
+                and hasattr(connector_cls, "register_kv_caches"):
+            kv_connector_worker = connector_cls(kv_transfer_config, KVConnectorRole.WORKER,
+                                                self.cache_config, clock=clock,
+                                                **connector_kwargs)
+            kv_connector_worker.register_kv_caches(self.gpu_cache)
+        self.kv_connector_worker = kv_connector_worker
+        if kv_connector_worker is not None and hasattr(kv_connector_worker, "kv_landed"):
+            # The offloading worker says which loads are still in flight (the picture).
+            kv_connector_worker.kv_landed = self.kv_landed
         self.step_index = 0
         # Every (child) request ever added, in order; parents of n > 1 requests.
         self.requests: dict[str, Request] = {}
@@ -342,10 +381,16 @@ class LLMEngine:
         flight)."""
         return bool(self.pending) or self.scheduler.has_requests() or bool(self.batch_queue)
 
-    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+    def reset_prefix_cache(self, reset_running_requests: bool = False,
+                           reset_connector: bool = False) -> bool:
         """Scheduler.reset_prefix_cache: empty the prefix cache (False while a request
-        holds blocks, unless `reset_running_requests` preempts them all first)."""
-        return self.scheduler.reset_prefix_cache(reset_running_requests)
+        holds blocks, unless `reset_running_requests` preempts them all first);
+        `reset_connector` empties the connector's cache too (the CPU tier)."""
+        return self.scheduler.reset_prefix_cache(reset_running_requests, reset_connector)
+
+    def clock(self) -> float:
+        """The engine's time in seconds (see the module docstring)."""
+        return self.now_s
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
@@ -387,9 +432,11 @@ class LLMEngine:
         scheduler_output = self.scheduler.schedule()
         worker = self.kv_connector_worker
         if worker is not None:
-            # The model runner binds the step's connector metadata and starts the loads
-            # before the forward pass.
-            worker.bind_connector_metadata(scheduler_output.kv_connector_metadata)
+            # The model runner flushes what it must, binds the step's connector metadata
+            # and starts the loads before the forward pass.
+            kv_connector_metadata = scheduler_output.kv_connector_metadata
+            worker.handle_preemptions(kv_connector_metadata)
+            worker.bind_connector_metadata(kv_connector_metadata)
             worker.start_load_kv()
         num_spec = self.scheduler_config.num_speculative_tokens
         # Without drafts every sampled token is kept, so the model pass lists them.
@@ -405,6 +452,8 @@ class LLMEngine:
         update_from_output and the step's record."""
         step, scheduler_output, model_runner_output, tokens, prefill_req_ids = inflight
         events = self._events
+        if self.step_time is not None:
+            self.now_s += self.step_time(scheduler_output)
         worker = self.kv_connector_worker
         if worker is not None:
             model_runner_output.kv_connector_output = self._kv_connector_output(
@@ -554,6 +603,8 @@ class LLMEngine:
             runner.pop(rid, None)
         worker = self.kv_connector_worker
         if worker is not None:
+            # Flushes first (handle_preemptions), then the metadata and the loads.
+            worker.handle_preemptions(scheduler_output.kv_connector_metadata)
             worker.bind_connector_metadata(scheduler_output.kv_connector_metadata)
             worker.start_load_kv()
         requests = self.requests
@@ -609,6 +660,8 @@ class LLMEngine:
             sampled[rid] = (num_tokens, token_id, logprob)
         model_runner_output = ModelRunnerOutput(
             req_ids, {rid: i for i, rid in enumerate(req_ids)}, sampled_token_ids)
+        if self.step_time is not None:
+            self.now_s += self.step_time(scheduler_output)
         if worker is not None:
             # After this batch's forward pass: what finished, reported with its output.
             model_runner_output.kv_connector_output = self._kv_connector_output(
@@ -623,7 +676,8 @@ class LLMEngine:
         finished_sending, finished_recving = worker.get_finished(
             scheduler_output.finished_req_ids)
         output = KVConnectorOutput(finished_sending or set(), finished_recving or set(),
-                                   worker.get_block_ids_with_load_errors())
+                                   worker.get_block_ids_with_load_errors(),
+                                   worker.build_connector_worker_meta())
         worker.clear_connector_metadata()
         return output
 
@@ -775,8 +829,14 @@ class LLMEngine:
         return taken
 
     def snapshot(self, with_slots: bool = True) -> dict:
-        """A JSON-ready copy of the state (see sim/v1/snapshot.py)."""
-        return engine_snapshot(self, with_slots)
+        """A JSON-ready copy of the state (see sim/v1/snapshot.py; with the offloading
+        connector, "cpu_tier" too: sim/v1/kv_offload/snapshot.py)."""
+        snap = engine_snapshot(self, with_slots)
+        if self.scheduler.connector is not None:
+            cpu_tier = offload_snapshot(self, with_slots)
+            if cpu_tier is not None:
+                snap["cpu_tier"] = cpu_tier
+        return snap
 
     def run(self, max_steps: int = 100_000) -> list[StepOutput]:
         """Step until every request has finished (or max_steps)."""

@@ -29,6 +29,9 @@
   synchronous loop); its cached blocks cover only tokens whose value the scheduler knows
   and whose KV is computed; the worker's copy of a running request's tokens is the
   scheduler's tokens followed by the ones in flight.
+
+With the offloading connector, sim/v1/kv_offload/invariants.py's checks run too (the CPU
+tier, its payloads against the GPU's, its jobs).
 """
 from __future__ import annotations
 
@@ -38,9 +41,13 @@ from sim.v1.request import RequestStatus
 
 def check_engine(engine) -> list[str]:
     """Every violated invariant, as a sentence; an empty list when all hold."""
-    return (check_free_queue(engine.block_pool) + check_ref_counts(engine)
-            + check_hash_map(engine.block_pool) + check_requests(engine)
-            + check_windows(engine) + check_payloads(engine) + check_in_flight(engine))
+    problems = (check_free_queue(engine.block_pool) + check_ref_counts(engine)
+                + check_hash_map(engine.block_pool) + check_requests(engine)
+                + check_windows(engine) + check_payloads(engine) + check_in_flight(engine))
+    if engine.scheduler.connector is not None:
+        from sim.v1.kv_offload.invariants import check_offloading
+        problems += check_offloading(engine)
+    return problems
 
 
 def _managers(engine):

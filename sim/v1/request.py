@@ -129,8 +129,10 @@ class Request:
         self.num_cached_tokens = -1        # the prefix hit at first admission
         self.num_preemptions = 0
         self.is_prefill_chunk = False
-        # Set when prompt logprobs are requested (not simulated).
-        self.skip_reading_prefix_cache = False
+        # vLLM: sampling_params.skip_reading_prefix_cache when set (it is set for prompt
+        # logprobs, which are not simulated), else False.
+        self.skip_reading_prefix_cache = bool(
+            getattr(sampling_params, "skip_reading_prefix_cache", None) or False)
         self.block_hashes: list[BlockHash] = []
         self._block_hasher = block_hasher
         # How many tokens the hashes cover (len(block_hashes) * block_size): lets

@@ -226,10 +226,13 @@ class KVConnectorOutput:
     finished_sending: set[str] | None = None
     finished_recving: set[str] | None = None
     invalid_block_ids: set[int] = field(default_factory=set)
+    # What the connector's worker side tells its scheduler side
+    # (`build_connector_worker_meta`: e.g. the offloading connector's completed jobs).
+    kv_connector_worker_meta: object = None
 
     def is_empty(self) -> bool:
         return (not self.finished_sending and not self.finished_recving
-                and not self.invalid_block_ids)
+                and not self.invalid_block_ids and not self.kv_connector_worker_meta)
 
 
 @dataclass(slots=True)
@@ -415,11 +418,13 @@ class Scheduler(KVConnectorSchedulerMixin):
         return (self.has_unfinished_requests() or self.has_finished_requests()
                 or (self.connector is not None and self.connector.has_pending_push_work()))
 
-    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+    def reset_prefix_cache(self, reset_running_requests: bool = False,
+                           reset_connector: bool = False) -> bool:
         """Empty the prefix cache; it fails (False) while any request holds blocks, unless
         `reset_running_requests` preempts every running request first (last first, so
         they come back in order). Tokens in flight for them (async scheduling) are then
-        stale: `async_tokens_to_discard` drops them when their output comes back."""
+        stale: `async_tokens_to_discard` drops them when their output comes back.
+        `reset_connector` also empties the connector's cache (the CPU tier)."""
         if reset_running_requests:
             while self.running:
                 request = self.running.pop()
@@ -433,7 +438,14 @@ class Scheduler(KVConnectorSchedulerMixin):
         if reset_running_requests and not reset_successful:
             raise RuntimeError("Failed to reset KV cache even when all the running requests "
                                "are preempted and moved to the waiting queue.")
+        if reset_connector:
+            reset_successful = self.reset_connector_cache() and reset_successful
         return reset_successful
+
+    def reset_connector_cache(self) -> bool:
+        if self.connector is None:
+            return True
+        return self.connector.reset_cache() is not False
 
     # -- one step's plan -------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:

@@ -69,6 +69,9 @@ class KVConnectorSchedulerMixin:
                 self.recompute_kv_load_failures = (
                     kv_transfer_config.kv_load_failure_policy == "recompute")
             connector.bind_gpu_block_pool(self.kv_cache_manager.block_pool)
+            if hasattr(connector, "events"):
+                # A connector that records events writes them into the step's list.
+                connector.events = self.events
         # Requests whose asynchronous load finished (promoted at the next schedule()),
         # and those of them whose load failed.
         self.finished_recving_kv_req_ids: set[str] = set()

@@ -166,6 +166,40 @@ def test_a_bad_request_says_the_format(capsys, text):
     assert code == 2 and "error: request" in err
 
 
+# -- V1 with a CPU tier (--cpu-offload-blocks) -----------------------------------------------
+def test_v1_cpu_offload_blocks_store_then_load_a_preempted_request(capsys):
+    code, out, _ = run(["--engine", "v1", "--gpu-blocks", "9", "--cpu-offload-blocks", "16",
+                        "--request", "A:8:6", "--request", "B:8:6", "--request", "C:8:6"],
+                       capsys)
+    assert code == 0
+    assert "- store job 2 for C: gpu 5,6 -> cpu 4,5" in out
+    assert "- preempt C by recompute (nobody else is left to preempt)" in out
+    assert "- flush job 2 (preempted)" in out
+    assert "- load job 3 for C: 8 tokens after 0 cached on the GPU, cpu 4,5 -> gpu 5,6" in out
+    assert "- C loaded: 8 tokens computed" in out
+    assert "cpu     6/16 used c0#" in out
+    assert "# CPU tier: 0 of 24 tokens looked up beyond the GPU hit were loaded (3 lookups); " \
+           "after preemption 8 of 9" in out
+
+
+def test_v1_cpu_offload_generated_blocks_and_bad_input(capsys):
+    code, out, _ = run(["--engine", "v1", "--gpu-blocks", "9", "--cpu-offload-blocks", "16",
+                        "--offload-generated", "--request", "A:8:6"], capsys)
+    # the generated tokens' full block (positions 8-11) is stored too
+    assert code == 0 and "store job 1 for A: gpu 3 -> cpu 2" in out
+    code, _, err = run(["--engine", "v1", "--cpu-offload-blocks", "-1", "--request", "A:8:6"],
+                       capsys)
+    assert code == 2 and "--cpu-offload-blocks: a whole number" in err
+
+
+def test_the_readme_cpu_offload_command_runs(capsys):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "--cpu-offload-blocks 16" in ln)
+    code, out, _ = run(line.split("-m sim", 1)[1].split(), capsys)
+    assert code == 0 and "load job 3 for C" in out
+
+
 def test_v1_hybrid_model_prints_every_group_and_the_window(capsys):
     """The design doc's example: 1 full : 2 sliding (window 32), block size 16."""
     assert main(["--engine", "v1", "--block-size", "16", "--gpu-blocks", "18",
