@@ -21,31 +21,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.perf.links import Link
+
 
 @dataclass(frozen=True, slots=True)
-class HostLink:
-    name: str
-    bandwidth: float              # bytes/s, one direction, effective
-    line_rate: float              # bytes/s, one direction, datasheet
-    latency_s: float = 0.0
-    source: str = ""
+class HostLink(Link):
+    """A link between the GPU and host memory: `bandwidth` is the effective rate copies
+    reach, `line_rate` the datasheet's (one direction); `transfer_time` is Link's."""
+    line_rate: float = 0.0        # bytes/s, one direction, datasheet
 
     def __post_init__(self) -> None:
-        if not self.bandwidth > 0 or not self.line_rate > 0:
-            raise ValueError(f"{self.name}: bandwidth must be positive")
-        if not self.latency_s >= 0:
-            raise ValueError(f"{self.name}: latency_s must not be negative")
-
-    def transfer_time(self, num_bytes: int) -> float:
-        """Seconds to copy `num_bytes` one way (latency + bytes / bandwidth)."""
-        if num_bytes < 0:
-            raise ValueError("num_bytes must not be negative")
-        return self.latency_s + num_bytes / self.bandwidth
+        Link.__post_init__(self)
+        if not self.line_rate > 0:
+            raise ValueError(f"{self.name}: line_rate must be positive")
 
 
 PCIE: dict[str, HostLink] = {
     "h200": HostLink(
-        "PCIe Gen5 x16 (H200), measured", 52.6e9, 64e9,
+        "PCIe Gen5 x16 (H200), measured", 52.6e9, line_rate=64e9,
         source="effective: measured on an NVIDIA H200, GPU to pinned CPU memory, bulk "
                "copies (data/h200-swap-vs-recompute.json, median of 18); line rate: NVIDIA "
                "H200 Tensor Core GPU datasheet (PCIe Gen5: 128 GB/s both directions)"),

@@ -24,12 +24,14 @@ def test_transfer_time_of_a_block():
     block = cache_block_size(get_model("llama-3-8b"), 16, "bf16")
     assert block == 2 * 1024 * 1024                        # 2 MiB: 16 tokens x 128 KiB
     assert PCIE["h200"].transfer_time(block) == pytest.approx(2 * 2**20 / 52.6e9)
-    assert HostLink("x", 1e9, 1e9, latency_s=1e-6).transfer_time(0) == 1e-6
+    assert HostLink("x", 1e9, latency_s=1e-6, line_rate=1e9).transfer_time(0) == 1e-6
 
 
 def test_bad_input():
     with pytest.raises(ValueError, match="bandwidth"):
-        HostLink("x", 0, 1)
+        HostLink("x", 0, line_rate=1)
+    with pytest.raises(ValueError, match="line_rate"):
+        HostLink("x", 1, line_rate=0)
     with pytest.raises(ValueError, match="valid: h200"):
         get_host_link("h100")
     with pytest.raises(ValueError, match="negative"):
