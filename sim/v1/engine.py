@@ -213,6 +213,11 @@ class LLMEngine:
         if kv_transfer_config is not None and kv_transfer_config.kv_connector is not None:
             connector_cls = KVConnectorFactory.get_connector_class(
                 kv_transfer_config.kv_connector)
+            if kv_cache_config is not None \
+                    and getattr(connector_cls, "simulates_kv_cache_groups", False):
+                # vLLM hands every connector the KVCacheConfig; here only those that
+                # model its groups (the offloading connector) take it.
+                connector_kwargs.setdefault("kv_cache_config", kv_cache_config)
             if kv_connector is None:
                 kv_connector = connector_cls(kv_transfer_config, KVConnectorRole.SCHEDULER,
                                              self.cache_config, clock=clock,

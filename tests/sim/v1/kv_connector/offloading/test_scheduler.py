@@ -31,6 +31,7 @@ from offloading_utils import (
     to_keys,
 )
 
+from sim.v1.kv_cache_interface import FullAttentionSpec, KVCacheGroupSpec, SlidingWindowSpec
 from sim.v1.kv_connector.offloading.scheduler import OffloadingConnectorScheduler
 from sim.v1.kv_offload.base import LookupResult, ReqContext, get_offload_block_hash
 from sim.v1.request import RequestStatus
@@ -521,3 +522,194 @@ class TestMaximalPrefixLookup:
         s = self.sched({1: self.R, 2: self.M, 3: self.H})
         assert s._maximal_prefix_lookup(to_keys([1, 2, 3]), self.CTX) is None
         assert s.manager.lookup.call_count == 2
+
+
+class TestSlidingWindowLookup:
+    sched = staticmethod(TestMaximalPrefixLookup.sched)
+    CTX = TestMaximalPrefixLookup.CTX
+    H, P, R, M = TestMaximalPrefixLookup.H, TestMaximalPrefixLookup.P, \
+        TestMaximalPrefixLookup.R, TestMaximalPrefixLookup.M
+
+    def test_all_hit_exact_window(self):
+        assert self.sched({1: self.H, 2: self.H})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) == 2
+
+    def test_all_miss(self):
+        assert self.sched({})._sliding_window_lookup(to_keys([1, 2, 3]), 1, self.CTX) == 0
+
+    def test_window_at_end(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 2, self.CTX) == 3
+
+    def test_window_in_middle(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4]), 2, self.CTX) == 3
+
+    def test_no_full_window_falls_back_to_prefix(self):
+        assert self.sched({1: self.H, 2: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 3, self.CTX) == 2
+
+    def test_single_block_window(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 1, self.CTX) == 3
+
+    def test_gap_resets_consecutive(self):
+        # [1, 2, 3, 0, 4]: the gap at 0 resets the run; a window of 2 is found at [2, 3]
+        assert self.sched({2: self.H, 3: self.H, 4: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 0, 4]), 2, self.CTX) == 3
+
+    def test_window_prefers_rightmost(self):
+        # two windows, [1, 2] and [4, 5]: the scan from the right finds [4, 5] first
+        assert self.sched({1: self.H, 2: self.H, 4: self.H, 5: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4, 5]), 2, self.CTX) == 5
+
+    def test_prefix_fallback_with_gap(self):
+        # no run of 4 (a gap at 1): what is left is the leading hit
+        assert self.sched({2: self.H, 3: self.H, 4: self.H, 5: self.H})._sliding_window_lookup(
+            to_keys([2, 1, 3, 4, 5]), 4, self.CTX) == 1
+
+    def test_empty(self):
+        assert self.sched({})._sliding_window_lookup([], 1, self.CTX) == 0
+
+    def test_retry_defers(self):
+        assert self.sched({1: self.H, 2: self.R})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) is None
+
+    def test_retry_with_full_window_still_defers(self):
+        # right to left: 4 (HIT), 3 (RETRY) resets, 2 and 1 (HIT) make a window; deferred
+        assert self.sched({1: self.H, 2: self.H, 3: self.R, 4: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4]), 2, self.CTX) is None
+
+    def test_hit_pending_counts_as_hit(self):
+        assert self.sched({1: self.H, 2: self.P})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) is None
+
+    def test_hit_pending_does_not_break_streak(self):
+        s = self.sched({1: self.H, 2: self.P, 3: self.H})
+        assert s._sliding_window_lookup(to_keys([1, 2, 3]), 3, self.CTX) is None
+        # the run of 3 was found: every key was looked up
+        assert s.manager.lookup.call_count == 3
+
+
+def full_and_sliding_window_groups(block_size=4, sliding_window=8):
+    """vLLM's tests' two groups: one full-attention layer, one sliding-window layer."""
+    return [KVCacheGroupSpec(["layer0"], FullAttentionSpec(
+                block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32")),
+            KVCacheGroupSpec(["layer1"], SlidingWindowSpec(
+                block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32",
+                sliding_window=sliding_window))]
+
+
+def touch_sizes(runner) -> list[int]:
+    return [len(call[0][0]) for call in runner.manager.touch.call_args_list]
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_two_groups_full_and_sliding_window(async_scheduling):
+    block_size = 4
+    # sliding_window=8 -> 2 offloaded blocks (block_size_factor=1)
+    runner = make_runner(block_size=block_size, block_size_factor=1,
+                         async_scheduling=async_scheduling,
+                         kv_cache_groups=full_and_sliding_window_groups(block_size, 8))
+    kv_group_configs = runner.connector_scheduler.config.kv_group_configs
+    assert len(kv_group_configs) == 2
+    assert kv_group_configs[0].sliding_window_size_in_blocks is None
+    assert kv_group_configs[1].sliding_window_size_in_blocks == 2
+
+    # Blocks [0, 1, 2] miss
+    runner.new_request(token_ids=[0] * block_size * 3)
+    store_keys(runner)
+    runner.run(decoded_tokens=[0])
+    # touched by get_num_new_matched_tokens (2 groups) and by the store (2 groups)
+    assert touch_sizes(runner) == [3, 3, 3, 3]
+
+    # store 3 more blocks
+    store_keys(runner)
+    runner.run(decoded_tokens=[0] * (block_size * 3 + 2), expected_stored=(0, 1, 2, 3, 4, 5))
+    # touched by each of the 3 stores, once for each group
+    assert runner.manager.touch.call_count == 6
+
+    runner.run(decoded_tokens=[EOS_TOKEN_ID])
+    runner.scheduler.reset_prefix_cache()
+
+    # full 3 blocks hit [0, 1, 2] (vLLM forces the hits; they are in the CPU tier)
+    runner.new_request(token_ids=[0] * (block_size * 3 + 1))
+    runner.run(decoded_tokens=[EOS_TOKEN_ID],
+               # full attention: the prefix, blocks 0, 1, 2; the sliding window (2
+               # blocks): the last 2 only
+               expected_loaded=((0, 0), (0, 1), (0, 2), (1, 1), (1, 2)))
+    # one touch in get_num_new_matched_tokens x 2 groups
+    assert touch_sizes(runner) == [3, 2]
+
+    # 3 blocks hit on the GPU [0, 1, 2], 1 block loaded [3]
+    runner.new_request(token_ids=[0] * (block_size * 4 + 1))
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_loaded=((0, 3), (1, 3)))
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_stale_sliding_window_block_after_prepare_store_failure(async_scheduling):
+    """While stores fail, the window frees the request's first blocks and the pool (4
+    blocks) hands them straight back to the same request: on retry the stale block ids
+    are skipped, not stored under the wrong keys."""
+    block_size = 4
+    groups = [KVCacheGroupSpec(["layer0"], SlidingWindowSpec(
+        block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32",
+        sliding_window=8))]
+    runner = make_runner(block_size=block_size, num_gpu_blocks=4, block_size_factor=1,
+                         async_scheduling=async_scheduling, kv_cache_groups=groups)
+    runner.new_request(token_ids=[0] * block_size * 3)
+
+    # prepare_store fails: offloading is delayed (next_stored_block_idx stays 0)
+    runner.manager.prepare_store.side_effect = lambda keys, req_context: None
+    runner.run(decoded_tokens=[0])
+    runner.manager.prepare_store.assert_called()
+
+    # block 3 is allocated; the window frees block 0, which is reused at once; still failing
+    runner.manager.prepare_store.side_effect = lambda keys, req_context: None
+    runner.run(decoded_tokens=[0] * block_size)
+
+    # now it succeeds: the stale positions (0 and 1) are zeroed, only 2 and 3 are stored
+    store_keys(runner)
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(2, 3))
+
+
+def test_request_finished_mixed_full_attn_and_sliding_window():
+    """One store job with both kinds of block: the sliding-window ones are fenced from
+    the job's creation, the full-attention ones when the request finishes."""
+    block_size = 4
+    # 4 GPU blocks (2 per group), so the second run reuses them and flushes the old job
+    runner = make_runner(block_size=block_size, num_gpu_blocks=4, block_size_factor=1,
+                         async_scheduling=False,
+                         kv_cache_groups=full_and_sliding_window_groups(block_size, 8))
+    runner.new_request(token_ids=[0] * block_size)
+    store_keys(runner)
+    fence_snapshots: list[dict] = []
+    sw_block_ids: set[int] = set()
+    non_sw_block_ids: set[int] = set()
+
+    def capture_fence():
+        fence_snapshots.append(dict(runner.connector_scheduler._block_id_to_pending_jobs))
+        for js in runner.connector_scheduler._jobs.values():
+            if js.is_store:
+                sw_block_ids.update(js.sliding_window_block_ids or [])
+                non_sw_block_ids.update(js.non_sliding_window_block_ids or [])
+
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], complete_transfers=False,
+               post_step_fn=capture_fence)
+    assert sw_block_ids, "No SW blocks in store job"
+    assert non_sw_block_ids, "No non-SW blocks in store job"
+    assert any(all(b in fence for b in sw_block_ids)
+               and all(b in fence for b in non_sw_block_ids) for fence in fence_snapshots)
+
+    runner.scheduler.reset_prefix_cache()
+    runner.new_request(token_ids=[0] * block_size)
+    store_keys(runner)
+    # The new request's sliding-window block is one of the old job's: the job is flushed.
+    # vLLM's mock also stores the new request's blocks again ((0, 0) and (1, 0)); the real
+    # manager has their keys already, so the only store completed is the flushed one,
+    # whose two GPU blocks both read (1, 0) now (one reused there, one last seen there):
+    # real manager
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=((1, 0),),
+               expected_flushed=((1, 0),))
+    assert runner.connector_scheduler._block_id_to_pending_jobs == {}
+    assert len(runner.connector_scheduler._jobs) == 0
