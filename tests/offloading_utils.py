@@ -42,8 +42,8 @@ from sim.v1.kv_offload.cpu.spec import CPUOffloadingSpec
 from sim.v1.request import Request
 from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler
 
-__all__ = ["EOS_TOKEN_ID", "RequestRunner", "SpyManager", "generate_store_output",
-           "to_key", "to_keys"]
+__all__ = ["EOS_TOKEN_ID", "RequestRunner", "SamplingParams", "SpyManager",
+           "generate_store_output", "to_key", "to_keys"]
 
 
 def to_key(int_hash: int) -> OffloadKey:

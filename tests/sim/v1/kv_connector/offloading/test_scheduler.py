@@ -8,16 +8,29 @@ Where vLLM mocks the manager, the simulation's real `CPUOffloadingManager` answe
 It gives vLLM's forced answers by itself in most places (the lookups vLLM forces with
 `_maximal_prefix_lookup = lambda ...: n` hit for real here, so the override is dropped);
 where a test forces an answer a real CPU tier would not give on its own (a failed or a
-partial store), the same answer is forced through the real manager. Two expectations
-differ, each marked "real manager": a block already in the CPU tier is not stored again
-(the mock's `generate_store_output(keys)` stores it twice). The cases vLLM runs with both
+partial store), the same answer is forced through the real manager. Where an expectation
+differs it is marked "real manager", always for one reason: a block already in the CPU
+tier is not stored again (the mock's `generate_store_output(keys)` stores it twice). The cases vLLM runs with both
 schedulers run with both here too (`async_scheduling`).
-Left out: the sliding-window, mixed-group, EAGLE and KV-event cases (one full-attention
-group is simulated), `test_request_level_policy_stores_all_blocks` (the CPU manager never
-asks for the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a
-load of a block whose store is still in flight; the real manager answers HIT_PENDING and
-the request waits instead, so that path cannot arise; the fence itself is the same set of
-blocks allocated in the step, tested through `_build_store_jobs`) and the async-only
+
+Hybrid models (full attention + sliding window, `kv_cache_groups`, as vLLM's runner takes
+them): `test_two_groups_full_and_sliding_window`, `TestSlidingWindowLookup`,
+`test_stale_sliding_window_block_after_prepare_store_failure` and
+`test_request_finished_mixed_full_attn_and_sliding_window` run through the runner.
+`test_swa_alignment_skip` needs two block sizes (16 for full attention, 4 for the window),
+which the simulation's KV cache manager does not hold (one block size for every group,
+sim/v1/kv_cache_coordinator.py): its scheduler side is driven directly with the block
+tables the manager would hand out, the same configs, stores and loads asserted.
+
+Left out: `test_two_groups_different_block_sizes` (two full-attention groups of block
+sizes 12 and 16: the simulation's KV cache manager refuses groups of different block sizes,
+and with equal ones the case has nothing left to test), the EAGLE cases (`TestEagle`: the
+simulation marks no group as EAGLE's) and the KV-event cases (`take_events` yields
+nothing), `test_request_level_policy_stores_all_blocks` (the CPU manager never asks for
+the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a load of a
+block whose store is still in flight; the real manager answers HIT_PENDING and the request
+waits instead, so that path cannot arise; the fence itself is the same set of blocks
+allocated in the step, tested through `_build_store_jobs`) and the async-only
 `test_async_preempt_readmit_before_transfer_output_is_deferred`.
 """
 from types import SimpleNamespace
@@ -26,15 +39,26 @@ import pytest
 from offloading_utils import (
     EOS_TOKEN_ID,
     RequestRunner,
+    SamplingParams,
     SpyManager,
     generate_store_output,
     to_keys,
 )
 
-from sim.v1.kv_cache_interface import FullAttentionSpec, KVCacheGroupSpec, SlidingWindowSpec
+from sim.v1.config import CacheConfig, KVTransferConfig
+from sim.v1.kv_cache_interface import (
+    FullAttentionSpec,
+    KVCacheConfig,
+    KVCacheGroupSpec,
+    SlidingWindowSpec,
+)
+from sim.v1.kv_cache_manager import KVCacheBlocks
+from sim.v1.kv_cache_utils import KVCacheBlock, get_request_block_hasher, sha256
+from sim.v1.kv_connector.offloading.common import OffloadingWorkerMetadata
 from sim.v1.kv_connector.offloading.scheduler import OffloadingConnectorScheduler
 from sim.v1.kv_offload.base import LookupResult, ReqContext, get_offload_block_hash
-from sim.v1.request import RequestStatus
+from sim.v1.kv_offload.cpu.spec import CPUOffloadingSpec
+from sim.v1.request import Request, RequestStatus
 
 BLOCK_SIZE = 4
 FACTOR = 3
@@ -713,3 +737,95 @@ def test_request_finished_mixed_full_attn_and_sliding_window():
                expected_flushed=((1, 0),))
     assert runner.connector_scheduler._block_id_to_pending_jobs == {}
     assert len(runner.connector_scheduler._jobs) == 0
+
+
+def test_swa_alignment_skip():
+    """Sliding-window blocks no load can reach are not stored (DeepSeek V4-like: the
+    sliding-window group's blocks are much smaller than the full-attention group's).
+
+    Group 0: full attention, block size 16; group 1: sliding window, block size 4,
+    window 8. alignment_block_count = 16 / 4 = 4 sliding-window blocks per aligned
+    segment, sliding_window_size_in_blocks = 2: of each segment only the last 2 are
+    stored. 32 tokens: group 0 stores blocks 0, 1; group 1 stores 2, 3, 6, 7.
+
+    The simulation's KV cache manager has one block size for every group (vLLM's runner
+    runs the scheduler with both), so the scheduler side is driven directly, with the
+    calls the scheduler makes and the block tables its KV cache manager would hand out;
+    the real CPU manager answers. vLLM's `async_scheduling` parameter changes nothing
+    here (no scheduler), so the case runs once."""
+    full_attn_block_size, swa_block_size = 16, 4
+    groups = [
+        KVCacheGroupSpec(["layer0"], FullAttentionSpec(
+            block_size=full_attn_block_size, num_kv_heads=1, head_size=1, dtype="float32")),
+        KVCacheGroupSpec(["layer1"], SlidingWindowSpec(
+            block_size=swa_block_size, num_kv_heads=1, head_size=1, dtype="float32",
+            sliding_window=8))]
+    spec = CPUOffloadingSpec(
+        KVTransferConfig(kv_connector="OffloadingConnector", kv_role="kv_both",
+                         kv_connector_extra_config={"num_cpu_blocks": 100,
+                                                    "offload_prompt_only": False}),
+        CacheConfig(block_size=swa_block_size, num_gpu_blocks=200),
+        kv_cache_config=KVCacheConfig(num_blocks=200, kv_cache_groups=groups))
+    sched = OffloadingConnectorScheduler(spec)
+
+    kv_group_configs = sched.config.kv_group_configs
+    assert len(kv_group_configs) == 2
+    # group 0: full attention, no alignment skip
+    assert kv_group_configs[0].alignment_block_count is None
+    assert kv_group_configs[0].sliding_window_size_in_blocks is None
+    assert kv_group_configs[0].offloaded_block_size == full_attn_block_size
+    # group 1: sliding window, alignment_block_count = 16 / 4 = 4, tail = 2
+    assert kv_group_configs[1].alignment_block_count == 4
+    assert kv_group_configs[1].sliding_window_size_in_blocks == 2
+    assert kv_group_configs[1].offloaded_block_size == swa_block_size
+
+    hasher = get_request_block_hasher(swa_block_size, sha256)
+
+    def new_request(req_id, token_ids):
+        req = Request(req_id, token_ids, SamplingParams(), EOS_TOKEN_ID,
+                      block_hasher=hasher, block_size=swa_block_size)
+        sched.on_new_request(req)
+        return req
+
+    def scheduler_output(req, block_ids, num_tokens):
+        return SimpleNamespace(
+            scheduled_new_reqs=[SimpleNamespace(req_id=req.request_id, block_ids=block_ids)],
+            scheduled_cached_reqs=SimpleNamespace(req_ids=[], new_block_ids=[],
+                                                  resumed_req_ids=set()),
+            num_scheduled_tokens={req.request_id: num_tokens}, preempted_req_ids=set())
+
+    # 32 tokens = 2 full-attention blocks = 8 sliding-window blocks, all computed in one
+    # step (its window drops nothing before the step).
+    req = new_request("0", [0] * 32)
+    assert sched.get_num_new_matched_tokens(req, 0) == (0, False)
+    full_ids, swa_ids = [101, 102], list(range(111, 119))
+    where = {b: (0, i) for i, b in enumerate(full_ids)} | {
+        b: (1, i) for i, b in enumerate(swa_ids)}
+    meta = sched.build_connector_meta(scheduler_output(req, (full_ids, swa_ids), 32))
+    ((store_id, store),) = meta.store_jobs.items()
+    stored = [where[b] for b in store.src_spec.block_ids]
+    # segment 0 (blocks 0-3): skip 0, 1; segment 1 (blocks 4-7): skip 4, 5
+    assert stored == [(0, 0), (0, 1), (1, 2), (1, 3), (1, 6), (1, 7)]
+    cpu_block_of = dict(zip(stored, store.dst_spec.block_ids))
+    sched.update_connector_output(SimpleNamespace(
+        kv_connector_worker_meta=OffloadingWorkerMetadata(completed_jobs={store_id: 1})))
+
+    # The loads still find the stored sliding-window blocks: a 33-token request (vLLM
+    # forces the full-attention hit; here the blocks are in the CPU tier) hits 32 tokens.
+    req = new_request("1", [0] * 32 + [1])
+    assert sched.get_num_new_matched_tokens(req, 0) == (32, True)
+    null = KVCacheBlock(0)
+    null.is_null = True
+    # The KV cache manager's tables for 32 external tokens: the window's 6 first blocks
+    # are the null block.
+    full_blocks = [KVCacheBlock(201), KVCacheBlock(202)]
+    swa_blocks = [null] * 6 + [KVCacheBlock(211), KVCacheBlock(212)]
+    sched.update_state_after_alloc(req, KVCacheBlocks((full_blocks, swa_blocks)), 32)
+    meta = sched.build_connector_meta(scheduler_output(
+        req, ([201, 202], [0] * 6 + [211, 212]), 0))
+    ((load_id, load),) = meta.load_jobs.items()
+    assert load.dst_spec.block_ids == [201, 202, 211, 212]
+    # group 0 blocks 0, 1 and group 1 blocks 6, 7, from where they were stored
+    assert load.src_spec.block_ids == [cpu_block_of[b]
+                                       for b in ((0, 0), (0, 1), (1, 6), (1, 7))]
+    assert not meta.store_jobs
