@@ -10,8 +10,8 @@ It gives vLLM's forced answers by itself in most places (the lookups vLLM forces
 where a test forces an answer a real CPU tier would not give on its own (a failed or a
 partial store), the same answer is forced through the real manager. Where an expectation
 differs it is marked "real manager", always for one reason: a block already in the CPU
-tier is not stored again (the mock's `generate_store_output(keys)` stores it twice). The cases vLLM runs with both
-schedulers run with both here too (`async_scheduling`).
+tier is not stored again (the mock's `generate_store_output(keys)` stores it twice). The
+cases vLLM runs with both schedulers run with both here too (`async_scheduling`).
 
 Hybrid models (full attention + sliding window, `kv_cache_groups`, as vLLM's runner takes
 them): `test_two_groups_full_and_sliding_window`, `TestSlidingWindowLookup`,
