@@ -42,6 +42,9 @@ needed). A sliding-window group touches only the blocks a later hit can need, st
 its null blocks and (`alignment_block_count`) blocks no aligned load can reach, its
 block ids freed by the window and handed out again are zeroed (stale), and its stores
 are fenced from the start (the window frees their blocks before the request finishes).
+`alignment_block_count` applies only when the sliding-window group's blocks are smaller
+than the full-attention group's; the simulation's KV cache manager gives every group one
+block size, so in the engine it is always None (tests drive it on this side alone).
 
 Left out: Mamba groups (not simulated: `resolve_mamba_align_size`), EAGLE groups (the
 volatile last block; the simulation marks no group as EAGLE's), KV events (`take_events`
