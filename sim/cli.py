@@ -25,7 +25,9 @@ Hybrid models (V1): `--model gpt-oss-20b` takes a preset's layer types and slidi
 (sim/perf/models.py), `--sliding-window N --sliding-per-full K` a pattern of one
 full-attention layer and K sliding-window layers of N tokens; each KV cache group's table is
 printed (G0, G1, ...; g0 is the null block where a block left the window).
-`--disable-hybrid-kv-cache-manager` keeps every layer as full attention.
+`--disable-hybrid-kv-cache-manager` keeps every layer as full attention. With
+`--cpu-offload-blocks` every group's blocks are offloaded (a CPU block names its group,
+`c6#d349/G1`) and a sliding-window group loads only the blocks its window needs.
 
     python -m sim --engine v1 --block-size 16 --gpu-blocks 18 --max-num-batched-tokens 16 \
         --sliding-window 32 --sliding-per-full 2 --request A:112:4
@@ -295,7 +297,9 @@ def format_step_v1(engine, out) -> str:
                  f"still cached)  free queue {gpu['free_order']}")
     cpu = snap.get("cpu_tier")
     if cpu is not None:
-        held = [f"c{i}#{b['hash'][:4]}{'' if b['state'] == 'ready' else '(' + b['state'] + ')'}"
+        # A hybrid model's blocks name their KV cache group (/G1).
+        held = [f"c{i}#{b['hash'][:4]}{'/G' + str(b['group']) if 'group' in b else ''}"
+                f"{'' if b['state'] == 'ready' else '(' + b['state'] + ')'}"
                 for i, b in enumerate(cpu["blocks"]) if b["state"] != "free"]
         lines.append(f"  cpu     {cpu['num_blocks'] - cpu['num_free']}/{cpu['num_blocks']} "
                      f"used {' '.join(held)}")

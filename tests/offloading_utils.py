@@ -10,7 +10,10 @@ call (`call_count`, `call_args`, `assert_called`, ...) and lets a test replace o
 answer (`side_effect`), as the mock does, where vLLM's test forces an answer (a failed
 store, say). The worker is a recording fake, as in vLLM (`MockOffloadingWorker`): it
 completes jobs when the runner says so. `async_scheduling=True` runs the `AsyncScheduler`,
-processing each step's output after the next step is scheduled, as vLLM's runner does."""
+processing each step's output after the next step is scheduled, as vLLM's runner does.
+`kv_cache_groups` (vLLM's `KVCacheGroupSpec`s: full attention and sliding window, with the
+runner's block size) runs a hybrid model; an expected GPU block is `(group_idx, offset)`,
+or an offset alone for that offset in every group, as in vLLM."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -21,6 +24,7 @@ from kv_connector_utils import EOS_TOKEN_ID
 
 from sim.v1.async_scheduler import AsyncScheduler
 from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
+from sim.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
 from sim.v1.kv_cache_utils import get_request_block_hasher, sha256
 from sim.v1.kv_connector import KVConnectorRole
 from sim.v1.kv_connector.offloading.common import OffloadingWorkerMetadata
@@ -38,8 +42,8 @@ from sim.v1.kv_offload.cpu.spec import CPUOffloadingSpec
 from sim.v1.request import Request
 from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler
 
-__all__ = ["EOS_TOKEN_ID", "RequestRunner", "SpyManager", "generate_store_output",
-           "to_key", "to_keys"]
+__all__ = ["EOS_TOKEN_ID", "RequestRunner", "SamplingParams", "SpyManager",
+           "generate_store_output", "to_key", "to_keys"]
 
 
 def to_key(int_hash: int) -> OffloadKey:
@@ -148,8 +152,8 @@ class MockOffloadingWorker(OffloadingWorker):
 class RunnerSpec(CPUOffloadingSpec):
     """The CPU spec with a spied manager and the recording worker."""
 
-    def __init__(self, kv_transfer_config, cache_config) -> None:
-        super().__init__(kv_transfer_config, cache_config)
+    def __init__(self, kv_transfer_config, cache_config, kv_cache_config=None) -> None:
+        super().__init__(kv_transfer_config, cache_config, kv_cache_config=kv_cache_config)
         self.manager = SpyManager(self.num_blocks)
         self.handler = MockOffloadingWorker()
 
@@ -194,7 +198,11 @@ class SamplingParams:
 class RequestRunner:
     def __init__(self, block_size: int, num_gpu_blocks: int, block_size_factor: int = 1,
                  extra_config_overrides: dict[str, Any] | None = None,
-                 num_cpu_blocks: int = 1000, async_scheduling: bool = False) -> None:
+                 num_cpu_blocks: int = 1000, async_scheduling: bool = False,
+                 kv_cache_groups: list[KVCacheGroupSpec] | None = None) -> None:
+        assert block_size_factor == 1 or kv_cache_groups is None, (
+            "block_size_factor > 1 requires all groups to have the same block size, so "
+            "kv_cache_groups must be None (use default group)")
         self.async_scheduling = async_scheduling
         self.block_size_factor = block_size_factor
         self.block_size = block_size
@@ -214,7 +222,14 @@ class RequestRunner:
                                               kv_connector_extra_config=extra_config)
         cache_config = CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks,
                                    enable_prefix_caching=True)
-        self.offloading_spec = RunnerSpec(kv_transfer_config, cache_config)
+        if kv_cache_groups is None:
+            kv_cache_groups = [KVCacheGroupSpec(["layer"], FullAttentionSpec(
+                block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32"))]
+        kv_cache_config = KVCacheConfig(num_blocks=num_gpu_blocks,
+                                        kv_cache_groups=kv_cache_groups)
+        self.num_kv_groups = len(kv_cache_groups)
+        self.offloading_spec = RunnerSpec(kv_transfer_config, cache_config,
+                                          kv_cache_config=kv_cache_config)
         self.scheduler_connector = OffloadingConnector(
             kv_transfer_config, KVConnectorRole.SCHEDULER, cache_config,
             spec=self.offloading_spec)
@@ -222,17 +237,20 @@ class RequestRunner:
         self.scheduler = scheduler_cls(
             SchedulerConfig(max_num_batched_tokens=1000, max_num_seqs=16,
                             max_model_len=10000, async_scheduling=async_scheduling),
-            cache_config, kv_transfer_config=kv_transfer_config,
-            connector=self.scheduler_connector)
+            cache_config, kv_cache_config=kv_cache_config,
+            kv_transfer_config=kv_transfer_config, connector=self.scheduler_connector)
         self.worker_connector = OffloadingConnector(
             kv_transfer_config, KVConnectorRole.WORKER, cache_config,
             spec=self.offloading_spec)
         self.worker_connector.register_kv_caches(None)
         self.connector_scheduler = self.scheduler_connector.connector_scheduler
         self.manager: SpyManager = self.offloading_spec.manager
-        group_config = self.connector_scheduler.config.kv_group_configs[0]
-        assert group_config.gpu_block_size == block_size
-        assert group_config.offloaded_block_size == block_size * block_size_factor
+        group_configs = self.connector_scheduler.config.kv_group_configs
+        assert len(group_configs) == self.num_kv_groups
+        for group_config, group in zip(group_configs, kv_cache_groups):
+            gpu_block_size = group.kv_cache_spec.block_size
+            assert group_config.gpu_block_size == gpu_block_size
+            assert group_config.offloaded_block_size == gpu_block_size * block_size_factor
         # offload address (CPU block, sub-block) -> the GPU block it was stored from
         self.offloaded: dict[Any, GPUBlock] = {}
         self.completed_loads: list[TransferSummary] = []
@@ -281,9 +299,11 @@ class RequestRunner:
             (self.completed_stores if store else self.completed_loads).append(summary)
 
     def _update_gpu_blocks(self) -> None:
-        for blocks in self.scheduler.kv_cache_manager.req_to_blocks.values():
-            for block_idx, block in enumerate(blocks):
-                self.gpu_blocks[block.block_id] = GPUBlock(0, block_idx)
+        for group_idx, manager in enumerate(
+                self.scheduler.kv_cache_manager.coordinator.single_type_managers):
+            for blocks in manager.req_to_blocks.values():
+                for block_idx, block in enumerate(blocks):
+                    self.gpu_blocks[block.block_id] = GPUBlock(group_idx, block_idx)
 
     def model_runner_output(self, reqs, finished_sending, finished_recving, token_id,
                             worker_meta) -> ModelRunnerOutput:
@@ -351,13 +371,25 @@ class RequestRunner:
         if EOS_TOKEN_ID in decoded_tokens:
             assert not self.scheduler.running
 
+    def _to_gpu_blocks(self, blocks: Iterable[int | tuple[int, int]]) -> set[GPUBlock]:
+        """An offset alone stands for that offset in every group."""
+        gpu_blocks: set[GPUBlock] = set()
+        for block in blocks:
+            if isinstance(block, int):
+                gpu_blocks.update(GPUBlock(g, block) for g in range(self.num_kv_groups))
+            else:
+                gpu_blocks.add(GPUBlock(*block))
+        return gpu_blocks
+
     def run(self, decoded_tokens: list[int], complete_transfers: bool = True,
-            expected_stored: Iterable[int] = (), expected_loaded: Iterable[int] = (),
-            expected_flushed: Iterable[int] = (),
+            expected_stored: Iterable[int | tuple[int, int]] = (),
+            expected_loaded: Iterable[int | tuple[int, int]] = (),
+            expected_flushed: Iterable[int | tuple[int, int]] = (),
             post_step_fn: Callable[[], None] | None = None) -> None:
         """Steps until the tokens run out (see `_run`), then checks the GPU blocks
-        (request block offsets) stored, loaded and flushed during the run; a loaded
-        block must come from the CPU address the same block offset was stored to."""
+        (`(group, request block offset)`, or an offset in every group) stored, loaded and
+        flushed during the run; a loaded block must come from the CPU address the same
+        block was stored to."""
         self.manager.reset_mock()
         self._run(decoded_tokens, complete_transfers, post_step_fn)
         loaded = set()
@@ -365,16 +397,16 @@ class RequestRunner:
             for gpu_block, address in zip(transfer.gpu_blocks, transfer.offload_addresses):
                 loaded.add(gpu_block)
                 assert gpu_block == self.offloaded[address]
-        assert loaded == {GPUBlock(0, b) for b in expected_loaded}
+        assert loaded == self._to_gpu_blocks(expected_loaded)
         self.completed_loads.clear()
         stored = set()
         for transfer in self.completed_stores:
             for gpu_block, address in zip(transfer.gpu_blocks, transfer.offload_addresses):
                 stored.add(gpu_block)
                 self.offloaded[address] = gpu_block
-        assert stored == {GPUBlock(0, b) for b in expected_stored}
+        assert stored == self._to_gpu_blocks(expected_stored)
         self.completed_stores.clear()
-        assert self.flushed_gpu_blocks == {GPUBlock(0, b) for b in expected_flushed}
+        assert self.flushed_gpu_blocks == self._to_gpu_blocks(expected_flushed)
         self.flushed_gpu_blocks.clear()
 
 

@@ -191,7 +191,9 @@ class LLMEngine:
         the scheduler's KV connector path; `kv_connector_worker` is the connector beside the
         model runner, asked after every forward pass what finished: NIXL's needs the
         caller's transport (sim/v1/kv_connector/nixl.py); a connector whose worker side
-        registers the KV caches (the offloading connector) is built by the engine.
+        registers the KV caches (the offloading connector) is built by the engine; with a
+        hybrid model, a connector that models KV cache groups (the offloading connector)
+        gets `kv_cache_config` too (others refuse several groups).
         `kv_connector_kwargs` go to the connectors the engine builds; `step_time` runs the
         engine's clock (see the module docstring)."""
         self.cache_config = cache_config or CacheConfig()
@@ -213,6 +215,11 @@ class LLMEngine:
         if kv_transfer_config is not None and kv_transfer_config.kv_connector is not None:
             connector_cls = KVConnectorFactory.get_connector_class(
                 kv_transfer_config.kv_connector)
+            if kv_cache_config is not None \
+                    and getattr(connector_cls, "simulates_kv_cache_groups", False):
+                # vLLM hands every connector the KVCacheConfig; here only those that
+                # model its groups (the offloading connector) take it.
+                connector_kwargs.setdefault("kv_cache_config", kv_cache_config)
             if kv_connector is None:
                 kv_connector = connector_cls(kv_transfer_config, KVConnectorRole.SCHEDULER,
                                              self.cache_config, clock=clock,

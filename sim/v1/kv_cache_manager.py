@@ -18,7 +18,8 @@ tables are `coordinator.get_blocks(request_id)`.
 A KV connector's tokens (`num_external_computed_tokens`) get blocks after the local hit's
 (`allocate_new_computed_blocks`), and `delay_cache_blocks` leaves them uncached until they
 arrive; `get_block_ids_for_computed_tokens` and `evict_blocks` serve the connector. The
-connector path is built for one full-attention group (the disaggregation page's model).
+offloading connector takes a hybrid model's groups; NIXL's path is built for one
+full-attention group (the disaggregation page's model), and the scheduler refuses more.
 
 - `get_computed_blocks(request)`: the longest run of leading full blocks whose hashes are
   in the prefix cache, capped at `(num_tokens - 1) // block_size` blocks (the last token is

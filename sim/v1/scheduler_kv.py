@@ -49,20 +49,29 @@ class KVConnectorSchedulerMixin:
 
     def _init_kv_connector(self, kv_transfer_config, connector) -> None:
         self.kv_transfer_config = kv_transfer_config
+        num_groups = self.kv_cache_manager.num_kv_cache_groups
         if connector is None and kv_transfer_config is not None \
                 and kv_transfer_config.kv_connector is not None:
+            kwargs = {}
+            if getattr(KVConnectorFactory.get_connector_class(
+                    kv_transfer_config.kv_connector), "simulates_kv_cache_groups", False):
+                # vLLM hands every connector the KVCacheConfig; here only those that
+                # model its groups take it.
+                kwargs["kv_cache_config"] = self.kv_cache_manager.kv_cache_config
             connector = KVConnectorFactory.create_connector(
-                kv_transfer_config, KVConnectorRole.SCHEDULER, self.cache_config)
+                kv_transfer_config, KVConnectorRole.SCHEDULER, self.cache_config, **kwargs)
         self.connector = connector
         self.connector_prefix_cache_stats: PrefixCacheStats | None = None
         # vLLM's default policy is "fail"; without a transfer config nothing can fail.
         self.recompute_kv_load_failures = True
         if connector is not None:
-            if self.kv_cache_manager.num_kv_cache_groups > 1:
+            if num_groups > 1 and not getattr(connector, "simulates_kv_cache_groups", False):
                 # vLLM's NIXL connector supports the hybrid allocator (SupportsHMA); the
-                # simulation's connector path covers one full-attention group only.
-                raise ValueError("a KV connector with several KV cache groups (a hybrid "
-                                 "model) is not simulated: use one full-attention group")
+                # simulation models several groups for the offloading connector only.
+                raise ValueError(
+                    f"the {type(connector).__name__} with several KV cache groups (a hybrid "
+                    "model) is not simulated: use one full-attention group (the "
+                    "OffloadingConnector takes full attention and sliding window groups)")
             if self.log_stats:
                 self.connector_prefix_cache_stats = PrefixCacheStats()
             if kv_transfer_config is not None:

@@ -192,6 +192,21 @@ def test_v1_cpu_offload_generated_blocks_and_bad_input(capsys):
     assert code == 2 and "--cpu-offload-blocks: a whole number" in err
 
 
+def test_v1_cpu_offload_blocks_with_a_sliding_window(capsys):
+    """A hybrid model with a CPU tier: both groups' blocks are offloaded (a CPU block names
+    its group), and the preempted request loads its full-attention blocks and, of its
+    sliding-window group (window 4 = 1 block), only the last block."""
+    code, out, _ = run(["--engine", "v1", "--gpu-blocks", "11", "--cpu-offload-blocks", "16",
+                        "--sliding-window", "4", "--request", "A:8:6", "--request", "B:8:6",
+                        "--request", "C:8:6"], capsys)
+    assert code == 0
+    assert "- preempt B by recompute (nobody else is left to preempt)" in out
+    assert "- load job 2 for B: 8 tokens after 0 cached on the GPU, cpu 4,5,7 -> gpu 8,4,7" in out
+    assert ("c4#d768/G0(loading) c5#211c/G0(loading) c6#d768/G1 c7#211c/G1(loading)" in out)
+    assert "    G1 sliding 4: g0(0) g7(4)" in out
+    assert "- B loaded: 8 tokens computed" in out
+
+
 def test_the_readme_cpu_offload_command_runs(capsys):
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

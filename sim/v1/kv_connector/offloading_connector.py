@@ -16,6 +16,9 @@ the worker side (offloading/worker.py, with the spec's worker,
 sim/v1/kv_offload/cpu/gpu_worker.py). The spec comes from `OffloadingSpecFactory`
 (sim/v1/kv_offload/factory.py).
 
+`kv_cache_config` (a hybrid model's KV cache groups: full attention and sliding window;
+default one group of full attention) goes to the spec, as vLLM's connector gets it.
+
 Simulation additions, as keyword arguments: `clock` and `link` time the transfers,
 `kv_bytes_per_block` prices them; `events` collects the scheduler side's records (the
 Scheduler sets it to its own event list).
@@ -34,17 +37,20 @@ from sim.v1.kv_offload.factory import OffloadingSpecFactory
 
 class OffloadingConnector(KVConnectorBase_V1, SupportsHMA):
     prefer_cross_layer_blocks = True
+    # The simulation's engine hands this connector its KVCacheConfig and lets it run with
+    # several KV cache groups (full attention and sliding window), as vLLM does.
+    simulates_kv_cache_groups = True
 
     def __init__(self, kv_transfer_config, role: KVConnectorRole, cache_config=None,
                  clock=None, link=None, kv_bytes_per_block: int | None = None,
-                 spec=None) -> None:
+                 spec=None, kv_cache_config=None) -> None:
         super().__init__(kv_transfer_config, role, cache_config, clock=clock)
         if spec is None:
             if cache_config is None:
                 raise ValueError("OffloadingConnector needs the CacheConfig")
             spec = OffloadingSpecFactory.create_spec(
                 kv_transfer_config, cache_config, clock=clock, link=link,
-                kv_bytes_per_block=kv_bytes_per_block)
+                kv_bytes_per_block=kv_bytes_per_block, kv_cache_config=kv_cache_config)
         self.spec = spec
         self.connector_scheduler: OffloadingConnectorScheduler | None = None
         self.connector_worker: OffloadingConnectorWorker | None = None

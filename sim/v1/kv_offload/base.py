@@ -27,6 +27,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from sim.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+
 OffloadKey = bytes
 
 
@@ -225,19 +227,30 @@ class OffloadingSpec(ABC):
     worker (worker side), and the geometry both share.
 
     vLLM builds it from the `VllmConfig` and `KVCacheConfig`; here from the
-    `KVTransferConfig` (its `kv_connector_extra_config`) and the `CacheConfig`, one KV cache
-    group of full attention. Extra config read here: `offload_prompt_only` (default True:
-    only prompt blocks are offloaded) and `block_size` (the offloaded block size, a multiple
-    of the GPU block size; default the GPU block size)."""
+    `KVTransferConfig` (its `kv_connector_extra_config`), the `CacheConfig` and, for a
+    hybrid model, the `KVCacheConfig` (its groups; default one group of full attention).
+    Every group has the cache's block size (the simulation's coordinator has one block
+    size), which is also the hash block size; no context parallelism. Extra config read
+    here: `offload_prompt_only` (default True: only prompt blocks are offloaded) and
+    `block_size` (the offloaded block size, a multiple of the GPU block size; default the
+    GPU block size)."""
 
-    def __init__(self, kv_transfer_config, cache_config) -> None:
+    def __init__(self, kv_transfer_config, cache_config, kv_cache_config=None) -> None:
         self.kv_transfer_config = kv_transfer_config
         self.cache_config = cache_config
+        if kv_cache_config is None:
+            kv_cache_config = KVCacheConfig(
+                num_blocks=cache_config.num_gpu_blocks,
+                kv_cache_groups=[KVCacheGroupSpec(
+                    ["layer"], FullAttentionSpec(block_size=cache_config.block_size,
+                                                 num_kv_heads=1, head_size=1,
+                                                 dtype="float32"))])
+        self.kv_cache_config = kv_cache_config
         self.extra_config: dict = kv_transfer_config.kv_connector_extra_config
         self.offload_prompt_only: bool = bool(
             self.extra_config.get("offload_prompt_only", True))
-        # One group; no context parallelism.
-        self.gpu_block_size: tuple[int, ...] = (cache_config.block_size,)
+        self.gpu_block_size: tuple[int, ...] = tuple(
+            group.kv_cache_spec.block_size for group in kv_cache_config.kv_cache_groups)
         self.hash_block_size: int = cache_config.block_size
         self.enable_prefix_caching: bool = cache_config.enable_prefix_caching
         self.block_size_factor: int = 1

@@ -7,7 +7,9 @@ when the engine has the offloading connector.
                 flight: not readable) | "ready" | "loading" (pinned by loads),
                 "hash" (short hex prefix of the block hash its key holds, as the GPU
                 blocks' "hash"), "ref_cnt", "lru" (its place in the eviction order, 0 =
-                next; None unless idle), "slots" (the payloads it holds, when readable)},
+                next; None unless idle), "slots" (the payloads it holds, when readable);
+                a hybrid model's (several KV cache groups) also "group": the group
+                its key names (a block is offloaded once per group)},
       "jobs": the transfers in flight, by job id: {"job_id", "kind" ("store" | "load"),
                 "request_id", "gpu_blocks", "cpu_blocks", "submitted" (on the link yet;
                 stores wait for the next step), "start_s", "end_s"},
@@ -21,7 +23,7 @@ when the engine has the offloading connector.
 from __future__ import annotations
 
 from sim.v1.kv_cache_utils import hash_prefix
-from sim.v1.kv_offload.base import get_offload_block_hash
+from sim.v1.kv_offload.base import get_offload_block_hash, get_offload_group_idx
 from sim.v1.kv_offload.invariants import offloading_parts
 
 
@@ -33,12 +35,15 @@ def offload_snapshot(engine, with_slots: bool = True) -> dict | None:
     lru = {key: i for i, key in enumerate(manager.lru_order())}
     blocks = [{"state": "free", "hash": None, "ref_cnt": None, "lru": None, "slots": []}
               for _ in range(manager.num_blocks)]
+    hybrid = len(sched.config.kv_group_configs) > 1
     for key, status in manager.blocks():
         state = ("storing" if not status.is_ready
                  else "loading" if status.ref_cnt > 0 else "ready")
         entry = blocks[status.block_id]
         entry.update(state=state, hash=hash_prefix(get_offload_block_hash(key)),
                      ref_cnt=status.ref_cnt, lru=lru.get(key))
+        if hybrid:
+            entry["group"] = get_offload_group_idx(key)
         if with_slots and status.is_ready and worker is not None:
             entry["slots"] = [list(s) for s in worker.cpu_cache[status.block_id]
                               if s is not None]

@@ -32,12 +32,25 @@ What it does for the scheduler, in the order the scheduler calls it:
   flight register their GPU blocks in the fence instead, so the blocks are flushed before
   anyone overwrites them.
 
-The simulation has one KV cache group of full attention, so the sliding-window and Mamba
-paths (`_sliding_window_lookup`, the window's touch and store skipping, stale block ids),
-EAGLE groups, KV events (`take_events` yields nothing) and several workers (tensor
-parallelism: `num_workers` is 1) are left out. Additions: `events` (when given) receives
-OffloadStoreJob, OffloadStoreSkipped, OffloadLoadJob, OffloadJobDone, OffloadJobsFlushed
-and OffloadLookupDeferred records.
+Several KV cache groups (a hybrid model: full attention and sliding window), as vLLM
+does: every group has its own offload keys and block ids; `_lookup` looks up the
+full-attention groups first (`_maximal_prefix_lookup`, a prefix), then the sliding-window
+groups, widest window first (`_sliding_window_lookup`: the last run of
+`sliding_window_size_in_blocks` consecutive hits, scanning from the end), again until the
+hit length agrees with every group; the last prompt token is never loaded (its logits are
+needed). A sliding-window group touches only the blocks a later hit can need, stores skip
+its null blocks and (`alignment_block_count`) blocks no aligned load can reach, its
+block ids freed by the window and handed out again are zeroed (stale), and its stores
+are fenced from the start (the window frees their blocks before the request finishes).
+`alignment_block_count` applies only when the sliding-window group's blocks are smaller
+than the full-attention group's; the simulation's KV cache manager gives every group one
+block size, so in the engine it is always None (tests drive it on this side alone).
+
+Left out: Mamba groups (not simulated: `resolve_mamba_align_size`), EAGLE groups (the
+volatile last block; the simulation marks no group as EAGLE's), KV events (`take_events`
+yields nothing) and several workers (tensor parallelism: `num_workers` is 1). Additions:
+`events` (when given) receives OffloadStoreJob, OffloadStoreSkipped, OffloadLoadJob,
+OffloadJobDone, OffloadJobsFlushed and OffloadLookupDeferred records.
 """
 from __future__ import annotations
 
@@ -53,6 +66,7 @@ from sim.events import (
     OffloadStoreJob,
     OffloadStoreSkipped,
 )
+from sim.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec, SlidingWindowSpec
 from sim.v1.kv_cache_utils import hash_prefix
 from sim.v1.kv_connector.offloading.common import (
     OffloadingConnectorMetadata,
@@ -102,6 +116,9 @@ class TransferJobStatus:
     # A store's source GPU blocks: watched by the fence once the request has finished
     # (until then the request's reference keeps them).
     non_sliding_window_block_ids: list[int] | None = None
+    # A store's source blocks of sliding-window groups: the window may free them before
+    # the request finishes, so they are watched from the job's creation.
+    sliding_window_block_ids: list[int] | None = None
     # Additions, for pictures: the job's GPU and CPU blocks.
     gpu_block_ids: tuple[int, ...] = ()
     cpu_block_ids: tuple[int, ...] = ()
@@ -112,6 +129,25 @@ class GroupOffloadConfig(NamedTuple):
     gpu_block_size: int
     offloaded_block_size: int
     hash_block_size_factor: int
+    # None: full attention; else the window in offloaded blocks (rounded up)
+    sliding_window_size_in_blocks: int | None = None
+    # A sliding-window group's offloaded blocks per full-attention offloaded block (an
+    # aligned load's unit): only the last `sliding_window_size_in_blocks` of each such
+    # segment can serve a load, the others are not stored. None when that does not apply
+    # (full attention; the same offloaded block size; a window as wide as the segment).
+    alignment_block_count: int | None = None
+
+
+def get_sliding_window_size_in_blocks(kv_cache_spec: KVCacheSpec,
+                                      offloaded_block_size: int) -> int | None:
+    if isinstance(kv_cache_spec, SlidingWindowSpec):
+        assert kv_cache_spec.sliding_window > 0
+        return cdiv(kv_cache_spec.sliding_window, offloaded_block_size)
+    if not isinstance(kv_cache_spec, FullAttentionSpec):
+        # vLLM asserts FullAttentionSpec here (Mamba aside, which is not simulated).
+        raise ValueError("the offloading connector takes full attention and sliding window "
+                         f"KV cache groups, not {type(kv_cache_spec).__name__}")
+    return None
 
 
 class SchedulerOffloadConfig(NamedTuple):
@@ -122,15 +158,42 @@ class SchedulerOffloadConfig(NamedTuple):
 
     @classmethod
     def from_spec(cls, spec: OffloadingSpec) -> SchedulerOffloadConfig:
+        groups = spec.kv_cache_config.kv_cache_groups
+        factor = spec.block_size_factor
+        window_blocks = [get_sliding_window_size_in_blocks(groups[idx].kv_cache_spec,
+                                                           gpu_block_size * factor)
+                         for idx, gpu_block_size in enumerate(spec.gpu_block_size)]
+        # The full-attention groups' offloaded block size aligns every load hit; with
+        # one such size, sliding-window blocks earlier in each segment never serve one.
+        full_attn_offloaded_block_sizes = {
+            gpu_block_size * factor
+            for gpu_block_size, sw in zip(spec.gpu_block_size, window_blocks) if sw is None}
+        alignment_tokens = (next(iter(full_attn_offloaded_block_sizes))
+                            if len(full_attn_offloaded_block_sizes) == 1 else None)
+
+        def _alignment_block_count(offloaded_block_size: int,
+                                   sliding_window_size_in_blocks: int | None) -> int | None:
+            if alignment_tokens is None or sliding_window_size_in_blocks is None:
+                return None
+            if alignment_tokens <= offloaded_block_size:
+                return None
+            per_segment = alignment_tokens // offloaded_block_size
+            if sliding_window_size_in_blocks >= per_segment:
+                return None
+            return per_segment
+
         return cls(
             kv_group_configs=tuple(
                 GroupOffloadConfig(
                     group_idx=idx, gpu_block_size=gpu_block_size,
-                    offloaded_block_size=gpu_block_size * spec.block_size_factor,
-                    hash_block_size_factor=(gpu_block_size * spec.block_size_factor
-                                            // spec.hash_block_size))
+                    offloaded_block_size=gpu_block_size * factor,
+                    hash_block_size_factor=(gpu_block_size * factor
+                                            // spec.hash_block_size),
+                    sliding_window_size_in_blocks=window_blocks[idx],
+                    alignment_block_count=_alignment_block_count(
+                        gpu_block_size * factor, window_blocks[idx]))
                 for idx, gpu_block_size in enumerate(spec.gpu_block_size)),
-            block_size_factor=spec.block_size_factor,
+            block_size_factor=factor,
             num_workers=1,
             offload_prompt_only=spec.offload_prompt_only)
 
@@ -206,7 +269,17 @@ class OffloadingConnectorScheduler:
         self.manager: OffloadingManager = spec.get_manager()
         self.events = events
         self._connector_stats: OffloadingConnectorStats | None = None
-        self._lookup_groups = tuple(g.group_idx for g in self.config.kv_group_configs)
+        full_attention_groups = [g.group_idx for g in self.config.kv_group_configs
+                                 if g.sliding_window_size_in_blocks is None]
+        # Sliding-window groups, widest window first (a stable sort: ties by index).
+        sliding_window_groups = sorted(
+            (g.group_idx for g in self.config.kv_group_configs
+             if g.sliding_window_size_in_blocks is not None),
+            key=lambda i: self.config.kv_group_configs[i].sliding_window_size_in_blocks,
+            reverse=True)
+        # used by _lookup
+        self._sliding_window_groups: tuple[int, ...] = tuple(sliding_window_groups)
+        self._lookup_groups = tuple(full_attention_groups) + self._sliding_window_groups
         self._req_status: dict[ReqId, RequestOffloadState] = {}
         self._current_batch_load_jobs: dict[int, TransferJob] = {}
         self._current_batch_jobs_to_flush: set[int] = set()
@@ -220,7 +293,8 @@ class OffloadingConnectorScheduler:
         # Jobs with ids below this were discarded by reset_cache (their completions too).
         self._stale_job_threshold = 0
         self._jobs: dict[int, TransferJobStatus] = {}
-        # GPU block id -> pending store jobs reading it (finished requests only)
+        # GPU block id -> pending store jobs reading it: a finished request's blocks, and
+        # sliding-window blocks (the window may free them while the request runs).
         self._block_id_to_pending_jobs: dict[int, set[int]] = {}
 
     def _event(self, record) -> None:
@@ -258,41 +332,107 @@ class OffloadingConnectorScheduler:
                 break
         return hit_count if not defer_lookup else None
 
+    def _sliding_window_lookup(self, keys, sliding_window_size: int,
+                               req_context: ReqContext) -> int | None:
+        """The end index (in `keys`) of the last run of `sliding_window_size` consecutive
+        hits, scanning from the end; with no such run, the hits that end the scan (a
+        prefix); None if the manager asked to defer. HIT_PENDING counts as a hit but
+        defers; RETRY breaks the run and defers; the scan goes on past both, so that an
+        asynchronous manager can start its lookups."""
+        defer_lookup = False
+        consecutive_hits = 0
+        for idx in range(len(keys) - 1, -1, -1):
+            result = self.manager.lookup(keys[idx], req_context)
+            if result is LookupResult.HIT:
+                consecutive_hits += 1
+            elif result is LookupResult.HIT_PENDING:
+                defer_lookup = True
+                consecutive_hits += 1
+            elif result is LookupResult.RETRY:
+                defer_lookup = True
+                consecutive_hits = 0
+            else:
+                consecutive_hits = 0
+            if consecutive_hits == sliding_window_size:
+                return idx + sliding_window_size if not defer_lookup else None
+        return consecutive_hits if not defer_lookup else None
+
     def _touch(self, req_status: RequestOffloadState) -> None:
-        for group_state in req_status.group_states:
-            self.manager.touch(group_state.offload_keys, req_status.req_context)
+        for group_config, group_state in zip(self.config.kv_group_configs,
+                                             req_status.group_states):
+            if group_config.sliding_window_size_in_blocks is None:
+                self.manager.touch(group_state.offload_keys, req_status.req_context)
+            else:
+                # Only the blocks a hit of this request can need (its hit's last window,
+                # and what it computed after).
+                blocks_to_skip = max(0, group_state.num_hit_blocks
+                                     - group_config.sliding_window_size_in_blocks)
+                self.manager.touch(group_state.offload_keys[blocks_to_skip:],
+                                   req_status.req_context)
 
     def _lookup(self, req_status: RequestOffloadState) -> int | None:
         """Tokens beyond `num_locally_computed_tokens` that can be loaded (0: none, or
-        less than one offloaded block); None: ask again later."""
+        less than one offloaded block); None: ask again later.
+
+        Full-attention groups first (a prefix), then sliding-window groups (a window
+        ending at the hit). A group may shorten the hit, which can undo an earlier
+        group's answer, so the loop runs again until the hit length holds for all."""
         num_computed_tokens = req_status.num_locally_computed_tokens
         max_hit_size_tokens: int = req_status.req.num_tokens
+        if self._sliding_window_groups:
+            # The last prompt token is recomputed (for its logits); for a sliding window
+            # the hit must still hold after that, so it ends one token earlier.
+            max_hit_size_tokens -= 1
         num_hit_tokens = 0
         defer_lookup = False
-        for group_idx in self._lookup_groups:
-            group_config = self.config.kv_group_configs[group_idx]
-            group_state = req_status.group_states[group_idx]
-            offloaded_block_size = group_config.offloaded_block_size
-            offload_keys = group_state.offload_keys
-            assert len(offload_keys) >= req_status.req.num_tokens // offloaded_block_size
-            max_hit_size_tokens = min(max_hit_size_tokens,
-                                      len(offload_keys) * offloaded_block_size)
-            if max_hit_size_tokens - num_computed_tokens < offloaded_block_size:
-                return 0         # less than a block could load: not worth it
-            num_blocks = min(cdiv(max_hit_size_tokens, offloaded_block_size), len(offload_keys))
-            start_block_idx = num_computed_tokens // offloaded_block_size
-            num_hit_blocks = self._maximal_prefix_lookup(
-                offload_keys[start_block_idx:num_blocks], req_status.req_context)
-            if num_hit_blocks == 0:
-                return 0
-            if num_hit_blocks is None:
-                defer_lookup = True
-            else:
-                max_hit_size_tokens = min(max_hit_size_tokens, offloaded_block_size
-                                          * (start_block_idx + num_hit_blocks))
-            num_hit_tokens = max_hit_size_tokens - num_computed_tokens
-            if num_hit_tokens < offloaded_block_size:
-                return 0
+        lookup_groups = self._lookup_groups
+        while lookup_groups:
+            looked_up_sliding_window = False
+            groups_iter = iter(lookup_groups)
+            lookup_groups = ()
+            for group_idx in groups_iter:
+                group_config = self.config.kv_group_configs[group_idx]
+                group_state = req_status.group_states[group_idx]
+                offloaded_block_size = group_config.offloaded_block_size
+                offload_keys = group_state.offload_keys
+                assert len(offload_keys) >= req_status.req.num_tokens // offloaded_block_size
+                # Block-aligned for this group.
+                max_hit_size_tokens = min(max_hit_size_tokens,
+                                          len(offload_keys) * offloaded_block_size)
+                if max_hit_size_tokens - num_computed_tokens < offloaded_block_size:
+                    return 0         # less than a block could load: not worth it
+                sliding_window_size_in_blocks = group_config.sliding_window_size_in_blocks
+                num_blocks = min(cdiv(max_hit_size_tokens, offloaded_block_size),
+                                 len(offload_keys))
+                start_block_idx = num_computed_tokens // offloaded_block_size
+                offload_keys = offload_keys[start_block_idx:num_blocks]
+                # end index (in the slice) of the manager's confirmed hits
+                if sliding_window_size_in_blocks is None:
+                    num_hit_blocks = self._maximal_prefix_lookup(offload_keys,
+                                                                 req_status.req_context)
+                else:
+                    num_hit_blocks = self._sliding_window_lookup(
+                        offload_keys, sliding_window_size_in_blocks, req_status.req_context)
+                if num_hit_blocks == 0:
+                    return 0
+                if num_hit_blocks is None:
+                    defer_lookup = True
+                else:
+                    max_hit_size_tokens = min(max_hit_size_tokens, offloaded_block_size
+                                              * (start_block_idx + num_hit_blocks))
+                new_num_hit_tokens = max_hit_size_tokens - num_computed_tokens
+                if new_num_hit_tokens < offloaded_block_size:
+                    return 0
+                if new_num_hit_tokens < num_hit_tokens:
+                    if defer_lookup:
+                        # Another pass over every group: is deferring still needed?
+                        defer_lookup = False
+                        lookup_groups = self._lookup_groups
+                    elif looked_up_sliding_window and not lookup_groups:
+                        # A window looked up before must hold for the shorter hit.
+                        lookup_groups = self._sliding_window_groups
+                looked_up_sliding_window |= sliding_window_size_in_blocks is not None
+                num_hit_tokens = new_num_hit_tokens
         if defer_lookup:
             return None
         # Wait if another request is loading any of these blocks.
@@ -302,8 +442,10 @@ class OffloadingConnectorScheduler:
                 offloaded_block_size = group_config.offloaded_block_size
                 num_blocks = cdiv(num_computed_tokens + num_hit_tokens, offloaded_block_size)
                 start_block_idx = num_computed_tokens // offloaded_block_size
-                if any(key in self._blocks_being_loaded
-                       for key in group_state.offload_keys[start_block_idx:num_blocks]):
+                offload_keys = group_state.offload_keys[start_block_idx:num_blocks]
+                if group_config.sliding_window_size_in_blocks is not None:
+                    offload_keys = offload_keys[-group_config.sliding_window_size_in_blocks:]
+                if any(key in self._blocks_being_loaded for key in offload_keys):
                     self._event(OffloadLookupDeferred(req_status.req.request_id,
                                                       "being loaded"))
                     return None
@@ -355,7 +497,8 @@ class OffloadingConnectorScheduler:
             offload_keys = group_state.offload_keys
             num_gpu_blocks = cdiv(num_cached_tokens, gpu_block_size)
             assert len(group_blocks) >= num_gpu_blocks
-            # The GPU prefix hit ends at the first block without a hash.
+            # The GPU prefix hit ends at the first block without a hash (null blocks, a
+            # sliding window's padding, are skipped).
             num_locally_computed_gpu_blocks = num_gpu_blocks
             for i, block in enumerate(group_blocks[:num_gpu_blocks]):
                 if not block.is_null and block.block_hash is None:
@@ -364,6 +507,9 @@ class OffloadingConnectorScheduler:
             assert (num_locally_computed_tokens
                     <= num_locally_computed_gpu_blocks * gpu_block_size)
             num_pending_gpu_blocks = num_gpu_blocks - num_locally_computed_gpu_blocks
+            if group_config.sliding_window_size_in_blocks is not None:
+                assert (num_pending_gpu_blocks <= group_config.sliding_window_size_in_blocks
+                        * self.config.block_size_factor)
             num_blocks = cdiv(num_cached_tokens, offloaded_block_size)
             assert len(offload_keys) >= num_blocks
             if num_pending_gpu_blocks:
@@ -399,7 +545,10 @@ class OffloadingConnectorScheduler:
 
     def _update_req_states(self, scheduler_output) -> None:
         """Each scheduled request's offload keys and GPU block ids (a resumed request's
-        list starts again)."""
+        list starts again); then sliding-window block ids not stored yet that were handed
+        out again in this step (the window freed them) are zeroed: stale."""
+        # req_id -> the length of each sliding-window group's block ids before this step
+        new_block_ids_end: dict[str, tuple[int, ...]] = {}
         for req_id, new_block_id_groups, preempted in yield_req_data(scheduler_output):
             req_status = self._req_status[req_id]
             req_status.update_offload_keys()
@@ -407,11 +556,30 @@ class OffloadingConnectorScheduler:
                 for group_state in req_status.group_states:
                     group_state.block_ids.clear()
             if new_block_id_groups:
+                if self._sliding_window_groups:
+                    new_block_ids_end[req_id] = tuple(
+                        len(req_status.group_states[grp_idx].block_ids)
+                        for grp_idx in self._sliding_window_groups)
                 req_status.update_block_id_groups(new_block_id_groups)
                 for new_blocks in new_block_id_groups:
                     for bid in new_blocks:
                         if bid != 0:
                             self._current_batch_allocated_block_ids.add(bid)
+        # Only positions from next_stored_block_idx to the old end can be stale: earlier
+        # ones are stored, later ones were handed out in this step.
+        if self._sliding_window_groups and self._current_batch_allocated_block_ids:
+            block_size_factor = self.config.block_size_factor
+            allocated = self._current_batch_allocated_block_ids
+            for req_id, req_status in self._req_status.items():
+                ends = new_block_ids_end.get(req_id)
+                for i, grp_idx in enumerate(self._sliding_window_groups):
+                    group_state = req_status.group_states[grp_idx]
+                    block_ids = group_state.block_ids
+                    start = group_state.next_stored_block_idx * block_size_factor
+                    end = ends[i] if ends is not None else len(block_ids)
+                    for j in range(start, end):
+                        if block_ids[j] in allocated:
+                            block_ids[j] = 0
 
     def _build_store_jobs(self, scheduler_output) -> dict[int, TransferJob]:
         block_size_factor = self.config.block_size_factor
@@ -438,14 +606,25 @@ class OffloadingConnectorScheduler:
                 if num_blocks <= start_block_idx:
                     continue
                 offload_keys = group_state.offload_keys[start_block_idx:num_blocks]
-                # Each offloaded block's last GPU block (0: skipped; never here).
+                # Each offloaded block's last GPU block; 0 is a sliding window's null
+                # block or a stale entry: skipped either way.
                 offload_block_ids = group_state.block_ids[
                     start_block_idx * block_size_factor + block_size_factor - 1:
                     num_blocks * block_size_factor:block_size_factor]
                 assert len(offload_keys) == len(offload_block_ids)
-                for offload_key, block_id in zip(offload_keys, offload_block_ids):
+                alignment_block_count = group_config.alignment_block_count
+                tail = group_config.sliding_window_size_in_blocks
+                for key_idx, (offload_key, block_id) in enumerate(
+                        zip(offload_keys, offload_block_ids)):
                     if block_id == 0:
                         continue
+                    if alignment_block_count is not None:
+                        # Within each aligned segment only the last `tail` blocks can
+                        # serve a load (_sliding_window_lookup): the others are skipped.
+                        assert tail is not None
+                        pos_in_segment = (start_block_idx + key_idx) % alignment_block_count
+                        if pos_in_segment < alignment_block_count - tail:
+                            continue
                     new_offload_keys.append(offload_key)
             if not new_offload_keys:
                 req_status.advance_stored_idx(num_offloadable_tokens)
@@ -466,9 +645,11 @@ class OffloadingConnectorScheduler:
             group_sizes: list[int] = []
             block_indices: list[int] = []
             src_block_ids: list[int] = []
+            sliding_window_block_ids: list[int] = []
             non_sliding_window_block_ids: list[int] = []
             for group_config, group_state in zip(self.config.kv_group_configs,
                                                  req_status.group_states):
+                is_sliding_window = group_config.sliding_window_size_in_blocks is not None
                 num_blocks = num_offloadable_tokens // group_config.offloaded_block_size
                 start_block_idx = group_state.next_stored_block_idx
                 block_ids = group_state.block_ids
@@ -487,7 +668,10 @@ class OffloadingConnectorScheduler:
                             start_gpu_block_idx = gpu_block_idx + i
                         src_block_ids.append(block_id)
                         num_group_blocks += 1
-                        non_sliding_window_block_ids.append(block_id)
+                        if is_sliding_window:
+                            sliding_window_block_ids.append(block_id)
+                        else:
+                            non_sliding_window_block_ids.append(block_id)
                 group_sizes.append(num_group_blocks)
                 block_indices.append(start_gpu_block_idx or 0)
                 group_state.next_stored_block_idx = num_blocks
@@ -501,10 +685,15 @@ class OffloadingConnectorScheduler:
                 any_jid = next(iter(req_status.transfer_jobs))
                 assert self._jobs[any_jid].is_store
             req_status.transfer_jobs.add(job_id)
+            # Sliding-window blocks are watched now: the window may free them before the
+            # request finishes; the others once it has finished.
+            for bid in sliding_window_block_ids:
+                self._block_id_to_pending_jobs.setdefault(bid, set()).add(job_id)
             self._jobs[job_id] = TransferJobStatus(
                 req_id=req_id, pending_count=self.config.num_workers,
                 keys=list(store_output.keys_to_store), is_store=True,
                 non_sliding_window_block_ids=non_sliding_window_block_ids,
+                sliding_window_block_ids=sliding_window_block_ids or None,
                 gpu_block_ids=tuple(src_block_ids),
                 cpu_block_ids=tuple(getattr(dst_spec, "block_ids", ())))
             store_jobs[job_id] = TransferJob(req_id=req_id, src_spec=src_spec,
@@ -596,9 +785,12 @@ class OffloadingConnectorScheduler:
                 self.manager.complete_load(job_status.keys, req_status.req_context)
                 if self._blocks_being_loaded:
                     self._blocks_being_loaded.difference_update(job_status.keys)
-            if self._block_id_to_pending_jobs and req_status.req.is_finished():
-                # Its blocks are watched only once the request has finished.
-                self._remove_pending_job(job_id, job_status.non_sliding_window_block_ids)
+            if self._block_id_to_pending_jobs:
+                # Sliding-window blocks are watched from the job's creation.
+                self._remove_pending_job(job_id, job_status.sliding_window_block_ids)
+                # The others only once the request has finished.
+                if req_status.req.is_finished():
+                    self._remove_pending_job(job_id, job_status.non_sliding_window_block_ids)
             del self._jobs[job_id]
             req_status.transfer_jobs.remove(job_id)
             self._event(OffloadJobDone(job_status.req_id, job_id,

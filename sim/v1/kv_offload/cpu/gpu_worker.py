@@ -118,6 +118,12 @@ class CPUOffloadingWorker(OffloadingWorker):
         """The copies, done now (see the module docstring)."""
         bs = self.block_size
         gpu, cpu = self.gpu_cache, self.cpu_cache
+        if transfer.kind == STORE and self.block_size_factor > 1:
+            # A sliding-window group may store an offloaded block without its first GPU
+            # blocks (out of the window): those parts hold nothing, not a former
+            # occupant's tokens.
+            for cpu_block in {cpu_block for _, cpu_block, _ in transfer.pairs}:
+                cpu[cpu_block][:] = [None] * len(cpu[cpu_block])
         for gpu_block, cpu_block, sub in transfer.pairs:
             if transfer.kind == STORE:
                 cpu[cpu_block][sub * bs:(sub + 1) * bs] = gpu[gpu_block]

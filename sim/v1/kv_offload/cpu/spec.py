@@ -10,7 +10,8 @@ Other extra config: `eviction_policy` ("lru" only), `store_threshold` (a block i
 after that many lookups; below 2: always), `max_tracker_size`.
 
 Simulation additions, given to the constructor: `clock` and `link` time the transfers
-(cpu/gpu_worker.py), `kv_bytes_per_block` prices them.
+(cpu/gpu_worker.py), `kv_bytes_per_block` prices them; `kv_cache_config` gives a hybrid
+model's KV cache groups (vLLM's spec always gets it).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from sim.v1.kv_offload.cpu.manager import CPUOffloadingManager
 
 class CPUOffloadingSpec(OffloadingSpec):
     def __init__(self, kv_transfer_config, cache_config, clock=None, link=None,
-                 kv_bytes_per_block: int | None = None) -> None:
-        super().__init__(kv_transfer_config, cache_config)
+                 kv_bytes_per_block: int | None = None, kv_cache_config=None) -> None:
+        super().__init__(kv_transfer_config, cache_config, kv_cache_config)
         extra = self.extra_config
         bytes_per_block = kv_bytes_per_block or int(extra.get("kv_bytes_per_block", 0))
         self.kv_bytes_per_block = bytes_per_block

@@ -248,8 +248,9 @@ def test_worker_prefill_side_frees_on_notification_or_when_the_lease_runs_out():
 
 
 def test_a_connector_with_a_hybrid_model_is_refused():
-    # The simulation's connector path covers one full-attention group (the P/D page's
-    # model); a hybrid model with a connector is refused with a message, not mis-simulated.
+    # The simulation's NIXL path covers one full-attention group (the P/D page's model); a
+    # hybrid model with NIXL is refused with a message, not mis-simulated. (The offloading
+    # connector takes hybrid models: tests/sim/v1/kv_connector/test_offloading_connector.py.)
     import pytest
 
     from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
@@ -258,7 +259,7 @@ def test_a_connector_with_a_hybrid_model_is_refused():
 
     specs = attention_layer_specs(["full_attention", "sliding_attention"], 16, sliding_window=32)
     config = make_kv_cache_config(20, specs, False)
-    with pytest.raises(ValueError, match="hybrid model"):
+    with pytest.raises(ValueError, match="NixlConnector with several KV cache groups"):
         LLMEngine(CacheConfig(block_size=16, num_gpu_blocks=20), SchedulerConfig(),
                   kv_cache_config=config,
                   kv_transfer_config=KVTransferConfig(kv_connector="NixlConnector", engine_id="d",

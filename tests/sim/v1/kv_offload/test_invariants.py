@@ -1,8 +1,9 @@
 """The offloading connector's invariants (sim/v1/kv_offload/invariants.py, run by
 sim/v1/invariants.py's check_engine) over random workloads with preemption and offloading
 (a hypothesis state machine: small GPU pools that preempt, small CPU tiers that evict and
-refuse stores, transfers that take one step or several), checked after every engine step;
-and the checker catching each kind of corruption."""
+refuse stores, transfers that take one step or several, and hybrid models: a full-attention
+group and a sliding-window group), checked after every engine step; and the checker
+catching each kind of corruption."""
 import json
 from dataclasses import dataclass
 
@@ -21,10 +22,11 @@ from sim.events import Aborted, OffloadLoadJob, OffloadStoreJob, Preempted, Requ
 from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.engine import LLMEngine
 from sim.v1.invariants import check_engine
+from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
 from sim.v1.kv_offload.invariants import offloading_parts
 
 STEPS = [0]
-COUNTS = {"preempted": 0, "loads": 0, "stores": 0}
+COUNTS = {"preempted": 0, "loads": 0, "stores": 0, "hybrid_loads": 0}
 MAX_MODEL_LEN = 48
 PRIORITY_PAYLOAD_FINDINGS = ("slots do not hold positions", "do not read back",
                              "GPU block")
@@ -41,7 +43,9 @@ class SlowLink:
 
 def offloading_engine(bs=4, gpu_blocks=10, cpu_blocks=16, factor=1, prompt_only=False,
                       caching=True, budget=64, seqs=8, policy="fcfs", spec=0, rate=0.7,
-                      link=None, seed=0) -> LLMEngine:
+                      link=None, seed=0, window=None) -> LLMEngine:
+    """`window`: a hybrid model, one full-attention layer and one sliding-window layer of
+    that many tokens (two KV cache groups sharing the pool)."""
     extra = {"num_cpu_blocks": cpu_blocks, "offload_prompt_only": prompt_only}
     if factor > 1:
         extra["block_size"] = bs * factor
@@ -49,6 +53,9 @@ def offloading_engine(bs=4, gpu_blocks=10, cpu_blocks=16, factor=1, prompt_only=
     if link is not None:
         kwargs = dict(kv_connector_kwargs={"link": link, "kv_bytes_per_block": 1},
                       step_time=lambda out: 1.0)
+    if window is not None:
+        kwargs["kv_cache_config"] = make_kv_cache_config(gpu_blocks, attention_layer_specs(
+            ["full_attention", "sliding_attention"], bs, sliding_window=window))
     return LLMEngine(
         CacheConfig(block_size=bs, num_gpu_blocks=gpu_blocks, enable_prefix_caching=caching),
         SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=min(seqs, budget),
@@ -68,13 +75,17 @@ class OffloadingMachine(RuleBasedStateMachine):
                 budget=st.sampled_from([8, 16, 64]), seqs=st.integers(1, 5),
                 policy=st.sampled_from(["fcfs", "fcfs", "priority"]),
                 spec=st.sampled_from([0, 0, 2]),
-                link=st.sampled_from([None, None, 0.4, 1.5]), seed=st.integers(0, 3))
+                link=st.sampled_from([None, None, 0.4, 1.5]), seed=st.integers(0, 3),
+                window=st.sampled_from([None, None, 4, 7, 12]))
     def setup(self, bs, gpu_blocks, cpu_blocks, factor, prompt_only, caching, budget, seqs,
-              policy, spec, link, seed):
+              policy, spec, link, seed, window):
         self.priority = policy == "priority"
-        self.engine = offloading_engine(bs, gpu_blocks, cpu_blocks, factor, prompt_only,
-                                        caching, budget, seqs, policy, spec, 0.7,
-                                        SlowLink(link) if link else None, seed)
+        self.hybrid = window is not None
+        # A hybrid model's two groups share the pool: twice the usable blocks.
+        self.engine = offloading_engine(bs, 2 * gpu_blocks - 1 if self.hybrid else gpu_blocks,
+                                        cpu_blocks, factor, prompt_only, caching, budget,
+                                        seqs, policy, spec, 0.7,
+                                        SlowLink(link) if link else None, seed, window)
         self.bases = [[3 + (7 * b + 11 * i) % 40 for i in range(30)] for b in range(3)]
         self.n = 0
         self.gone: set[str] = set()      # requests finished or aborted
@@ -103,6 +114,7 @@ class OffloadingMachine(RuleBasedStateMachine):
                 assert e.request_id not in self.gone, e
             elif isinstance(e, OffloadLoadJob):
                 COUNTS["loads"] += 1
+                COUNTS["hybrid_loads"] += self.hybrid
             elif isinstance(e, Preempted):
                 COUNTS["preempted"] += 1
         for e in out.events:
@@ -180,6 +192,7 @@ def test_offloading_invariants_hold_over_random_workloads():
     assert STEPS[0] >= 5_000, STEPS[0]
     assert COUNTS["preempted"] > 100 and COUNTS["loads"] > 100 and COUNTS["stores"] > 500, \
         COUNTS
+    assert COUNTS["hybrid_loads"] > 20, COUNTS
 
 
 # -- the checker catches corruption -------------------------------------------------------

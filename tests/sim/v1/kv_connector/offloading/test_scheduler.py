@@ -8,16 +8,29 @@ Where vLLM mocks the manager, the simulation's real `CPUOffloadingManager` answe
 It gives vLLM's forced answers by itself in most places (the lookups vLLM forces with
 `_maximal_prefix_lookup = lambda ...: n` hit for real here, so the override is dropped);
 where a test forces an answer a real CPU tier would not give on its own (a failed or a
-partial store), the same answer is forced through the real manager. Two expectations
-differ, each marked "real manager": a block already in the CPU tier is not stored again
-(the mock's `generate_store_output(keys)` stores it twice). The cases vLLM runs with both
-schedulers run with both here too (`async_scheduling`).
-Left out: the sliding-window, mixed-group, EAGLE and KV-event cases (one full-attention
-group is simulated), `test_request_level_policy_stores_all_blocks` (the CPU manager never
-asks for the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a
-load of a block whose store is still in flight; the real manager answers HIT_PENDING and
-the request waits instead, so that path cannot arise; the fence itself is the same set of
-blocks allocated in the step, tested through `_build_store_jobs`) and the async-only
+partial store), the same answer is forced through the real manager. Where an expectation
+differs it is marked "real manager", always for one reason: a block already in the CPU
+tier is not stored again (the mock's `generate_store_output(keys)` stores it twice). The
+cases vLLM runs with both schedulers run with both here too (`async_scheduling`).
+
+Hybrid models (full attention + sliding window, `kv_cache_groups`, as vLLM's runner takes
+them): `test_two_groups_full_and_sliding_window`, `TestSlidingWindowLookup`,
+`test_stale_sliding_window_block_after_prepare_store_failure` and
+`test_request_finished_mixed_full_attn_and_sliding_window` run through the runner.
+`test_swa_alignment_skip` needs two block sizes (16 for full attention, 4 for the window),
+which the simulation's KV cache manager does not hold (one block size for every group,
+sim/v1/kv_cache_coordinator.py): its scheduler side is driven directly with the block
+tables the manager would hand out, the same configs, stores and loads asserted.
+
+Left out: `test_two_groups_different_block_sizes` (two full-attention groups of block
+sizes 12 and 16: the simulation's KV cache manager refuses groups of different block sizes,
+and with equal ones the case has nothing left to test), the EAGLE cases (`TestEagle`: the
+simulation marks no group as EAGLE's) and the KV-event cases (`take_events` yields
+nothing), `test_request_level_policy_stores_all_blocks` (the CPU manager never asks for
+the request-level policy), `test_fence_at_update_state_after_alloc` (it forces a load of a
+block whose store is still in flight; the real manager answers HIT_PENDING and the request
+waits instead, so that path cannot arise; the fence itself is the same set of blocks
+allocated in the step, tested through `_build_store_jobs`) and the async-only
 `test_async_preempt_readmit_before_transfer_output_is_deferred`.
 """
 from types import SimpleNamespace
@@ -26,14 +39,26 @@ import pytest
 from offloading_utils import (
     EOS_TOKEN_ID,
     RequestRunner,
+    SamplingParams,
     SpyManager,
     generate_store_output,
     to_keys,
 )
 
+from sim.v1.config import CacheConfig, KVTransferConfig
+from sim.v1.kv_cache_interface import (
+    FullAttentionSpec,
+    KVCacheConfig,
+    KVCacheGroupSpec,
+    SlidingWindowSpec,
+)
+from sim.v1.kv_cache_manager import KVCacheBlocks
+from sim.v1.kv_cache_utils import KVCacheBlock, get_request_block_hasher, sha256
+from sim.v1.kv_connector.offloading.common import OffloadingWorkerMetadata
 from sim.v1.kv_connector.offloading.scheduler import OffloadingConnectorScheduler
 from sim.v1.kv_offload.base import LookupResult, ReqContext, get_offload_block_hash
-from sim.v1.request import RequestStatus
+from sim.v1.kv_offload.cpu.spec import CPUOffloadingSpec
+from sim.v1.request import Request, RequestStatus
 
 BLOCK_SIZE = 4
 FACTOR = 3
@@ -521,3 +546,286 @@ class TestMaximalPrefixLookup:
         s = self.sched({1: self.R, 2: self.M, 3: self.H})
         assert s._maximal_prefix_lookup(to_keys([1, 2, 3]), self.CTX) is None
         assert s.manager.lookup.call_count == 2
+
+
+class TestSlidingWindowLookup:
+    sched = staticmethod(TestMaximalPrefixLookup.sched)
+    CTX = TestMaximalPrefixLookup.CTX
+    H, P, R, M = TestMaximalPrefixLookup.H, TestMaximalPrefixLookup.P, \
+        TestMaximalPrefixLookup.R, TestMaximalPrefixLookup.M
+
+    def test_all_hit_exact_window(self):
+        assert self.sched({1: self.H, 2: self.H})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) == 2
+
+    def test_all_miss(self):
+        assert self.sched({})._sliding_window_lookup(to_keys([1, 2, 3]), 1, self.CTX) == 0
+
+    def test_window_at_end(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 2, self.CTX) == 3
+
+    def test_window_in_middle(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4]), 2, self.CTX) == 3
+
+    def test_no_full_window_falls_back_to_prefix(self):
+        assert self.sched({1: self.H, 2: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 3, self.CTX) == 2
+
+    def test_single_block_window(self):
+        assert self.sched({2: self.H, 3: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3]), 1, self.CTX) == 3
+
+    def test_gap_resets_consecutive(self):
+        # [1, 2, 3, 0, 4]: the gap at 0 resets the run; a window of 2 is found at [2, 3]
+        assert self.sched({2: self.H, 3: self.H, 4: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 0, 4]), 2, self.CTX) == 3
+
+    def test_window_prefers_rightmost(self):
+        # two windows, [1, 2] and [4, 5]: the scan from the right finds [4, 5] first
+        assert self.sched({1: self.H, 2: self.H, 4: self.H, 5: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4, 5]), 2, self.CTX) == 5
+
+    def test_prefix_fallback_with_gap(self):
+        # no run of 4 (a gap at 1): what is left is the leading hit
+        assert self.sched({2: self.H, 3: self.H, 4: self.H, 5: self.H})._sliding_window_lookup(
+            to_keys([2, 1, 3, 4, 5]), 4, self.CTX) == 1
+
+    def test_empty(self):
+        assert self.sched({})._sliding_window_lookup([], 1, self.CTX) == 0
+
+    def test_retry_defers(self):
+        assert self.sched({1: self.H, 2: self.R})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) is None
+
+    def test_retry_with_full_window_still_defers(self):
+        # right to left: 4 (HIT), 3 (RETRY) resets, 2 and 1 (HIT) make a window; deferred
+        assert self.sched({1: self.H, 2: self.H, 3: self.R, 4: self.H})._sliding_window_lookup(
+            to_keys([1, 2, 3, 4]), 2, self.CTX) is None
+
+    def test_hit_pending_counts_as_hit(self):
+        assert self.sched({1: self.H, 2: self.P})._sliding_window_lookup(
+            to_keys([1, 2]), 2, self.CTX) is None
+
+    def test_hit_pending_does_not_break_streak(self):
+        s = self.sched({1: self.H, 2: self.P, 3: self.H})
+        assert s._sliding_window_lookup(to_keys([1, 2, 3]), 3, self.CTX) is None
+        # the run of 3 was found: every key was looked up
+        assert s.manager.lookup.call_count == 3
+
+
+def full_and_sliding_window_groups(block_size=4, sliding_window=8):
+    """vLLM's tests' two groups: one full-attention layer, one sliding-window layer."""
+    return [KVCacheGroupSpec(["layer0"], FullAttentionSpec(
+                block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32")),
+            KVCacheGroupSpec(["layer1"], SlidingWindowSpec(
+                block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32",
+                sliding_window=sliding_window))]
+
+
+def touch_sizes(runner) -> list[int]:
+    return [len(call[0][0]) for call in runner.manager.touch.call_args_list]
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_two_groups_full_and_sliding_window(async_scheduling):
+    block_size = 4
+    # sliding_window=8 -> 2 offloaded blocks (block_size_factor=1)
+    runner = make_runner(block_size=block_size, block_size_factor=1,
+                         async_scheduling=async_scheduling,
+                         kv_cache_groups=full_and_sliding_window_groups(block_size, 8))
+    kv_group_configs = runner.connector_scheduler.config.kv_group_configs
+    assert len(kv_group_configs) == 2
+    assert kv_group_configs[0].sliding_window_size_in_blocks is None
+    assert kv_group_configs[1].sliding_window_size_in_blocks == 2
+
+    # Blocks [0, 1, 2] miss
+    runner.new_request(token_ids=[0] * block_size * 3)
+    store_keys(runner)
+    runner.run(decoded_tokens=[0])
+    # touched by get_num_new_matched_tokens (2 groups) and by the store (2 groups)
+    assert touch_sizes(runner) == [3, 3, 3, 3]
+
+    # store 3 more blocks
+    store_keys(runner)
+    runner.run(decoded_tokens=[0] * (block_size * 3 + 2), expected_stored=(0, 1, 2, 3, 4, 5))
+    # touched by each of the 3 stores, once for each group
+    assert runner.manager.touch.call_count == 6
+
+    runner.run(decoded_tokens=[EOS_TOKEN_ID])
+    runner.scheduler.reset_prefix_cache()
+
+    # full 3 blocks hit [0, 1, 2] (vLLM forces the hits; they are in the CPU tier)
+    runner.new_request(token_ids=[0] * (block_size * 3 + 1))
+    runner.run(decoded_tokens=[EOS_TOKEN_ID],
+               # full attention: the prefix, blocks 0, 1, 2; the sliding window (2
+               # blocks): the last 2 only
+               expected_loaded=((0, 0), (0, 1), (0, 2), (1, 1), (1, 2)))
+    # one touch in get_num_new_matched_tokens x 2 groups
+    assert touch_sizes(runner) == [3, 2]
+
+    # 3 blocks hit on the GPU [0, 1, 2], 1 block loaded [3]
+    runner.new_request(token_ids=[0] * (block_size * 4 + 1))
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_loaded=((0, 3), (1, 3)))
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_stale_sliding_window_block_after_prepare_store_failure(async_scheduling):
+    """While stores fail, the window frees the request's first blocks and the pool (4
+    blocks) hands them straight back to the same request: on retry the stale block ids
+    are skipped, not stored under the wrong keys."""
+    block_size = 4
+    groups = [KVCacheGroupSpec(["layer0"], SlidingWindowSpec(
+        block_size=block_size, num_kv_heads=1, head_size=1, dtype="float32",
+        sliding_window=8))]
+    runner = make_runner(block_size=block_size, num_gpu_blocks=4, block_size_factor=1,
+                         async_scheduling=async_scheduling, kv_cache_groups=groups)
+    runner.new_request(token_ids=[0] * block_size * 3)
+
+    # prepare_store fails: offloading is delayed (next_stored_block_idx stays 0)
+    runner.manager.prepare_store.side_effect = lambda keys, req_context: None
+    runner.run(decoded_tokens=[0])
+    runner.manager.prepare_store.assert_called()
+
+    # block 3 is allocated; the window frees block 0, which is reused at once; still failing
+    runner.manager.prepare_store.side_effect = lambda keys, req_context: None
+    runner.run(decoded_tokens=[0] * block_size)
+
+    # now it succeeds: the stale positions (0 and 1) are zeroed, only 2 and 3 are stored
+    store_keys(runner)
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=(2, 3))
+
+
+def test_request_finished_mixed_full_attn_and_sliding_window():
+    """One store job with both kinds of block: the sliding-window ones are fenced from
+    the job's creation, the full-attention ones when the request finishes."""
+    block_size = 4
+    # 4 GPU blocks (2 per group), so the second run reuses them and flushes the old job
+    runner = make_runner(block_size=block_size, num_gpu_blocks=4, block_size_factor=1,
+                         async_scheduling=False,
+                         kv_cache_groups=full_and_sliding_window_groups(block_size, 8))
+    runner.new_request(token_ids=[0] * block_size)
+    store_keys(runner)
+    fence_snapshots: list[dict] = []
+    sw_block_ids: set[int] = set()
+    non_sw_block_ids: set[int] = set()
+
+    def capture_fence():
+        fence_snapshots.append(dict(runner.connector_scheduler._block_id_to_pending_jobs))
+        for js in runner.connector_scheduler._jobs.values():
+            if js.is_store:
+                sw_block_ids.update(js.sliding_window_block_ids or [])
+                non_sw_block_ids.update(js.non_sliding_window_block_ids or [])
+
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], complete_transfers=False,
+               post_step_fn=capture_fence)
+    assert sw_block_ids, "No SW blocks in store job"
+    assert non_sw_block_ids, "No non-SW blocks in store job"
+    assert any(all(b in fence for b in sw_block_ids)
+               and all(b in fence for b in non_sw_block_ids) for fence in fence_snapshots)
+
+    runner.scheduler.reset_prefix_cache()
+    runner.new_request(token_ids=[0] * block_size)
+    store_keys(runner)
+    # The new request's sliding-window block is one of the old job's: the job is flushed.
+    # vLLM's mock also stores the new request's blocks again ((0, 0) and (1, 0)); the real
+    # manager has their keys already, so the only store completed is the flushed one,
+    # whose two GPU blocks both read (1, 0) now (one reused there, one last seen there):
+    # real manager
+    runner.run(decoded_tokens=[EOS_TOKEN_ID], expected_stored=((1, 0),),
+               expected_flushed=((1, 0),))
+    assert runner.connector_scheduler._block_id_to_pending_jobs == {}
+    assert len(runner.connector_scheduler._jobs) == 0
+
+
+def test_swa_alignment_skip():
+    """Sliding-window blocks no load can reach are not stored (DeepSeek V4-like: the
+    sliding-window group's blocks are much smaller than the full-attention group's).
+
+    Group 0: full attention, block size 16; group 1: sliding window, block size 4,
+    window 8. alignment_block_count = 16 / 4 = 4 sliding-window blocks per aligned
+    segment, sliding_window_size_in_blocks = 2: of each segment only the last 2 are
+    stored. 32 tokens: group 0 stores blocks 0, 1; group 1 stores 2, 3, 6, 7.
+
+    The simulation's KV cache manager has one block size for every group (vLLM's runner
+    runs the scheduler with both), so the scheduler side is driven directly, with the
+    calls the scheduler makes and the block tables its KV cache manager would hand out;
+    the real CPU manager answers. vLLM's `async_scheduling` parameter changes nothing
+    here (no scheduler), so the case runs once."""
+    full_attn_block_size, swa_block_size = 16, 4
+    groups = [
+        KVCacheGroupSpec(["layer0"], FullAttentionSpec(
+            block_size=full_attn_block_size, num_kv_heads=1, head_size=1, dtype="float32")),
+        KVCacheGroupSpec(["layer1"], SlidingWindowSpec(
+            block_size=swa_block_size, num_kv_heads=1, head_size=1, dtype="float32",
+            sliding_window=8))]
+    spec = CPUOffloadingSpec(
+        KVTransferConfig(kv_connector="OffloadingConnector", kv_role="kv_both",
+                         kv_connector_extra_config={"num_cpu_blocks": 100,
+                                                    "offload_prompt_only": False}),
+        CacheConfig(block_size=swa_block_size, num_gpu_blocks=200),
+        kv_cache_config=KVCacheConfig(num_blocks=200, kv_cache_groups=groups))
+    sched = OffloadingConnectorScheduler(spec)
+
+    kv_group_configs = sched.config.kv_group_configs
+    assert len(kv_group_configs) == 2
+    # group 0: full attention, no alignment skip
+    assert kv_group_configs[0].alignment_block_count is None
+    assert kv_group_configs[0].sliding_window_size_in_blocks is None
+    assert kv_group_configs[0].offloaded_block_size == full_attn_block_size
+    # group 1: sliding window, alignment_block_count = 16 / 4 = 4, tail = 2
+    assert kv_group_configs[1].alignment_block_count == 4
+    assert kv_group_configs[1].sliding_window_size_in_blocks == 2
+    assert kv_group_configs[1].offloaded_block_size == swa_block_size
+
+    hasher = get_request_block_hasher(swa_block_size, sha256)
+
+    def new_request(req_id, token_ids):
+        req = Request(req_id, token_ids, SamplingParams(), EOS_TOKEN_ID,
+                      block_hasher=hasher, block_size=swa_block_size)
+        sched.on_new_request(req)
+        return req
+
+    def scheduler_output(req, block_ids, num_tokens):
+        return SimpleNamespace(
+            scheduled_new_reqs=[SimpleNamespace(req_id=req.request_id, block_ids=block_ids)],
+            scheduled_cached_reqs=SimpleNamespace(req_ids=[], new_block_ids=[],
+                                                  resumed_req_ids=set()),
+            num_scheduled_tokens={req.request_id: num_tokens}, preempted_req_ids=set())
+
+    # 32 tokens = 2 full-attention blocks = 8 sliding-window blocks, all computed in one
+    # step (its window drops nothing before the step).
+    req = new_request("0", [0] * 32)
+    assert sched.get_num_new_matched_tokens(req, 0) == (0, False)
+    full_ids, swa_ids = [101, 102], list(range(111, 119))
+    where = {b: (0, i) for i, b in enumerate(full_ids)} | {
+        b: (1, i) for i, b in enumerate(swa_ids)}
+    meta = sched.build_connector_meta(scheduler_output(req, (full_ids, swa_ids), 32))
+    ((store_id, store),) = meta.store_jobs.items()
+    stored = [where[b] for b in store.src_spec.block_ids]
+    # segment 0 (blocks 0-3): skip 0, 1; segment 1 (blocks 4-7): skip 4, 5
+    assert stored == [(0, 0), (0, 1), (1, 2), (1, 3), (1, 6), (1, 7)]
+    cpu_block_of = dict(zip(stored, store.dst_spec.block_ids))
+    sched.update_connector_output(SimpleNamespace(
+        kv_connector_worker_meta=OffloadingWorkerMetadata(completed_jobs={store_id: 1})))
+
+    # The loads still find the stored sliding-window blocks: a 33-token request (vLLM
+    # forces the full-attention hit; here the blocks are in the CPU tier) hits 32 tokens.
+    req = new_request("1", [0] * 32 + [1])
+    assert sched.get_num_new_matched_tokens(req, 0) == (32, True)
+    null = KVCacheBlock(0)
+    null.is_null = True
+    # The KV cache manager's tables for 32 external tokens: the window's 6 first blocks
+    # are the null block.
+    full_blocks = [KVCacheBlock(201), KVCacheBlock(202)]
+    swa_blocks = [null] * 6 + [KVCacheBlock(211), KVCacheBlock(212)]
+    sched.update_state_after_alloc(req, KVCacheBlocks((full_blocks, swa_blocks)), 32)
+    meta = sched.build_connector_meta(scheduler_output(
+        req, ([201, 202], [0] * 6 + [211, 212]), 0))
+    ((load_id, load),) = meta.load_jobs.items()
+    assert load.dst_spec.block_ids == [201, 202, 211, 212]
+    # group 0 blocks 0, 1 and group 1 blocks 6, 7, from where they were stored
+    assert load.src_spec.block_ids == [cpu_block_of[b]
+                                       for b in ((0, 0), (0, 1), (1, 6), (1, 7))]
+    assert not meta.store_jobs
