@@ -39,8 +39,10 @@ _RUNNING = RequestStatus.RUNNING
 
 
 class AsyncScheduler(Scheduler):
-    # Every output goes through _update_request_with_output below.
+    # Every output goes through _update_request_with_output below, but for one token
+    # without a discard, which update_from_output writes out (the per-token hot path).
     _inline_single_token_update = False
+    _inline_async_token_update = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -295,6 +295,7 @@ class Scheduler(KVConnectorSchedulerMixin):
     # _update_request_with_output (the per-token hot path); a subclass that overrides
     # that method (AsyncScheduler) sets this False so that its override always runs.
     _inline_single_token_update = True
+    _inline_async_token_update = False
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None, log_stats: bool = True,
@@ -902,6 +903,15 @@ class Scheduler(KVConnectorSchedulerMixin):
                      if r is None or r.request_id not in failed_kv_load_req_ids]
         stopped_preempted_reqs: list[Request] = []
         inline = self._inline_single_token_update
+        # The async scheduler's one-token update, written out the same way (see
+        # AsyncScheduler._update_request_with_output, which every other case still calls).
+        inline_async = self._inline_async_token_update
+        kv_cache_manager = self.kv_cache_manager
+        cache_blocks = kv_cache_manager.cache_blocks
+        caching = kv_cache_manager.enable_caching
+        full_attention_only = kv_cache_manager.full_attention_only
+        num_cached_block = kv_cache_manager.num_cached_block
+        block_size = self.block_size
         for request, generated_token_ids in items:
             if request is None:
                 continue
@@ -935,6 +945,27 @@ class Scheduler(KVConnectorSchedulerMixin):
                             or token_id in request.stop_token_ids)
                            and check_stop(request, max_model_len))
                 new_token_ids = generated_token_ids
+            elif (inline_async and len(generated_token_ids) == 1
+                  and not request.async_tokens_to_discard):
+                token_id = generated_token_ids[0]
+                request.append_output_token_ids(token_id)
+                num_tokens = request.num_tokens
+                stopped = ((num_tokens >= max_model_len
+                            or num_tokens - request.num_prompt_tokens >= request.max_tokens
+                            or token_id == request.eos_token_id
+                            or token_id in request.stop_token_ids)
+                           and check_stop(request, max_model_len))
+                new_token_ids = generated_token_ids
+                placeholders = request.num_output_placeholders - 1
+                request.num_output_placeholders = placeholders
+                assert placeholders >= 0
+                # Cache the blocks the known tokens fill; with one full-attention group,
+                # only when one became full (cache_blocks' own early return, checked here).
+                if status_before_stop is _RUNNING and caching:
+                    known = request.num_computed_tokens - placeholders
+                    if (not full_attention_only
+                            or known // block_size > num_cached_block.get(req_id, 0)):
+                        cache_blocks(request, known)
             else:
                 new_token_ids, stopped = self._update_request_with_output(
                     request, generated_token_ids, max_model_len)
