@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, memory
 from pages.views import chart, fit, svg
 from pages.views.text import a, commas, noun, plural, verb
 from sim.perf.hardware import GPUS, GiB, MiB, get_gpu, memory_profile, raise_if_cache_size_invalid
@@ -323,6 +324,10 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
     return svg.Figure(W, y, body, label)
 
 
+GROWTH_QUESTIONS = Asker(("kv-bytes", memory.growth_bytes(growth_model, dtype_bytes)))
+COST_QUESTIONS = Asker(("kv-fit", memory.sequences_fit))
+
+
 GROWTH = Widget(
     id="kv-growth",
     goal=('Explain why each new token adds one key and one value per layer and KV head, and what '
@@ -332,6 +337,7 @@ GROWTH = Widget(
             "compares the attention work with the cache and without it.",
     scenario=growth_scenario, context=growth_context, view=growth_view,
     narrate=growth_narrate, label=growth_label, details=growth_details,
+    questions=GROWTH_QUESTIONS, question_kinds=GROWTH_QUESTIONS.kinds,
     params=(
         Param("prompt_len", "prompt tokens", "int", 4, min=1, max=12,
               help="Tokens in the prompt (1 to 12): all written in the prefill step."),
@@ -587,7 +593,7 @@ COST = Widget(
     summary="Bytes per token from the model's shape, and how many tokens fit after the "
             "weights by vLLM's start-up formula.",
     scenario=cost_scenario, view=cost_view, narrate=cost_narrate, details=cost_details,
-    check=check_cost,
+    check=check_cost, questions=COST_QUESTIONS, question_kinds=COST_QUESTIONS.kinds,
     params=(
         Param("model", "model", "choice", "opt-13b", choices=MODEL_CHOICES),
         Param("gpu", "GPU", "choice", "a100-40gb", choices=GPU_CHOICES),

@@ -29,6 +29,7 @@ from pathlib import Path
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, kv, scheduling
 from pages.views import arrows, chart, kv_view, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story, story_kind
 from pages.views.text import a, join, noun, plural, verb
@@ -568,6 +569,17 @@ def check(v: dict) -> dict[str, str]:
     return {}
 
 
+def limits(v: dict) -> scheduling.Limits:
+    """The scheduler settings build_engine uses, for the questions."""
+    mode = None if v["engine"] == "v1" or v["preemption_mode"] == "auto" \
+        else v["preemption_mode"]
+    return scheduling.Limits(preemption_mode=mode)
+
+
+QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("admit", scheduling.admit(limits)),
+                  ("next-block", kv.next_block), ("blocks-freed", kv.finished_frees),
+                  ("new-block", kv.new_block))
+
 WIDGETS = (Widget(
     id="preemption",
     goal=('Predict which request is preempted when blocks run out, and trace a swap round trip or'
@@ -599,7 +611,7 @@ WIDGETS = (Widget(
         Param("seed", "seed", "int", 0, min=0, max=9999, help="Seeds the token ids."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pages.framework.prompt_list import PromptList, token_ids
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, kv, prefix, scheduling
 from pages.views import chart, fit, svg
 from pages.views import prefix_view as pv
 from pages.views.text import join, plural, verb
@@ -789,6 +790,14 @@ WIDGET_PARAMS = (
           help="vLLM's enable_prefix_caching (on by default in V1)."),
 )
 
+QUESTIONS = Asker(("free-queue", prefix.free_queue),
+                  *prefix.phases(("prefix-hit", prefix.prefix_hit),
+                                 ("evict-next", prefix.evict_next),
+                                 ("admit", scheduling.admit()),
+                                 ("next-block", kv.next_block),
+                                 step_name=lambda step: f"step {step.step + 1}"))
+
+
 WIDGETS = (Widget(
     id="prefix-caching",
     goal=('Trace a prefix-cache hit through block hashes, touch and the free queue, and predict '
@@ -798,7 +807,8 @@ WIDGETS = (Widget(
             "that touch cached blocks, and the free queue that decides what is evicted.",
     params=WIDGET_PARAMS,
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, meta=meta, check=check,
+    details=details, meta=meta, check=check, questions=QUESTIONS,
+    question_kinds=QUESTIONS.kinds,
 ),)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, spec
 from pages.views import budget_view, fit, svg
 from pages.views.text import a, plural, span, verb
 from sim.core.sequence import SamplingParams
@@ -386,6 +387,9 @@ def details(step: Step, ctx: SpecContext) -> list[str]:
     return out
 
 
+QUESTIONS = Asker(("spec-rollback", spec.rollback), ("spec-accept", spec.accepted))
+
+
 WIDGETS = (Widget(
     id="spec-decode",
     goal=('Explain why draft tokens need slots ahead of time and what a rejected draft costs in '
@@ -407,5 +411,5 @@ WIDGETS = (Widget(
               help="Seeds the model and which drafts are accepted."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details,
+    details=details, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
