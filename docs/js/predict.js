@@ -143,8 +143,11 @@ export class Predict {
     this.focusFirst();
   }
 
+  // The first option takes the focus (a keyboard or screen reader user answers at once);
+  // the page scrolls only as far as the question needs, so the picture stays in view.
   focusFirst() {
-    this.options.querySelector("button")?.focus({ preventScroll: false });
+    this.options.querySelector("button")?.focus({ preventScroll: true });
+    this.panel.scrollIntoView({ block: "nearest" });
   }
 
   answer(i) {

@@ -401,7 +401,7 @@ def admit(limits: Callable[[dict], Limits] | None = None):
         news = (f"{join(arrivals)} {'arrives' if len(arrivals) == 1 else 'arrive'}; "
                 if arrivals else "")
         free = snap["gpu"]["num_free"]
-        prompt = (f"In {name(nxt, ctx)}, {news}the waiting queue holds {', '.join(queue)}, and "
+        prompt = (f"In {name(nxt, ctx)}, {news}the waiting queue holds {join(queue)}, and "
                   f"{plural(free, 'GPU block')} {'is' if free == 1 else 'are'} free. Which "
                   "waiting requests are admitted?")
         if v1:
