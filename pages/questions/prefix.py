@@ -11,13 +11,14 @@ from pages.framework.question import Question, ask
 from pages.questions import code, remember
 from pages.questions.state import Named, free, is_v1, name, request
 from pages.views.prefix_view import would_hit
-from pages.views.text import join, plural
+from pages.views.text import a, join, plural
 from sim.events import (
     Admitted,
     BlockAllocated,
     BlockEvicted,
     BlockFreed,
     BlockTouched,
+    PrefixCacheHit,
     RequestFinished,
 )
 
@@ -35,8 +36,13 @@ def prefix_hit(step, nxt, ctx) -> Question | None:
         return None
     snap = step.snapshot
     bs = snap["block_size"]
+    owner = {s["seq_id"]: r["request_id"] for r in nxt.snapshot["requests"] for s in r["seqs"]}
     for e in nxt.of_type(Admitted):
-        idx = nxt.events.index(e)
+        # Where its own admission starts: its hit, its first new block, or the admission.
+        idx = min(i for i, x in enumerate(nxt.events)
+                  if (isinstance(x, PrefixCacheHit) and x.request_id == e.request_id)
+                  or (isinstance(x, BlockAllocated) and owner.get(x.seq_ids[0]) == e.request_id)
+                  or x is e)
         if any(isinstance(x, (BlockEvicted, BlockFreed, Admitted)) for x in nxt.events[:idx]):
             return None      # an earlier request of this step changed the cache first
         r = request(snap, e.request_id)
@@ -53,15 +59,15 @@ def prefix_hit(step, nxt, ctx) -> Question | None:
         candidates = [c for c in candidates if 0 <= c <= n]
         resumed = r["seqs"][0]["len"] > r["seqs"][0]["prompt_len"]
         what = (f"{e.request_id} comes back to be recomputed ({n} tokens)" if resumed else
-                f"{e.request_id} is admitted with a {n}-token prompt")
+                f"{e.request_id} is admitted with {a(f'{n}-token prompt')}")
         prompt = (f"In {name(nxt, ctx)}, {what}. How many of its tokens does the prefix-cache "
                   "lookup find, so that they are not computed again?")
         cap = (n - 1) // bs
         reasons = [f"V1 looks the request's full blocks up by hash, from the first, and stops "
                    f"at the first miss (get_computed_blocks, blocks of {bs})"]
         if hits:
-            reasons.append(f"the first {plural(len(hits), 'block')} "
-                           f"{'is' if len(hits) == 1 else 'are'} cached "
+            reasons.append(("its first block is" if len(hits) == 1 else
+                            f"its first {len(hits)} blocks are") + " cached "
                            f"({', '.join('#' + str(b) for b in hits)}), so "
                            f"{correct} tokens are read, not computed")
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
-from pages.questions import Asker, kv, scheduling
+from pages.questions import Asker, kv, prefix, scheduling
 from pages.views import kv_view, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story
 from pages.views.text import a, join, plural, verb
@@ -197,9 +197,9 @@ def v1_fits(v: dict) -> dict[str, str]:
     return {}
 
 
-QUESTIONS = Asker(("preempt", scheduling.preempt()), ("admit", scheduling.admit()),
-                  ("next-block", kv.next_block), ("blocks-freed", kv.finished_frees),
-                  ("new-block", kv.new_block))
+QUESTIONS = Asker(("preempt", scheduling.preempt()), ("evict-next", prefix.evict_next),
+                  ("admit", scheduling.admit()), ("next-block", kv.next_block),
+                  ("blocks-freed", kv.finished_frees), ("new-block", kv.new_block))
 
 WIDGETS = (Widget(
     id="paged-attention",

@@ -29,7 +29,7 @@ from pathlib import Path
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
-from pages.questions import Asker, kv, scheduling
+from pages.questions import Asker, kv, prefix, scheduling
 from pages.views import arrows, chart, kv_view, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story, story_kind
 from pages.views.text import a, join, noun, plural, verb
@@ -576,7 +576,8 @@ def limits(v: dict) -> scheduling.Limits:
     return scheduling.Limits(preemption_mode=mode)
 
 
-QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("admit", scheduling.admit(limits)),
+QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("prefix-hit", prefix.prefix_hit),
+                  ("evict-next", prefix.evict_next), ("admit", scheduling.admit(limits)),
                   ("next-block", kv.next_block), ("blocks-freed", kv.finished_frees),
                   ("new-block", kv.new_block))
 
