@@ -14,10 +14,10 @@ KINDS names every kind in words, for the Instructors page and for the check
 from __future__ import annotations
 
 KINDS: dict[str, str] = {
-    "next-block": "which physical block receives the next new block (free list order)",
-    "new-block": "does this step need a new block for a sequence's next token",
-    "cow": "is this copy-on-write: which sequence writes a shared block in place",
-    "blocks-freed": "which blocks return to the free list",
+    "next-block": "which physical block a new block is (free list order)",
+    "new-block": "whether a sequence's next token needs a new block, or a copy",
+    "cow": "copy-on-write: which sequence writes a shared block in place",
+    "blocks-freed": "which blocks go back to the free list",
     "preempt": "which request is preempted, and swapped or recomputed",
     "admit": "which waiting requests are admitted, or why none is",
     "prefix-hit": "how many prompt tokens hit the prefix cache (and why not the last one)",
@@ -25,16 +25,16 @@ KINDS: dict[str, str] = {
     "evict-next": "which cached block is evicted next",
     "beam-survivors": "which beams survive the selection",
     "budget-share": "how many tokens of the step's budget a request gets (V1)",
-    "step-plan": "what v0.5.5 runs in a step: prompts only, or decodes",
-    "spec-accept": "how many tokens a step gains with draft tokens",
+    "step-plan": "what a step computes: prompts, decodes or both",
+    "spec-accept": "how many tokens a step with draft tokens gains",
     "spec-rollback": "which draft slots are rolled back and written again",
-    "batch-join": "which waiting requests join the running batch",
+    "batch-join": "who joins the batch: static batching against vLLM",
     "frag-reserve": "how many slots each allocation policy sets aside for a request",
-    "kv-bytes": "how many bytes of KV cache a step adds",
+    "kv-bytes": "how many bytes of KV cache a step writes",
     "kv-fit": "how many sequences fit in the KV cache at once",
-    "kernel-max": "which maximum the softmax uses (masked padding)",
-    "kernel-partial": "the kernel's next partial output",
-    "tp-partial": "the tensor-parallel all-reduce's result",
+    "kernel-max": "which maximum the kernel's softmax uses (padding masked)",
+    "kernel-partial": "the kernel's output after the next block's values",
+    "tp-partial": "what the tensor-parallel all-reduce gives every GPU",
     "roofline": "how long the next step takes, and what bounds it",
 }
 
