@@ -28,14 +28,17 @@ def reserve(runs_of, max_len_of, block_size_of, specs_of):
                 continue
             for e in rec.events:
                 if type(e).__name__ == "Admitted":
-                    admitted.append((i, e.request_id))
+                    admitted.append((i, e))
         if not admitted:
             return None
-        i, rid = admitted[nxt.index % len(admitted)]
+        i, event = admitted[nxt.index % len(admitted)]
+        rid = event.request_id
         label = runs[i].label
         spec: RequestSpec = specs[rid]
         max_len, bs = max_len_of(ctx), block_size_of(ctx)
-        prompt_blocks = -(-spec.prompt_len // bs) * bs
+        # A request preempted by recompute comes back with its outputs so far.
+        tokens = event.num_tokens if event.recompute else spec.prompt_len
+        prompt_blocks = -(-tokens // bs) * bs
         total = spec.prompt_len + spec.output_len
         pow2 = spec.prompt_len + next_power_of_two(spec.output_len)
         if label in _POLICIES:
@@ -55,15 +58,19 @@ def reserve(runs_of, max_len_of, block_size_of, specs_of):
             where = code.CAN_ALLOCATE
         else:
             correct = prompt_blocks
-            explanation = (f"vLLM allocates blocks for the prompt alone ({spec.prompt_len} "
-                           f"tokens in blocks of {bs}: {correct} slots) and takes one more "
-                           "block only when the last one fills, so nothing is reserved for "
-                           "an output it may never produce.")
+            what = (f"the {tokens} tokens it recomputes" if event.recompute else
+                    f"the prompt alone ({tokens} tokens)")
+            explanation = (f"vLLM allocates blocks for {what}, in blocks of {bs}: {correct} "
+                           "slots, and takes one more block only when the last one fills, so "
+                           "nothing is reserved for an output it may never produce.")
             where = code.CAN_ALLOCATE
         candidates = [total, BuddyAllocator.chunk_size(total), pow2, max_len, prompt_blocks,
                       spec.prompt_len]
-        prompt = (f"At step {nxt.index}, {label} admits {rid} ({spec.prompt_len} prompt + "
-                  f"{spec.output_len} output tokens). How many slots does it set aside for "
+        how = (f"re-admits {rid} after a preemption, to recompute its {tokens} tokens "
+               f"({spec.prompt_len} prompt + {spec.output_len} output in all)"
+               if event.recompute else
+               f"admits {rid} ({spec.prompt_len} prompt + {spec.output_len} output tokens)")
+        prompt = (f"At step {nxt.index}, {label} {how}. How many slots does it set aside for "
                   f"{rid}?")
         return ask("frag-reserve", prompt, correct, [c for c in candidates if c != correct],
                    lambda n: plural(n, "slot"), explanation, where,
