@@ -321,7 +321,8 @@ def first_preset(site: Path, by_page: dict[str, str]) -> tuple[str, str, str] | 
                                    r'data-frames="[^"]+" data-presets="([^"]*)"', text):
             presets = json.loads(html.unescape(raw))
             fields = presets[0]["fields"]
-            hash_ = "#" + urllib.parse.urlencode({f"{wid}.{k}": v for k, v in fields.items()})
+            hash_ = "#" + urllib.parse.urlencode({f"{wid}.{k}": v for k, v in fields.items()},
+                                                 quote_via=urllib.parse.quote)
             found.append((path not in by_page, path, wid, hash_))
     return min(found)[1:] if found else None
 

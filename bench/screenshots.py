@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "shots")
     parser.add_argument("--full", action="store_true", help="whole page, not just the first screen")
     parser.add_argument("--predict", action="store_true",
-                        help="the first widget in predict mode: its first question, then its answer")
+                        help="each page's first widget in predict mode: a question, then "
+                             "its answer")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright

@@ -17,9 +17,11 @@ Then the same 1,000 requests through V1 (vLLM v0.25.1, sim/v1): block size 16, t
 chunked prefill on) with the A100 budget of VLLM-V1.md section 8 (max_num_batched_tokens
 2048, max_num_seqs 256); n=2 requests fan out into two child requests. Once with distinct
 prompts, once with a shared 300-token system prompt before each prompt (its own part
-clipped so the prompt stays under max_model_len 2048), and on the 4x pool. It prints steps,
-preemptions (all by recompute), the prefix-cache hit rate (hits over looked-up tokens, as
-vLLM logs it, lookups of preempted requests apart) and wall time.
+clipped so the prompt stays under max_model_len 2048), and on the 4x pool. Each runs V1's
+default engine loop, async scheduling (a step is one engine call), then the synchronous loop
+(`async_scheduling=False`) for comparison. It prints steps, preemptions (all by recompute),
+the prefix-cache hit rate (hits over looked-up tokens, as vLLM logs it, lookups of preempted
+requests apart) and wall time.
 
     python bench/sim_throughput.py [--requests 1000] [--rate 1.0] [--repeat 3] [--no-v0]
 """
@@ -122,27 +124,29 @@ def main() -> None:
     print(f"\nV1 (vLLM v0.25.1): block size 16, {gpu_blocks} usable blocks + the null block, "
           f"max_num_batched_tokens {V1_BUDGET}, max_num_seqs {V1_MAX_NUM_SEQS}, prefix "
           "caching and chunked prefill on")
+    loops = ((None, "async scheduling (the default)"), (False, "synchronous loop"))
     for label, blocks, prefix in (("12 GiB pool", gpu_blocks, 0),
                                   ("12 GiB pool, shared 300-token system prompt",
                                    gpu_blocks, SYSTEM_PROMPT_LEN),
                                   ("4x pool", 4 * gpu_blocks, 0)):
-        runs = [run_v1(build_v1(blocks + 1, requests, prefix, not args.no_events))
-                for _ in range(args.repeat)]
-        r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
-        print(f"\nV1 {label}: {blocks + 1} GPU blocks")
-        print(f"  steps {r['steps']}, preemptions {r['preemptions']} (recompute)")
-        print(f"  prefix cache: hit rate {r['hit_rate']:.1%} ({r['hits']} of {r['queries']} "
-              f"looked-up tokens, a blocked request counted at every retry); after "
-              f"preemption {r['preempted_hit_rate']:.1%} ({r['preempted_hits']} of "
-              f"{r['preempted_queries']})")
-        print(f"  at first admission {r['admitted_hits']} of {r['prompt_tokens']} prompt tokens "
-              f"({r['admitted_hits'] / r['prompt_tokens']:.1%}) came from the cache")
-        print(f"  wall {r['wall']:.2f} s (runs: "
-              + ", ".join(f"{x['wall']:.2f}" for x in runs) + f"; CPU {r['cpu']:.2f} s), "
-              f"{r['steps'] / r['wall']:.0f} steps/s")
-        print(f"  {r['mean_running']:.1f} running requests per step on average: "
-              f"{r['per_step_us']:.0f} us per step, "
-              f"{r['per_req_step_us']:.2f} us per running request per step")
+        for loop, loop_name in loops:
+            runs = [run_v1(build_v1(blocks + 1, requests, prefix, not args.no_events, loop))
+                    for _ in range(args.repeat)]
+            r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
+            print(f"\nV1 {label}, {loop_name}: {blocks + 1} GPU blocks")
+            print(f"  steps {r['steps']}, preemptions {r['preemptions']} (recompute)")
+            print(f"  prefix cache: hit rate {r['hit_rate']:.1%} ({r['hits']} of {r['queries']} "
+                  f"looked-up tokens, a blocked request counted at every retry); after "
+                  f"preemption {r['preempted_hit_rate']:.1%} ({r['preempted_hits']} of "
+                  f"{r['preempted_queries']})")
+            print(f"  at first admission {r['admitted_hits']} of {r['prompt_tokens']} prompt "
+                  f"tokens ({r['admitted_hits'] / r['prompt_tokens']:.1%}) came from the cache")
+            print(f"  wall {r['wall']:.2f} s (runs: "
+                  + ", ".join(f"{x['wall']:.2f}" for x in runs) + f"; CPU {r['cpu']:.2f} s), "
+                  f"{r['steps'] / r['wall']:.0f} steps/s")
+            print(f"  {r['mean_running']:.1f} running requests per step on average: "
+                  f"{r['per_step_us']:.0f} us per step, "
+                  f"{r['per_req_step_us']:.2f} us per running request per step")
 
 
 V1_BUDGET = 2048          # max_num_batched_tokens: VLLM-V1.md section 8, A100 (server)
@@ -151,11 +155,13 @@ SYSTEM_PROMPT_LEN = 300
 MAX_MODEL_LEN = 2048
 
 
-def build_v1(num_gpu_blocks: int, requests, prefix: int, record_events: bool) -> V1Engine:
+def build_v1(num_gpu_blocks: int, requests, prefix: int, record_events: bool,
+             async_scheduling: bool | None = None) -> V1Engine:
     engine = V1Engine(V1CacheConfig(block_size=16, num_gpu_blocks=num_gpu_blocks),
                       V1SchedulerConfig(max_num_batched_tokens=V1_BUDGET,
                                         max_num_seqs=V1_MAX_NUM_SEQS,
-                                        max_model_len=MAX_MODEL_LEN),
+                                        max_model_len=MAX_MODEL_LEN,
+                                        async_scheduling=async_scheduling),
                       record_events=record_events)
     for i, r in enumerate(requests):
         n = 2 if i % 20 == 19 else 1

@@ -36,7 +36,10 @@ while v1.has_unfinished_requests():
     print(f"V1 step {out.step}: {seq['len']} tokens, block table "
           f"{[number for _, number, _ in seq['block_table']]}, "
           f"{snap['gpu']['num_free']} free blocks, cached {cached}")
-# V1 step 0: 8 tokens, block table [1, 2], 6 free blocks, cached [1]
-# V1 step 1: 9 tokens, block table [1, 2], 6 free blocks, cached [1, 2]
-# V1 step 2: 10 tokens, block table [1, 2, 3], 5 free blocks, cached [1, 2]
-# V1 step 3: 11 tokens, block table [], 8 free blocks, cached [1, 2]
+# V1 runs its default loop, async scheduling: each step's output is processed in the next
+# call, so the tokens (and the finish) arrive one call later than in the loop above.
+# V1 step 0: 7 tokens, block table [1, 2], 6 free blocks, cached [1]
+# V1 step 1: 8 tokens, block table [1, 2], 6 free blocks, cached [1]
+# V1 step 2: 9 tokens, block table [1, 2, 3], 5 free blocks, cached [1, 2]
+# V1 step 3: 10 tokens, block table [1, 2, 3], 5 free blocks, cached [1, 2]
+# V1 step 4: 11 tokens, block table [], 8 free blocks, cached [1, 2]

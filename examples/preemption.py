@@ -65,4 +65,6 @@ for step in trace.steps[1:]:
             print(f"V1 step {step.step}: {e.request_id} comes back; its first {e.num_tokens} "
                   f"tokens are still cached in blocks {list(e.blocks)}")
 # V1 step 8: C preempted by recompute (room for B)
-# V1 step 12: C comes back; its first 4 tokens are still cached in blocks [5]
+# V1 step 13: C comes back; its first 4 tokens are still cached in blocks [5]
+# (V1's default loop, async scheduling, processes A's and B's last outputs in step 12,
+# after that step's batch was chosen: C comes back one step after them.)

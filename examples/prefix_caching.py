@@ -13,8 +13,11 @@ R2 = A_TO_O[:12] + list(range(119, 136))            # A..L and 17 of its own
 
 
 def docs_example(num_gpu_blocks):
+    # The synchronous loop, the loop of the docs' example (vLLM's default, async
+    # scheduling, caches a decoded block and frees a finished request one call later).
     engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=num_gpu_blocks),
-                       SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=16))
+                       SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=16,
+                                       async_scheduling=False))
     engine.add_request("R0", R0, SamplingParams(max_tokens=3, ignore_eos=True))
     engine.add_request("R1", R1, SamplingParams(max_tokens=1, ignore_eos=True),
                        arrival_step=2)              # arrives in the 3rd step

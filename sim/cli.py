@@ -14,6 +14,9 @@ with EOS after N tokens).
 `--engine v1` runs vLLM v0.25.1's V1 engine (sim/v1) instead of v0.5.5's: prefix caching and
 chunked prefill on, `--gpu-blocks` counts the null block, `--prefix N` starts every
 prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN tokens.
+Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
+previous step's output is processed; every step says whose output it processed);
+`--no-async-scheduling` runs the synchronous loop.
 """
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ from sim.events import (
     Admitted,
     BlockAllocated,
     BlockFreed,
+    BlocksLeaked,
     CopyOnWrite,
     Forked,
     Preempted,
+    PrefillRunAsDecode,
     PromptIgnored,
     RequestFinished,
     SwappedIn,
@@ -88,6 +93,12 @@ def describe_event(ev) -> str | None:
         return f"copy-on-write seq {ev.seq_id}: block {ev.src} -> {ev.dst}"
     if isinstance(ev, Forked):
         return f"fork seq {ev.parent_seq_id} -> seq {ev.child_seq_id}"
+    if isinstance(ev, BlocksLeaked):
+        return (f"leak {_blocks(list(ev.blocks))}: allocate counted {ev.refs} finished "
+                f"{'sample' if ev.refs == 1 else 'samples'} of {ev.request_id} in the ref count")
+    if isinstance(ev, PrefillRunAsDecode):
+        return (f"run seq {ev.seq_id}'s recompute as a decode (first seq {ev.first_seq_id} "
+                f"finished): KV of position {ev.position} only")
     if isinstance(ev, RequestFinished):
         return f"finished {ev.request_id} ({ev.status})"
     return None
@@ -152,7 +163,7 @@ def format_step(engine, out) -> str:
 
 def describe_v1_event(ev) -> str | None:
     """V1's own events, then the ones it shares with v0.5.5."""
-    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit
+    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit, TokenDiscarded
     if isinstance(ev, PrefixCacheHit):
         blocks = ",".join(str(b) for b in ev.blocks)
         return f"hit {ev.request_id}: blocks {blocks} ({ev.num_tokens} tokens cached)"
@@ -163,6 +174,11 @@ def describe_v1_event(ev) -> str | None:
                 f"{ev.logical}")
     if isinstance(ev, Aborted):
         return f"abort {ev.request_id} ({ev.queue})"
+    if isinstance(ev, TokenDiscarded):
+        why = ("it was preempted by reset_prefix_cache" if ev.reason == "reset_prefix_cache"
+               else f"it is {ev.reason.replace('_', ' ')}")
+        return (f"discard {ev.request_id}'s token {ev.token_id} at position {ev.position} "
+                f"(sampled by a step in flight; {why})")
     return describe_event(ev)
 
 
@@ -177,14 +193,21 @@ def format_step_v1(engine, out) -> str:
     gpu = snap["gpu"]
     lines = [f"step {out.step}: scheduled {' '.join(kinds) or '-'}; "
              f"{_tokens(so.total_num_scheduled_tokens)}"]
+    if snap["async_scheduling"]:
+        # The async loop: whose output this step processed, and what is still in flight.
+        done = (f"processed step {out.processed_step}'s output"
+                if out.processed_step is not None else "processed no output")
+        flight = ", ".join(f"step {b['step']}" for b in snap["batch_queue"]) or "nothing"
+        lines.append(f"  async   {done}; in flight: {flight}")
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
     for r in snap["requests"]:
         for s in r["seqs"]:
             if s["block_table"]:
                 table = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
                                  for _, n, f in s["block_table"])
-                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}  "
-                             f"blocks {table}")
+                ahead = r["num_output_placeholders"]
+                lines.append(f"  {r['request_id']} seq {s['seq_id']}: len {s['len']}"
+                             f"{f' (+{ahead} in flight)' if ahead else ''}  blocks {table}")
     cached_free = sum(1 for n in gpu["free_order"] if gpu["blocks"][n]["cached"])
     lines.append(f"  free    gpu {gpu['num_free']}/{gpu['num_blocks']} (block "
                  f"{snap['null_block']} is the null block; {cached_free} free blocks "
@@ -216,7 +239,8 @@ def build_v1_engine(args, scenario: Scenario | None):
             long_prefill_token_threshold=args.long_prefill_token_threshold,
             watermark=args.watermark, policy=args.policy,
             num_speculative_tokens=args.num_speculative_tokens,
-            num_lookahead_tokens=args.num_lookahead_tokens),
+            num_lookahead_tokens=args.num_lookahead_tokens,
+            async_scheduling=args.async_scheduling),
         seed=seed, spec_acceptance_rate=args.spec_acceptance_rate)
     for r in requests:
         if r.use_beam_search or (r.best_of is not None and r.best_of != r.n):
@@ -316,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slots allocated ahead for drafts" + d)
     v1.add_argument("--spec-acceptance-rate", type=float, default=0.7,
                     help="the stand-in drafter's chance that a draft token is right" + d)
+    v1.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                    help="the engine loop: async scheduling schedules each step before the "
+                         "previous step's output is processed (vLLM's default, unless "
+                         "speculative decoding is on); --no-async-scheduling runs the "
+                         "synchronous loop")
     return p
 
 

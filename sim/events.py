@@ -112,6 +112,29 @@ class SequenceFinished(NamedTuple):
     status: str
 
 
+class BlocksLeaked(NamedTuple):
+    """vLLM v0.5.5's `BlockSpaceManagerV1.allocate` set the reference count of a re-admitted
+    group's prompt blocks to `seq_group.num_seqs()`, which counts the group's finished
+    sequences too: `refs` references per block that no block table holds and nothing will
+    ever release, so `blocks` (GPU) are never freed. Only a recompute-preempted sampling
+    group whose other samples had finished gets here (a bug of vLLM, kept as it is)."""
+    request_id: str
+    blocks: tuple[int, ...]
+    refs: int
+
+
+class PrefillRunAsDecode(NamedTuple):
+    """vLLM v0.5.5 ran `seq_id`'s recompute as a decode: `SequenceGroup.is_prefill()` reads
+    the group's first sequence, `first_seq_id`, which had finished, so the model computed
+    the KV of the last token only (position `position`) and sampled one token, without a
+    fork; the KV of positions 0 to position - 1 was never recomputed (its slots hold what
+    the blocks held before)."""
+    request_id: str
+    seq_id: int
+    first_seq_id: int
+    position: int
+
+
 class RequestFinished(NamedTuple):
     request_id: str
     status: str
@@ -124,7 +147,8 @@ class Aborted(NamedTuple):
 
 Event = (RequestArrived | PromptIgnored | Admitted | BlockAllocated | CopyOnWrite | BlockFreed
          | Forked | SeqFreed | Preempted | SwappedOut | SwappedIn | KVWritten | TokenSampled
-         | BeamSearchStep | SequenceFinished | RequestFinished | Aborted)
+         | BeamSearchStep | SequenceFinished | BlocksLeaked | PrefillRunAsDecode
+         | RequestFinished | Aborted)
 
 
 # fast_event(cls, values) is cls(*values) without NamedTuple's Python-level __new__: the
@@ -186,5 +210,17 @@ class ChunkScheduled(NamedTuple):
     num_computed_before: int
 
 
+class TokenDiscarded(NamedTuple):
+    """V1's async loop: a token sampled by a step that was in flight when its request
+    stopped (EOS, a stop token) or was aborted, or was preempted by reset_prefix_cache, is
+    thrown away when that step's output is processed. `reason`: the request's status label
+    ("finished_stopped", "finished_aborted", ...) or "reset_prefix_cache"."""
+    request_id: str
+    seq_id: int
+    position: int
+    token_id: int
+    reason: str
+
+
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
-         | ChunkScheduled)
+         | ChunkScheduled | TokenDiscarded)

@@ -8,6 +8,13 @@ they happened) and the scheduler's outputs; `record` runs any engine that has `s
 V1's `sim.v1.engine.LLMEngine`) and returns the whole `Trace`. Pages read the simulation only
 through these records, never through live objects, so the same views draw either engine.
 
+One Step is one call of the engine's step function. With V1's async loop (vLLM's default,
+sim/v1/engine.py) a call schedules one batch and processes the output of an earlier one:
+`outputs` and `scheduled` are the batch scheduled in the call, `processed` the engine step
+whose batch's output the call processed (the call itself for a synchronous engine, None
+when nothing was processed), and `finished` and the TokenSampled/TokenDiscarded events
+come from that output.
+
 Step 0 is the state before the first engine step. When vLLM would stop (an abort or an
 assertion, `sim.errors.EngineStopped`), the trace ends with a Step whose `error` says why,
 whose events are those of the unfinished step (the preemption that failed, say) and whose
@@ -42,6 +49,9 @@ class Step:
     finished: tuple[str, ...] = ()    # requests that finished in this step
     problems: tuple[str, ...] = ()    # invariants broken after the step (with `check`)
     error: str | None = None          # vLLM stops in this step; the snapshot is from before
+    # The engine step whose output this step processed (= `step` for a synchronous loop;
+    # an earlier one, or None, in V1's async loop).
+    processed: int | None = None
 
     @property
     def kind(self) -> str:
@@ -105,5 +115,5 @@ def record(engine, max_steps: int | None = None,
         problems = tuple(check(engine)) if check else ()
         steps.append(Step(len(steps), out.step, engine.snapshot(with_slots), tuple(out.events),
                           out.scheduler_outputs, out.scheduled(), tuple(out.finished),
-                          problems))
+                          problems, processed=getattr(out, "processed_step", out.step)))
     return Trace(tuple(steps), stopped, dict(meta or {}))

@@ -25,6 +25,7 @@ from sim.events import (
     Preempted,
     PrefixCacheHit,
     RequestArrived,
+    TokenDiscarded,
     TokenSampled,
 )
 
@@ -223,6 +224,22 @@ def frag_reserve(q, before, pool_step):
     raise AssertionError(f"{rid} was not admitted")
 
 
+def in_flight(q, before, step):
+    owner = _request_of(before.snapshot, step.snapshot)
+    return tuple(sorted({owner[e.seq_id] for e in step.events if isinstance(e, KVWritten)}))
+
+
+def discard(q, before, step):
+    rid = q.about["request_id"]
+    seq = _request_of(before.snapshot)
+    mine = {sid for sid, who in seq.items() if who == rid}
+    if any(isinstance(e, TokenDiscarded) and e.request_id == rid for e in step.events):
+        return "discard"
+    assert any(isinstance(e, TokenSampled) and e.seq_id in mine for e in step.events), \
+        f"no output came back for {rid}"
+    return "append"
+
+
 TRUTH = {
     "next-block": next_block,
     "new-block": new_block,
@@ -246,6 +263,8 @@ TRUTH = {
     "tp-partial": tp_partial,
     "roofline": roofline,
     "frag-reserve": frag_reserve,
+    "in-flight": in_flight,
+    "discard": discard,
 }
 
 

@@ -124,8 +124,38 @@ function readyText(py, ownBoot) {
   return `Python is ready (${how}): change the settings and press Run.`;
 }
 
+// The hash as [key, value] pairs. Each part is percent-decoded and nothing else: a "+" is a
+// plus, as a person typing "x:4+2/2" into a link means it (URLSearchParams would read form
+// encoding, where "+" is a space). The player writes spaces as %20 and pluses as %2B
+// (formatHash), as the site's own links do; pages/framework/link_hash.py reads and writes the
+// same way at build time.
 function readHash() {
-  return new URLSearchParams(location.hash.replace(/^#/, ""));
+  const pairs = [];
+  for (const part of location.hash.replace(/^#/, "").split("&")) {
+    if (!part) continue;
+    const at = part.indexOf("=");
+    const [key, value] = at < 0 ? [part, ""] : [part.slice(0, at), part.slice(at + 1)];
+    pairs.push([decodePart(key), decodePart(value)]);
+  }
+  return pairs;
+}
+
+// Percent-decoding that never throws: a run of escapes that is not UTF-8 stays as typed.
+function decodePart(text) {
+  return text.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+    try {
+      return decodeURIComponent(run);
+    } catch { // not UTF-8: ASCII escapes decoded, the rest left as typed
+      return run.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+    }
+  });
+}
+
+function formatHash(pairs) {
+  // A lone surrogate (text a reader pasted) becomes U+FFFD: encodeURIComponent throws on it.
+  const enc = (text) => encodeURIComponent(String(text).replace(
+    /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD"));
+  return pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
 }
 
 function escapeAttr(text) {
@@ -166,7 +196,10 @@ class Player {
     this.defaults = this.formValues();
     this.values = { ...this.defaults };
     this.lastAnswer = null; // the worker's last JSON text, for the tests' byte comparison
-    this.request = 0; // numbers the worker calls; only the newest answer is shown
+    // The reader's last action wins: see supersede().
+    this.request = 0; // the newest action's ticket; an answer is shown only under its own
+    this.loadTicket = 0; // the ticket start() applies the address's link under
+    this.pending = null; // what waits for Python to start: {run: true} or {link}
     this.presets = JSON.parse(root.dataset.presets || "[]");
     this.page = location.pathname;
     this.pageCount = pageCount;
@@ -178,18 +211,16 @@ class Player {
   }
 
   async start() {
-    this.setPython("starting", python.started
-      ? "The default steps work now; Python is starting in the background for new settings…"
-      : "The default steps work now; Python starts when you reach for the settings.");
-    const link = this.linkState();
-    const preset = link.params && this.findPreset(link.params);
-    const presetText = preset ? this.fetchPreset(preset) : null; // at once, beside the defaults
-    presetText?.catch(() => {}); // showPreset reports it
+    this.setPython("starting", this.idleText());
+    const first = this.linkState();
+    const firstPreset = first.params && this.findPreset(first.params);
+    const firstText = firstPreset ? this.fetchPreset(firstPreset) : null; // at once, beside the defaults
+    firstText?.catch(() => {}); // showPreset reports it
     try {
       const response = await fetch(this.root.dataset.frames);
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       this.defaultFrames = await response.json();
-      this.frames = this.defaultFrames;
+      if (this.current(this.loadTicket)) this.frames = this.defaultFrames;
       this.predictor.adopted();
     } catch (err) {
       this.showNotice(`The default steps could not be loaded (${err.message}).`);
@@ -198,12 +229,18 @@ class Player {
     this.root.dataset.stepping = "ready";
     performance.mark(`vsb:stepping:${this.id}`); // read by bench/page_load.py
     this.markStepping();
-    await this.applyLink(link, presetText);
+    // The address's link, as it is now (a link followed meanwhile replaced it), unless the
+    // reader pressed Run meanwhile.
+    if (this.current(this.loadTicket)) {
+      const link = this.linkState();
+      const preset = link.params && this.findPreset(link.params);
+      await this.applyLink(link, preset && preset === firstPreset ? firstText : null, this.loadTicket);
+    }
     let py;
     try {
       py = await python.ready;
     } catch (err) {
-      if (!this.disposed) this.setPython("failed", "Python could not start here; the default steps still work.");
+      if (!this.disposed) this.pythonFailed(this.pending?.link);
       return;
     }
     if (this.disposed) return;
@@ -213,39 +250,81 @@ class Player {
     this.root.dataset.boot = py.boot;
     this.readyText = readyText(py, python.page === this.pageCount);
     this.setPython("ready", this.readyText);
-    if (this.pendingLink) {
-      const pending = this.pendingLink;
-      this.pendingLink = null;
-      await this.restoreLink(pending);
-    }
-    if (this.pendingSubmit) {
-      this.pendingSubmit = false;
-      await this.submit();
+    const pending = this.pending;
+    this.pending = null;
+    if (pending?.link) await this.restoreLink(pending.link, this.request);
+    else if (pending?.run) await this.submit();
+  }
+
+  // Python could not start: nothing waits for it any more (a link that needed it shows the
+  // default scenario instead), and the status line says why Run does nothing.
+  pythonFailed(link) {
+    this.pending = null;
+    this.root.dataset.python = "failed";
+    this.setBusy(false, this.idleText());
+    if (link && this.defaultFrames) {
+      this.adoptDefaults();
+      this.show(this.linkStep(link));
+      this.showNotice("This link's settings need Python, which could not start here; showing the default scenario.");
     }
   }
 
-  // Show what a link asks for: a step of the default scenario, a trace the build rendered
-  // for a link the site has (a preset), or (with settings of the reader's own) a new trace
-  // from Python, now or as soon as Python is ready.
-  async applyLink(link, presetText) {
+  // The reader's last action wins. Each action that asks for a trace (Run, a link followed
+  // on the page: a step, a preset, the engine switch; the defaults again; leaving the page)
+  // takes a new ticket, and an answer is shown only while its ticket is the newest, so a
+  // late answer to a superseded action is dropped. Taking a ticket also ends whatever the
+  // superseded action left behind: nothing waits for Python any more, Run is on again and
+  // the status line says what Python is doing, until the new action says otherwise.
+  supersede() {
+    this.pending = null;
+    this.setBusy(false, this.idleText());
+    return ++this.request;
+  }
+
+  current(ticket) {
+    return ticket === this.request && !this.disposed;
+  }
+
+  // What the status line says while nothing is asked of Python.
+  idleText() {
+    if (this.py) return this.readyText;
+    if (this.root.dataset.python === "failed") {
+      return "Python could not start here, so new settings cannot run; the default steps still work.";
+    }
+    return python.started
+      ? "The default steps work now; Python is starting in the background for new settings…"
+      : "The default steps work now; Python starts when you reach for the settings.";
+  }
+
+  // Show what a link asks for, under `ticket`: a step of the default scenario (a link without
+  // settings describes it: the form shows its settings too), a trace the build rendered for
+  // a link the site has (a preset), or (with settings of the reader's own) a new trace from
+  // Python, now or as soon as Python is ready.
+  async applyLink(link, presetText, ticket) {
     if (link.predict !== null) this.predictor.set(link.predict === "1");
     if (!link.params) {
-      if (this.defaultFrames && this.frames !== this.defaultFrames) this.adoptDefaults();
+      if (this.defaultFrames) this.adoptDefaults();
       this.show(this.linkStep(link));
       return;
     }
     this.fillForm(link.params);
+    this.showErrors({});
     const preset = this.findPreset(link.params);
-    if (preset && (await this.showPreset(preset, link, presetText))) return;
+    if (preset && (await this.showPreset(preset, link, presetText, ticket))) return;
+    if (!this.current(ticket)) return;
     if (!this.py) {
-      this.pendingLink = link;
+      if (this.root.dataset.python === "failed") {
+        this.pythonFailed(link);
+        return;
+      }
+      this.pending = { link };
       startPython("link");
       this.setPython("starting", "Starting Python to restore the settings in this link…");
       if (link.bad) this.showNotice(link.bad);
       this.show(0);
       return;
     }
-    await this.restoreLink(link);
+    await this.restoreLink(link, ticket);
   }
 
   // The preset whose settings are exactly the link's (as the page writes them, or as the
@@ -264,15 +343,14 @@ class Player {
 
   // A preset's frames, fetched when its link is followed: the same JSON text Python would
   // answer, so the page shows exactly what it would show after a call. False if it failed.
-  async showPreset(preset, link, pending) {
-    const mine = ++this.request;
+  async showPreset(preset, link, pending, ticket) {
     let text;
     try {
       text = await (pending || this.fetchPreset(preset));
     } catch {
       return false;
     }
-    if (mine !== this.request || this.disposed) return true; // a newer request took over
+    if (!this.current(ticket)) return true; // a newer action took over
     this.lastAnswer = text;
     this.adopt(JSON.parse(text));
     this.show(this.linkStep(link));
@@ -281,14 +359,21 @@ class Player {
   }
 
   // A link on the page itself (e.g. "see step 3") changes only the hash.
+  // It supersedes whatever was under way; before the default steps are in, start() applies
+  // it once they are.
   onHashChange() {
     const link = this.linkState();
-    if (!link.any || this.root.dataset.stepping !== "ready") return;
+    if (!link.any) return;
+    const ticket = this.supersede();
     this.pause();
     this.touched = true;
     this.hideNotice();
     this.root.scrollIntoView({ block: "start" });
-    this.applyLink(link);
+    if (this.root.dataset.stepping !== "ready") {
+      this.loadTicket = ticket;
+      return;
+    }
+    this.applyLink(link, null, ticket);
   }
 
   adoptDefaults() {
@@ -301,6 +386,7 @@ class Player {
 
   // Back to the page's default scenario at step 1, as if freshly loaded.
   useDefaults() {
+    this.supersede();
     this.pause();
     if (this.defaultFrames) this.adoptDefaults();
     this.hideNotice();
@@ -355,9 +441,9 @@ class Player {
     return link.step;
   }
 
-  async restoreLink(link) {
-    const answer = await this.callWorker(link.params);
-    if (answer === undefined) return; // a newer request took over
+  async restoreLink(link, ticket) {
+    const answer = await this.callWorker(link.params, ticket);
+    if (!this.current(ticket)) return; // a newer action took over
     if (!answer || answer.errors) {
       const why = answer ? Object.values(answer.errors).join("; ") : "the simulation failed";
       if (this.defaultFrames) this.adoptDefaults();
@@ -393,6 +479,7 @@ class Player {
   dispose() {
     this.pause();
     this.disposed = true;
+    this.pending = null;
     this.request++;
   }
 
@@ -497,19 +584,21 @@ class Player {
   }
 
   async submit() {
+    const ticket = this.supersede();
     if (!this.py) {
+      if (this.root.dataset.python === "failed") return; // the status line says why
       startPython("run");
-      this.pendingSubmit = true;
+      this.pending = { run: true };
       this.setBusy(true, "Python is still starting; your settings will run as soon as it is ready…");
       return;
     }
     const raw = this.formValues();
     this.setBusy(true, "Running the simulation with your settings…");
-    const answer = await this.callWorker(raw);
-    if (answer === undefined || this.disposed) return; // a newer request took over
+    const answer = await this.callWorker(raw, ticket);
+    if (!this.current(ticket)) return; // a newer action took over
     this.setBusy(false, this.readyText);
     if (!answer) return;
-    this.showErrors(answer.errors || {});
+    this.showErrors(answer.errors ? this.besideChanges(answer.errors, raw) : {});
     if (answer.errors) return; // keep the last good trace
     this.touched = true;
     this.adopt(answer);
@@ -527,17 +616,16 @@ class Player {
   }
 
   // The worker's answer as an object; null when the call failed; undefined when a newer
-  // call was made meanwhile (its answer wins, this one is dropped).
-  async callWorker(raw) {
-    const mine = ++this.request;
+  // action took over meanwhile (this answer is dropped).
+  async callWorker(raw, ticket) {
     try {
       const text = await this.py.build(this.module, this.id, JSON.stringify(raw));
-      if (mine !== this.request) return undefined;
+      if (!this.current(ticket)) return undefined;
       this.lastAnswer = text;
       return JSON.parse(text);
     } catch (err) {
-      if (mine !== this.request) return undefined;
-      this.setBusy(false);
+      if (!this.current(ticket)) return undefined;
+      this.setBusy(false, this.idleText());
       this.showNotice(`The simulation failed: ${err.message}`);
       return null;
     }
@@ -551,6 +639,18 @@ class Player {
     this.showErrors({});
     this.hideNotice();
     this.predictor.adopted();
+  }
+
+  // A check across fields puts its message beside one of them; when the reader changed
+  // another (the block size, and the message is about n), it shows beside each field they
+  // changed that has no message of its own too, so they see why where they made the change.
+  besideChanges(errors, raw) {
+    const changed = Object.keys(raw).filter((k) => raw[k] !== this.values[k]);
+    const elsewhere = Object.entries(errors).filter(([k]) => k && !changed.includes(k));
+    if (!elsewhere.length) return errors;
+    const out = { ...errors };
+    for (const k of changed) if (!Object.hasOwn(out, k)) out[k] = elsewhere.map(([, m]) => m).join(" ");
+    return out;
   }
 
   // Each message beside its field, tied to it for screen readers (aria-describedby,
@@ -590,32 +690,34 @@ class Player {
     this.status.textContent = text;
   }
 
-  // This widget's part of the hash: step, plus the settings when they are not the defaults.
-  ownHash() {
-    const out = new URLSearchParams();
-    out.set(`${this.id}.step`, String(this.step + 1));
+  // This widget's part of the hash as [key, value] pairs: step, plus the settings when they
+  // are not the defaults.
+  ownPairs() {
+    const out = [[`${this.id}.step`, String(this.step + 1)]];
     const custom = Object.keys(this.values).some((k) => this.values[k] !== this.defaults[k]);
-    if (custom) for (const [k, v] of Object.entries(this.values)) out.set(`${this.id}.${k}`, v);
+    if (custom) for (const [k, v] of Object.entries(this.values)) out.push([`${this.id}.${k}`, v]);
     const predict = this.predictor.hash();
-    if (predict) out.set(`${this.id}.predict`, predict);
+    if (predict) out.push([`${this.id}.predict`, predict]);
     return out;
   }
 
+  ownHash() {
+    return formatHash(this.ownPairs());
+  }
+
   writeHash() {
-    const own = this.ownHash();
-    this.q(".vsb-permalink").href = `${location.pathname}#${own}`;
+    const own = this.ownPairs();
+    this.q(".vsb-permalink").href = `${location.pathname}#${formatHash(own)}`;
     if (!this.touched) return;
-    const merged = new URLSearchParams();
-    for (const [k, v] of readHash()) if (!k.startsWith(`${this.id}.`)) merged.append(k, v);
-    for (const [k, v] of own) merged.append(k, v);
-    history.replaceState(history.state, "", `${location.pathname}${location.search}#${merged}`);
+    const merged = readHash().filter(([k]) => !k.startsWith(`${this.id}.`));
+    history.replaceState(history.state, "", `${location.pathname}${location.search}#${formatHash([...merged, ...own])}`);
     seenHash = location.hash; // our own change, not a link to follow
   }
 
   pageUrl() {
     const url = new URL(location.href);
     url.search = "";
-    url.hash = this.ownHash().toString();
+    url.hash = this.ownHash();
     return url.href;
   }
 
@@ -663,10 +765,10 @@ class Player {
   embedCode() {
     const url = new URL(location.href);
     url.search = `?embed=${encodeURIComponent(this.id)}`;
-    url.hash = this.ownHash().toString();
+    url.hash = this.ownHash();
     const title = this.q(".vsb-title").textContent;
     const height = Math.ceil(this.root.getBoundingClientRect().height) + 60;
-    const script = new URL("js/embed.js", document.querySelector('script[src$="js/player.js"]')?.src || location.href);
+    const script = new URL("js/embed.js", SITE); // <site>/js/embed.js, from any page
     // The iframe works alone at a fixed height; with embed.js it follows the widget's height.
     return `<iframe src="${escapeAttr(url.href)}" title="${escapeAttr(title)}" ` +
       `width="100%" height="${height}" style="border:0;width:100%" loading="lazy" ` +

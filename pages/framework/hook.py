@@ -37,7 +37,6 @@ import json
 import posixpath
 import re
 import sys
-import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -205,6 +204,7 @@ def _check_permalinks(page) -> None:
     permalinks, not heading anchors: check them here (the widget is on the target page, the
     settings are its parameters and their values validate) and take them out of MkDocs' own
     anchor check, which would call every one of them missing."""
+    from pages.framework import link_hash
     from pages.framework import widget as widget_mod
 
     links = getattr(page, "links_to_anchors", None) or {}
@@ -219,8 +219,8 @@ def _check_permalinks(page) -> None:
                 raise PluginError(f"{page.file.src_uri}: permalink #{anchor} points at widget "
                                   f"{head!r}, which is not on {target.src_uri}")
             raw: dict[str, dict[str, str]] = {}
-            # Decoded as the player's URLSearchParams decodes it ("+" is a space).
-            for key, value in urllib.parse.parse_qsl(anchor, keep_blank_values=True):
+            # Read as the player reads it (a "+" is a plus).
+            for key, value in link_hash.parse_hash(anchor):
                 wid, _, name = key.partition(".")
                 raw.setdefault(wid, {})[name] = value
             for wid, fields in raw.items():
@@ -306,10 +306,12 @@ def _link_texts(page, wid: str) -> dict[str, str]:
     the settings they set (JSON, sorted): what a preset is called where the reader meets it."""
     from html import unescape
 
+    from pages.framework import link_hash
+
     out: dict[str, str] = {}
     for m in re.finditer(r'<a href="#([^"]+)"[^>]*>(.*?)</a>', page.content or "", re.S):
         fields = {}
-        for key, value in urllib.parse.parse_qsl(unescape(m.group(1)), keep_blank_values=True):
+        for key, value in link_hash.parse_hash(unescape(m.group(1))):
             head, _, name = key.partition(".")
             if head == wid and name not in ("step", "predict"):
                 fields[name] = value
@@ -329,7 +331,7 @@ def instructors_table(here, nav, config) -> str:
     """Every widget of every page in the nav, in reading order: its title and page, its goal,
     the presets the page links to (the "Try this" exercises, named by the page's own link
     words), and its embed code. One row per widget, two columns (the row stacks on a phone)."""
-    from pages.framework import reuse
+    from pages.framework import link_hash, reuse
     from pages.views.svg import esc
 
     site_url = _site_url(config)
@@ -352,8 +354,8 @@ def instructors_table(here, nav, config) -> str:
             links = []
             for preset in presets:
                 fields = preset["fields"]
-                query = urllib.parse.urlencode([(f"{wid}.{k}", v)
-                                                for k, v in sorted(fields.items())])
+                query = link_hash.format_hash([(f"{wid}.{k}", v)
+                                               for k, v in sorted(fields.items())])
                 label = (words.get(json.dumps(fields, sort_keys=True))
                          or _preset_words(widget, fields))
                 links.append(f'<li><a href="{esc(href)}#{esc(query)}">{esc(label)}</a></li>')

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pages.framework.request_list import split_items
 from pages.framework.widget import Param
 
 FIRST_TOKEN_ID = 100
@@ -58,7 +59,7 @@ class PromptList:
     SHAPE = "prompt/output@step, the prompt made of parts joined by +"
 
     def parse(self, text: str) -> tuple[Prompt, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = split_items(text, f"{self.SHAPE}, e.g. {self.example}")
         if not 1 <= len(items) <= self.max_requests:
             raise ValueError(f"1 to {self.max_requests} requests separated by commas, each "
                              f"{self.SHAPE}, e.g. {self.example}")
@@ -134,9 +135,17 @@ class PromptList:
                 "name alone to reuse it), a bare N is the request's own tokens. @step: the "
                 f"step it arrives in (from 1). E.g. {self.example}")
 
+    def extremes(self) -> tuple[tuple[str, str], ...]:
+        """The edges of what the list allows, as a reader would write them."""
+        return (("the longest prompt", f"{self.max_prompt}/1"),
+                ("the longest output", f"1/{self.max_output}"),
+                ("the longest request", f"{self.max_prompt}/{self.max_output}"),
+                ("the most requests", ", ".join(["1/1"] * self.max_requests)),
+                ("the latest arrival", f"1/1@{self.max_arrival}"))
+
     def param(self, name: str, default: str, label: str = "prompts") -> Param:
         return Param(name, label, "text", self.parse(default), parse=self.parse,
-                     format=self.format, help=self.help())
+                     format=self.format, help=self.help(), extremes=self.extremes())
 
 
 def token_ids(prompts) -> list[list[int]]:

@@ -17,6 +17,23 @@ _ITEM = re.compile(r"^([0-9]{1,4})\s*/\s*([0-9]{1,4})(?:\s*x\s*([0-9]{1,4}))?"
                    r"(?:\s*@\s*([0-9]{1,4}))?$")
 
 
+def split_items(text: str, shape: str) -> list[str]:
+    """The comma-separated items of a list, stripped. An empty item ("6/8,,5/8", a comma at
+    the start) is refused by its position rather than dropped: a request may be missing there,
+    so the list runs as written or not at all. A comma at the end is harmless and allowed; an
+    empty text is left to the caller's count check."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) > 1 and not items[-1]:
+        items.pop()
+    if items == [""]:
+        return []
+    for i, item in enumerate(items):
+        if not item:
+            raise ValueError(f"request {i + 1} is empty (an extra comma?); write each "
+                             f"request as {shape}")
+    return items
+
+
 class Request(NamedTuple):
     prompt: int
     output: int
@@ -39,6 +56,7 @@ class RequestList:
     max_arrival: int
     max_n: int = 1          # above 1, "xN" asks for N parallel samples
     example: str = ""       # the example every message shows
+    max_total: int = 0      # above 0, prompt + output is at most this (max_model_len)
 
     @property
     def syntax(self) -> str:
@@ -50,7 +68,7 @@ class RequestList:
         return "6/12, 5/12x2, 3/3@8" if self.max_n > 1 else "7/3, 3/6, 5/3@4"
 
     def parse(self, text: str) -> tuple[Request, ...]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = split_items(text, f"{self.syntax}, e.g. {self._example()}")
         if not 1 <= len(items) <= self.max_requests:
             raise ValueError(f"1 to {self.max_requests} requests, written {self.syntax} and "
                              f"separated by commas, e.g. {self._example()}")
@@ -67,6 +85,9 @@ class RequestList:
             if not (1 <= prompt <= self.max_len and 1 <= output <= self.max_len):
                 raise ValueError(f"request {i + 1}: prompt and output lengths must be from 1 "
                                  f"to {self.max_len}")
+            if self.max_total and prompt + output > self.max_total:
+                raise ValueError(f"request {i + 1}: prompt + output must be at most "
+                                 f"{self.max_total} tokens")
             if not 1 <= n <= self.max_n:
                 raise ValueError(f"request {i + 1}: from 1 to {self.max_n} parallel samples "
                                  f"(x1 to x{self.max_n})")
@@ -81,11 +102,24 @@ class RequestList:
         return ", ".join(f"{r.prompt}/{r.output}" + (f"x{r.n}" if r.n > 1 else "")
                          + (f"@{r.arrival}" if r.arrival else "") for r in requests)
 
+    def extremes(self) -> tuple[tuple[str, str], ...]:
+        """The edges of what the list allows, as a reader would write them."""
+        longest = self.max_len if not self.max_total else min(self.max_len,
+                                                              self.max_total - self.max_len)
+        out = [("the longest prompt", f"{self.max_len}/1"),
+               ("the longest output", f"1/{self.max_len}"),
+               ("the longest request", f"{self.max_len}/{longest}"),
+               ("the most requests", ", ".join(["1/1"] * self.max_requests)),
+               ("the latest arrival", f"1/1@{self.max_arrival}")]
+        if self.max_n > 1:
+            out.append(("the most samples", f"1/1x{self.max_n}"))
+        return tuple(out)
+
     def param(self, name: str, default: str, label: str = "requests") -> Param:
         """The form field, its default written in the syntax itself."""
         samples = ", xN parallel samples," if self.max_n > 1 else ","
         return Param(name, label, "text", self.parse(default), parse=self.parse,
-                     format=self.format,
+                     format=self.format, extremes=self.extremes(),
                      help=f"prompt/output tokens{samples} optionally @arrival step; e.g. "
                           f"{self._example()}")
 

@@ -62,6 +62,10 @@ class Param:
     ValueError whose message says what is allowed) and `format` (value -> raw string), so
     that structured input such as a list of requests round-trips through a URL.
     `choices` for a "choice" field is a tuple of (value, label) pairs; values are strings.
+    `extremes` (optional, for a "text" field) names the edges of what the field documents as
+    (what, raw text) pairs, e.g. ("the longest prompt", "40/1"): with `min` and `max` they
+    are the field's `bounds()`, each of which some allowed setting of the other fields must
+    run (tests/pages/framework/test_bounds.py).
     """
 
     name: str
@@ -74,6 +78,7 @@ class Param:
     help: str = ""
     parse: Callable[[str], Any] | None = None
     format: Callable[[Any], str] | None = None
+    extremes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,6 +92,18 @@ class Param:
         value, error = self.read(self.to_raw(self.default))
         if error or value != self.default:
             raise ValueError(f"{self.name}: default {self.default!r} does not validate: {error}")
+        for what, raw in self.extremes:
+            if self.read(raw)[1]:
+                raise ValueError(f"{self.name}: {what} ({raw!r}) does not validate")
+
+    def bounds(self) -> list[tuple[str, str]]:
+        """The documented edges of this field as (what, raw text): an int or float field's
+        min and max, a text field's `extremes`."""
+        if self.kind in ("int", "float"):
+            cast = int if self.kind == "int" else float
+            return [(f"{which} {_num(x)}", self.to_raw(cast(x)))
+                    for which, x in (("min", self.min), ("max", self.max)) if x is not None]
+        return list(self.extremes)
 
     def allowed(self) -> str:
         """What this field accepts, in words; the tail of every error message."""
@@ -225,8 +242,13 @@ def validate(widget: Widget, raw: dict[str, str]) -> tuple[dict[str, Any], dict[
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     unknown = sorted(k for k in raw if k not in widget.names)
-    if unknown:
-        errors[""] = "unknown setting: " + ", ".join(unknown)
+    problems = []
+    if any(not k.strip() for k in unknown):  # "#<id>.=5": nothing between the id and "="
+        problems.append(f"a setting with no name (write {widget.id}.<setting>=<value>)")
+    if any(k.strip() for k in unknown):
+        problems.append("unknown setting: " + ", ".join(k for k in unknown if k.strip()))
+    if problems:
+        errors[""] = "; ".join(problems)
     for param in widget.params:
         if param.name not in raw:
             values[param.name] = param.default

@@ -36,6 +36,8 @@ KINDS: dict[str, str] = {
     "kernel-partial": "the kernel's output after the next block's values",
     "tp-partial": "what the tensor-parallel all-reduce gives every GPU",
     "roofline": "how long the next step takes, and what bounds it",
+    "in-flight": "which requests a call schedules while a step is in flight (async)",
+    "discard": "what becomes of a token in flight after its request stopped (async)",
 }
 
 
@@ -43,14 +45,20 @@ class Asker:
     """A widget's `questions`: its kinds' generators in order of preference (the first
     question a step has goes on its frame); `kinds` lists them for the Instructors page."""
 
-    def __init__(self, *kinds: tuple[str, object]) -> None:
+    def __init__(self, *kinds: tuple[str, object], step_name=None) -> None:
         for kind, _ in kinds:
             if kind not in KINDS:
                 raise ValueError(f"unknown question kind {kind!r}")
         self.generators = kinds
         self.kinds = tuple(dict.fromkeys(kind for kind, _ in kinds))
+        # The page's own name for an engine step ("call 3"), for the prompts.
+        self.step_name = step_name
 
     def __call__(self, step, next_step, ctx) -> list:
+        from pages.questions.state import Named
+
+        if self.step_name is not None:
+            ctx = Named(ctx, self.step_name)
         out = []
         for kind, generate in self.generators:
             q = generate(step, next_step, ctx)

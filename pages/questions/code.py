@@ -37,3 +37,7 @@ V1_PREEMPT = at("vllm/v1/core/sched/scheduler.py",
                 "Scheduler.schedule and Scheduler._preempt_request", V1)
 V1_ROLLBACK = at("vllm/v1/core/sched/scheduler.py", "Scheduler.update_from_output", V1)
 REJECTION = at("vllm/v1/sample/rejection_sampler.py", "rejection_sample", V1)
+ASYNC_SCHEDULE = at("vllm/v1/core/sched/async_scheduler.py",
+                    "AsyncScheduler._update_after_schedule and Scheduler.schedule", V1)
+ASYNC_OUTPUT = at("vllm/v1/core/sched/async_scheduler.py",
+                  "AsyncScheduler._update_request_with_output", V1)

@@ -13,14 +13,17 @@ from pages.questions import code
 from pages.questions.state import (
     blocks_words,
     free,
+    in_flight,
     is_v1,
     labels,
+    last_in_flight,
     name,
     ordinal,
     ref_count,
     running_seqs,
     seqs,
     table,
+    to_compute,
 )
 from pages.views.text import join
 from sim.events import (
@@ -195,7 +198,7 @@ def plan_appends(snap: dict, group: dict) -> dict[int, tuple[str, int]]:
 def _v1_need(snap: dict, s: dict) -> tuple[str, int]:
     bs = snap["block_size"]
     blocks = table(s)
-    need = -(-s["len"] // bs)
+    need = -(-(s["num_computed_tokens"] + 1) // bs)
     return ("new" if need > len(blocks) else "none", blocks[-1] if blocks else -1)
 
 
@@ -205,13 +208,13 @@ def decoding(step, nxt) -> list[tuple[dict, dict]]:
     after = seqs(nxt.snapshot)
     out = []
     for r, s in running_seqs(step.snapshot):
-        if s["num_computed_tokens"] != s["len"] - 1:
+        if to_compute(r, s) != 1 or last_in_flight(r, s):
             continue
         later = after.get(s["seq_id"])
         if later is None:
             continue
         status = later[1]["status"]
-        if status == "running" and later[1]["num_computed_tokens"] == s["len"]:
+        if status == "running" and later[1]["num_computed_tokens"] == s["num_computed_tokens"] + 1:
             out.append((r, s))
         elif status.startswith("finished") and r["request_id"] in nxt.finished:
             out.append((r, s))
@@ -235,17 +238,21 @@ def new_block(step, nxt, ctx) -> Question | None:
     who = names.get(s["seq_id"], r["request_id"])
     bs = before["block_size"]
     blocks = table(s)
-    pos = s["len"] - 1
+    pos = s["num_computed_tokens"]        # the newest token's position
     logical = pos // bs
+    flying = in_flight(r) > 0
     prompt = (f"In {name(nxt, ctx)}, {who} writes the key and value of its newest token. Does "
               f"{who} need a new block for it?")
     texts = {"none": f"No: it writes into its last block, {last}",
              "new": "Yes: it needs a new block",
              "cow": f"Yes: it first gets a copy of block {last} (copy-on-write)"}
     slots = f"{logical * bs}-{logical * bs + bs - 1}" if bs > 1 else str(logical * bs)
-    first = (f"The newest token is {who}'s {ordinal(s['len'])} (position {pos}): it was "
-             "sampled in the step before, and its key and value are written in the step "
-             f"after. Position {pos} belongs to logical block {logical} (positions {slots}); "
+    when = ("is still being sampled by the step in flight (async scheduling: the worker takes "
+            "it from the GPU), and its key and value are written in this step"
+            if flying else "was sampled in the step before, and its key and value are "
+            "written in the step after")
+    first = (f"The newest token is {who}'s {ordinal(pos + 1)} (position {pos}): it {when}. "
+             f"Position {pos} belongs to logical block {logical} (positions {slots}); "
              f"{who}'s table has {len(blocks)} block{'s' if len(blocks) != 1 else ''}")
     if action == "new":
         rest = (", so it needs one more: " + ("allocate_slots grows the table to cover "

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pages.framework.question import Question, ask
 from pages.questions import code
 from pages.questions.kv import plan_appends
-from pages.questions.state import engine, is_v1, name, request, table
+from pages.questions.state import (
+    engine,
+    in_flight,
+    is_v1,
+    last_in_flight,
+    name,
+    request,
+    table,
+    to_compute,
+)
 from pages.views.prefix_view import cached_hashes
 from pages.views.text import join, plural
 from sim.core.config import SchedulerConfig as V055Config
@@ -93,7 +102,9 @@ def running_pass(snap: dict, lim: Limits) -> RunningPass:
         r = request(snap, rid)
         if v1:
             s = r["seqs"][0]
-            num_new = s["len"] - s["num_computed_tokens"]
+            if last_in_flight(r, s):
+                continue     # async: its token in flight is its last; not scheduled again
+            num_new = to_compute(r, s)
             if 0 < lim.threshold < num_new:
                 num_new = lim.threshold
             num_new = min(num_new, budget, lim.max_model_len - s["num_computed_tokens"] - 1)
@@ -103,7 +114,7 @@ def running_pass(snap: dict, lim: Limits) -> RunningPass:
             asked = max(-(-need_tokens // bs) - len(table(s)), 0)
             budget -= num_new
             # Prompt (or recomputed) tokens, the last prompt token included.
-            chunk = (s["num_computed_tokens"] < s["len"] - 1
+            chunk = (s["num_computed_tokens"] < s["len"] + in_flight(r) - 1
                      or s["num_computed_tokens"] < s["prompt_len"])
         else:
             asked = _running_seqs(r)      # can_append_slots: one free block per sequence
@@ -540,7 +551,7 @@ def budget_share(limits: Callable[[dict], Limits] | None = None):
         tokens = planned[rid][0]
         r = request(snap, rid)
         s = r["seqs"][0]
-        left = s["len"] - s["num_computed_tokens"]
+        left = to_compute(r, s)
         if rid not in snap["queues"]["running"]:
             w = waiting_pass(step, nxt, lim)
             left -= dict(zip(w.admitted, w.hits)).get(rid, 0)

@@ -46,6 +46,25 @@ def running_seqs(snap: dict) -> list[tuple[dict, dict]]:
             for s in by_id[rid]["seqs"] if s["status"] == "running"]
 
 
+def in_flight(r: dict) -> int:
+    """V1 with async scheduling: output tokens a step in flight is sampling for the request
+    (its placeholders; 0 otherwise, and in v0.5.5)."""
+    return r.get("num_output_placeholders", 0)
+
+
+def to_compute(r: dict, s: dict) -> int:
+    """Tokens the sequence has whose key and value are not computed yet, the ones in flight
+    included (vLLM: num_tokens + num_output_placeholders - num_computed_tokens)."""
+    return s["len"] + in_flight(r) - s["num_computed_tokens"]
+
+
+def last_in_flight(r: dict, s: dict) -> bool:
+    """V1, async: the token in flight is the request's last (max_tokens), so the scheduler
+    leaves it out rather than waste a step (AsyncScheduler's check in schedule)."""
+    p = in_flight(r)
+    return bool(p) and s["num_computed_tokens"] + 2 - p >= s["prompt_len"] + r["max_tokens"]
+
+
 def free(snap: dict) -> list[int]:
     """GPU free list, first out first."""
     return list(snap[GPU]["free_order"])

@@ -3,8 +3,12 @@
 scenario: both schedulers run the same requests (sim/studies/batching_metrics.py records each
           engine run with sim.trace.record and turns the trace into a slot timeline and its
           totals); the iteration-level side is vLLM v0.5.5's scheduler or, with the engine
-          switch on V1, V1's (one token budget, chunked prefill always on). The trace pairs
-          the two runs' iterations, one step per iteration, from iteration 0.
+          switch on V1, V1's (one token budget, chunked prefill always on) in its
+          synchronous engine loop: the page counts iterations of one schedule and its
+          output, and in vLLM's default async loop a finished request's seat is refilled one
+          engine call later (the next batch is scheduled before its last output is
+          processed), which would hide the point of the page behind the loop's pipelining.
+          The trace pairs the two runs' iterations, one step per iteration, from iteration 0.
 view:     the workload, then one timeline per scheduler drawn up to the step: rows are batch
           slots, columns are iterations, each cell says what the slot's request did
           (prefill, decode, in the batch but not run, or idle padding); under each, the
@@ -67,6 +71,9 @@ def parse_range(text: str) -> tuple[int, int]:
 
 def format_range(r: tuple[int, int]) -> str:
     return f"{r[0]}-{r[1]}" if r[0] != r[1] else str(r[0])
+
+
+RANGE_EXTREMES = (("the shortest", "1"), ("the longest", str(MAX_LEN)))
 
 
 def workload(v: dict):
@@ -772,7 +779,9 @@ WIDGETS = (Widget(
           'buys in latency and utilisation.'),
     title="Static vs continuous batching, iteration by iteration",
     summary="Rows are batch slots, columns are iterations. Static batching keeps a finished "
-            "request's slot idle until its batch ends; vLLM refills it at the next iteration.",
+            "request's slot idle until its batch ends; vLLM refills it at the next iteration. "
+            "V1 runs its synchronous loop here (its default async loop refills a seat one "
+            "iteration later).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Whose scheduler runs the iteration-level side: vLLM v0.5.5's, or V1's "
@@ -780,14 +789,18 @@ WIDGETS = (Widget(
         Param("max_num_seqs", "batch slots", "int", 3, min=1, max=8,
               help="max_num_seqs: requests in the batch at once (v0.5.5's default is 256; "
                    "V1's 128 to 1024)."),
-        Param("max_num_batched_tokens", "token budget", "int", 32, min=1, max=256,
+        # At least 2: the budget holds the longest request (a prompt token and an output
+        # token at the least), since the static baseline never chunks.
+        Param("max_num_batched_tokens", "token budget", "int", 32, min=2, max=256,
               help="max_num_batched_tokens: tokens computed per iteration (v0.5.5's default "
                    "is 2048, 512 with chunked prefill; V1's 2048 to 16384)."),
         Param("count", "requests", "int", 5, min=1, max=12, help="How many requests (A, B, ...)."),
         Param("prompt_lens", "prompt lengths", "text", (3, 10), parse=parse_range,
-              format=format_range, help="Prompt tokens, drawn uniformly from this range."),
+              format=format_range, help="Prompt tokens, drawn uniformly from this range.",
+              extremes=RANGE_EXTREMES),
         Param("output_lens", "output lengths", "text", (2, 10), parse=parse_range,
-              format=format_range, help="Output tokens, drawn uniformly from this range."),
+              format=format_range, help="Output tokens, drawn uniformly from this range.",
+              extremes=RANGE_EXTREMES),
         Param("arrival_rate", "arrivals per iteration", "float", 1.0, min=0.0, max=4.0,
               help="Poisson arrivals, requests per iteration (0: all at iteration 0)."),
         Param("chunked_prefill", "chunked prefill (v0.5.5 only)", "bool", False,

@@ -59,8 +59,9 @@ STYLE = {
     "free": ("free", "free"),
 }
 
-REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_MODEL_LEN,
-                       max_arrival=MAX_ARRIVAL)
+# A request's prompt and output share max_model_len: each is at most one less.
+REQUESTS = RequestList(max_requests=MAX_REQUESTS, max_len=MAX_MODEL_LEN - 1,
+                       max_arrival=MAX_ARRIVAL, max_total=MAX_MODEL_LEN)
 
 
 def to_specs(requests) -> list[RequestSpec]:

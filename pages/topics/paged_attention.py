@@ -199,7 +199,7 @@ def v1_fits(v: dict) -> dict[str, str]:
 
 QUESTIONS = Asker(("preempt", scheduling.preempt()), ("evict-next", prefix.evict_next),
                   ("admit", scheduling.admit()), ("next-block", kv.next_block),
-                  ("blocks-freed", kv.finished_frees), ("new-block", kv.new_block))
+                  ("new-block", kv.new_block))
 
 WIDGETS = (Widget(
     id="paged-attention",
@@ -208,7 +208,8 @@ WIDGETS = (Widget(
     title="Block tables and physical blocks, step by step",
     summary="Requests are prefilled, then decode one token per step. Each slot shows the "
             "position of the token whose key and value it holds. Switch the engine to see "
-            "V1 run the same requests.",
+            "V1 run the same requests, in its default loop, async scheduling (each step is "
+            "scheduled before the previous step's output is processed).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Which vLLM runs the requests: v0.5.5, or V1 (v0.25.1) with its defaults "

@@ -3,10 +3,14 @@
 scenario: sim's engine on a workload that overflows the GPU blocks, recorded step by step,
           with the simulation's integrity checks after every step: vLLM v0.5.5's engine
           (sim.core, sim/core/invariants.py) or V1's (sim.v1, sim/v1/invariants.py; the
-          `engine` switch). "GPU blocks" counts the usable blocks (V1's pool adds block 0,
-          its null block); V1 has no CPU swap space and no preemption mode, so those two
-          settings only drive v0.5.5. When vLLM would stop (no CPU swap space left, or a
-          recompute it cannot do), the trace ends on that step and vLLM's message.
+          `engine` switch; V1 runs its default engine loop, async scheduling). "GPU blocks"
+          counts the usable blocks (V1's pool adds block 0, its null block); V1 has no CPU
+          swap space and no preemption mode, so those two settings only drive v0.5.5. When
+          vLLM would stop (no CPU swap space left, or a recompute it cannot do), the trace
+          ends on that step and vLLM's message. With an EOS probability, samples of a
+          request end at different steps, and v0.5.5's recompute of a request whose other
+          samples finished leaks blocks or asserts (issue 27; pages.views.recompute_leak
+          tells it, kv_view marks the leaked blocks).
 view:     the queues, the block tables, the GPU and the CPU block pools, with arrows for the
           blocks swapped out or in (pages.views.arrows), a legend, and why the heads of
           `swapped` and `waiting` stay there (what the block manager answers, from the
@@ -30,7 +34,7 @@ from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
 from pages.questions import Asker, kv, prefix, scheduling
-from pages.views import arrows, chart, kv_view, svg
+from pages.views import arrows, chart, kv_view, recompute_leak, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story, story_kind
 from pages.views.text import a, join, noun, plural, verb
 from sim.core.config import CacheConfig, SchedulerConfig
@@ -38,7 +42,15 @@ from sim.core.engine import LLMEngine
 from sim.core.invariants import check_engine
 from sim.core.sequence import SamplingParams
 from sim.core.snapshot import payload_intact, read_back
-from sim.events import Admitted, Preempted, RequestArrived, SwappedIn, SwappedOut
+from sim.events import (
+    Admitted,
+    Preempted,
+    PrefillRunAsDecode,
+    RequestArrived,
+    SwappedIn,
+    SwappedOut,
+)
+from sim.stand_in_model import StandInModel
 from sim.trace import Step, Trace, record
 from sim.v1 import config as v1_config
 from sim.v1.engine import LLMEngine as V1Engine
@@ -66,20 +78,24 @@ def build_engine(v: dict):
     """The page's engine with its requests added, before the first step: vLLM v0.5.5's, or
     V1's with the same usable GPU blocks (plus its null block) and watermark, V1's defaults
     for the rest (prefix caching on; no swap space, no preemption mode)."""
+    model = StandInModel(seed=v["seed"], eos_prob=v["eos_prob"])
     if v["engine"] == "v1":
         engine = V1Engine(v1_config.CacheConfig(block_size=v["block_size"],
                                                 num_gpu_blocks=v["num_gpu_blocks"] + 1),
-                          v1_config.SchedulerConfig(watermark=v["watermark"]), seed=v["seed"])
+                          v1_config.SchedulerConfig(watermark=v["watermark"]), seed=v["seed"],
+                          model=model)
     else:
         mode = None if v["preemption_mode"] == "auto" else v["preemption_mode"]
         engine = LLMEngine(
             CacheConfig(block_size=v["block_size"], num_gpu_blocks=v["num_gpu_blocks"],
                         num_cpu_blocks=v["num_cpu_blocks"], watermark=v["watermark"]),
-            SchedulerConfig(preemption_mode=mode), seed=v["seed"])
+            SchedulerConfig(preemption_mode=mode), seed=v["seed"], model=model)
     for r in REQUESTS.named(v["requests"]):
-        # ignore_eos: each sequence generates exactly `output` tokens, as in benchmarks.
+        # Without an EOS probability, ignore_eos: each sequence generates exactly `output`
+        # tokens, as in benchmarks. With one, samples of a request end at different steps.
         engine.add_request(r.name, r.prompt,
-                           SamplingParams(n=r.n, max_tokens=r.output, ignore_eos=True),
+                           SamplingParams(n=r.n, max_tokens=r.output,
+                                          ignore_eos=not v["eos_prob"]),
                            arrival_step=r.arrival)
     return engine
 
@@ -159,11 +175,13 @@ def cache_checks(trace: Trace, labels: dict[int, str]) -> list[list[str]]:
                                      "copy exactly as they were on the GPU.")
         swapped_in = [e.request_id for e in step.of_type(SwappedIn)]
         recomputed = [e.request_id for e in step.of_type(Admitted) if e.recompute]
+        # vLLM ran these as decodes: their KV was not recomputed (recompute_leak says so).
+        as_decode = {e.seq_id for e in step.of_type(PrefillRunAsDecode)}
         for rid in swapped_in + recomputed:
             how = "swapped in" if rid in swapped_in else "recomputed"
             for s in seqs[rid]:
                 before = saved.pop(s["seq_id"], None)
-                if before is None or not s["block_table"]:
+                if before is None or not s["block_table"] or s["seq_id"] in as_decode:
                     continue
                 name = labels.get(s["seq_id"], rid)
                 if read_back(snap, s)[:len(before)] == before and payload_intact(snap, s):
@@ -181,7 +199,8 @@ def cache_checks(trace: Trace, labels: dict[int, str]) -> list[list[str]]:
 
 def status_line(step: Step) -> str:
     if not step.problems:
-        return CHECK_OK
+        # v0.5.5's leak (issue 27) is vLLM's own: the checker allows it, the line names it.
+        return recompute_leak.status_words(step.snapshot) or CHECK_OK
     return "check_engine found: " + "; ".join(step.problems[:2])
 
 
@@ -261,14 +280,22 @@ def short_victim_notes(step: Step) -> list[str]:
     """The picture's line for each preemption: who asked, who was preempted, how."""
     v1 = kv_view.is_v1(step.snapshot)
     ask = "allocate_slots" if v1 else "can_append_slots"
+    labels = kv_view.seq_labels(step.snapshot)
     out = []
     for e in step.of_type(Preempted):
+        done = ([] if v1 or e.mode != "recompute" else
+                recompute_leak.finished_samples(step.snapshot, e.request_id, labels))
+        mode = f"{e.mode}: {join(done)} finished, one left" if done else e.mode
         if e.victim_is_self:
             out.append(f"{ask}({e.needed_by}): no free block, nobody else to preempt: "
-                       f"{e.request_id} preempts itself ({e.mode})")
+                       f"{e.request_id} preempts itself ({mode})")
         else:
             out.append(f"{ask}({e.needed_by}): no free block, so the last of running, "
-                       f"{e.request_id}, is preempted ({e.mode})")
+                       f"{e.request_id}, is preempted ({mode})")
+    for e in step.of_type(PrefillRunAsDecode):
+        first, survivor = labels.get(e.first_seq_id, "?"), labels.get(e.seq_id, "?")
+        out.append(f"is_prefill() reads {first} (finished): {survivor}'s recompute runs as "
+                   f"a decode of position {e.position}; the leaked blocks are never freed")
     return out
 
 
@@ -294,7 +321,11 @@ def short_waiting_notes(step: Step) -> list[str]:
 def stop(step: Step) -> tuple[str, list[str], Preempted | None]:
     """(heading, explanation in three sentences, victim) for the step in which vLLM stops:
     the victim of that step could not be swapped out (no CPU space) or recomputed (several
-    sequences)."""
+    sequences), or a re-admitted request's first sequence waited while its other samples
+    had finished (Scheduler.schedule's assert; no victim)."""
+    asserted = recompute_leak.schedule_assert_words(step)
+    if asserted is not None:
+        return asserted[0], asserted[1], None
     victims = step.of_type(Preempted)
     victim = victims[-1] if victims else None
     # The step never finished: its snapshot is the state before it.
@@ -441,13 +472,23 @@ def narrate(step: Step, ctx: PreemptionContext) -> str:
                 "still running. Use fewer or shorter requests.")
     if step.step is None:
         return _start_words(v, step.snapshot)
-    sentences = story(step, ctx.labels, ctx.request_of, ctx.trace.previous(step),
-                      ctx.reuse[step.index])
+    prev = ctx.trace.previous(step)
+    sentences = story(step, ctx.labels, ctx.request_of, prev, ctx.reuse[step.index])
     kind = story_kind(step, ctx.request_of)
     check = _check_sentence(ctx.checks[step.index])
     wait = _wait_sentence(step)
-    if check and kind in ("admission", "swap_in"):
+    # vLLM v0.5.5's recompute of a sampling group whose other samples finished (issue 27).
+    leak = recompute_leak.leak_story(step, ctx.labels)
+    one_left = recompute_leak.one_left_sentence(step, ctx.labels)
+    orphaned = recompute_leak.orphaned_sentence(step, prev)
+    if leak:
+        sentences = leak
+    elif one_left and kind == "preemption":
+        sentences = sentences[:2] + [one_left]
+    elif check and kind in ("admission", "swap_in"):
         sentences = sentences[:2] + [check]
+    elif orphaned:
+        sentences = sentences[:2] + [orphaned]
     elif wait and kind in ("new_blocks", "decode", "idle", "finish"):
         sentences = sentences[:2] + [wait]
     return f"{_title(label(step, ctx))}: " + " ".join(sentences[:3])
@@ -475,8 +516,14 @@ def details(step: Step, ctx: PreemptionContext) -> list[str]:
     out = step_sentences(step, ctx.labels, ctx.request_of)
     out += [f"{rid} now uses {blocks_list(nums)}, which {before} held before."
             for rid, before, nums in ctx.reuse[step.index]]
-    prev_running = ctx.trace.previous(step).snapshot["queues"]["running"]
+    prev = ctx.trace.previous(step)
+    prev_running = prev.snapshot["queues"]["running"]
     out += victim_notes(prev_running, step.events, is_v1(v))
+    one_left = recompute_leak.one_left_sentence(step, ctx.labels)
+    out += recompute_leak.samples_finished(step, ctx.labels)
+    out += ([one_left] if one_left else []) + recompute_leak.leak_details(step, ctx.labels)
+    orphaned = recompute_leak.orphaned_sentence(step, prev)
+    out += [orphaned] if orphaned else []
     out += ctx.checks[step.index] + waiting_notes(step.snapshot, step.events)
     out.append(status_line(step))
     return out
@@ -495,8 +542,9 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
     parts += elements
     gpu = snap["gpu"]
     used = gpu["num_blocks"] - gpu["num_free"] - (1 if v1 else 0)
-    title = (f"GPU blocks: {used} used, {gpu['num_free']} free, watermark "
-             f"{snap['watermark_blocks']}")
+    leaked = [] if v1 else recompute_leak.leaked_blocks(snap)
+    title = (f"GPU blocks: {used} used" + (f" ({len(leaked)} leaked)" if leaked else "")
+             + f", {gpu['num_free']} free, watermark {snap['watermark_blocks']}")
     gpu_y = y
     elements, dy = kv_view.pool(X, y, snap, "gpu", h, title=title)
     parts += elements
@@ -529,7 +577,8 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
     parts += elements
     y += dy + 2
     elements, dy = kv_view.lines(X, y, status,
-                                 fill="muted" if status == CHECK_OK else "highlight")
+                                 fill="muted" if status.startswith("check_engine: ok")
+                                 else "highlight")
     parts += elements
     y += dy
     for note, color in notes:
@@ -588,7 +637,8 @@ WIDGETS = (Widget(
     title="Preemption: swap out, swap in, or recompute",
     summary="The GPU runs out of blocks mid-batch: the tail of running is preempted. Arrows "
             "show blocks copied between the GPU and the CPU swap space. Switch the engine to "
-            "see V1, which only recomputes.",
+            "see V1, which only recomputes; it runs its default loop, async scheduling (each "
+            "step is scheduled before the previous step's output is processed).",
     params=(
         Param("engine", "engine", "choice", "v0.5.5", choices=ENGINES,
               help="Which vLLM runs the requests: v0.5.5, or V1 (v0.25.1) with its defaults "
@@ -609,7 +659,12 @@ WIDGETS = (Widget(
               help="Fraction of GPU blocks admission (and v0.5.5's swap-in) must leave free "
                    "(v0.5.5's default is 0.01, V1's 0)."),
         REQUESTS.param("requests", "6/12, 5/12, 4/12, 3/3@8"),
-        Param("seed", "seed", "int", 0, min=0, max=9999, help="Seeds the token ids."),
+        Param("eos_prob", "EOS probability", "float", 0.0, min=0.0, max=0.5,
+              help="Chance that a sampled token is the end-of-sequence token, so requests "
+                   "and samples end early and at different steps (0: each generates exactly "
+                   "its output tokens)."),
+        Param("seed", "seed", "int", 0, min=0, max=9999,
+              help="Seeds the token ids (and where EOS falls)."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
     details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,

@@ -605,9 +605,12 @@ WIDGETS = (Widget(
         Param("prompt_len", "prompt length", "int", 512, min=1, max=8192,
               help="Prompt tokens, all computed in the prefill step; the decode steps run at "
                    "this context (1 to 8192)."),
-        Param("long_prompt", "longer prompt", "int", 2048, min=2, max=8192,
+        # Past the prompt length's maximum, so that maximum has a longer prompt to go with
+        # it (on a model whose context window is longer than 8,192: Mistral-7B's 32,768).
+        Param("long_prompt", "longer prompt", "int", 2048, min=2, max=16384,
               help="The last step's context: a decode with this many tokens cached "
-                   "(2 to 8192)."),
+                   "(2 to 16384; more than the prompt length, within the model's "
+                   "max_model_len)."),
     ),
 ),)
 

@@ -7,12 +7,17 @@ Widget `prefix-caching`:
   each request that finished in it, one by one, as vLLM frees them). Its default is the
   example of vLLM's design doc (docs/design/prefix_caching.md) as v0.25.1 runs it
   (VLLM-V1.md section 6): block size 4, num_gpu_blocks 11 (the docs' 10 + the null block).
+  The engine runs the synchronous loop (async_scheduling=False), the loop of that worked
+  example: with vLLM's default async loop each block a decode fills is cached, and each
+  finished request freed, one engine call later, so the steps would not line up with the
+  doc's times (the V1 scheduler page shows that loop).
 - view: each request's blocks (tokens, hash, block id and ref_cnt; hit / computed / not
   yet), the null block and the free queue from head to tail, what moved, a legend.
 - narrate: cause, effect, consequence in at most three sentences; `details` has the whole
   account; on the default scenario both say where the docs' pictures differ.
 Chart `prefix-sharing`: hit rate and tokens per step against pool size on a chat workload
-with a shared system prompt, caching on and off (sim/studies/prefix_sharing.py).
+with a shared system prompt, caching on and off (sim/studies/prefix_sharing.py), on vLLM's
+default engine loop (async scheduling).
 """
 from __future__ import annotations
 
@@ -86,7 +91,9 @@ def engine_for(v: dict) -> LLMEngine:
     engine = LLMEngine(CacheConfig(block_size=v["block_size"],
                                    num_gpu_blocks=v["num_gpu_blocks"],
                                    enable_prefix_caching=v["enable_prefix_caching"]),
-                       SchedulerConfig(max_num_batched_tokens=BUDGET, max_num_seqs=16))
+                       # The worked example's loop (see the module docstring).
+                       SchedulerConfig(max_num_batched_tokens=BUDGET, max_num_seqs=16,
+                                       async_scheduling=False))
     for name, prompt, ids in zip(names(v["prompts"]), v["prompts"], token_ids(v["prompts"])):
         engine.add_request(name, ids, SamplingParams(max_tokens=prompt.output, ignore_eos=True),
                            arrival_step=prompt.arrival - 1)
@@ -804,7 +811,9 @@ WIDGETS = (Widget(
           'which cached block is evicted first.'),
     title="Prefix caching in vLLM V1, block by block",
     summary="The design docs' example as vLLM v0.25.1 runs it: hashes of full blocks, hits "
-            "that touch cached blocks, and the free queue that decides what is evicted.",
+            "that touch cached blocks, and the free queue that decides what is evicted. "
+            "The engine runs the synchronous loop, the loop of the docs' example (vLLM's "
+            "default, async scheduling, caches each decoded block one step later).",
     params=WIDGET_PARAMS,
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
     details=details, meta=meta, check=check, questions=QUESTIONS,
@@ -874,6 +883,7 @@ CHARTS = (Chart(
     caption=(f"A chat workload: {CHAT.conversations} conversations of {CHAT.turns} turns "
              f"({CHAT.num_requests} requests), a {CHAT.system_prompt}-token system prompt "
              "shared by all, Alpaca-like user messages and answers, each follow-up sending "
-             "the whole conversation again; sim/v1's engine (vLLM v0.25.1), block size 16, "
+             "the whole conversation again; sim/v1's engine (vLLM v0.25.1) with its default "
+             "async engine loop, block size 16, "
              f"pools of {POOL_SIZES[0]} to {POOL_SIZES[-1]} blocks. Computed at build time "
              "by sim/studies/prefix_sharing.py.")),)

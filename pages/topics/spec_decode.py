@@ -3,7 +3,11 @@
 scenario: V1's engine (`sim.v1.engine.LLMEngine`) with `num_speculative_tokens` drafts per
           step (and, for an EAGLE-style drafter, as many lookahead slots), the stand-in
           drafter's `spec_acceptance_rate`, recorded with `sim.trace.record`; the same
-          requests without drafts run beside it, for the steps saved.
+          requests without drafts run beside it, for the steps saved. Both run the
+          synchronous engine loop: the simulation does not model async scheduling with
+          drafts (vLLM has it for EAGLE, MTP and GPU n-gram drafters), so a config with
+          drafts resolves to it, and the run without drafts uses the same loop so that the
+          steps compare.
 view:     each request's block table as slots: KV kept, this step's drafts accepted or
           rejected, the slot the next step writes, slots allocated ahead; then output
           tokens so far with and without drafts.
@@ -43,7 +47,8 @@ def build_engine(v: dict, drafts: bool = True) -> LLMEngine:
         SchedulerConfig(max_num_batched_tokens=256, max_num_seqs=8,
                         max_model_len=longest + 2 * 6 + 1,
                         num_speculative_tokens=k,
-                        num_lookahead_tokens=k if v["lookahead"] else 0),
+                        num_lookahead_tokens=k if v["lookahead"] else 0,
+                        async_scheduling=False),    # see the module docstring
         seed=v["seed"], spec_acceptance_rate=v["acceptance"])
     for r in REQUESTS.named(v["requests"]):
         engine.add_request(r.name, r.prompt, SamplingParams(max_tokens=r.output, ignore_eos=True),
@@ -396,7 +401,9 @@ WIDGETS = (Widget(
           'memory and steps.'),
     title="Speculative decoding: draft slots, kept and rejected",
     summary="Each square is a KV slot. Drafts get slots before the model checks them; "
-            "rejected drafts' slots are written again by the next step.",
+            "rejected drafts' slots are written again by the next step. The engine runs "
+            "the synchronous loop, with and without drafts (async scheduling with drafts "
+            "is not simulated).",
     params=(
         REQUESTS.param("requests", "6/16"),
         Param("num_spec", "drafts per step", "int", 3, min=1, max=6,

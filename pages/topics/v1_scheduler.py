@@ -4,7 +4,10 @@ scenario: the same requests, pool of usable KV blocks, token budget and seat lim
           through v0.5.5's engine (`sim.core.engine.LLMEngine`) and V1's
           (`sim.v1.engine.LLMEngine`), both recorded with `sim.trace.record`; the trace
           lines the two up by engine step (`Pair`), one frame per iteration, after a frame
-          before the first.
+          before the first. V1 runs its synchronous engine loop: the widget compares the
+          two schedulers' choices step for step, and v0.5.5 has only that loop (in V1's
+          default async loop every output, and so every finish, is seen one call later;
+          the `v1-async` widget, pages/topics/async_scheduling.py, shows it).
 view:     the workload (first frame), then for each engine: the budget bar split into
           decode and prefill tokens, the queues as chips, and the pool of KV blocks
           (pages/views/budget_view.py).
@@ -13,7 +16,8 @@ narrate:  what the two schedulers did differently, cause first; `details` lists 
 
 The build-time chart prices both engines' steps on an H200 with the prefill vs decode
 page's roofline (`sim.studies.latency`) and plots each request's time to first token and
-longest gap between tokens.
+longest gap between tokens; V1 runs the synchronous loop there too, with no CPU time, so
+that the charts compare schedules (the async chart prices the loop).
 """
 from __future__ import annotations
 
@@ -57,7 +61,10 @@ SIZE = fit.min_size(WIDTH)            # 13.5: 11 px on a phone
 M = 8                                 # margin
 MAX_STEPS = 40
 MAX_NUM_SEQS = 8
-REQUESTS = RequestList(max_requests=6, max_len=40, max_arrival=20)
+MAX_BUDGET = 64
+# v0.5.5 needs the budget to hold a whole request (it never chunks a prompt), so a request's
+# prompt + output is at most the budget's maximum.
+REQUESTS = RequestList(max_requests=6, max_len=40, max_arrival=20, max_total=MAX_BUDGET)
 ENGINE_NAMES = {"v0": "v0.5.5", "v1": "V1"}
 LABEL = "The token budget of each step: vLLM v0.5.5 above, V1 below"
 
@@ -76,7 +83,9 @@ def build_engines(v: dict) -> tuple[EngineV0, EngineV1]:
     v1 = EngineV1(CacheConfigV1(block_size=bs, num_gpu_blocks=blocks + 1),
                   SchedulerConfigV1(max_num_batched_tokens=budget, max_model_len=budget,
                                     max_num_seqs=MAX_NUM_SEQS,
-                                    long_prefill_token_threshold=v["threshold"]),
+                                    long_prefill_token_threshold=v["threshold"],
+                                    # Step for step beside v0.5.5 (module docstring).
+                                    async_scheduling=False),
                   seed=v["seed"])
     for engine in (v0, v1):
         for r in REQUESTS.named(v["requests"]):
@@ -623,12 +632,14 @@ WIDGETS = (Widget(
     title="One token budget: v0.5.5 and V1 on the same requests",
     summary="Each bar is one step's token budget: solid cells are decode tokens, light "
             "ones prompt (prefill) tokens. v0.5.5 runs prompts and decodes in separate "
-            "steps; V1 decodes first and fills the rest with prompt chunks.",
+            "steps; V1 decodes first and fills the rest with prompt chunks. V1 runs its "
+            "synchronous loop here, to line up with v0.5.5 step for step (its default, "
+            "async scheduling, is the widget below).",
     params=(
         REQUESTS.param("requests", "6/8, 5/8, 20/3@2, 20/3@2, 4/4@5"),
-        Param("budget", "token budget", "int", 32, min=8, max=64,
-              help="max_num_batched_tokens for both engines (8 to 64); v0.5.5 needs it to "
-                   "hold the longest request."),
+        Param("budget", "token budget", "int", 32, min=8, max=MAX_BUDGET,
+              help=f"max_num_batched_tokens for both engines (8 to {MAX_BUDGET}); v0.5.5 "
+                   "needs it to hold the longest request."),
         Param("threshold", "long_prefill_token_threshold (V1)", "int", 0, min=0, max=64,
               help="V1 caps each prompt's chunk per step at this many tokens (0: off, "
                    "vLLM's default)."),
@@ -664,13 +675,16 @@ def h200_roofline() -> Roofline:
 @functools.lru_cache(maxsize=1)
 def latency_runs() -> tuple:
     """v0.5.5, V1 and V1 with long_prefill_token_threshold on CHATS_AND_DOCUMENTS, with the
-    defaults both share (budget 2,048 tokens, max_model_len 2,048, 256 seats, ample KV)."""
+    defaults both share (budget 2,048 tokens, max_model_len 2,048, 256 seats, ample KV). V1
+    runs the synchronous loop, like v0.5.5, so that the charts compare schedules."""
     model, roof = get_model(CHART_MODEL), h200_roofline()
     work = latency.CHATS_AND_DOCUMENTS
-    return (latency.run_timed("v0.5.5", work, latency.Setup(), model, roof),
-            latency.run_timed("v1", work, latency.Setup(), model, roof),
-            latency.run_timed("v1", work, latency.Setup(long_prefill_token_threshold=THRESHOLD),
-                              model, roof))
+    sync = latency.Setup(async_scheduling=False)
+    return (latency.run_timed("v0.5.5", work, sync, model, roof),
+            latency.run_timed("v1", work, sync, model, roof),
+            latency.run_timed("v1", work,
+                              latency.Setup(long_prefill_token_threshold=THRESHOLD,
+                                            async_scheduling=False), model, roof))
 
 
 def _latency_svg(metric: str) -> str:
@@ -705,9 +719,10 @@ CHARTS = (
           caption="Each row is one request (prompt/output tokens); its arrival is in the table "
                   "below. Every engine step is priced with the prefill vs decode page's "
                   "roofline (Llama-3-8B, bf16, the H200 ceilings measured in "
-                  "data/h200-prefill-decode.json)."),
+                  "data/h200-prefill-decode.json). V1 runs its synchronous loop, like "
+                  "v0.5.5, and no CPU time is counted."),
     Chart("v1-tbt", "Longest gap between tokens, v0.5.5 and V1", lambda: _latency_svg("tbt"),
           caption="The longest wait between two successive output tokens of each request, on "
-                  "the same runs. A request decoding while a long prompt is prefilled waits "
-                  "for that prefill."),
+                  "the same runs (V1's synchronous loop). A request decoding while a long "
+                  "prompt is prefilled waits for that prefill."),
 )

@@ -169,6 +169,24 @@ def owners(snap: dict) -> dict[tuple[str, int], list[tuple[str, int]]]:
     return out
 
 
+def not_recomputed(snap: dict) -> dict[tuple[str, int], set[int]]:
+    """(device, block) -> the slots whose KV vLLM never recomputed: v0.5.5 ran a sampling
+    group's recompute as a decode (issue 27), so of the positions its sequence counts as
+    computed only the last was written (the snapshot's `kv_not_recomputed`)."""
+    out: dict[tuple[str, int], set[int]] = {}
+    bs = snap["block_size"]
+    for r in snap["requests"]:
+        for s in r["seqs"]:
+            first = s.get("kv_not_recomputed", 0)
+            if not first:
+                continue
+            for logical, (dev, num, filled) in enumerate(s["block_table"]):
+                stale = {i for i in range(filled) if logical * bs + i < first}
+                if stale:
+                    out.setdefault((dev, num), set()).update(stale)
+    return out
+
+
 def hash_owners(snap: dict) -> dict[str, str]:
     """V1: block hash prefix -> the first request whose block hashes include it (whose
     tokens a cached block holds)."""
@@ -409,7 +427,11 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
 
     V1 snapshots add: the null block (block 0, crossed out), a dot after the number of a
     block that is in the prefix cache, and free blocks that are still cached (their tokens
-    drawn pale: a prefix hit can take them back until they are reused)."""
+    drawn pale: a prefix hit can take them back until they are reused).
+
+    vLLM v0.5.5's leak (issue 27): a block with references no table holds has a dashed
+    outline and a "leaked" badge ("leaked" in its body once no table holds it), and a slot
+    whose KV was never recomputed shows "?"."""
     dev = snap[device]
     bs = snap["block_size"]
     v1 = is_v1(snap) and device == "gpu"
@@ -418,6 +440,7 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
     labels = seq_labels(snap)
     who = owners(snap)
     by_hash = hash_owners(snap) if v1 else {}
+    stale = {} if is_v1(snap) else not_recomputed(snap)
     slot_w, block_w, cols = _geometry_of(snap, device)
     heading = title or _pool_heading(snap, device)
     out, head_h = lines(x, y, heading)
@@ -436,9 +459,12 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
         hashed = v1 and block.get("cached") and n != null
         if hashed:
             parts.append(_dot(bx + text_width(f"#{n}") + 5, by + FONT - 4.5, 3.5))
+        leaked = block.get("leaked_refs", 0)
         badge = None
         if n == null:
             pass
+        elif leaked and sharers:     # still in a table; once in none, its body says so
+            badge = next((b for b in ("leaked", "leak", "!") if fits(b, badge_room)), None)
         elif ref > 1:
             badge = next((b for b in (f"ref {ref}", f"x{ref}") if fits(b, badge_room)), None)
         elif ref and device == "gpu" and n in h.copied_to and key in h.allocated:
@@ -447,12 +473,14 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
                          None)
         if badge:
             parts.append(_text(bx + block_w, by + FONT, badge, fill="highlight",
-                                  anchor="end"))
-        stroke, width = "line", 1
+                               anchor="end"))
+        stroke, width, dashes = "line", 1, None
         if h.changed(key):
             stroke, width = "highlight", 3
         elif key in h.freed:
             stroke, width = "waste", 3
+        elif leaked:
+            stroke, width, dashes = "waste", 2.5, "5 3"
         if n == null:
             parts.append(svg.rect(bx, body_y, block_w, BODY, fill="panel", stroke="muted",
                                   stroke_width=2))
@@ -486,6 +514,15 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
                 tip = f"{device.upper()} block {n}: {note}"
                 if key in h.evicted:
                     tip += " (its cached hash was dropped)"
+        elif leaked and not sharers:
+            parts.append(svg.rect(bx, body_y, block_w, BODY, fill="panel", stroke=stroke,
+                                  stroke_width=width, stroke_dasharray=dashes))
+            if fits("leaked", block_w - 4):
+                parts.append(_text(bx + block_w / 2, body_y + 16.5, "leaked",
+                                   anchor="middle", fill="fg"))
+            tip = (f"GPU block {n}: leaked. Its ref count is {ref} and no block table holds "
+                   f"it: vLLM v0.5.5's allocate counted {plural(leaked, 'finished sample')}"
+                   " that nothing will release, so it is never freed")
         else:
             rid = sharers[0][0] if sharers else None
             color = colors.get(rid, "used")
@@ -493,12 +530,17 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
                 color = (shared_color if len(sharers) > 1
                          else seq_colors.get(sharers[0][1], color))
             parts.append(svg.rect(bx, body_y, block_w, BODY, fill="panel",
-                                  stroke=stroke, stroke_width=width))
+                                  stroke=stroke, stroke_width=width,
+                                  stroke_dasharray=dashes))
             slots = block.get("slots", [])
-            parts += _slots(bx, body_y, slots, bs, slot_w, color, tok)
+            parts += _slots(bx, body_y, slots, bs, slot_w, color, tok,
+                            stale=stale.get(key, ()))
             names_ = ", ".join(labels.get(sid, str(sid)) for _, sid in sharers)
             tip = (f"{device.upper()} block {n}: {len(slots)} of {bs} slots filled; "
                    f"ref count {ref} ({names_})")
+            if leaked:
+                tip += (f", {leaked} of it leaked: vLLM v0.5.5's allocate counted "
+                        f"{plural(leaked, 'finished sample')}, so the block is never freed")
             if key in h.allocated and n in h.copied_to and device == "gpu":
                 tip += f"; copy of block {h.copied_to[n]} (copy-on-write)"
             if hashed:
@@ -517,11 +559,22 @@ def _dot(cx: float, cy: float, r: float) -> str:
 
 
 def _slots(bx: float, body_y: float, slots: list, bs: int, slot_w: float, color: str, tok,
-           pale: bool = False) -> list[str]:
+           pale: bool = False, stale=()) -> list[str]:
+    """One block's slots; those in `stale` (KV vLLM never recomputed) show "?"."""
     parts = []
     for i in range(bs):
         sx = bx + 2 + i * slot_w
-        if i < len(slots):
+        if i in stale:
+            held = (f"token {slots[i][0]} at position {slots[i][1]}, left from before"
+                    if slots[i] else "nothing")
+            parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill="free", rx=1,
+                                  stroke="waste",
+                                  tip=f"slot {i}: KV never recomputed (vLLM ran the "
+                                      f"recompute as a decode); it holds {held}"))
+            if slot_w >= SLOT:
+                parts.append(_text(sx + slot_w / 2 - 0.5, body_y + 16.5, "?",
+                                   anchor="middle", fill="fg"))
+        elif i < len(slots):
             token_id, pos = slots[i]
             extra = {"opacity": 0.4} if pale else {}
             parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill=color, rx=1,
@@ -564,6 +617,8 @@ LEGEND = {
     "null": "null block (V1)",
     "shared": "shared by several tables",
     "ref": "ref 2 or x2: in two tables",
+    "leaked": "leaked: never freed (vLLM bug)",
+    "stale": "?: KV never recomputed",
     "cpu": "C#7: CPU block 7",
     "victim": "preempted",
     "slot": "token position",
@@ -590,6 +645,12 @@ def _mark(key: str, x: float, y: float) -> str:
         return svg.rect(x, y, 18, 14, fill="accent")
     if key == "victim":
         return svg.rect(x + 1, y + 1, 16, 12, fill="seq-2", stroke="highlight", stroke_width=3)
+    if key == "leaked":
+        return svg.rect(x + 1, y + 1, 16, 12, fill="panel", stroke="waste", stroke_width=2.5,
+                        stroke_dasharray="5 3")
+    if key == "stale":
+        return svg.group([svg.rect(x, y - 2, 18, 18, fill="free", stroke="waste", rx=1),
+                          _text(x + 9, y + 12, "?", anchor="middle", fill="fg")])
     if key == "slot":
         return svg.group([svg.rect(x, y - 2, 18, 18, fill="seq-0", rx=1),
                           _text(x + 9, y + 12, "5", anchor="middle", fill="bg")])
@@ -651,11 +712,15 @@ def legend_keys(trace, device: str = "gpu", pool_shown: bool = True) -> list[str
             found.add("cpu")
         if snap["block_size"] <= 8:
             found.add("slot")
+        if not v1 and not_recomputed(snap):
+            found.add("stale")
         for dev in ("gpu", "cpu") if device == "all" else (device,):
             for n, b in enumerate(snap[dev]["blocks"]):
                 if v1 and dev == "gpu" and n == snap.get("null_block"):
                     continue
-                if b["ref_count"] > 1:
+                if b.get("leaked_refs"):
+                    found.add("leaked")
+                elif b["ref_count"] > 1:
                     found.add("ref")
                 if v1 and dev == "gpu" and b.get("cached"):
                     found.add("cached" if not b["ref_count"] else "hashed")

@@ -12,7 +12,7 @@ from collections.abc import Sequence as Seq
 
 from sim.core.block import BlockAllocator, Device, PhysicalTokenBlock
 from sim.core.sequence import Sequence, SequenceGroup, SequenceStatus
-from sim.events import BlockAllocated, BlockFreed, CopyOnWrite, Forked, SeqFreed
+from sim.events import BlockAllocated, BlockFreed, BlocksLeaked, CopyOnWrite, Forked, SeqFreed
 
 BlockTable = list[PhysicalTokenBlock]
 
@@ -45,6 +45,10 @@ class BlockSpaceManager:
                                             free_order, seed)
         self.cpu_allocator = BlockAllocator(Device.CPU, block_size, num_cpu_blocks)
         self.block_tables: dict[int, BlockTable] = {}
+        # An addition for checks and pictures: GPU block number -> references that
+        # `allocate` counted for finished sequences (vLLM v0.5.5's leak, see allocate). No
+        # block table holds them and nothing releases them, so those blocks stay in use.
+        self.leaked_refs: dict[int, int] = {}
         # Shared with the scheduler and engine; None when nobody is listening.
         self.events = events
 
@@ -68,7 +72,14 @@ class BlockSpaceManager:
         return AllocStatus.LATER
 
     def allocate(self, seq_group: SequenceGroup) -> None:
-        """Blocks for the prompt, allocated once and shared by every waiting sequence."""
+        """Blocks for the prompt, allocated once and shared by every waiting sequence.
+
+        The reference count is `seq_group.num_seqs()`, as in vLLM v0.5.5: every sequence of
+        the group, finished ones included. A new request has one sequence, so it is 1; but a
+        sampling group whose other samples finished and whose last one was preempted by
+        recompute comes back with one waiting sequence and a count that includes the
+        finished ones. Those extra references belong to no block table and are never
+        released: vLLM leaks the blocks, and so does this (`leaked_refs`, `BlocksLeaked`)."""
         wait_seqs = seq_group.get_seqs(status=SequenceStatus.WAITING)
         seq = wait_seqs[0]
         ref_count = seq_group.num_seqs()
@@ -84,6 +95,15 @@ class BlockSpaceManager:
             for logical, block in enumerate(block_table):
                 self.events.append(BlockAllocated(seq_ids, logical, block.block_number,
                                                   "gpu", block.ref_count))
+        leaked = ref_count - len(wait_seqs)
+        if leaked > 0:
+            for block in block_table:
+                n = block.block_number
+                self.leaked_refs[n] = self.leaked_refs.get(n, 0) + leaked
+            if self.events is not None:
+                self.events.append(BlocksLeaked(seq_group.request_id,
+                                                tuple(b.block_number for b in block_table),
+                                                leaked))
 
     # -- decoding ----------------------------------------------------------------------
     def can_append_slots(self, seq_group: SequenceGroup) -> bool:

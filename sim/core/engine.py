@@ -23,7 +23,14 @@ from sim.core.output_processor import OutputProcessor
 from sim.core.scheduler import Scheduler, SchedulerBase, SchedulerOutputs
 from sim.core.sequence import SamplingParams, Sequence, SequenceGroup, SequenceStage, SequenceStatus
 from sim.core.snapshot import engine_snapshot
-from sim.events import Aborted, KVWritten, RequestArrived, RequestFinished, fast_event
+from sim.events import (
+    Aborted,
+    KVWritten,
+    PrefillRunAsDecode,
+    RequestArrived,
+    RequestFinished,
+    fast_event,
+)
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
 
@@ -68,6 +75,9 @@ class LLMEngine:
         cc = self.cache_config
         self.cache_engine = CacheEngine(cc.block_size, cc.num_gpu_blocks, cc.num_cpu_blocks)
         self.step_index = 0
+        # An addition for checks and pictures: seq_id -> n, the KV of positions 0 to n - 1
+        # was never recomputed (vLLM ran the sequence's recompute as a decode, see step()).
+        self.kv_not_recomputed: dict[int, int] = {}
         self.requests: dict[str, SequenceGroup] = {}   # every request ever added, in order
         # Added, not arrived yet (an addition: vLLM's requests arrive when they are added).
         self.pending: list[SequenceGroup] = []
@@ -161,9 +171,15 @@ class LLMEngine:
                 group.first_scheduled_step = step
             running = scheduled.seqs or group.get_seqs(status=_RUNNING)
             was_prompt = running[0].stage is _PREFILL
+            if was_prompt and not group.is_prefill():
+                # vLLM sends a group as a prompt when SequenceGroup.is_prefill() says so,
+                # and that reads the group's first sequence. A sampling group recomputed
+                # after that sequence finished is sent as a decode instead.
+                self._run_as_decode(group, running, scheduled.token_chunk_size)
+                was_prompt = False
             # The forward pass writes the KV of every token it processes into the slot
             # its block table points at.
-            if was_prompt:
+            elif was_prompt:
                 for seq in running:
                     first = seq.num_computed_tokens
                     num = scheduled.token_chunk_size
@@ -209,6 +225,29 @@ class LLMEngine:
             step_events = []
         self.step_index += 1
         return StepOutput(step, outputs, step_events, tokens, finished)
+
+    def _run_as_decode(self, group: SequenceGroup, running: list[Sequence],
+                       token_chunk_size: int) -> None:
+        """vLLM v0.5.5's model runner on a group it was told is decoding, whose running
+        sequence still waits for its recompute: a decode computes one token per sequence,
+        the last one, at position len - 1 (`_compute_lens`: context_len = seq_len - 1), so
+        only that slot is written; the engine then counts `token_chunk_size` tokens as
+        computed (`SequenceGroup.update_num_computed_tokens`), and the KV of the earlier
+        positions is whatever the freshly allocated blocks held. The sampler draws one
+        token per sequence (not best_of), so nothing is forked."""
+        block_tables = self.block_manager.block_tables
+        bs = self.cache_config.block_size
+        first = group.get_seqs()[0]
+        for seq in running:
+            pos = seq.num_tokens - 1
+            self.cache_engine.write_slot(block_tables[seq.seq_id][pos // bs].block_number,
+                                         pos, seq.get_last_token_id())
+            self.kv_not_recomputed[seq.seq_id] = pos
+            if self._events is not None:
+                self._events.append(PrefillRunAsDecode(group.request_id, seq.seq_id,
+                                                       first.seq_id, pos))
+                self._events.append(KVWritten(seq.seq_id, pos, 1))
+            seq.update_num_computed_tokens(token_chunk_size)
 
     def _finish(self, group: SequenceGroup, step: int, finished: list) -> None:
         group.finished_step = step

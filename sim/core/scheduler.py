@@ -203,8 +203,26 @@ class Scheduler(SchedulerBase):
     # -- one step ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutputs:
         if self.scheduler_config.chunked_prefill_enabled:
-            return self._schedule_chunked_prefill()
-        return self._schedule_default()
+            outputs = self._schedule_chunked_prefill()
+        else:
+            outputs = self._schedule_default()
+        # vLLM's schedule() then builds each scheduled group's metadata for the workers and
+        # asserts, for a group it sends as a prompt, that the group has one sequence.
+        for scheduled in outputs.scheduled_seq_groups[:outputs.num_prefill_groups]:
+            seq_group = scheduled.seq_group
+            if seq_group.is_prefill() and seq_group.num_seqs() != 1:
+                raise RecomputeAssertionError(self._prompt_with_finished_seqs(seq_group))
+        return outputs
+
+    @staticmethod
+    def _prompt_with_finished_seqs(seq_group: SequenceGroup) -> str:
+        seqs = seq_group.get_seqs()
+        done = sum(1 for s in seqs if s.is_finished())
+        return (f"AssertionError in Scheduler.schedule (vLLM v0.5.5): assert len(seqs) == 1 "
+                f"(\"Prefill has only 1 sequence.\"): {seq_group.request_id!r} is sent as a "
+                f"prompt to recompute its first sequence (seq {seqs[0].seq_id}), but "
+                f"get_seqs() also returns {done} finished "
+                f"{'sample' if done == 1 else 'samples'}")
 
     def _new_budget(self) -> SchedulingBudget:
         return SchedulingBudget(token_budget=self.scheduler_config.max_num_batched_tokens,
@@ -333,7 +351,11 @@ class Scheduler(SchedulerBase):
                     if cows:
                         out.blocks_to_copy.extend(cows)
                 scheduled = ScheduledSequenceGroup(seq_group, num_running_tokens, seqs)
-                if seqs[0].stage is _PREFILL:
+                # vLLM asks seq_group.is_prefill(), which reads the group's first sequence,
+                # finished or not; it differs from the running sequence's stage only for a
+                # group that came back from recompute after its first sample had finished
+                # (its recompute runs as a decode, see LLMEngine.step).
+                if seqs[0].stage is _PREFILL and seq_group.is_prefill():
                     out.prefill_seq_groups.append(scheduled)
                 else:
                     scheduled.token_chunk_size = 1
@@ -453,24 +475,16 @@ class Scheduler(SchedulerBase):
         if len(seqs) != 1:
             # vLLM v0.5.5 asserts this; say why instead of failing an assert.
             raise RecomputeAssertionError(
-                f"cannot preempt {seq_group.request_id!r} by recompute: it has {len(seqs)} "
-                "running sequences and vLLM v0.5.5 recomputes only single-sequence groups "
-                "(use preemption_mode='swap' or leave it unset)")
-        if seq_group.num_seqs() != 1:
-            # Its other samples finished, so get_max_num_running_seqs() is 1 and RECOMPUTE
-            # was chosen; vLLM v0.5.5 has no correct way back for such a group (see the
-            # message), so the simulation stops where vLLM goes wrong instead of leaking.
-            done = seq_group.num_seqs() - 1
-            raise RecomputeAssertionError(
-                f"cannot recompute {seq_group.request_id!r}: {done} of its "
-                f"{seq_group.num_seqs()} sequences already finished, so vLLM v0.5.5 preempts "
-                "the last one by recompute (get_max_num_running_seqs() is 1), but it cannot "
-                "bring the group back: re-admitted as a prompt it would sample best_of tokens "
-                "and fork again, and BlockSpaceManagerV1.allocate would set the prompt blocks' "
-                "ref count to seq_group.num_seqs(), finished sequences included, so those "
-                "blocks would never be freed. vLLM's checks (assert len(seqs) == 1 in "
-                "_preempt_by_recompute and _schedule_prefills) count only running or waiting "
-                "sequences and do not catch it. Use preemption_mode='swap'.")
+                f"AssertionError: assert len(seqs) == 1 in Scheduler._preempt_by_recompute "
+                f"(vLLM v0.5.5): cannot preempt {seq_group.request_id!r} by recompute, it has "
+                f"{len(seqs)} running sequences and vLLM v0.5.5 recomputes only "
+                "single-sequence groups (use preemption_mode='swap' or leave it unset)")
+        # One running sequence passes, even when the group's other samples have finished
+        # (get_max_num_running_seqs() is then 1, so the default mode picks RECOMPUTE too).
+        # What vLLM does when such a group comes back depends on the group: it stops at the
+        # assert in schedule() (its first sequence is the one that waited), runs the
+        # recompute as a decode and leaks its blocks (a forked sample waited: allocate,
+        # LLMEngine.step), or ignores it (it no longer fits: _schedule_prefills).
         for seq in seqs:
             seq.status = SequenceStatus.WAITING
             self.free_seq(seq)

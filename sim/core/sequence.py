@@ -245,7 +245,10 @@ class SequenceGroup:
         return True
 
     def is_prefill(self) -> bool:
-        # All sequences of a group share the stage (forks happen after the prompt step).
+        # vLLM reads the first sequence only ("Every sequence should be in the same stage").
+        # They do share it, forks happen after the prompt step, except in a sampling group
+        # recomputed after its first sample finished: that one stays in the decode stage
+        # while the last running sample waits for its recompute (LLMEngine._run_as_decode).
         for s in self.seqs_dict.values():
             return s.stage is _PREFILL
         return False

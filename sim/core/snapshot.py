@@ -3,7 +3,9 @@
 Everything a picture needs and nothing it must compute from live objects: the queues,
 each sequence's tokens and block table (with how many slots of each block it has filled),
 each physical block's owner count and slot payloads, and what the block manager answers for
-the heads of `swapped` and `waiting` (`heads`).
+the heads of `swapped` and `waiting` (`heads`). Only where vLLM v0.5.5's leak happened
+(issue 27): a GPU block's `leaked_refs` (references no table holds, never released) and a
+sequence's `kv_not_recomputed` (its KV below that position was never recomputed).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
     sched = engine.scheduler
     filled: dict[tuple[str, int], int] = {}
     requests = []
+    stale = getattr(engine, "kv_not_recomputed", None)
     for group in engine.requests.values():
         seqs = []
         for seq in group.get_seqs():
@@ -38,6 +41,8 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
                 "cumulative_logprob": seq.cumulative_logprob,
                 "block_table": entries,
             })
+            if stale and stale.get(seq.seq_id):
+                seqs[-1]["kv_not_recomputed"] = stale[seq.seq_id]
         requests.append({
             "request_id": group.request_id,
             "arrival_step": group.arrival_step,
@@ -66,13 +71,18 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
     for allocator, cache in ((bm.gpu_allocator, engine.cache_engine.gpu_cache),
                              (bm.cpu_allocator, engine.cache_engine.cpu_cache)):
         dev = allocator.device.value
+        leaked = getattr(bm, "leaked_refs", None) if dev == "gpu" else None
         blocks = []
         for block in allocator.blocks:
             entry = {"ref_count": block.ref_count}
+            if leaked and leaked.get(block.block_number):
+                entry["leaked_refs"] = leaked[block.block_number]
             if with_slots:
                 n = filled.get((dev, block.block_number), 0) if block.ref_count else 0
                 # Slots past the filled count hold stale data on a real GPU; show them empty.
-                entry["slots"] = [list(s) for s in cache[block.block_number][:n]]
+                # A filled slot is None only where vLLM never wrote it (kv_not_recomputed).
+                entry["slots"] = [None if s is None else list(s)
+                                  for s in cache[block.block_number][:n]]
             blocks.append(entry)
         snap[dev] = {
             "num_blocks": allocator.num_blocks,

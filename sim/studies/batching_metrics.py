@@ -290,19 +290,27 @@ def make_engine(requests: list[BatchRequest], scheduler: str, max_num_seqs: int,
 
 
 def make_v1_engine(requests: list[BatchRequest], max_num_seqs: int,
-                   max_num_batched_tokens: int, seed: int = 0) -> V1Engine:
+                   max_num_batched_tokens: int, seed: int = 0,
+                   async_scheduling: bool | None = False) -> V1Engine:
     """V1's engine (vLLM v0.25.1) on the same workload, with the same room: as many usable
     blocks of 16 as `make_engine` gives, plus block 0, V1's null block. The same
     `max_num_seqs` and token budget (`max_num_batched_tokens`; V1 schedules up to that many
-    tokens per step), `max_model_len` = the longest request. Chunked prefill is always on in
-    V1 (its default); prefix caching too (the made-up prompts share no block)."""
+    tokens per step), `max_model_len` = the longest request. Chunked prefill is always on
+    in V1 (its default); prefix caching too (the made-up prompts share no block).
+
+    The engine loop is the synchronous one unless `async_scheduling` says otherwise
+    (None: vLLM's default, async): these metrics count iterations of one schedule and its
+    output, as the static and v0.5.5 sides do. In vLLM's default async loop a call
+    schedules before it has processed the previous output, so a finished request's seat is
+    refilled one call later."""
     block_size = 16
     blocks = sum(-(-(r.prompt_len + r.output_len) // block_size) + 1 for r in requests)
     longest = max(r.prompt_len + r.output_len for r in requests)
     engine = V1Engine(
         v1_config.CacheConfig(block_size=block_size, num_gpu_blocks=max(1, blocks) + 1),
         v1_config.SchedulerConfig(max_num_batched_tokens=max_num_batched_tokens,
-                                  max_num_seqs=max_num_seqs, max_model_len=longest),
+                                  max_num_seqs=max_num_seqs, max_model_len=longest,
+                                  async_scheduling=async_scheduling),
         seed=seed)
     for r in requests:
         engine.add_request(r.request_id, r.prompt_len,

@@ -9,6 +9,19 @@ over requests that each compute `query` new tokens after `context` cached ones t
 a time in seconds (it joins before the first step that starts at or after it), and each
 sampled token is emitted when the step that sampled it ends.
 
+The engine loop. V1 runs vLLM's default, async scheduling (`Setup.async_scheduling`, None
+as in vLLM; False for the synchronous loop), and `Setup.cpu_step_s` is the CPU time of one
+engine call (scheduling a batch, preparing its inputs and processing an output: our stated
+assumption, not a measurement; 0 by default). The synchronous loop does them one after
+the other: schedule (`cpu_step_s`), then the GPU step, and the tokens are out when it ends;
+a call starts when the previous one's tokens are out. The async loop (`EngineCore.
+step_with_batch_queue`) launches a batch when its scheduling is done and the GPU is free;
+the call then waits for the previous batch's GPU step to end, processes its output (its
+tokens are out then) and starts the next call. So the CPU's time hides behind the GPU's
+step, but the next batch is scheduled while the current one runs: a request that arrives
+during a step joins the batch after next, and a finished request's seat and blocks are
+freed one call later. v0.5.5 has only the synchronous loop.
+
 Per request:
 - time to first token (TTFT): from its arrival to the end of the step that sampled its
   first output token;
@@ -18,9 +31,9 @@ Per request:
 What the cost model leaves out (see sim/perf/cost.py): kernel-launch and scheduling
 overhead, the CPU time of the scheduler and of detokenisation, activations and the
 embedding gather, attention kernels slower than the roofline for short or ragged queries,
-CUDA graphs (V1 pads decode batches to captured sizes), and async scheduling (V1 overlaps
-the next schedule with the running step). It prices both engines the same way, so the
-comparison is of their schedules, not of their code.
+CUDA graphs (V1 pads decode batches to captured sizes), and any CPU time but the stated
+`cpu_step_s`. It prices both engines the same way, so the comparison is of their
+schedules, not of their code.
 
 Pure stdlib and deterministic (no clock, no hash()).
 """
@@ -70,6 +83,10 @@ class Setup:
     max_model_len: int = 2048
     max_num_seqs: int = 256
     long_prefill_token_threshold: int = 0
+    # V1's engine loop: None resolves as vLLM's does (async scheduling); False: synchronous.
+    async_scheduling: bool | None = None
+    # CPU seconds per engine call (schedule, prepare inputs, process an output): stated.
+    cpu_step_s: float = 0.0
 
     def engine(self, name: str, seed: int = 0):
         """A fresh engine of either kind with this setup (V1's pool has one more block:
@@ -88,14 +105,16 @@ class Setup:
                 SchedulerConfigV1(max_num_batched_tokens=self.max_num_batched_tokens,
                                   max_model_len=self.max_model_len,
                                   max_num_seqs=self.max_num_seqs,
-                                  long_prefill_token_threshold=self.long_prefill_token_threshold),
+                                  long_prefill_token_threshold=self.long_prefill_token_threshold,
+                                  async_scheduling=self.async_scheduling),
                 seed=seed)
         raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class PricedStep:
-    """One engine step: when it started, how long the roofline says it took, and what ran."""
+    """One engine step: when its GPU step started, how long the roofline says it took, and
+    what ran."""
     step: int
     start_s: float
     time_s: float
@@ -196,13 +215,19 @@ def run_timed(engine_name: str, requests: Iterable[TimedRequest], setup: Setup,
     if longest > setup.max_model_len:
         raise ValueError(f"a request of {longest} tokens is longer than max_model_len "
                          f"({setup.max_model_len})")
+    if not setup.cpu_step_s >= 0.0:
+        raise ValueError("cpu_step_s must not be negative")
     engine = setup.engine(engine_name)
+    async_loop = bool(getattr(engine, "async_scheduling", False))
+    cpu_s = setup.cpu_step_s
     pending = sorted(requests, key=lambda r: r.arrival_s)   # stable: equal times keep order
     contexts = _Contexts()
     token_times: dict[str, list[float]] = {r.request_id: [] for r in requests}
     steps: list[PricedStep] = []
     preemptions = 0
-    clock = 0.0
+    clock = 0.0              # when the CPU starts the next engine call
+    gpu_free = 0.0           # when the GPU has finished every batch launched
+    gpu_end: dict[int, float] = {}   # engine step -> when its batch's GPU step ended
     while pending or engine.has_unfinished_requests():
         if len(steps) >= max_steps:
             raise RuntimeError(f"{engine_name}: more than {max_steps} steps")
@@ -221,12 +246,23 @@ def run_timed(engine_name: str, requests: Iterable[TimedRequest], setup: Setup,
             time_s, bound = t.predicted_s, t.bound
         else:
             time_s, bound = 0.0, "idle"
+        launched = clock + cpu_s            # the batch is scheduled (and its inputs ready)
+        start = max(launched, gpu_free) if async_loop else launched
+        if seqs:
+            gpu_free = start + time_s
+        gpu_end[out.step] = start + time_s
+        if not async_loop:
+            clock = start + time_s          # its tokens are out when its step ends
+        elif out.processed_step is not None:
+            # Wait for the oldest batch's step to end, then process its output.
+            clock = max(launched, gpu_end.pop(out.processed_step))
+        else:
+            clock = launched                # the queue had room: no waiting
         steps.append(PricedStep(
-            out.step, clock, time_s, bound,
+            out.step, start, time_s, bound,
             sum(q for _, _, q, pre in seqs if not pre),
             sum(q for _, _, q, pre in seqs if pre),
             tuple((rid, c, q) for rid, c, q, _ in seqs)))
-        clock += time_s
         for rid, _, _, _ in out.tokens:
             token_times[rid].append(clock)
     latencies = tuple(RequestLatency(r.request_id, r.arrival_s, tuple(token_times[r.request_id]))

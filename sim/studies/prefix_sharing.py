@@ -13,8 +13,9 @@ The workload (`CHAT`), seeded and fixed:
   pool.
 - The 16 first turns arrive as a Poisson stream, 0.5 per step; each follow-up arrives 10
   steps after the previous answer finished (the user reads and types).
-- Engine: block size 16, V1's defaults otherwise (2048 tokens and 128 requests per step),
-  FCFS; the pool is given in usable blocks (num_gpu_blocks - 1, the null block left out).
+- Engine: block size 16, V1's defaults otherwise (2048 tokens and 128 requests per step,
+  FCFS, the async engine loop: a step is one engine call); the pool is given in usable
+  blocks (num_gpu_blocks - 1, the null block left out).
 
 What is measured (`Result`), per pool size and caching setting:
 
@@ -111,16 +112,18 @@ class Result:
 
 
 def run_chat(pool_blocks: int, caching: bool, workload: ChatWorkload = CHAT,
-             max_steps: int = 20_000) -> Result:
+             max_steps: int = 20_000, async_scheduling: bool | None = None) -> Result:
     """Run the workload on a pool of `pool_blocks` usable blocks; follow-ups are added as
-    their conversations' answers finish."""
+    their conversations' answers finish (when the engine has processed the last output).
+    `async_scheduling`: the engine loop (None: vLLM's default, async)."""
     if pool_blocks < workload.largest_request_blocks():
         raise ValueError(f"{pool_blocks} blocks cannot hold the longest request "
                          f"({workload.largest_request_blocks()} blocks)")
     engine = LLMEngine(CacheConfig(block_size=workload.block_size,
                                    num_gpu_blocks=pool_blocks + 1,
                                    enable_prefix_caching=caching),
-                       SchedulerConfig(), record_events=False)
+                       SchedulerConfig(async_scheduling=async_scheduling),
+                       record_events=False)
     system = engine.model.shared_prefix_token_ids(workload.system_prompt)
     lengths = workload.turn_lengths()
     # The users' own words: fresh ids no prompt shares, from one seeded stream.
@@ -162,7 +165,9 @@ def run_chat(pool_blocks: int, caching: bool, workload: ChatWorkload = CHAT,
         evictions=engine.block_pool.num_evicted_blocks)
 
 
-def sweep(pool_sizes=POOL_SIZES, workload: ChatWorkload = CHAT) -> dict[bool, list[Result]]:
+def sweep(pool_sizes=POOL_SIZES, workload: ChatWorkload = CHAT,
+          async_scheduling: bool | None = None) -> dict[bool, list[Result]]:
     """{caching on/off: [Result per pool size]}."""
-    return {caching: [run_chat(n, caching, workload) for n in pool_sizes]
+    return {caching: [run_chat(n, caching, workload, async_scheduling=async_scheduling)
+                      for n in pool_sizes]
             for caching in (True, False)}

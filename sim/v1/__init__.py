@@ -6,7 +6,10 @@ decisions as vLLM's code, step for step, with vLLM's names.
     kv_cache_manager.py  vllm/v1/core/kv_cache_manager.py    + single_type_kv_cache_manager.py
     request.py           vllm/v1/request.py                  Request, RequestStatus
     scheduler.py         vllm/v1/core/sched/scheduler.py     + sched/output.py, request_queue.py
-    engine.py            vllm/v1/engine/core.py              the engine loop, the stand-in model
+    async_scheduler.py   vllm/v1/core/sched/async_scheduler.py  output placeholders
+    engine.py            vllm/v1/engine/core.py              the engine loops (async by default:
+                                                             step_with_batch_queue), the
+                                                             stand-in model
     config.py            vllm/config/cache.py, scheduler.py  the fields that matter, defaults
     snapshot.py, invariants.py                               pictures and checks (additions)
 

@@ -10,11 +10,22 @@ Speculative decoding (`vllm/config/speculative.py`) is reduced to two numbers he
 drafters only, and EAGLE also drops the last block of a prefix hit, which the simulation does
 whenever `num_lookahead_tokens > 0`).
 
+`async_scheduling` is vLLM's `SchedulerConfig.async_scheduling` (`bool | None`, default
+None). vLLM's `VllmConfig.__post_init__` (`vllm/config/vllm.py`) resolves None to True
+unless the model is a pooling model, the speculative method has no async path, or the
+executor cannot; `resolve_async_scheduling` does the same here, and the engine
+(`sim/v1/engine.py`) calls it: None becomes True (the async loop, `AsyncScheduler` and a
+batch queue of two) unless speculative decoding is on, because the simulation does not
+model async speculative decoding (vLLM has it for EAGLE, MTP and GPU n-gram drafters).
+False is the synchronous loop.
+
 Left out: the hash algorithm choice (only `sha256`, the default), KV connectors, LoRA,
-multimodal inputs, async scheduling, pipeline parallelism, `max_num_partial_prefills`.
+multimodal inputs, async speculative decoding, pipeline parallelism,
+`max_num_partial_prefills`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 POLICIES = ("fcfs", "priority")
@@ -60,6 +71,8 @@ class SchedulerConfig:
     # Speculative decoding (SpeculativeConfig): drafts per step, and lookahead slots.
     num_speculative_tokens: int = 0
     num_lookahead_tokens: int = 0
+    # None: resolved by the engine (resolve_async_scheduling), True unless drafts are on.
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_num_scheduled_tokens is None:
@@ -88,3 +101,20 @@ class SchedulerConfig:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be greater "
                 f"than or equal to max_num_seqs ({self.max_num_seqs}).")
+        if self.async_scheduling not in (None, True, False):
+            raise ValueError("async_scheduling must be True, False or None, got "
+                             f"{self.async_scheduling!r}")
+        if self.async_scheduling and self.num_speculative_tokens:
+            # vLLM supports it for EAGLE/MTP/GPU n-gram drafters; the simulation does not.
+            raise ValueError("async_scheduling with speculative decoding is not simulated: "
+                             "set async_scheduling=False (or leave it None) when "
+                             "num_speculative_tokens > 0")
+
+
+def resolve_async_scheduling(config: SchedulerConfig) -> SchedulerConfig:
+    """`VllmConfig.__post_init__`'s default for `async_scheduling`, on the fields the
+    simulation has: None becomes True unless speculative decoding is on (then False, as
+    vLLM does for a drafter without an async path). An explicit True or False stays."""
+    if config.async_scheduling is not None:
+        return config
+    return dataclasses.replace(config, async_scheduling=not config.num_speculative_tokens)

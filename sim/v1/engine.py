@@ -1,6 +1,6 @@
-"""V1's engine loop (vLLM v0.25.1 `vllm/v1/engine/core.py:EngineCore.step` with the
-synchronous `Scheduler`, driven like `vllm/v1/engine/llm_engine.py`): schedule, run the
-model, `update_from_output`, take the drafter's proposals.
+"""V1's engine loop (vLLM v0.25.1 `vllm/v1/engine/core.py:EngineCore`, driven like
+`vllm/v1/engine/llm_engine.py`): one call of `step()` is one call of EngineCore's step
+function, and one row of a trace.
 
     engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=11), SchedulerConfig())
     engine.add_request("A", prompt=15, sampling_params=SamplingParams(max_tokens=3))
@@ -8,6 +8,26 @@ model, `update_from_output`, take the drafter's proposals.
         out = engine.step()     # StepOutput: scheduler output, events, tokens made
 
 It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
+
+Two loops, as in vLLM (`SchedulerConfig.async_scheduling`; None resolves as
+`VllmConfig` does, to True unless speculative decoding is on: `resolve_async_scheduling`):
+
+- Async (vLLM's default): `EngineCore.step_with_batch_queue` with `AsyncScheduler` and a
+  batch queue of two (`max_concurrent_batches`). A call schedules a new batch if there is
+  anything to schedule and hands it to the model; if the queue is not full yet (and the
+  batch ran something, or more can be scheduled) it returns without an output. Otherwise
+  it takes the oldest batch in the queue, waits for its model output and processes it
+  (`update_from_output`). So step N+1 is scheduled before step N's output is processed,
+  and the CPU's scheduling overlaps the GPU's step. What one call (one trace row) holds:
+  `scheduler_outputs` is the batch scheduled in this call (empty when nothing was
+  scheduled), `processed_step` the call whose batch's output was processed in it (None
+  when none was: the first call, or an idle one), `tokens` and `finished` what that
+  output did, `discarded` the sampled tokens thrown away (the request had stopped or was
+  aborted while its step was in flight, or `reset_prefix_cache` preempted it), and the
+  snapshot shows the batches still in flight and each request's output placeholders.
+- Sync (`async_scheduling=False`): `EngineCore.step` with the synchronous `Scheduler`:
+  schedule, run the model, `update_from_output`, take the drafter's proposals, in one
+  call; `processed_step` is the call itself.
 
 - Requests with `n > 1` are fanned out as V1's frontend does
   (`vllm/v1/engine/parallel_sampling.py`): n child requests `"{i}_{request_id}"`, added in
@@ -17,29 +37,50 @@ It plugs into `sim.trace.record` exactly like `sim.core.engine.LLMEngine`.
   samples exactly one token for a request whose computed count reaches its token count in
   this step (partial prefill chunks sample nothing), plus accepted draft tokens with
   speculative decoding. Drafts come from `StandInModel.draft_token_ids` with the engine's
-  `spec_acceptance_rate`; rejection leaves outputs unchanged.
+  `spec_acceptance_rate`; rejection leaves outputs unchanged. In the async loop the model
+  runs when its batch is scheduled, and the worker keeps its own copy of each request's
+  tokens (vLLM's `CachedRequestState`, whose last token may still be in flight to the
+  scheduler): a decode computes the KV of the token the previous step sampled, which the
+  scheduler has not seen yet.
 - The engine also plays vLLM's frontend where the trace needs it: it emits KVWritten and
   TokenSampled events and keeps each request's cumulative log probability.
 - `best_of` and beam search are not part of V1's engine: add_request rejects them.
 - Arrival: a request added with `arrival_step` reaches the scheduler at that step (an
   addition, as in the v0.5.5 engine: vLLM's requests arrive when they are added).
+- A prompt of `max_model_len` tokens or more is refused when it is added, as vLLM's
+  `InputProcessor._validate_prompt_len` does (`vllm/v1/engine/input_processor.py`).
+- The engine has unfinished work while a batch that computes anything is still in flight,
+  so that a trace shows its output processed (and its discarded tokens); vLLM's offline
+  `LLM` loop returns once the frontend has every request's final output and processes
+  that batch at its next call.
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
 
-from sim.events import Aborted, ChunkScheduled, KVWritten, RequestArrived, TokenSampled, fast_event
+from sim.events import (
+    Aborted,
+    ChunkScheduled,
+    KVWritten,
+    RequestArrived,
+    TokenDiscarded,
+    TokenSampled,
+    fast_event,
+)
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
-from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.async_scheduler import AsyncScheduler
+from sim.v1.config import CacheConfig, SchedulerConfig, resolve_async_scheduling
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
 from sim.v1.request import Request, RequestStatus
 from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
 
 Slot = tuple[int, int] | None   # (token_id, position) or empty
+_PREEMPTED = RequestStatus.PREEMPTED    # every status after it is a finished one
 
 
 @dataclass(slots=True)
@@ -52,6 +93,13 @@ class StepOutput:
     finished: list = field(default_factory=list)   # request ids that finished this step
     # Requests that computed prompt (or recomputed) tokens this step.
     prefill_req_ids: set = field(default_factory=set)
+    # The step (engine call) whose batch's output this call processed: this one in the
+    # synchronous loop, usually the previous one in the async loop, None when none was.
+    processed_step: int | None = None
+    # (request_id, seq_id, position, token_id, reason) of each sampled token thrown away
+    # (async loop): reason is the request's status label ("finished_stopped",
+    # "finished_aborted", ...) or "reset_prefix_cache".
+    discarded: list = field(default_factory=list)
 
     def scheduled(self) -> tuple[Scheduled, ...]:
         """The scheduled requests in the engine-neutral form a trace keeps, in V1's
@@ -71,6 +119,18 @@ def _child_sampling_params(sp):
     return sp
 
 
+@dataclass(slots=True)
+class InFlightBatch:
+    """One entry of the batch queue: a scheduled step whose output is not processed yet.
+    `sampled`: request id -> (position, token_id, logprob) of the token its step samples
+    (the GPU has it; the scheduler sees it when the output is processed)."""
+    step: int
+    scheduler_output: SchedulerOutput
+    model_runner_output: ModelRunnerOutput
+    sampled: dict
+    prefill_req_ids: set
+
+
 @dataclass(frozen=True, slots=True)
 class _DefaultSamplingParams:
     n: int = 1
@@ -86,14 +146,25 @@ class LLMEngine:
                  model: StandInModel | None = None, record_events: bool = True,
                  spec_acceptance_rate: float = 0.7) -> None:
         self.cache_config = cache_config or CacheConfig()
-        self.scheduler_config = scheduler_config or SchedulerConfig()
+        # VllmConfig's default: async scheduling unless something rules it out.
+        self.scheduler_config = resolve_async_scheduling(scheduler_config or SchedulerConfig())
+        self.async_scheduling = self.scheduler_config.async_scheduling
         if not 0.0 <= spec_acceptance_rate <= 1.0:
             raise ValueError(f"spec_acceptance_rate must be in [0, 1], got "
                              f"{spec_acceptance_rate}")
         self.spec_acceptance_rate = spec_acceptance_rate
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
-        self.scheduler = Scheduler(self.scheduler_config, self.cache_config, self._events)
+        scheduler_cls = AsyncScheduler if self.async_scheduling else Scheduler
+        self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events)
+        # EngineCore's batch queue (max_concurrent_batches = 2 with async scheduling and
+        # no pipeline parallelism), newest first; None in the synchronous loop.
+        self.batch_queue_size = 2 if self.async_scheduling else 1
+        self.batch_queue: deque[InFlightBatch] | None = (
+            deque(maxlen=self.batch_queue_size) if self.async_scheduling else None)
+        # The worker's copy of each request's token ids (async loop only), the tokens its
+        # steps sampled included.
+        self.runner_token_ids: dict[str, list[int]] = {}
         self.kv_cache_manager = self.scheduler.kv_cache_manager
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
@@ -145,10 +216,18 @@ class LLMEngine:
                 raise ValueError("prompt must hold at least one token")
             prompt = list(prompt)
         max_model_len = self.scheduler_config.max_model_len
+        # InputProcessor._validate_prompt_len (vllm/v1/engine/input_processor.py): the
+        # prompt and at least one output token must fit in max_model_len.
         if len(prompt) > max_model_len:
-            # vllm/v1/engine/input_processor.py
             raise ValueError(f"The decoder prompt (length {len(prompt)}) is longer than the "
-                             f"maximum model length of {max_model_len}.")
+                             f"maximum model length of {max_model_len}. Make sure that "
+                             "`max_model_len` is no smaller than the number of text tokens.")
+        if len(prompt) == max_model_len:
+            raise ValueError(f"The decoder prompt (length {len(prompt)}) plus the number of "
+                             "requested output tokens (at least 1) is longer than the "
+                             f"maximum model length of {max_model_len}. Make sure that "
+                             "`max_model_len` is no smaller than the number of text tokens "
+                             "(prompt + requested output tokens).")
         if arrival_step < 0:
             raise ValueError(f"arrival_step must not be negative, got {arrival_step}")
         if output_len is not None and output_len < 1:
@@ -196,13 +275,21 @@ class LLMEngine:
         return done
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.pending) or self.scheduler.has_unfinished_requests()
+        """Requests not finished yet, or (async loop) a batch still in flight that
+        computes something (see the module docstring)."""
+        if self.pending or self.scheduler.has_unfinished_requests():
+            return True
+        batch_queue = self.batch_queue
+        return bool(batch_queue) and any(
+            b.scheduler_output.total_num_scheduled_tokens for b in batch_queue)
 
     def get_num_unfinished_requests(self) -> int:
         return len(self.pending) + self.scheduler.get_num_unfinished_requests()
 
-    def reset_prefix_cache(self) -> bool:
-        return self.scheduler.reset_prefix_cache()
+    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+        """Scheduler.reset_prefix_cache: empty the prefix cache (False while a request
+        holds blocks, unless `reset_running_requests` preempts them all first)."""
+        return self.scheduler.reset_prefix_cache(reset_running_requests)
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
@@ -215,6 +302,8 @@ class LLMEngine:
                 self.scheduler.add_request(req)
                 if events is not None:
                     events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
+        if self.batch_queue is not None:
+            return self.step_with_batch_queue(step)
 
         scheduler_output = self.scheduler.schedule()
         num_spec = self.scheduler_config.num_speculative_tokens
@@ -259,7 +348,143 @@ class LLMEngine:
             step_events = []
         self.step_index += 1
         return StepOutput(step, scheduler_output, step_events, tokens, finished,
-                          prefill_req_ids)
+                          prefill_req_ids, step)
+
+    def step_with_batch_queue(self, step: int) -> StepOutput:
+        """EngineCore.step_with_batch_queue (the async loop; see the module docstring):
+        schedule and launch a batch if there is anything to schedule; return at once if
+        the queue still has room, else process the oldest batch's output."""
+        scheduler = self.scheduler
+        batch_queue = self.batch_queue
+        scheduler_output = None
+        prefill_req_ids: set[str] = set()
+        if scheduler.has_requests():
+            scheduler_output = scheduler.schedule()
+            batch = self._execute_model_async(scheduler_output, step)
+            prefill_req_ids = batch.prefill_req_ids
+            model_executed = scheduler_output.total_num_scheduled_tokens > 0
+            batch_queue.appendleft(batch)
+            if len(batch_queue) < self.batch_queue_size and (
+                    model_executed or scheduler.has_requests()):
+                # Do not wait for a model output while the queue has room.
+                return self._step_output(step, scheduler_output, prefill_req_ids)
+        elif not batch_queue:
+            return self._step_output(step, scheduler_output, prefill_req_ids)
+        # Block until the oldest batch's output is there, and process it.
+        batch = batch_queue.pop()
+        tokens, discarded = self._take_sampled(batch)
+        outputs = scheduler.update_from_output(batch.scheduler_output,
+                                               batch.model_runner_output)
+        finished = [out.request_id for out in outputs if out.finish_reason is not None]
+        requests = self.requests
+        for rid in finished:
+            requests[rid].finished_step = step
+        return self._step_output(step, scheduler_output, prefill_req_ids, batch.step, tokens,
+                                 finished, discarded)
+
+    def _step_output(self, step: int, scheduler_output: SchedulerOutput | None,
+                     prefill_req_ids: set, processed_step: int | None = None,
+                     tokens: list | None = None, finished: list | None = None,
+                     discarded: list | None = None) -> StepOutput:
+        events = self._events
+        if events is not None:
+            step_events = list(events)
+            events.clear()
+        else:
+            step_events = []
+        self.step_index += 1
+        return StepOutput(step, scheduler_output or SchedulerOutput.make_empty(), step_events,
+                          tokens or [], finished or [], prefill_req_ids, processed_step,
+                          discarded or [])
+
+    def _take_sampled(self, batch: InFlightBatch) -> tuple[list, list]:
+        """Before a batch's output is processed: the tokens it sampled that the scheduler
+        will append (TokenSampled, in scheduling order) and the ones it will throw away:
+        the request stopped or was aborted while the step was in flight (its blocks are
+        already free), or reset_prefix_cache preempted it (async_tokens_to_discard)."""
+        events = self._events
+        requests = self.requests
+        tokens = []
+        discarded = []
+        append_token = tokens.append
+        for rid, (position, token_id, logprob) in batch.sampled.items():
+            req = requests[rid]
+            status = req.status
+            if status <= _PREEMPTED and not req.async_tokens_to_discard:
+                seq_id = req.seq_id
+                append_token((rid, seq_id, position, token_id))
+                req.cumulative_logprob += logprob
+                if events is not None:
+                    events.append(fast_event(TokenSampled, (seq_id, position, token_id,
+                                                            logprob)))
+                continue
+            reason = status.label if status > _PREEMPTED else "reset_prefix_cache"
+            discarded.append((rid, req.seq_id, position, token_id, reason))
+            if events is not None:
+                events.append(TokenDiscarded(rid, req.seq_id, position, token_id, reason))
+        return tokens, discarded
+
+    def _execute_model_async(self, scheduler_output: SchedulerOutput,
+                             step: int) -> InFlightBatch:
+        """The stand-in forward pass of the async loop, run when the batch is launched:
+        the worker updates its copy of the requests (finished ones dropped, new ones
+        added, resumed ones reset to the scheduler's tokens), writes the KV of every
+        scheduled token from that copy (a decode's input is the token the previous step
+        sampled, which only the worker knows yet), and samples for each request that
+        reaches the end of its tokens."""
+        runner = self.runner_token_ids
+        for rid in scheduler_output.finished_req_ids:
+            runner.pop(rid, None)
+        requests = self.requests
+        for new_req in scheduler_output.scheduled_new_reqs:
+            requests[new_req.req_id].first_scheduled_step = step
+            runner[new_req.req_id] = list(new_req.prompt_token_ids)
+        cached = scheduler_output.scheduled_cached_reqs
+        for rid in cached.resumed_req_ids:
+            # Resumed from preemption: the tokens the scheduler has (vLLM's worker takes
+            # them from CachedRequestData.all_token_ids).
+            runner[rid] = list(cached.all_token_ids[rid])
+        req_to_blocks = self.kv_cache_manager.req_to_blocks
+        cache = self.gpu_cache
+        bs = self.cache_config.block_size
+        events = self._events
+        sample = self.model.sample_token
+        num_scheduled_tokens = scheduler_output.num_scheduled_tokens
+        req_ids = list(num_scheduled_tokens)
+        sampled_token_ids: list[list[int]] = []
+        sampled: dict[str, tuple[int, int, float]] = {}
+        prefill_req_ids: set[str] = set()
+        assert scheduler_output is self.scheduler.last_scheduler_output
+        for req, n in zip(self.scheduler.scheduled_reqs, num_scheduled_tokens.values()):
+            rid = req.request_id
+            token_ids = runner[rid]
+            num_tokens = len(token_ids)          # with the token in flight, if any
+            c1 = req.num_computed_tokens         # advanced by schedule()
+            c0 = c1 - n
+            assert c1 <= num_tokens, (rid, c1, num_tokens)
+            seq_id = req.seq_id
+            if n == 1:
+                cache[req_to_blocks[rid][c0 // bs].block_id][c0 % bs] = (token_ids[c0], c0)
+            else:
+                self._write_kv(req_to_blocks[rid], c0, c1, token_ids)
+            if c0 < num_tokens - 1 or c0 < req.num_prompt_tokens:
+                prefill_req_ids.add(rid)
+                if events is not None:
+                    events.append(ChunkScheduled(rid, n, c0))
+            if events is not None:
+                events.append(fast_event(KVWritten, (seq_id, c0, n)))
+            if c1 < num_tokens:
+                sampled_token_ids.append([])     # a prefill chunk short of the end
+                continue
+            token_id, logprob = sample(seq_id, num_tokens, num_tokens - req.num_prompt_tokens,
+                                       req.output_len)
+            token_ids.append(token_id)
+            sampled_token_ids.append([token_id])
+            sampled[rid] = (num_tokens, token_id, logprob)
+        model_runner_output = ModelRunnerOutput(
+            req_ids, {rid: i for i, rid in enumerate(req_ids)}, sampled_token_ids)
+        return InFlightBatch(step, scheduler_output, model_runner_output, sampled,
+                             prefill_req_ids)
 
     def _execute_model(self, scheduler_output: SchedulerOutput, step: int,
                        tokens_out: list | None) -> tuple[ModelRunnerOutput, set]:

@@ -13,7 +13,12 @@
   computed itself); a cached block's slots hold the positions its hash covers;
 - waiting (and preempted) requests hold no blocks and have nothing computed; finished ones
   hold no blocks; every live request is in exactly one queue; `running` respects
-  `max_num_seqs`.
+  `max_num_seqs`;
+- the engine loop (async scheduling): a live request's output placeholders plus its
+  tokens to discard equal the batches in flight that sample a token for it (none in the
+  synchronous loop); its cached blocks cover only tokens whose value the scheduler knows
+  and whose KV is computed; the worker's copy of a running request's tokens is the
+  scheduler's tokens followed by the ones in flight.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ def check_engine(engine) -> list[str]:
     """Every violated invariant, as a sentence; an empty list when all hold."""
     return (check_free_queue(engine.block_pool) + check_ref_counts(engine)
             + check_hash_map(engine.block_pool) + check_requests(engine)
-            + check_payloads(engine))
+            + check_payloads(engine) + check_in_flight(engine))
 
 
 def check_free_queue(pool) -> list[str]:
@@ -169,6 +174,46 @@ def check_requests(engine) -> list[str]:
             if req.num_computed_tokens != 0:
                 problems.append(f"waiting request {rid} has {req.num_computed_tokens} "
                                 "computed tokens")
+    return problems
+
+
+def check_in_flight(engine) -> list[str]:
+    """Output placeholders against the batches in flight (see the module docstring)."""
+    problems = []
+    batch_queue = getattr(engine, "batch_queue", None) or ()
+    if len(batch_queue) > getattr(engine, "batch_queue_size", 1):
+        problems.append(f"{len(batch_queue)} batches in flight > batch_queue_size "
+                        f"{engine.batch_queue_size}")
+    samples: dict[str, int] = {}
+    for batch in batch_queue:
+        for rid in batch.sampled:
+            samples[rid] = samples.get(rid, 0) + 1
+    bs = engine.cache_config.block_size
+    kv = engine.kv_cache_manager
+    runner = getattr(engine, "runner_token_ids", {})
+    pending = {r.request_id for r in engine.pending}
+    for rid, req in engine.requests.items():
+        if req.is_finished() or rid in pending:
+            continue
+        placeholders, to_discard = req.num_output_placeholders, req.async_tokens_to_discard
+        if placeholders < 0 or to_discard < 0:
+            problems.append(f"request {rid}: {placeholders} placeholders, {to_discard} "
+                            "tokens to discard")
+        in_flight = samples.get(rid, 0)
+        if placeholders + to_discard != in_flight:
+            problems.append(f"request {rid}: {placeholders} placeholders + {to_discard} to "
+                            f"discard, but {in_flight} batches in flight sample for it")
+        n_cached = kv.num_cached_block.get(rid, 0)
+        if n_cached * bs > min(req.num_tokens, req.num_computed_tokens):
+            problems.append(f"request {rid}: {n_cached} cached blocks cover more than its "
+                            f"{req.num_tokens} known and {req.num_computed_tokens} computed "
+                            "tokens")
+        if req.status == RequestStatus.RUNNING and rid in runner:
+            tokens = runner[rid]
+            if (tokens[:req.num_tokens] != req.all_token_ids
+                    or len(tokens) != req.num_tokens + placeholders):
+                problems.append(f"request {rid}: the worker's {len(tokens)} tokens are not "
+                                f"its {req.num_tokens} tokens and {placeholders} in flight")
     return problems
 
 

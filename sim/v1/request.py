@@ -12,7 +12,12 @@ Additions for the simulation (not in vLLM's Request, which keeps them in the fro
 `output_len` (the stand-in model's scripted EOS), `cumulative_logprob`,
 `parent_request_id` (n > 1 fan-out). Left out: LoRA, multimodal features, structured
 output, prompt embeddings, pooling, events/stats timestamps (`arrival_time` is the arrival
-step), `num_output_placeholders` stays 0 (async scheduling is not simulated).
+step).
+
+Async scheduling (`sim/v1/async_scheduler.py`): `num_output_placeholders` counts the output
+tokens already being sampled by a step in flight (scheduled, output not yet processed), and
+`async_tokens_to_discard` the stale ones of a request that `reset_prefix_cache` preempted
+while its step was in flight. Both stay 0 with the synchronous `Scheduler`.
 """
 from __future__ import annotations
 
@@ -73,9 +78,10 @@ class Request:
         "arrival_time", "status", "stop_reason", "max_tokens", "min_tokens", "ignore_eos",
         "stop_token_ids", "cache_salt", "prompt_token_ids", "num_prompt_tokens",
         "output_token_ids", "all_token_ids", "num_tokens", "num_output_placeholders",
-        "spec_token_ids", "num_computed_tokens", "num_cached_tokens", "num_preemptions",
-        "is_prefill_chunk", "skip_reading_prefix_cache", "block_hashes", "_block_hasher",
-        "_num_hashed_tokens", "_block_size",
+        "async_tokens_to_discard", "spec_token_ids", "num_computed_tokens",
+        "num_cached_tokens", "num_preemptions", "is_prefill_chunk",
+        "skip_reading_prefix_cache", "block_hashes", "_block_hasher", "_num_hashed_tokens",
+        "_block_size",
         # simulation additions
         "seq_id", "arrival_step", "first_scheduled_step", "finished_step", "output_len",
         "cumulative_logprob", "parent_request_id",
@@ -110,6 +116,7 @@ class Request:
         # vLLM: a property, len(all_token_ids); an attribute here (read for every token).
         self.num_tokens = self.num_prompt_tokens
         self.num_output_placeholders = 0   # async scheduling only
+        self.async_tokens_to_discard = 0   # async scheduling only (reset_prefix_cache)
         self.spec_token_ids: list[int] = []
         self.num_computed_tokens = 0
         self.num_cached_tokens = -1        # the prefix hit at first admission

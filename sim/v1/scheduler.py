@@ -21,7 +21,9 @@ checks stop conditions and frees finished requests at once (blocks reversed), in
 scheduling order.
 
 This is the synchronous `Scheduler` (the one vLLM's scheduler tests use), FCFS or PRIORITY,
-one KV cache group of full attention. Left out: async scheduling (placeholders), pipeline
+one KV cache group of full attention. As in vLLM, its running loop already counts a
+request's `num_output_placeholders` (always 0 here); `AsyncScheduler`
+(`sim/v1/async_scheduler.py`) is the subclass that sets them. Left out: pipeline
 parallelism, KV connectors (and the `skipped_waiting` queue for blocked requests), LoRA,
 multimodal/encoder inputs, structured output, streaming sessions, pausing, Mamba alignment.
 Additions: `events` receives Admitted, Preempted, RequestFinished and Aborted records (the
@@ -182,6 +184,14 @@ class SchedulerOutput:
     free_encoder_mm_hashes: list[str]
     preempted_req_ids: set[str] = field(default_factory=set)
 
+    @classmethod
+    def make_empty(cls) -> SchedulerOutput:
+        return cls(scheduled_new_reqs=[], scheduled_cached_reqs=CachedRequestData.make_empty(),
+                   num_scheduled_tokens={}, total_num_scheduled_tokens=0,
+                   scheduled_spec_decode_tokens={}, scheduled_encoder_inputs={},
+                   num_common_prefix_blocks=[], finished_req_ids=set(),
+                   free_encoder_mm_hashes=[])
+
 
 # -- vllm/v1/outputs.py and vllm/v1/engine/__init__.py (what update_from_output reads and
 # returns) ----------------------------------------------------------------------------
@@ -238,6 +248,11 @@ def remove_all(lst: list, items_to_remove: set) -> list:
 
 # -- the scheduler --------------------------------------------------------------------------
 class Scheduler:
+    # update_from_output appends a single sampled token itself, without calling
+    # _update_request_with_output (the per-token hot path); a subclass that overrides
+    # that method (AsyncScheduler) sets this False so that its override always runs.
+    _inline_single_token_update = True
+
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None, log_stats: bool = True) -> None:
         self.scheduler_config = scheduler_config
@@ -261,9 +276,12 @@ class Scheduler:
         self.finished_req_ids: set[str] = set()
         self.preempted_req_ids: set[str] = set()
         self.prev_step_scheduled_req_ids: set[str] = set()
-        # The requests of the last schedule(), in the order of its num_scheduled_tokens.
+        # The requests of the last schedule(), in the order of its num_scheduled_tokens,
+        # and of the one before (an addition: the async loop processes that one's output).
         self.scheduled_reqs: list[Request] = []
         self.last_scheduler_output: SchedulerOutput | None = None
+        self.prev_scheduled_reqs: list[Request] = []
+        self.prev_scheduler_output: SchedulerOutput | None = None
         self.kv_cache_manager = KVCacheManager(
             cache_config.block_size, cache_config.num_gpu_blocks,
             scheduler_config.max_model_len, enable_caching=cache_config.enable_prefix_caching,
@@ -317,8 +335,30 @@ class Scheduler:
     def has_finished_requests(self) -> bool:
         return len(self.finished_req_ids) > 0
 
-    def reset_prefix_cache(self) -> bool:
-        return self.kv_cache_manager.reset_prefix_cache()
+    def has_requests(self) -> bool:
+        """Unfinished requests, or finished ones the workers have not been told of yet
+        (the next schedule() hands them `finished_req_ids`)."""
+        return self.has_unfinished_requests() or self.has_finished_requests()
+
+    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+        """Empty the prefix cache; it fails (False) while any request holds blocks, unless
+        `reset_running_requests` preempts every running request first (last first, so
+        they come back in order). Tokens in flight for them (async scheduling) are then
+        stale: `async_tokens_to_discard` drops them when their output comes back."""
+        if reset_running_requests:
+            while self.running:
+                request = self.running.pop()
+                # (No Preempted event: that record names the request that needed a block.)
+                self._preempt_request(request)
+                request.async_tokens_to_discard = request.num_output_placeholders
+                request.num_output_placeholders = 0
+            # Preempted and resumed in one step: the worker must get all their tokens.
+            self.prev_step_scheduled_req_ids.clear()
+        reset_successful = self.kv_cache_manager.reset_prefix_cache()
+        if reset_running_requests and not reset_successful:
+            raise RuntimeError("Failed to reset KV cache even when all the running requests "
+                               "are preempted and moved to the waiting queue.")
+        return reset_successful
 
     # -- one step's plan -------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
@@ -359,16 +399,25 @@ class Scheduler:
         req_index = 0
         while req_index < num_running and token_budget > 0:
             request = running[req_index]
-            request_id = request.request_id
             num_computed = request.num_computed_tokens
+            placeholders = request.num_output_placeholders
+            if placeholders and (num_computed + 2 - placeholders
+                                 >= request.num_prompt_tokens + request.max_tokens):
+                # Async scheduling: the token in flight is its last (max_tokens), so
+                # another step would be wasted. (The - placeholders + 2 leaves room for
+                # draft placeholders that might all be rejected.)
+                req_index += 1
+                continue
+            request_id = request.request_id
             num_tokens = request.num_tokens
-            # num_tokens_with_spec + num_output_placeholders (always 0: no async
-            # scheduling) - num_computed_tokens
+            # With the tokens in flight (async scheduling; 0 here otherwise).
+            num_tokens_to_compute = num_tokens + placeholders
+            # num_tokens_with_spec + num_output_placeholders - num_computed_tokens
             spec_token_ids = request.spec_token_ids
             if spec_token_ids:
-                num_new_tokens = num_tokens + len(spec_token_ids) - num_computed
+                num_new_tokens = num_tokens_to_compute + len(spec_token_ids) - num_computed
             else:
-                num_new_tokens = num_tokens - num_computed
+                num_new_tokens = num_tokens_to_compute - num_computed
             if 0 < threshold < num_new_tokens:
                 num_new_tokens = threshold
             if num_new_tokens > token_budget:
@@ -447,11 +496,12 @@ class Scheduler:
                 cached_all_token_ids[request_id] = list(request.all_token_ids)
             # _update_after_schedule, for this request.
             request.num_computed_tokens = num_computed + num_new_tokens
-            request.is_prefill_chunk = num_computed + num_new_tokens < num_tokens
+            request.is_prefill_chunk = num_computed + num_new_tokens < num_tokens_to_compute
 
             # Speculative decoding: the drafts that fit in the scheduled tokens.
             if spec_token_ids:
-                num_scheduled_spec_tokens = num_new_tokens + num_computed - num_tokens
+                num_scheduled_spec_tokens = (num_new_tokens + num_computed
+                                             - num_tokens_to_compute)
                 if num_scheduled_spec_tokens > 0:
                     if len(spec_token_ids) > num_scheduled_spec_tokens:
                         spec_token_ids = spec_token_ids[:num_scheduled_spec_tokens]
@@ -460,7 +510,8 @@ class Scheduler:
                 request.spec_token_ids = []
 
         cached_req_ids = [r.request_id for r in scheduled_running_reqs]
-        cached_num_output = [r.num_tokens - r.num_prompt_tokens
+        # Outputs so far, the ones in flight included (async scheduling).
+        cached_num_output = [r.num_tokens - r.num_prompt_tokens + r.num_output_placeholders
                              for r in scheduled_running_reqs]
         # The scheduled requests in the order of num_scheduled_tokens (an addition: saves
         # looking each one up again after scheduling).
@@ -535,7 +586,8 @@ class Scheduler:
                     cached_req_ids.append(request_id)
                     cached_new_block_ids.append(block_ids)
                     cached_num_computed.append(num_computed_tokens)
-                    cached_num_output.append(request.num_tokens - request.num_prompt_tokens)
+                    cached_num_output.append(request.num_tokens - request.num_prompt_tokens
+                                             + request.num_output_placeholders)
                     cached_all_token_ids[request_id] = list(request.all_token_ids)
                 else:
                     raise RuntimeError(f"Invalid request status: {request.status}")
@@ -551,7 +603,8 @@ class Scheduler:
                     events.append(Admitted(request_id, num_new_tokens, resumed))
                 # _update_after_schedule, for this request.
                 computed = request.num_computed_tokens = num_computed_tokens + num_new_tokens
-                request.is_prefill_chunk = computed < request.num_tokens
+                request.is_prefill_chunk = computed < (request.num_tokens
+                                                       + request.num_output_placeholders)
 
         total_num_scheduled_tokens = self.max_num_scheduled_tokens - token_budget
         assert token_budget >= 0
@@ -585,6 +638,8 @@ class Scheduler:
             free_encoder_mm_hashes=[],
             preempted_req_ids=self.preempted_req_ids,
         )
+        self.prev_scheduled_reqs = self.scheduled_reqs
+        self.prev_scheduler_output = self.last_scheduler_output
         self.scheduled_reqs = scheduled_reqs
         self.last_scheduler_output = scheduler_output
         self._update_after_schedule(scheduler_output)
@@ -623,12 +678,19 @@ class Scheduler:
         outputs: list[EngineCoreOutput] = []
         append_output = outputs.append
         stopped_running_reqs: set[Request] = set()
-        if (scheduler_output is self.last_scheduler_output
+        if scheduler_output is self.last_scheduler_output:
+            scheduled_reqs = self.scheduled_reqs
+        elif scheduler_output is self.prev_scheduler_output:
+            scheduled_reqs = self.prev_scheduled_reqs      # the async loop's case
+        else:
+            scheduled_reqs = None
+        if (scheduled_reqs is not None
                 and model_runner_output.req_ids is not None
-                and len(model_runner_output.req_ids) == len(self.scheduled_reqs)):
-            # The engine's case: the output of the last schedule(), one model output per
-            # scheduled request in the same order: the requests schedule() kept.
-            items = zip(self.scheduled_reqs, sampled_token_ids)
+                and len(model_runner_output.req_ids) == len(scheduled_reqs)):
+            # The engine's case: the output of the last (or, async, the previous)
+            # schedule(), one model output per scheduled request in the same order: the
+            # requests schedule() kept (a request finished since is skipped below).
+            items = zip(scheduled_reqs, sampled_token_ids)
         else:
             # vLLM's way: look each scheduled id up (the request may be gone).
             req_id_to_index = model_runner_output.req_id_to_index
@@ -636,6 +698,7 @@ class Scheduler:
                      for req_id in scheduler_output.num_scheduled_tokens
                      if req_id in req_id_to_index]
         stopped_preempted_reqs: list[Request] = []
+        inline = self._inline_single_token_update
         for request, generated_token_ids in items:
             if request is None:
                 continue
@@ -656,7 +719,7 @@ class Scheduler:
                     if request.num_computed_tokens > 0:
                         request.num_computed_tokens -= num_rejected
 
-            if len(generated_token_ids) == 1:
+            if inline and len(generated_token_ids) == 1:
                 # One token (most steps): _update_request_with_output, written out.
                 token_id = generated_token_ids[0]
                 request.append_output_token_ids(token_id)
@@ -684,7 +747,7 @@ class Scheduler:
                                                request.get_finished_reason(),
                                                request.stop_reason,
                                                request.num_cached_tokens))
-            else:
+            elif new_token_ids:   # (none when an async output was discarded)
                 # EngineCoreOutput(req_id, new_token_ids), without NamedTuple's Python-level
                 # __new__ (see sim.events.fast_event).
                 append_output(fast_event(EngineCoreOutput, (req_id, new_token_ids, None, None, 0)))

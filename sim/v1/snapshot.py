@@ -13,8 +13,14 @@ looks the prefix cache up without counting a lookup. "swapped" is always None.
 
 V1's own keys: "engine": "v1", "null_block": 0, per GPU block "hash" (an 8-hex-digit
 prefix, or None) and "cached" (in the prefix-cache map), per request "block_hashes"
-(prefixes), "num_cached_block", "num_preemptions", "parent_request_id", and
+(prefixes), "num_cached_block", "num_preemptions", "parent_request_id",
+"num_output_placeholders" (output tokens a step in flight is sampling for it), and
 "prefix_cache" (cumulative lookup statistics).
+
+The engine loop: "async_scheduling" (True for vLLM's default loop) and "batch_queue", the
+batches scheduled but not processed yet, oldest first: each with its "step", its
+"num_scheduled_tokens" and the requests it samples a token for ("samples"); always empty
+in the synchronous loop.
 
 Slots: a block held by requests shows the slots its holders have computed; a free block
 that keeps its hash (an eviction candidate) still holds valid KV and shows all of it; other
@@ -65,6 +71,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "block_hashes": [hash_prefix(h) for h in req.block_hashes],
             "num_cached_block": kv.num_cached_block.get(req.request_id, 0),
             "num_preemptions": req.num_preemptions,
+            "num_output_placeholders": req.num_output_placeholders,
         })
     cached_ids = {block.block_id for _, block in pool.cached_block_hash_to_block.items()}
     blocks = []
@@ -105,6 +112,11 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "blocks": blocks,
         },
         "cpu": {"num_blocks": 0, "num_free": 0, "free_order": [], "blocks": []},
+        "async_scheduling": bool(engine.async_scheduling),
+        "batch_queue": [{"step": b.step,
+                         "num_scheduled_tokens": dict(b.scheduler_output.num_scheduled_tokens),
+                         "samples": list(b.sampled)}
+                        for b in reversed(engine.batch_queue or ())],
         "prefix_cache": {
             "queries": stats.queries,
             "hits": stats.hits,

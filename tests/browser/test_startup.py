@@ -7,7 +7,7 @@ bench/page_load.py; these check behaviour."""
 import html
 import json
 import re
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -135,7 +135,8 @@ def test_links_the_pages_give_show_build_time_frames_without_python(open_page, s
         for wid, listed in presets.items():
             wait_stepping(page, wid)
             for preset in listed:
-                href = "#" + urlencode({f"{wid}.{k}": v for k, v in preset["fields"].items()})
+                href = "#" + urlencode({f"{wid}.{k}": v for k, v in preset["fields"].items()},
+                                       quote_via=quote)
                 forget_answer(page, wid)
                 page.evaluate("h => { location.hash = h; }", href)
                 answer = answered(page, wid)

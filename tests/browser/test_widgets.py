@@ -6,7 +6,7 @@ page with the runtime blocked, which also proves the default frames need no Pyth
 """
 
 import json
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -35,7 +35,7 @@ def hash_for(wid, raw, step=None):
     pairs = [(f"{wid}.{k}", v) for k, v in raw.items()]
     if step is not None:
         pairs.insert(0, (f"{wid}.step", str(step)))
-    return "#" + urlencode(pairs)
+    return "#" + urlencode(pairs, quote_via=quote)  # spaces %20: the player reads "+" as a plus
 
 
 def injected(page) -> bool:
@@ -240,7 +240,7 @@ def test_markup_in_url_hash_stays_text(live, widget_page, wid):
     page = live(widget_page(wid)).page
     raw = {p.name: PAYLOAD for p in widget(wid).params if p.kind != "bool"}
     page.evaluate("h => { location.hash = h; }",
-                  hash_for(wid, raw) + "&" + urlencode({f"{wid}.step": PAYLOAD}))
+                  hash_for(wid, raw) + "&" + urlencode({f"{wid}.step": PAYLOAD}, quote_via=quote))
     page.wait_for_selector(f"#{wid} .vsb-notice:not([hidden])")
     if raw:
         answered(page, wid)

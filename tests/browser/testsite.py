@@ -136,10 +136,36 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve(site: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
-    """Serve `site` on 127.0.0.1 on a free port; returns (base URL, server)."""
-    handler = functools.partial(_QuietHandler, directory=str(site))
+class _CorsHandler(_QuietHandler):
+    """Lets pages of any origin fetch from it, as GitHub Pages does."""
+
+    def end_headers(self):
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+
+def serve(site: Path, *, cors: bool = False) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """Serve `site` on 127.0.0.1 on a free port; returns (base URL, server). `cors`: allow
+    pages of other origins to fetch from it (Access-Control-Allow-Origin: *)."""
+    handler = functools.partial(_CorsHandler if cors else _QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+def serve_html(html: str) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """Serve one page, whatever the path, on another port of 127.0.0.1: another origin than
+    the site's (a course page that embeds a widget, an author's page). Returns (URL, server)."""
+    body = html.encode()
+
+    class Page(_QuietHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/", server
 

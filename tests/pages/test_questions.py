@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from question_truth import NAIVE, TRUTH
 
-from pages.framework import registry, widget
+from pages.framework import link_hash, registry, widget
 from pages.framework.prompt_list import PromptList
 from pages.framework.request_list import RequestList
 from pages.questions import KINDS
@@ -37,7 +36,8 @@ BLOCK_KINDS = {"next-block", "new-block", "cow", "blocks-freed", "free-queue", "
 BLOCK_LEVEL = sorted(wid for wid, w in WIDGETS.items() if BLOCK_KINDS & set(w.question_kinds))
 # Kinds read from an engine's trace: hypothesis drives these widgets' settings too.
 ENGINE_KINDS = BLOCK_KINDS | {"preempt", "admit", "step-plan", "budget-share", "batch-join",
-                              "beam-survivors", "spec-accept", "spec-rollback"}
+                              "beam-survivors", "spec-accept", "spec-rollback", "in-flight",
+                              "discard"}
 ENGINE_LEVEL = sorted(wid for wid, w in WIDGETS.items()
                       if ENGINE_KINDS & set(w.question_kinds))
 LINK = re.compile(r"\]\(#([a-z0-9-]+\.[^)\s]*)\)")
@@ -51,7 +51,7 @@ def linked_settings() -> dict[str, list[dict[str, str]]]:
     for page in sorted((ROOT / "docs").rglob("*.md")):
         for anchor in LINK.findall(page.read_text(encoding="utf-8")):
             fields: dict[str, dict[str, str]] = {}
-            for key, value in urllib.parse.parse_qsl(anchor, keep_blank_values=True):
+            for key, value in link_hash.parse_hash(anchor):
                 wid, _, name = key.partition(".")
                 if name not in ("step", "predict"):
                     fields.setdefault(wid, {})[name] = value
@@ -153,6 +153,10 @@ def test_every_widget_asks_questions_that_match_what_the_engine_did(wid):
     for values in traces_of(wid):
         asked += check_trace(w, values)
     assert asked, f"{wid}: neither the default trace nor a linked one asks anything"
+    # A declared kind that no trace the pages show ever asks is dead (or its rule never
+    # matches the engine any more): the Instructors page would promise it for nothing.
+    never = [k for k in w.question_kinds if k not in {q.kind for q in asked}]
+    assert not never, f"{wid}: no default or linked trace asks {never}"
 
 
 @pytest.mark.parametrize("wid", BLOCK_LEVEL)

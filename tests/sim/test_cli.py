@@ -65,7 +65,7 @@ def test_python_dash_m_sim_runs():
 def test_v1_engine_prints_hits_block_tables_and_free_queue(capsys):
     code, out, _ = run(["--engine", "v1", "--block-size", "4", "--gpu-blocks", "11",
                         "--prefix", "8", "--request", "A:3:4",
-                        "--request", "B:5:4:arrival=2"], capsys)
+                        "--request", "B:5:4:arrival=2", "--no-async-scheduling"], capsys)
     assert code == 0
     assert out.startswith("# custom (V1, vLLM v0.25.1)")
     assert "step 0: scheduled A(prefill 11); 11 tokens" in out
@@ -74,6 +74,28 @@ def test_v1_engine_prints_hits_block_tables_and_free_queue(capsys):
     assert "- hit B: blocks 1,2 (8 tokens cached)" in out
     assert "free    gpu 7/11 (block 0 is the null block; 0 free blocks still cached)" in out
     assert "# prefix cache: 8 of 24 looked-up tokens hit" in out
+
+
+def test_v1_engine_runs_the_async_loop_by_default(capsys):
+    """vLLM's default loop: each step says whose output it processed and what is still in
+    flight; a request's tokens in flight are counted beside its length; the token sampled
+    after an EOS is discarded."""
+    args = ["--engine", "v1", "--block-size", "4", "--gpu-blocks", "11",
+            "--request", "A:5:3", "--request", "B:4:3:output_len=1"]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    assert "step 0: scheduled A(prefill 5) B(prefill 4); 9 tokens\n" \
+           "  async   processed no output; in flight: step 0" in out
+    assert "A seq 0: len 5 (+1 in flight)  blocks g1(4)* g2(1)" in out
+    assert "step 1: scheduled A(decode) B(decode); 2 tokens\n" \
+           "  async   processed step 0's output; in flight: step 1" in out
+    assert "- discard B's token 2 at position 5 (sampled by a step in flight; it is " \
+           "finished stopped)" in out
+    code, same, _ = run(args + ["--async-scheduling"], capsys)
+    assert same == out
+    code, sync, _ = run(args + ["--no-async-scheduling"], capsys)
+    assert code == 0 and "async " not in sync and "discard" not in sync
+    assert "step 1: scheduled A(decode); 1 token" in sync
 
 
 def test_v1_engine_shows_preemption_and_eviction(capsys):
@@ -142,3 +164,12 @@ def test_a_block_freed_in_its_own_step_was_shown_arriving(capsys):
 def test_a_bad_request_says_the_format(capsys, text):
     code, _, err = run(["--request", text], capsys)
     assert code == 2 and "error: request" in err
+
+
+def test_the_recompute_that_leaks_is_described():
+    from sim.cli import describe_event
+    from sim.events import BlocksLeaked, PrefillRunAsDecode
+    assert describe_event(BlocksLeaked("A", (0, 1, 2), 1)) == (
+        "leak blocks 0, 1, 2: allocate counted 1 finished sample of A in the ref count")
+    assert describe_event(PrefillRunAsDecode("A", 1, 0, 9)) == (
+        "run seq 1's recompute as a decode (first seq 0 finished): KV of position 9 only")

@@ -43,6 +43,8 @@ def test_format_is_canonical_and_round_trips():
                    "time, as y:8"),
     ("x:4/1, x:5/1", "request 2, part 1: x is 4 tokens already; write x alone to reuse it"),
     ("x:4+/1", "request 1, part 2: 'nothing' is not name:N"),
+    ("x:4/1,,x/1", "request 2 is empty (an extra comma?)"),
+    (", x:4/1", "request 1 is empty"),
     ("x:4+1a/1", "request 1, part 2: '1a' is not name:N"),
     ("<b>/1", "request 1, part 1: '<b>' is not name:N"),
     ("x:0/1", "request 1, part 1: x needs at least 1 token"),

@@ -85,6 +85,27 @@ def test_unknown_fields_are_reported():
     assert errors == {"": "unknown setting: blocksize"}
 
 
+def test_bounds_are_min_and_max_or_a_text_fields_extremes():
+    w = make()
+    assert w.params[0].bounds() == [("min 1", "1"), ("max 64", "64")]
+    assert w.params[1].bounds() == [("min 0", "0.0"), ("max 1", "1.0")]
+    assert w.params[2].bounds() == []
+    text = Param("requests", "requests", "text", ((16, 8),), parse=parse_pairs,
+                 format=format_pairs, extremes=(("the most pairs", "1:1, 2:2"),))
+    assert text.bounds() == [("the most pairs", "1:1, 2:2")]
+    with pytest.raises(ValueError, match="the most pairs .* does not validate"):
+        Param("requests", "requests", "text", ((16, 8),), parse=parse_pairs,
+              format=format_pairs, extremes=(("the most pairs", "1:1:1"),))
+
+
+def test_a_setting_with_no_name_is_called_that():
+    # "#t.=5" in a link: nothing between the widget's id and "=".
+    assert validate(make(), {"": "5"})[1] == {
+        "": "a setting with no name (write t.<setting>=<value>)"}
+    assert validate(make(), {" ": "5", "colour": "red"})[1] == {
+        "": "a setting with no name (write t.<setting>=<value>); unknown setting: colour"}
+
+
 def test_cross_field_check_runs_only_when_fields_are_valid():
     calls = []
 

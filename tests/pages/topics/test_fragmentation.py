@@ -50,7 +50,8 @@ def test_the_docs_request_permalink_parses():
     ("5-11", "request 1 should look like 7/3 or 5/3@4"),
     ("<b>5</b>/3", "request 1 should look like 7/3 or 5/3@4"),
     ("5+11", "request 1 should look like 7/3 or 5/3@4"),
-    ("2/2, 0/3", "request 2: prompt and output lengths must be from 1 to 64"),
+    ("2/2, 0/3", "request 2: prompt and output lengths must be from 1 to 63"),
+    ("40/30", "request 1: prompt + output must be at most 64 tokens"),
     ("2/2@61", "request 1: the arrival step must be at most 60"),
 ])
 def test_bad_requests_name_the_field_and_what_is_allowed(text, message):

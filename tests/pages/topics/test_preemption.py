@@ -198,11 +198,11 @@ def test_snapshots_answer_what_the_live_engine_answers(v):
        wm=st.sampled_from([0.0, 0.1, 0.3]),
        reqs=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(0, 6),
                                st.integers(1, 2)), min_size=1, max_size=5),
-       seed=st.integers(0, 20))
+       seed=st.integers(0, 20), eos=st.sampled_from([0.0, 0.0, 0.2]))
 def test_random_workloads_keep_every_payload_and_end_with_a_frame(engine, mode, gpu, cpu, bs,
-                                                                   wm, reqs, seed):
+                                                                   wm, reqs, seed, eos):
     v = values(engine=engine, preemption_mode=mode, num_gpu_blocks=gpu, num_cpu_blocks=cpu,
-               block_size=bs, watermark=wm, requests=tuple(reqs), seed=seed)
+               block_size=bs, watermark=wm, requests=tuple(reqs), seed=seed, eos_prob=eos)
     frames = run(W, v)                  # never raises: errors end the trace with a frame
     for f in frames:
         assert "Check FAILED" not in f["narration"] + " ".join(f["details"])
@@ -213,6 +213,10 @@ def test_random_workloads_keep_every_payload_and_end_with_a_frame(engine, mode, 
         assert mode != "recompute" and engine == "v0.5.5"
     if "can recompute only a single sequence" in last:
         assert mode == "recompute" and any(n > 1 for *_, n in reqs)
+    if "vLLM asserts in schedule()" in frames[-1]["svg"] or any(
+            "leaked" in f["svg"] for f in frames):
+        # Issue 27's paths need a sample that ended early, and v0.5.5.
+        assert eos and engine == "v0.5.5" and any(n > 1 for *_, n in reqs)
 
 
 def test_narration_reports_the_check_not_a_fixed_sentence(monkeypatch):
@@ -311,8 +315,11 @@ def test_v1_frames_draw_the_v1_engines_snapshots():
     assert "V1 never swaps: C's blocks go back to the free queue, blocks 6 and 5 still " \
            "cached" in text[9]
     assert "C and D wait: V1 admits nobody in a step that preempted." in frames[9]["details"]
-    assert "C finds its first 4 tokens still cached in block 5" in text[13]
-    assert "Check: C's 11 cached tokens read back through its new block table" in text[13]
+    # V1's default (async) loop: A's and B's last outputs are processed in iteration 12,
+    # after its batch was chosen, so C comes back in iteration 13.
+    assert "C waits" in text[12] and not trace[13].scheduled
+    assert "C finds its first 4 tokens still cached in block 5" in text[14]
+    assert "Check: C's 11 cached tokens read back through its new block table" in text[14]
 
 
 def test_v1_ignores_swap_settings_and_says_so():
@@ -449,3 +456,91 @@ def test_measured_numbers_in_the_docs_match_the_data():
     assert all(row[1024, b]["swap_out_s"] < rec and row[1024, b]["swap_in_s"] < rec
                for b in (32, 64, 128, 256))
     assert row[1024, 8]["swap_out_s"] > rec
+
+
+# -- vLLM v0.5.5's recompute of a sampling request whose other sample finished (issue 27) --
+
+def words(svg_text: str) -> str:
+    """The picture's text, lines joined, entities decoded."""
+    import html
+    return " ".join(html.unescape(" ".join(re.findall(r">([^<]+)</text>", svg_text))).split())
+
+
+LEAK = dict(preemption_mode="auto", num_gpu_blocks=8, requests=REQUESTS.parse("6/12,5/12,4/12x2"),
+            eos_prob=0.1, seed=58)
+ASSERT = dict(LEAK, num_gpu_blocks=6, seed=13)
+
+
+def test_the_eos_probability_ends_samples_early_and_is_validated():
+    help_text = {p.name: p.help for p in W.params}
+    assert "end-of-sequence token" in help_text["eos_prob"]
+    _, errors = validate(W, {"eos_prob": "0.9"})
+    assert errors["eos_prob"] == "EOS probability: a number from 0 to 0.5"
+    # 0 keeps ignore_eos: every sequence generates exactly its output tokens.
+    assert build_engine(values()).requests["A"].sampling_params.ignore_eos
+    eng = build_engine(values(**LEAK))
+    assert not eng.requests["C"].sampling_params.ignore_eos and eng.model.eos_prob == 0.1
+    assert build_engine(values(engine="v1", eos_prob=0.2)).model.eos_prob == 0.2
+
+
+def test_recompute_of_a_forked_sample_leaks_its_blocks_and_the_run_goes_on():
+    """The docs' permalink: C.2 (C's first sequence) stops on its first token; C.3 is
+    preempted by recompute in iteration 4 (one running sequence), comes back in iteration 5
+    as a decode into blocks 1 and 6, counted twice; B and C finish in iteration 8 and
+    blocks 1 and 6 stay allocated. The checks allow exactly that leak."""
+    trace = scenario(values(**LEAK))
+    assert trace.stopped is None and all(s.problems == () for s in trace)
+    frames = run(W, values(**LEAK))
+    assert len(frames) == 10
+    text = [f["narration"] for f in frames]
+    assert "C.2 stopped on its end-of-sequence token; the other samples of C run on." in \
+        frames[1]["details"]
+    assert "C.2 had finished, so C has one running sequence and the default recomputes it " \
+           "(get_max_num_running_seqs() is 1)." in text[5]
+    assert "preempts itself (recompute: C.2 finished, one left)" in " ".join(
+        re.findall(r">([^<]+)</text>", frames[5]["svg"]))
+    assert text[6] == (
+        "Iteration 5: C comes back to recompute its 8 tokens into blocks 1 and 6, but vLLM "
+        "v0.5.5 runs it as a decode: SequenceGroup.is_prefill() reads C.2, C's first "
+        "sequence, which finished. Only position 7's KV is computed; the 7 slots before it "
+        "are never recomputed (?). And allocate counted C.2 in the ref count (num_seqs() = "
+        "2): when C.3 lets go of them, they stay allocated, leaked.")
+    details = " ".join(frames[6]["details"])
+    assert "BlockSpaceManagerV1.allocate set the ref count of blocks 1 and 6 to " \
+           "seq_group.num_seqs() = 2" in details
+    assert "context_len = seq_len - 1" in details and "Check FAILED" not in details
+    svg6 = frames[6]["svg"]
+    assert svg6.count(">leaked</text>") == 2
+    assert svg6.count(">?</text>") == 7 + 1        # and the legend's
+    seen = words(svg6)
+    assert "GPU blocks: 5 used (2 leaked), 3 free" in seen
+    assert "check_engine: ok but for vLLM's bug: blocks 1 and 6 leaked; C.3's KV below " \
+           "position 7 not recomputed" in seen
+    assert "leaked: never freed (vLLM bug)" in seen and "?: KV never recomputed" in seen
+    assert "is_prefill() reads C.2 (finished): C.3's recompute runs as a decode of position " \
+           "7; the leaked blocks are never freed" in seen
+    # The run goes on: B and C decode, then finish; the two blocks are never freed.
+    assert [s.kind for s in trace.steps[7:]] == ["decode"] * 3
+    assert text[9].endswith("Blocks 1 and 6 stay allocated with nobody's tokens: vLLM "
+                            "leaked them, and they are never freed.")
+    assert "check_engine: ok but for vLLM's bug: blocks 1 and 6 leaked" in words(
+        frames[9]["svg"])
+    last = trace.last.snapshot
+    assert [n for n, b in enumerate(last["gpu"]["blocks"]) if b["ref_count"]] == [1, 6]
+    assert last["gpu"]["num_free"] == 6 and not last["queues"]["running"]
+
+
+def test_recompute_of_the_first_sample_ends_at_vllms_assert_in_schedule():
+    frames = run(W, values(**ASSERT))
+    trace = scenario(values(**ASSERT))
+    assert trace.stopped == "error" and len(frames) == 5
+    last = frames[-1]
+    assert last["narration"] == (
+        "Iteration 3: C comes back to recompute C.2, its first sequence; C.3 had finished. "
+        "SequenceGroup.is_prefill() reads C.2, so Scheduler.schedule sends C as a prompt and "
+        "asserts that a prompt has one sequence: get_seqs() returns 2, C.3 too. vLLM v0.5.5 "
+        "stops here, for every request (preemption_mode='swap' never recomputes such a "
+        "request).")
+    assert "Iteration 3: vLLM asserts in schedule()" in last["svg"]
+    assert "AssertionError in Scheduler.schedule (vLLM v0.5.5): assert len(seqs) == 1" in \
+        " ".join(last["details"])

@@ -242,7 +242,7 @@ def test_extreme_settings_still_build():
 
 def test_field_messages_name_the_field_and_the_range():
     _, errors = validate(WIDGET, {"long_prompt": "1"})
-    assert errors == {"long_prompt": "longer prompt: a whole number from 2 to 8192"}
+    assert errors == {"long_prompt": "longer prompt: a whole number from 2 to 16384"}
     _, errors = validate(WIDGET, {"prompt_len": "lots"})
     assert errors == {"prompt_len": "prompt length: a whole number from 1 to 8192"}
     _, errors = validate(WIDGET, {"gpu": "<script>"})

@@ -24,7 +24,7 @@ def trace_of(engine_name: str, block_size: int, blocks: int, cpu: int = 0,
     if engine_name == "v1":
         engine = V1Engine(v1_config.CacheConfig(block_size=block_size,
                                                 num_gpu_blocks=blocks + 1),
-                          v1_config.SchedulerConfig())
+                          v1_config.SchedulerConfig(async_scheduling=False))
     else:
         engine = LLMEngine(CacheConfig(block_size=block_size, num_gpu_blocks=blocks,
                                        num_cpu_blocks=cpu), SchedulerConfig(
@@ -153,3 +153,38 @@ def test_heading_puts_the_engine_on_the_right():
     title, engine = kv_view.heading(8, "Iteration 3 (decode)", "V1")
     assert "Iteration 3 (decode)" in title and 'text-anchor="end"' not in title
     assert ">V1<" in engine and 'text-anchor="end"' in engine
+
+
+def leak_trace():
+    """vLLM v0.5.5's leak (issue 27): A.0 ends in the prompt step, A.1 is recomputed at
+    iteration 12 and comes back at 13 as a decode into blocks 0-3, counted twice."""
+    from sim.stand_in_model import StandInModel
+    engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=4, num_cpu_blocks=4),
+                       SchedulerConfig(), seed=130, model=StandInModel(seed=130, eos_prob=0.3))
+    engine.add_request("A", 2, SamplingParams(n=2, max_tokens=30))
+    return record(engine, max_steps=16)
+
+
+def test_pool_marks_leaked_blocks_and_slots_never_recomputed():
+    trace = leak_trace()
+    step = trace[14]                       # iteration 13: A.1 runs in its leaked blocks
+    snap = step.snapshot
+    assert [b.get("leaked_refs") for b in snap["gpu"]["blocks"]] == [1, 1, 1, 1]
+    stale = kv_view.not_recomputed(snap)
+    # The recompute ran as a decode of position 13: positions 0-12 were never recomputed.
+    assert sorted((n, sorted(s)) for (_, n), s in stale.items()) == [
+        (0, [0, 1, 2, 3]), (1, [0, 1, 2, 3]), (2, [0, 1, 2, 3]), (3, [0])]
+    parts, _ = kv_view.pool(8, 0, snap, "gpu", kv_view.highlights(step.events))
+    drawn = "".join(parts)
+    assert drawn.count(">leaked</text>") == 4            # the badge, still in A.1's table
+    assert drawn.count(">?</text>") == 13
+    assert "ref count 2 (A.1), 1 of it leaked" in drawn
+    assert "slot 0: KV never recomputed" in drawn
+    # Preempted again at iteration 14: no table holds them, the body says so.
+    snap = trace[15].snapshot
+    parts, _ = kv_view.pool(8, 0, snap, "gpu", kv_view.highlights(trace[15].events))
+    drawn = "".join(parts)
+    assert drawn.count(">leaked</text>") == 4 and ">?</text>" not in drawn
+    assert "GPU block 2: leaked. Its ref count is 1 and no block table holds it" in drawn
+    assert "leaked" in kv_view.legend_keys(trace) and "stale" in kv_view.legend_keys(trace)
+    assert "leaked" not in kv_view.legend_keys(trace_of("v0.5.5", 4, 12))

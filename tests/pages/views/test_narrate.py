@@ -22,7 +22,8 @@ def trace_of(engine_name: str, requests, blocks: int = 12, cpu: int = 0, mode=No
              watermark: float = 0.01):
     if engine_name == "v1":
         engine = V1Engine(v1_config.CacheConfig(block_size=4, num_gpu_blocks=blocks + 1),
-                          v1_config.SchedulerConfig(watermark=watermark))
+                          v1_config.SchedulerConfig(watermark=watermark,
+                                                    async_scheduling=False))
     else:
         engine = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=blocks, num_cpu_blocks=cpu,
                                        watermark=watermark),

@@ -152,3 +152,49 @@ def test_integrity_check_catches_a_leak_and_a_bad_ref_count():
     eng.block_manager.block_tables[0][0].ref_count += 1
     problems = check_engine(eng)
     assert any("ref_count 3 but 2 table entries" in p for p in problems)
+
+
+def test_recompute_of_forked_survivor_leaks_blocks_like_vllm():
+    """Issue 27's workload (one request, 2-token prompt, n=2, max_tokens=30, EOS with
+    probability 0.3) on 3 blocks of 4. A.0, the group's first sequence, samples EOS in the
+    prompt step; A.1, forked from it, runs on alone and preempts itself by recompute at
+    iteration 8 (one running sequence: RECOMPUTE). Re-admitted at iteration 9, vLLM v0.5.5:
+    - BlockSpaceManagerV1.allocate gives its 3 blocks the ref count seq_group.num_seqs() = 2,
+      one reference for A.0, which finished and holds no table;
+    - SequenceGroup.is_prefill() reads A.0 (decode stage), so the model runs A.1 as a decode:
+      the KV of position 9 only, one sampled token, no fork (n=2 does not re-sample);
+    - A.1 finishes on that token and frees its table: the 3 blocks go to ref count 1 and
+      are never freed. The run ends like vLLM's, with every GPU block leaked."""
+    from sim.events import BlocksLeaked, Forked, Preempted, PrefillRunAsDecode, TokenSampled
+    from sim.stand_in_model import StandInModel
+
+    eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=3, num_cpu_blocks=3),
+                    seed=52, model=StandInModel(seed=52, eos_prob=0.3))
+    eng.add_request("A", 2, SamplingParams(n=2, max_tokens=30))
+    outs = run_checked(eng)        # the checker allows exactly the documented leak
+    assert len(outs) == 10
+    assert [(o.step, e.mode, e.victim_is_self) for o in outs for e in o.events
+            if isinstance(e, Preempted)] == [(8, "recompute", True)]
+    ev = outs[9].events
+    assert [e for e in ev if isinstance(e, BlocksLeaked)] == [BlocksLeaked("A", (0, 1, 2), 1)]
+    assert [(e.seq_ids, e.ref_count) for e in ev if type(e).__name__ == "BlockAllocated"] \
+        == [((1,), 2)] * 3
+    assert [e for e in ev if isinstance(e, PrefillRunAsDecode)] == [
+        PrefillRunAsDecode("A", 1, 0, 9)]
+    assert [(e.seq_id, e.first_pos, e.num_tokens) for e in ev if isinstance(e, KVWritten)] \
+        == [(1, 9, 1)]
+    assert [e.seq_id for e in ev if isinstance(e, TokenSampled)] == [1]
+    assert not [e for o in outs[1:] for e in o.events if isinstance(e, Forked)]
+    so = outs[9].scheduler_outputs
+    assert so.num_prefill_groups == 1 and so.scheduled_seq_groups[0].token_chunk_size == 10
+    a0, a1 = eng.requests["A"].get_seqs()
+    assert a0.get_output_len() == 1 and a1.get_len() == 11 and a1.is_finished()
+    bm = eng.block_manager
+    assert bm.leaked_refs == {0: 1, 1: 1, 2: 1}
+    assert [b.ref_count for b in bm.gpu_allocator.blocks] == [1, 1, 1]
+    assert bm.get_num_free_gpu_blocks() == 0 and not bm.block_tables
+    assert eng.kv_not_recomputed == {1: 9}
+    # The same counts without the documented allowance are a leak the checker reports.
+    bm.leaked_refs.clear()
+    assert check_engine(eng) == [f"gpu block {n}: ref_count 1 but 0 table entries"
+                                 for n in range(3)]

@@ -336,24 +336,68 @@ def test_chunked_prefill_brings_a_swapped_prompt_back_only_whole():
     run_checked(eng)
 
 
-def test_recompute_of_a_group_whose_other_samples_finished_stops_like_vllm():
-    """With one unfinished sample left, get_max_num_running_seqs() is 1, so the mode is
-    RECOMPUTE; vLLM v0.5.5 cannot bring such a group back (re-sampled best_of, a prompt ref
-    count that counts the finished sample: leaked blocks). The simulation stops there with
-    an explanation, and nothing leaked before it."""
-    from sim.core.config import CacheConfig, SchedulerConfig
+def _one_sampling_request(seed: int, block_size: int, gpu: int):
+    """Issue 27's workload: one request, a 2-token prompt, n=2, max_tokens=30, and a stand-in
+    model that ends a sample with probability 0.3 at every token; vLLM's defaults otherwise
+    (preemption mode unset, watermark 0.01)."""
+    from sim.core.config import CacheConfig
     from sim.core.engine import LLMEngine
-    from sim.core.invariants import check_engine
-    from sim.core.sequence import SamplingParams as SP
-    from sim.errors import RecomputeAssertionError
     from sim.stand_in_model import StandInModel
+    eng = LLMEngine(CacheConfig(block_size=block_size, num_gpu_blocks=gpu, num_cpu_blocks=gpu),
+                    SchedulerConfig(), seed=seed, model=StandInModel(seed=seed, eos_prob=0.3))
+    eng.add_request("A", 2, SamplingParams(n=2, max_tokens=30))
+    return eng
 
-    eng = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=12, num_cpu_blocks=12,
-                                watermark=0.0), SchedulerConfig(), seed=72,
-                    model=StandInModel(seed=72, eos_prob=0.2))
-    for rid, prompt, out in (("A", 2, 6), ("B", 7, 12), ("C", 4, 6)):
-        eng.add_request(rid, prompt, SP(n=2, max_tokens=out))
-    with pytest.raises(RecomputeAssertionError, match="cannot recompute 'C': 1 of its 2"):
-        for _ in range(50):
-            eng.step()
-            assert not check_engine(eng)
+
+def _step_checked(eng, steps: int) -> list:
+    from sim.core.invariants import check_engine
+    outs = []
+    for _ in range(steps):
+        outs.append(eng.step())
+        assert not check_engine(eng), check_engine(eng)
+    return outs
+
+
+def test_recompute_of_group_whose_first_seq_survived_asserts_in_schedule():
+    """Sample A.1 (forked) ends at iteration 1; A.0, the group's first sequence, runs on
+    alone until it fills the 3 blocks and preempts itself at iteration 8. One running
+    sequence passes _preempt_by_recompute's assert, and with one unfinished sample
+    get_max_num_running_seqs() is 1, so the mode is RECOMPUTE. At iteration 9 it is
+    re-admitted; SequenceGroup.is_prefill() reads A.0, which waits for its recompute, so
+    Scheduler.schedule sends the group as a prompt and asserts len(get_seqs()) == 1: two."""
+    from sim.errors import RecomputeAssertionError
+    from sim.events import SequenceFinished
+    eng = _one_sampling_request(seed=5, block_size=4, gpu=3)
+    outs = _step_checked(eng, 9)
+    assert [(o.step, e.seq_id) for o in outs for e in o.events
+            if isinstance(e, SequenceFinished)] == [(1, 1)]
+    assert [(o.step, e.mode) for o in outs for e in o.events
+            if isinstance(e, Preempted)] == [(8, "recompute")]
+    a0, a1 = eng.requests["A"].get_seqs()
+    assert a0.status is SequenceStatus.WAITING and a1.is_finished()
+    with pytest.raises(RecomputeAssertionError,
+                       match=r"AssertionError in Scheduler.schedule \(vLLM v0.5.5\): "
+                             r"assert len\(seqs\) == 1 .* 'A' is sent as a prompt to "
+                             r"recompute its first sequence \(seq 0\), but get_seqs\(\) "
+                             r"also returns 1 finished sample"):
+        eng.step()
+    assert eng.step_index == 9        # the step that re-admitted A never finished
+
+
+def test_recompute_of_group_that_no_longer_fits_is_ignored():
+    """Block size 1 and 6 blocks: A.1 ends at iteration 1, A.0 (the first sequence, as in
+    the test above) holds all 6 blocks at iteration 5 and needs a 7th: it preempts itself by
+    recompute. Re-admitted with 7 tokens it would need 7 blocks, more than the GPU has, so
+    can_allocate says NEVER and _schedule_prefills ignores it before anything is allocated
+    or asserted: the request ends, nothing leaks."""
+    eng = _one_sampling_request(seed=5, block_size=1, gpu=6)
+    outs = _step_checked(eng, 7)
+    assert [(o.step, e.mode) for o in outs for e in o.events
+            if isinstance(e, Preempted)] == [(5, "recompute")]
+    assert [(o.step, e.request_id, e.num_tokens, e.reason) for o in outs for e in o.events
+            if isinstance(e, PromptIgnored)] == [(6, "A", 7, "never_fits")]
+    assert outs[6].finished == ["A"] and not eng.has_unfinished_requests()
+    assert [s.status for s in eng.requests["A"].get_seqs()] == [
+        SequenceStatus.FINISHED_IGNORED, SequenceStatus.FINISHED_STOPPED]
+    bm = eng.block_manager
+    assert bm.get_num_free_gpu_blocks() == 6 and not bm.leaked_refs and not bm.block_tables

@@ -41,27 +41,40 @@ def test_deterministic_and_refuses_a_pool_too_small():
 
 
 def test_the_numbers_the_page_quotes():
+    """With vLLM's default engine loop (async scheduling)."""
     results = sweep()
     on = {r.pool_blocks: r for r in results[True]}
     off = {r.pool_blocks: r for r in results[False]}
     # 192 blocks and more: nothing useful evicted, 91% of prompt tokens from the cache, 15
-    # tokens computed per step to serve 77.
+    # tokens computed per step to serve 76.
     for n in (192, 256, 384):
         assert round(100 * on[n].hit_rate_admitted) == 91
-        assert round(on[n].computed_per_step) == 15 and round(on[n].served_per_step) == 77
+        assert round(on[n].computed_per_step) == 15 and round(on[n].served_per_step) == 76
     assert on[256].evictions == 0
-    assert (on[128].evictions, on[48].evictions) == (173, 360)
+    assert (on[128].evictions, on[48].evictions) == (175, 350)
     assert round(100 * on[48].hit_rate_admitted) == 74
-    # Throughput: 96 blocks with caching serve 64 tokens per step; without, 256 blocks
-    # serve 66, 192 only 51.
-    assert round(on[96].served_per_step) == 64
-    assert round(off[256].served_per_step) == 66 and round(off[192].served_per_step) == 51
+    # Throughput: 96 blocks with caching serve 63 tokens per step; without, 256 blocks
+    # serve 65.5, 192 only 50.5.
+    assert f"{on[96].served_per_step:.0f}" == "63"
+    assert (f"{off[256].served_per_step:.1f}", f"{off[192].served_per_step:.1f}") == (
+        "65.5", "50.5")
     # Caching never serves fewer tokens per step, and the logged rate (every lookup,
     # retries included) is never above the rate at admission.
     for n in POOL_SIZES:
         assert on[n].served_per_step >= off[n].served_per_step
         assert on[n].hit_rate_logged <= on[n].hit_rate_admitted + 1e-9
         assert on[n].tokens_served == off[n].tokens_served
+
+
+def test_the_synchronous_loop_serves_about_the_same():
+    """The loop barely matters here: the synchronous loop takes 240 steps where the async
+    one takes 243 (an answer's end is seen one engine call later, and its follow-up arrives
+    a call later), with the same hit rate."""
+    sync = {r.pool_blocks: r for r in sweep((192,), async_scheduling=False)[True]}
+    default = {r.pool_blocks: r for r in sweep((192,))[True]}
+    assert (sync[192].steps, default[192].steps) == (240, 243)
+    assert round(100 * sync[192].hit_rate_admitted) == round(
+        100 * default[192].hit_rate_admitted) == 91
 
 
 def test_a_workload_is_a_value():

@@ -2,15 +2,20 @@
 docs as v0.25.1 runs it (VLLM-V1.md section 6) step by step, n > 1 fan-out, KV payloads
 through prefix hits, speculative decoding end to end, aborts, arrival, and the trace."""
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sim.core.sequence import SamplingParams
 from sim.events import (
+    BlockCached,
     BlockEvicted,
     BlockTouched,
     ChunkScheduled,
     KVWritten,
+    Preempted,
     PrefixCacheHit,
     RequestArrived,
+    TokenDiscarded,
     TokenSampled,
 )
 from sim.trace import Scheduled, record
@@ -25,7 +30,8 @@ def engine(bs=4, blocks=11, budget=64, seqs=16, caching=True, **kw):
     seed = kw.pop("seed", 0)
     return LLMEngine(CacheConfig(block_size=bs, num_gpu_blocks=blocks,
                                  enable_prefix_caching=caching),
-                     SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs, **kw),
+                     SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs,
+                                     **{"async_scheduling": False, **kw}),
                      seed=seed, spec_acceptance_rate=rate)
 
 
@@ -364,3 +370,251 @@ def test_priority_preemption_of_a_scheduled_request_leaves_an_unwritten_cached_b
     assert [s[1] if s else None for s in e.gpu_cache[3]] == [8, 9, None, None]
     problems = check_engine(e)
     assert problems == ["cached block 3: its slots do not hold positions 8..11"]
+
+
+# -- the async loop (vLLM's default: AsyncScheduler + EngineCore.step_with_batch_queue) ------
+def async_engine(**kw):
+    return engine(async_scheduling=True, **kw)
+
+
+def test_async_scheduling_is_the_default_loop_unless_drafts_are_on():
+    """VllmConfig resolves SchedulerConfig.async_scheduling=None to True (the engine uses
+    AsyncScheduler and a batch queue of two) unless the speculative method has no async
+    path; the simulation does not model async drafting, so drafts resolve to False."""
+    from sim.v1.async_scheduler import AsyncScheduler
+    from sim.v1.scheduler import Scheduler
+    e = LLMEngine()
+    assert e.async_scheduling is True and e.scheduler_config.async_scheduling is True
+    assert type(e.scheduler) is AsyncScheduler and e.batch_queue_size == 2
+    e = LLMEngine(scheduler_config=SchedulerConfig(num_speculative_tokens=2))
+    assert e.async_scheduling is False and type(e.scheduler) is Scheduler
+    assert e.batch_queue is None
+    e = LLMEngine(scheduler_config=SchedulerConfig(async_scheduling=False))
+    assert type(e.scheduler) is Scheduler
+    with pytest.raises(ValueError, match="not simulated"):
+        SchedulerConfig(async_scheduling=True, num_speculative_tokens=2)
+
+
+def test_a_prompt_as_long_as_max_model_len_is_refused():
+    """InputProcessor._validate_prompt_len (v0.25.1): prompt + at least one output token
+    must fit; the async scheduler would otherwise schedule a negative count."""
+    for loop in (True, False):
+        e = engine(max_model_len=16, async_scheduling=loop)
+        with pytest.raises(ValueError, match=r"plus the number of requested output tokens"):
+            e.add_request("A", 16, sp(1))
+        with pytest.raises(ValueError, match="longer than the maximum model length of 16"):
+            e.add_request("A", 17, sp(1))
+        e.add_request("A", 15, sp(5))
+        outs = run(e)
+        assert e.requests["A"].status is RequestStatus.FINISHED_LENGTH_CAPPED
+        assert e.requests["A"].num_tokens == 16 and len(outs) == (2 if loop else 1)
+
+
+def test_the_next_step_is_scheduled_before_the_last_output_is_processed():
+    """step_with_batch_queue: the first call schedules and returns (the queue has room);
+    every later call schedules one batch and processes the oldest, so a token reaches the
+    request one call after the step that sampled it."""
+    e = async_engine()
+    e.add_request("A", 6, sp(3))
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"A": 6}
+    assert out.processed_step is None and out.tokens == [] and out.finished == []
+    assert e.snapshot()["batch_queue"] == [
+        {"step": 0, "num_scheduled_tokens": {"A": 6}, "samples": ["A"]}]
+    a = e.requests["A"]
+    assert (a.num_tokens, a.num_output_placeholders) == (6, 1)
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"A": 1}   # position 6, in flight
+    assert out.processed_step == 0 and [t[2] for t in out.tokens] == [6]
+    assert (a.num_tokens, a.num_output_placeholders) == (7, 1)
+    trace_e = async_engine()
+    trace_e.add_request("A", 6, sp(3))
+    trace = record(trace_e, check=check_engine)
+    assert [s.processed for s in trace] == [None, None, 0, 1, 2]
+    assert [len(s.scheduled) for s in trace] == [0, 1, 1, 1, 0]
+    assert trace.last.finished == ("A",) and not any(s.problems for s in trace)
+
+
+def test_a_length_stop_wastes_nothing():
+    """The running loop skips a request whose token in flight is its last (max_tokens),
+    and caps at max_model_len: the async loop computes exactly the tokens the synchronous
+    one does, and throws none away."""
+    runs = {}
+    for loop in (False, True):
+        e = engine(async_scheduling=loop, max_model_len=20)
+        e.add_request("A", 5, sp(4))
+        e.add_request("B", 12, sp(50))             # stops at max_model_len: 8 outputs
+        outs = run(e)
+        runs[loop] = (sum(o.scheduler_outputs.total_num_scheduled_tokens for o in outs),
+                      [o.discarded for o in outs],
+                      {r: q.output_token_ids for r, q in e.requests.items()})
+    assert runs[True][0] == runs[False][0] == 5 + 3 + 12 + 7
+    assert not any(runs[True][1])
+    assert runs[True][2] == runs[False][2]
+    assert len(runs[True][2]["B"]) == 8
+
+
+def test_an_eos_stop_discards_the_token_in_flight():
+    """An EOS is seen when its output is processed, after the next step (with the
+    request's next decode) was scheduled: that step's token is thrown away when its output
+    comes back (update_from_output skips a finished request)."""
+    e = async_engine()
+    e.add_request("A", 5, SamplingParams(max_tokens=10), output_len=2)   # EOS as output 2
+    outs = run(e)
+    a = e.requests["A"]
+    assert a.status is RequestStatus.FINISHED_STOPPED and len(a.output_token_ids) == 2
+    scheduled = sum(o.scheduler_outputs.total_num_scheduled_tokens for o in outs)
+    assert scheduled == 5 + 2                       # one decode more than it needed
+    discarded = [d for o in outs for d in o.discarded]
+    assert discarded == [("A", a.seq_id, 7, discarded[0][3], "finished_stopped")]
+    (event,) = [ev for o in outs for ev in o.events if isinstance(ev, TokenDiscarded)]
+    assert event.position == 7 and event.reason == "finished_stopped"
+    sync = engine()
+    sync.add_request("A", 5, SamplingParams(max_tokens=10), output_len=2)
+    outs = run(sync)
+    assert sum(o.scheduler_outputs.total_num_scheduled_tokens for o in outs) == 5 + 1
+    assert sync.requests["A"].output_token_ids == a.output_token_ids
+
+
+def cached_at(outs, rid_logical):
+    """The engine step in which each (request, logical block) was cached."""
+    return {(e.request_id, e.logical): o.step for o in outs for e in o.events
+            if isinstance(e, BlockCached) and (e.request_id, e.logical) in rid_logical}
+
+
+def test_a_decoded_block_is_cached_one_call_later():
+    """allocate_slots caches up to num_tokens, which lacks the token in flight, and
+    _update_request_with_output caches up to num_computed_tokens - placeholders: the block
+    a decode fills is hashed one engine call later than in the synchronous loop."""
+    for loop, step in ((False, 1), (True, 2)):
+        e = engine(async_scheduling=loop)
+        e.add_request("A", 7, sp(4))
+        outs = run(e)
+        assert cached_at(outs, {("A", 0), ("A", 1)}) == {("A", 0): 0, ("A", 1): step}
+
+
+def test_an_abort_with_a_step_in_flight_leaves_its_block_unhashed():
+    """Aborted after the step that fills its block was scheduled but before that step's
+    output came back: the block was never cached, so it is freed unhashed (to the head of
+    the free queue, reused first) and the token in flight is thrown away. The synchronous
+    loop had cached it."""
+    results = {}
+    for loop in (False, True):
+        e = engine(async_scheduling=loop)
+        e.add_request("A", 7, sp(4))
+        checked_step(e)
+        checked_step(e)                              # computes position 7 (fills block 2)
+        second = e.kv_cache_manager.req_to_blocks["A"][1]
+        e.abort_request("A")
+        results[loop] = (second.block_id, second.block_hash is not None,
+                         e.snapshot()["gpu"]["free_order"][0])
+        outs = run(e)
+        results[loop] += ([d[4] for o in outs for d in o.discarded],)
+    assert results[False] == (2, True, 3, [])
+    assert results[True] == (2, False, 2, ["finished_aborted"])
+
+
+def test_a_victim_finishes_while_preempted():
+    """B's last token is in flight (max_tokens 1), so B is not scheduled again, but it is
+    still in running: when A needs a block, B is the victim. The output in flight is then
+    appended to the preempted B (placeholders survive preemption), which finishes while
+    preempted and leaves waiting. The synchronous loop had freed B's block before A needed
+    it: nothing was preempted."""
+    for loop in (False, True):
+        e = engine(async_scheduling=loop, bs=4, blocks=3)
+        e.add_request("A", 4, sp(3))
+        e.add_request("B", 4, sp(1))
+        outs = run(e)
+        preempted = [ev for o in outs for ev in o.events if isinstance(ev, Preempted)]
+        assert {r: q.num_output_tokens for r, q in e.requests.items()} == {"A": 3, "B": 1}
+        if not loop:
+            assert preempted == []
+            continue
+        assert preempted == [Preempted("B", "recompute", "A", False)]
+        out = outs[1]
+        assert out.finished == ["B"] and ("B", e.requests["B"].seq_id, 4) == out.tokens[1][:3]
+        assert e.requests["B"].status is RequestStatus.FINISHED_LENGTH_CAPPED
+        assert e.requests["B"].num_preemptions == 1
+
+
+def test_reset_prefix_cache_discards_the_outputs_in_flight():
+    """reset_prefix_cache(reset_running_requests=True) preempts every running request; the
+    outputs already in flight for them are stale (async_tokens_to_discard) and dropped when
+    they come back, while the requests recompute and sample those positions again."""
+    e = async_engine()
+    e.add_request("A", 6, sp(4))
+    e.add_request("B", 9, sp(3))
+    checked_step(e)
+    checked_step(e)
+    a = e.requests["A"]
+    assert (a.num_output_placeholders, a.num_tokens) == (1, 7)
+    assert e.reset_prefix_cache(reset_running_requests=True)
+    assert a.status is RequestStatus.PREEMPTED
+    assert (a.num_output_placeholders, a.async_tokens_to_discard) == (0, 1)
+    assert check_engine(e) == []
+    out = checked_step(e)
+    assert out.scheduler_outputs.num_scheduled_tokens == {"A": 7, "B": 10}   # recomputed
+    assert [(d[0], d[2], d[4]) for d in out.discarded] == [
+        ("A", 7, "reset_prefix_cache"), ("B", 10, "reset_prefix_cache")]
+    assert a.async_tokens_to_discard == 0 and a.num_tokens == 7
+    run(e)
+    sync = engine()
+    sync.add_request("A", 6, sp(4))
+    sync.add_request("B", 9, sp(3))
+    run(sync)
+    assert ({r: q.output_token_ids for r, q in e.requests.items()}
+            == {r: q.output_token_ids for r, q in sync.requests.items()})
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(bs=st.sampled_from([1, 2, 4, 8]), blocks=st.integers(6, 40),
+       budget=st.sampled_from([8, 16, 64]), seqs=st.integers(1, 6),
+       caching=st.booleans(), policy=st.sampled_from(["fcfs", "priority"]),
+       reqs=st.lists(st.tuples(st.integers(1, 20), st.integers(1, 10), st.integers(0, 4),
+                               st.integers(0, 2), st.sampled_from([1, 1, 2]),
+                               st.integers(0, 2)), min_size=1, max_size=6))
+def test_async_and_sync_produce_the_same_tokens_when_nothing_stops_early(
+        bs, blocks, budget, seqs, caching, policy, reqs):
+    """With no EOS and no abort, every request gets the same tokens in both loops (the
+    stand-in model's token at a position does not depend on the schedule), whatever the
+    preemptions and cache hits; and the invariants hold after every async call."""
+    tokens = {}
+    for loop in (False, True):
+        e = engine(bs=bs, blocks=blocks, budget=budget, seqs=min(seqs, budget),
+                   caching=caching, policy=policy, max_model_len=32, async_scheduling=loop)
+        for i, (prompt, out, arrival, prefix, n, priority) in enumerate(reqs):
+            e.add_request(f"r{i}", prompt, sp(out, n=n), arrival_step=arrival,
+                          shared_prefix=4 * prefix, priority=priority)
+        steps = 0
+        while e.has_unfinished_requests() and steps < 400:
+            e.step()
+            steps += 1
+            problems = check_engine(e)
+            if policy == "priority":     # see the PRIORITY note in test_invariants.py
+                problems = [p for p in problems if "slots do not hold" not in p
+                            and "do not read back" not in p]
+            assert not problems, (loop, steps, problems)
+        if e.has_unfinished_requests():
+            return   # a request bigger than the pool blocks FCFS for good: no comparison
+        tokens[loop] = {rid: list(r.output_token_ids) for rid, r in e.requests.items()}
+        assert all(len(t) == min(r.max_tokens, 32 - r.num_prompt_tokens)
+                   for t, r in zip(tokens[loop].values(), e.requests.values()))
+    assert tokens[True] == tokens[False]
+
+
+def test_a_block_filled_before_a_length_stop_is_cached_when_the_output_comes_back():
+    """A (prompt 6, max_tokens 3) computes position 7, filling its block 1, in the step
+    whose successor is skipped (its token in flight is its last): no allocate_slots caches
+    that block any more, so AsyncScheduler._update_request_with_output does, up to
+    num_computed_tokens - num_output_placeholders, before the finished request is freed.
+    The block is then in the prefix cache, as with the synchronous loop."""
+    for loop in (False, True):
+        e = engine(async_scheduling=loop)
+        e.add_request("A", list(range(100, 106)), sp(3))
+        outs = run(e)
+        assert set(cached_at(outs, {("A", 0), ("A", 1)})) == {("A", 0), ("A", 1)}
+        a = e.requests["A"]
+        e.add_request("B", a.all_token_ids[:8] + [7, 7], sp(1))
+        hits = [ev for o in run(e) for ev in o.events if isinstance(ev, PrefixCacheHit)]
+        assert [(h.request_id, h.num_tokens) for h in hits] == [("B", 8)]

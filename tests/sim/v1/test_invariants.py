@@ -1,6 +1,6 @@
-"""V1's invariants (sim/v1/invariants.py) over random add / schedule / finish / abort
-sequences (a hypothesis state machine, at least 10,000 engine steps in all), and the
-checker catching each kind of corruption."""
+"""V1's invariants (sim/v1/invariants.py) over random add / schedule / finish / abort /
+reset sequences in both engine loops (a hypothesis state machine, at least 10,000 engine
+steps in all), and the checker catching each kind of corruption."""
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,9 +33,12 @@ class V1EngineMachine(RuleBasedStateMachine):
                 seqs=st.integers(1, 6), watermark=st.sampled_from([0.0, 0.0, 0.1]),
                 spec=st.sampled_from([0, 0, 2, 3]), lookahead=st.booleans(),
                 policy=st.sampled_from(["fcfs", "fcfs", "priority"]), reserve=st.booleans(),
-                rate=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 3))
+                rate=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 3),
+                loop=st.sampled_from([None, None, True, False]))
     def setup(self, bs, blocks, caching, chunked, threshold, budget, seqs, watermark, spec,
-              lookahead, policy, reserve, rate, seed):
+              lookahead, policy, reserve, rate, seed, loop):
+        if spec and loop:
+            loop = None    # async speculative decoding is not simulated: None -> sync
         if not chunked:
             budget = max(budget, MAX_MODEL_LEN)
         self.priority = policy == "priority"
@@ -46,7 +49,8 @@ class V1EngineMachine(RuleBasedStateMachine):
                             long_prefill_token_threshold=threshold,
                             scheduler_reserve_full_isl=reserve, watermark=watermark,
                             policy=policy, num_speculative_tokens=spec,
-                            num_lookahead_tokens=spec if lookahead else 0),
+                            num_lookahead_tokens=spec if lookahead else 0,
+                            async_scheduling=loop),
             seed=seed, spec_acceptance_rate=rate)
         # Shared prompt beginnings, so that prefix caching has something to find.
         self.bases = [[3 + (7 * b + 11 * i) % 40 for i in range(30)] for b in range(3)]
@@ -84,6 +88,12 @@ class V1EngineMachine(RuleBasedStateMachine):
             rid = f"r{i % self.n}"
             self.engine.abort_request(rid)
             self.check()
+
+    @rule()
+    def reset_prefix_cache(self):
+        # Force-preempts every running request: outputs in flight become stale.
+        assert self.engine.reset_prefix_cache(reset_running_requests=True)
+        self.check()
 
     def check(self):
         problems = check_engine(self.engine)
@@ -123,9 +133,10 @@ def test_invariants_hold_over_random_operations():
 
 
 # -- the checker catches corruption -------------------------------------------------------
-def engine_mid_run():
+def engine_mid_run(async_scheduling=False):
     e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=12),
-                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8))
+                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8,
+                                  async_scheduling=async_scheduling))
     e.add_request("A", 9, SamplingParams(max_tokens=6, ignore_eos=True), shared_prefix=4)
     e.add_request("B", 6, SamplingParams(max_tokens=6, ignore_eos=True), shared_prefix=4)
     e.step()
@@ -182,3 +193,28 @@ def test_a_waiting_request_holding_blocks_is_found():
     problems = check_engine(e)
     assert "waiting request A holds blocks" in problems
     assert any("computed tokens" in p for p in problems)
+
+
+def test_a_wrong_placeholder_count_is_found():
+    e = engine_mid_run(async_scheduling=True)
+    a = e.requests["A"]
+    assert a.num_output_placeholders == 1
+    a.num_output_placeholders = 2
+    assert any("2 placeholders + 0 to discard, but 1 batches in flight" in p
+               for p in check_engine(e))
+    e = engine_mid_run(async_scheduling=False)
+    e.requests["A"].num_output_placeholders = 1
+    assert any("but 0 batches in flight" in p for p in check_engine(e))
+
+
+def test_a_block_cached_past_the_known_tokens_is_found():
+    e = engine_mid_run(async_scheduling=True)
+    b = e.requests["B"]
+    e.kv_cache_manager.num_cached_block["B"] = b.num_tokens // 4 + 1
+    assert any("cached blocks cover more" in p for p in check_engine(e))
+
+
+def test_a_worker_copy_out_of_step_is_found():
+    e = engine_mid_run(async_scheduling=True)
+    e.runner_token_ids["A"][0] += 1
+    assert any("the worker's" in p for p in check_engine(e))

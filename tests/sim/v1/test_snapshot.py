@@ -12,7 +12,8 @@ from sim.v1.engine import LLMEngine
 
 def v1_engine():
     e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=12),
-                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8))
+                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8,
+                                  async_scheduling=False))
     e.add_request("A", 6, SamplingParams(max_tokens=3, ignore_eos=True), shared_prefix=4)
     e.add_request("B", 3, SamplingParams(max_tokens=4, ignore_eos=True), arrival_step=1,
                   shared_prefix=4)
@@ -80,7 +81,8 @@ def test_v1_keys_and_values():
 
 def test_heads_say_why_the_head_of_waiting_waits():
     e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=6),
-                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8))
+                  SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8,
+                                  async_scheduling=False))
     e.add_request("A", 8, SamplingParams(max_tokens=2, ignore_eos=True))
     e.add_request("B", 13, SamplingParams(max_tokens=2, ignore_eos=True))
     e.add_request("huge", 30, SamplingParams(max_tokens=2, ignore_eos=True), arrival_step=5)
