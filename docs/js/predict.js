@@ -183,7 +183,8 @@ export class Predict {
     this.skip.hidden = true;
     this.player.root.dataset.question = "answered";
     this.uncover();
-    if (this.player.step !== step) this.player.go(step);
+    // The step is revealed as a press of Step shows it (animated, where the player animates).
+    if (this.player.step !== step) this.player.go(step, { animate: true });
     this.showScore();
   }
 
