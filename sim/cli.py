@@ -17,6 +17,15 @@ prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN
 Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
 previous step's output is processed; every step says whose output it processed);
 `--no-async-scheduling` runs the synchronous loop.
+
+Hybrid models (V1): `--model gpt-oss-20b` takes a preset's layer types and sliding window
+(sim/perf/models.py), `--sliding-window N --sliding-per-full K` a pattern of one
+full-attention layer and K sliding-window layers of N tokens; each KV cache group's table is
+printed (G0, G1, ...; g0 is the null block where a block left the window).
+`--disable-hybrid-kv-cache-manager` keeps every layer as full attention.
+
+    python -m sim --engine v1 --block-size 16 --gpu-blocks 18 --max-num-batched-tokens 16 \
+        --sliding-window 32 --sliding-per-full 2 --request A:112:4
 """
 from __future__ import annotations
 
@@ -163,7 +172,21 @@ def format_step(engine, out) -> str:
 
 def describe_v1_event(ev) -> str | None:
     """V1's own events, then the ones it shares with v0.5.5."""
-    from sim.events import Aborted, BlockCached, BlockEvicted, PrefixCacheHit, TokenDiscarded
+    from sim.events import (
+        Aborted,
+        BlockCached,
+        BlockEvicted,
+        BlockSkipped,
+        GroupBlockAllocated,
+        PrefixCacheHit,
+        TokenDiscarded,
+    )
+    if isinstance(ev, GroupBlockAllocated):
+        return (f"alloc {ev.request_id} G{ev.kv_cache_group_id} block {ev.logical} -> "
+                f"gpu {ev.physical}")
+    if isinstance(ev, BlockSkipped):
+        return (f"block {ev.physical} left {ev.request_id}'s G{ev.kv_cache_group_id} window "
+                f"(its block {ev.logical} is the null block now)")
     if isinstance(ev, PrefixCacheHit):
         blocks = ",".join(str(b) for b in ev.blocks)
         return f"hit {ev.request_id}: blocks {blocks} ({ev.num_tokens} tokens cached)"
@@ -200,7 +223,21 @@ def format_step_v1(engine, out) -> str:
         flight = ", ".join(f"step {b['step']}" for b in snap["batch_queue"]) or "nothing"
         lines.append(f"  async   {done}; in flight: {flight}")
     lines.append(f"  queues  waiting={q['waiting']} running={q['running']}")
+    groups = snap.get("kv_cache_groups")
     for r in snap["requests"]:
+        if groups and any(r["group_block_tables"]):
+            ahead = r["num_output_placeholders"]
+            lines.append(f"  {r['request_id']} seq {r['seqs'][0]['seq_id']}: "
+                         f"len {r['seqs'][0]['len']}"
+                         f"{f' (+{ahead} in flight)' if ahead else ''}")
+            for g, table in zip(groups, r["group_block_tables"]):
+                kind = (f"sliding {g['window']}" if g["kind"] == "sliding_window"
+                        else f"chunked {g['window']}" if g["kind"] != "full_attention"
+                        else "full")
+                cells = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
+                                 for _, n, f in table)
+                lines.append(f"    G{g['kv_cache_group_id']} {kind}: {cells}")
+            continue
         for s in r["seqs"]:
             if s["block_table"]:
                 table = " ".join(f"g{n}({f}){'*' if gpu['blocks'][n]['hash'] else ''}"
@@ -214,6 +251,28 @@ def format_step_v1(engine, out) -> str:
                  f"still cached)  free queue {gpu['free_order']}")
     lines += step_lines(out.events, describe_v1_event)
     return "\n".join(lines)
+
+
+def hybrid_kv_cache_config(args, block_size: int, num_gpu_blocks: int):
+    """The KV cache groups of --model / --sliding-window, or None (one full group)."""
+    from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
+    if args.model and args.sliding_window:
+        raise ValueError("give --model or --sliding-window, not both")
+    if args.model:
+        from sim.perf.models import get_model
+        model = get_model(args.model)
+        layer_types, window = model.get_layer_types(), model.sliding_window or None
+    elif args.sliding_window:
+        if args.sliding_window < 1 or args.sliding_per_full < 1:
+            raise ValueError("--sliding-window and --sliding-per-full: whole numbers from 1")
+        layer_types = (["full_attention"] + ["sliding_attention"] * args.sliding_per_full)
+        window = args.sliding_window
+    elif args.disable_hybrid_kv_cache_manager:
+        raise ValueError("--disable-hybrid-kv-cache-manager needs --model or --sliding-window")
+    else:
+        return None
+    specs = attention_layer_specs(layer_types, block_size, sliding_window=window)
+    return make_kv_cache_config(num_gpu_blocks, specs, args.disable_hybrid_kv_cache_manager)
 
 
 def build_v1_engine(args, scenario: Scenario | None):
@@ -230,6 +289,7 @@ def build_v1_engine(args, scenario: Scenario | None):
         requests = tuple(parse_request(r) for r in args.request)
         seed = args.seed
     budget = args.max_num_batched_tokens or v1_config.DEFAULT_MAX_NUM_BATCHED_TOKENS
+    kv_cache_config = hybrid_kv_cache_config(args, block_size, num_gpu_blocks)
     engine = V1Engine(
         v1_config.CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks,
                               enable_prefix_caching=not args.no_prefix_caching),
@@ -241,7 +301,8 @@ def build_v1_engine(args, scenario: Scenario | None):
             num_speculative_tokens=args.num_speculative_tokens,
             num_lookahead_tokens=args.num_lookahead_tokens,
             async_scheduling=args.async_scheduling),
-        seed=seed, spec_acceptance_rate=args.spec_acceptance_rate)
+        seed=seed, spec_acceptance_rate=args.spec_acceptance_rate,
+        kv_cache_config=kv_cache_config)
     for r in requests:
         if r.use_beam_search or (r.best_of is not None and r.best_of != r.n):
             raise ValueError(f"request {r.request_id!r}: V1 has no best_of and no beam "
@@ -345,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "previous step's output is processed (vLLM's default, unless "
                          "speculative decoding is on); --no-async-scheduling runs the "
                          "synchronous loop")
+    v1.add_argument("--model", default=None, metavar="ID",
+                    help="a model preset's attention layers (e.g. gpt-oss-20b: sliding "
+                         "window 128 every other layer): one KV cache group per type")
+    v1.add_argument("--sliding-window", type=int, default=0, metavar="N",
+                    help="a hybrid model whose sliding-window layers attend to N tokens")
+    v1.add_argument("--sliding-per-full", type=int, default=1, metavar="K",
+                    help="with --sliding-window: K sliding-window layers per full-attention "
+                         "layer" + d)
+    v1.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
+                    help="treat every layer as full attention (one KV cache group)")
     return p
 
 

@@ -210,6 +210,27 @@ class ChunkScheduled(NamedTuple):
     num_computed_before: int
 
 
+class BlockSkipped(NamedTuple):
+    """V1, a sliding-window (or chunked local attention) KV cache group: block `logical` of
+    `request_id`'s table in group `kv_cache_group_id` lies wholly before the attention
+    window of the next token. It goes back to the pool (a BlockFreed follows when no other
+    table holds it) and the null block takes its place in the table."""
+    request_id: str
+    kv_cache_group_id: int
+    logical: int
+    physical: int
+
+
+class GroupBlockAllocated(NamedTuple):
+    """V1 with several KV cache groups (a hybrid model): `physical` became block
+    `logical` of `request_id`'s table in group `kv_cache_group_id`. (One group: the
+    engine records BlockAllocated instead.)"""
+    request_id: str
+    kv_cache_group_id: int
+    logical: int
+    physical: int
+
+
 class TokenDiscarded(NamedTuple):
     """V1's async loop: a token sampled by a step that was in flight when its request
     stopped (EOS, a stop token) or was aborted, or was preempted by reset_prefix_cache, is
@@ -223,4 +244,4 @@ class TokenDiscarded(NamedTuple):
 
 
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
-         | ChunkScheduled | TokenDiscarded)
+         | ChunkScheduled | BlockSkipped | GroupBlockAllocated | TokenDiscarded)

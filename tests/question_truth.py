@@ -19,8 +19,10 @@ from sim.events import (
     BlockAllocated,
     BlockEvicted,
     BlockFreed,
+    BlockSkipped,
     ChunkScheduled,
     CopyOnWrite,
+    GroupBlockAllocated,
     KVWritten,
     Preempted,
     PrefixCacheHit,
@@ -40,6 +42,13 @@ def _request_of(*snaps) -> dict[int, str]:
 
 
 def next_block(q, before, step):
+    if "group" in q.about:        # a hybrid model: one table per KV cache group
+        for e in step.events:
+            if (isinstance(e, GroupBlockAllocated) and e.request_id == q.about["request_id"]
+                    and e.kv_cache_group_id == q.about["group"]
+                    and e.logical == q.about["logical"]):
+                return e.physical
+        raise AssertionError(f"no block allocated for {q.about}")
     sid, logical = q.about["seq_id"], q.about["logical"]
     for e in step.events:
         if isinstance(e, BlockAllocated) and sid in e.seq_ids and e.logical == logical:
@@ -240,6 +249,12 @@ def discard(q, before, step):
     return "append"
 
 
+def window_skip(q, before, step):
+    rid = q.about["request_id"]
+    return tuple(sorted(e.physical for e in step.events
+                        if isinstance(e, BlockSkipped) and e.request_id == rid))
+
+
 TRUTH = {
     "next-block": next_block,
     "new-block": new_block,
@@ -265,6 +280,7 @@ TRUTH = {
     "frag-reserve": frag_reserve,
     "in-flight": in_flight,
     "discard": discard,
+    "window-skip": window_skip,
 }
 
 

@@ -39,7 +39,7 @@ def topic_modules() -> list[str]:
     from pages import topics
 
     return sorted(f"pages.topics.{info.name}" for info in pkgutil.iter_modules(topics.__path__)
-                  if not info.name.startswith("_") and not info.ispkg)
+                  if not info.name.startswith("_"))
 
 
 def collect(extra: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, Entry], dict[str, Entry]]:

@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "roofline": "how long the next step takes, and what bounds it",
     "in-flight": "which requests a call schedules while a step is in flight (async)",
     "discard": "what becomes of a token in flight after its request stopped (async)",
+    "window-skip": "which blocks a sliding-window group gives back as a request grows",
 }
 
 

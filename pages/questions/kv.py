@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pages.framework.question import Question, ask
 from pages.questions import code
+from pages.questions.queue import ALLOCATED, Walk
 from pages.questions.state import (
     blocks_words,
     free,
@@ -28,9 +29,9 @@ from pages.questions.state import (
 from pages.views.text import join
 from sim.events import (
     BlockAllocated,
-    BlockEvicted,
     BlockFreed,
     CopyOnWrite,
+    GroupBlockAllocated,
     Preempted,
     SwappedIn,
     SwappedOut,
@@ -53,7 +54,8 @@ def next_block(step, nxt, ctx) -> Question | None:
     """Which physical block does a new block of this step get? Asked about an allocation
     whose answer is not simply the first block the picture lists: one that comes after
     others in the same step, or after this step freed blocks (v0.5.5 pushes them on its
-    stack). The free list is simulated through the step's events before it."""
+    stack; V1 sends them to the head or the tail of its free queue). The free list is
+    walked through the step's events before it."""
     if not _ran(nxt) or step is None:
         return None
     before = step.snapshot
@@ -63,11 +65,36 @@ def next_block(step, nxt, ctx) -> Question | None:
         return None
     names = labels(before, nxt.snapshot)
     stack = list(order)
-    earlier: list[str] = []          # what the prompt tells happened before, in order
+    walk = Walk(before)
+    earlier: list = []               # what the prompt tells happened before, in order
     pushed: list[int] = []
     subject = None
     for e in nxt.events:
         kind = type(e).__name__
+        if v1:
+            if isinstance(e, (CopyOnWrite, SwappedIn, SwappedOut)):
+                break
+            predicted = walk.see(e)
+            if isinstance(e, BlockFreed) and e.device == "gpu":
+                pushed.append(e.physical)
+            if not isinstance(e, ALLOCATED):
+                continue
+            if predicted is None:
+                return None
+            if isinstance(e, GroupBlockAllocated):
+                who, what = e.request_id, (e.request_id, e.logical, e.kv_cache_group_id)
+                about = {"request_id": e.request_id, "group": e.kv_cache_group_id,
+                         "logical": e.logical}
+            else:
+                who = names.get(e.seq_ids[0], "?")
+                what = (who, e.logical)
+                about = {"seq_id": e.seq_ids[0], "logical": e.logical}
+            if (earlier or pushed or walk.touched) and predicted != order[0]:
+                subject = (about, who, e.logical, predicted, what, list(earlier),
+                           list(pushed), list(walk.touched), getattr(e, "kv_cache_group_id",
+                                                                     None), walk.evicts)
+            earlier.append(what)
+            continue
         if isinstance(e, (BlockAllocated, CopyOnWrite)):
             if isinstance(e, BlockAllocated) and e.device != "gpu":
                 return None
@@ -80,13 +107,12 @@ def next_block(step, nxt, ctx) -> Question | None:
                     else (who, f"a copy of block {e.src} (copy-on-write)"))
             if (isinstance(e, BlockAllocated) and (earlier or pushed)
                     and predicted != order[0]):
-                subject = (sid, e.logical, predicted, what, list(earlier), list(pushed))
+                subject = ({"seq_id": sid, "logical": e.logical}, who, e.logical, predicted,
+                           what, list(earlier), list(pushed), [], None, False)
             earlier.append(what)
         elif isinstance(e, BlockFreed):
             if e.device != "gpu":
                 continue
-            if v1:
-                break    # V1 sends it to the head or the tail: another question
             stack.insert(0, e.physical)
             pushed.append(e.physical)
         elif kind not in _NEUTRAL:
@@ -95,36 +121,45 @@ def next_block(step, nxt, ctx) -> Question | None:
 
 
 def _ask_next(subject, before, nxt, order, v1, ctx) -> Question | None:
-    sid, logical, block, what, earlier, pushed = subject
-    names = labels(before, nxt.snapshot)
-    who = names.get(sid, "?")
+    about, who, logical, block, what, earlier, pushed, touched, group, evicts = subject
+    hashed = {i for i, b in enumerate(before["gpu"]["blocks"]) if b.get("hash")}
+    groups = before.get("kv_cache_groups") or []
     steps = []
+    if touched:
+        steps.append(f"a prefix hit takes {blocks_words(touched)} out of the free queue")
     if pushed:
         steps.append(f"{blocks_words(pushed)} {'is' if len(pushed) == 1 else 'are'} freed "
                      "(in that order)")
     if earlier:
-        steps.append("new blocks go to " + _allocations(earlier))
-    prompt = (f"In {name(nxt, ctx)}, first {' and '.join(steps)}. Then {who} needs a new block "
-              f"(its logical block {logical}). Which physical block does {who} get?")
-    seq = seqs(before).get(sid)
-    mine = table(seq[1]) if seq else []
+        steps.append("new blocks go to " + _allocations(earlier, groups))
+    where = (f"its logical block {logical}" if group is None else
+             f"its logical block {logical} in {_group_name(groups, group)}")
+    prompt = (f"In {name(nxt, ctx)}, first {', then '.join(steps)}. Then {who} needs a new "
+              f"block ({where}). Which physical block does {who} get?")
+    if "seq_id" in about:
+        seq = seqs(before).get(about["seq_id"])
+        mine = table(seq[1]) if seq else []
+    else:
+        mine = []
     candidates = [order[0], order[-1]]
     if mine:
         candidates += [mine[-1] + 1, mine[-1] - 1]
-    candidates += [min(order), max(order)] + order[1:4]
+    candidates += [min(order), max(order)] + order[1:4] + pushed[:1]
     free_set = set(order) | set(pushed)
     candidates = [c for c in candidates if c in free_set and c != block]
     taken = len(earlier)
     if v1:
-        rule = ("V1 hands out blocks from the head of its free queue (popleft_n): the "
-                f"queue starts {', '.join(map(str, order[:taken + 2]))}")
-        why = (f", and this iteration has taken {taken} before {who}'s, so {who} gets "
-               f"block {block}.")
-        evicted = [e.physical for e in nxt.of_type(BlockEvicted) if e.physical == block]
-        if evicted:
+        rule = ("V1 hands out blocks from the head of its free queue (popleft_n); a block "
+                "freed goes to the head when it has no hash and to the tail when it has one "
+                "(free_blocks), and a prefix hit's block leaves the queue where it is "
+                f"(touch): the queue starts {', '.join(map(str, order[:taken + 2]))}")
+        why = (f"; after what this iteration did before, {who}'s block is the head: block "
+               f"{block}.")
+        if evicts or block in hashed:
             why += (" It still held a cached hash, so taking it evicts that hash from the "
                     "prefix cache.")
-        where = code.GET_NEW_BLOCKS
+        where_code = code.GET_NEW_BLOCKS + "; " + code.FREE_BLOCKS if pushed else \
+            code.GET_NEW_BLOCKS
     else:
         rule = ("v0.5.5's free list is a stack: a freed block is pushed on top and "
                 "allocate() pops the top")
@@ -136,29 +171,43 @@ def _ask_next(subject, before, nxt, order, v1, ctx) -> Question | None:
             rule += f" (the list reads {', '.join(map(str, order[:taken + 2]))} from the top)"
         why = (f"; {plural_taken(taken)} taken before {who}'s, so {who} gets block {block}."
                if taken else f"; {who}'s is the first taken, so it gets block {block}.")
-        where = code.STACK_ALLOCATE
+        where_code = code.STACK_ALLOCATE
     return ask("next-block", prompt, block, candidates, lambda n: f"block {n}", rule + why,
-               where, {"seq_id": sid, "logical": logical})
+               where_code, about)
 
 
-def _allocations(earlier: list[tuple[str, object]]) -> str:
+def _group_name(groups: list, gid: int) -> str:
+    """"the full-attention group" / "sliding window 1" (as the hybrid page names them)."""
+    if not groups:
+        return f"group {gid}"
+    kinds = [g["kind"] for g in groups]
+    if kinds[gid] == "full_attention":
+        return "the full-attention group"
+    return f"sliding window {sum(1 for k in kinds[:gid + 1] if k != 'full_attention')}"
+
+
+def _allocations(earlier: list, groups: list | None = None) -> str:
     """[("A", 0), ("A", 1), ("B", 0)] -> "A's logical blocks 0 and 1, then B's logical
-    block 0"."""
-    runs: list[tuple[str, list]] = []
-    for who, what in earlier:
-        if runs and runs[-1][0] == who and not isinstance(what, str) \
+    block 0"; a hybrid model's allocations name their group."""
+    runs: list[tuple[object, list]] = []
+    for item in earlier:
+        key = (item[0], item[2]) if len(item) == 3 else item[0]
+        what = item[1]
+        if runs and runs[-1][0] == key and not isinstance(what, str) \
                 and not isinstance(runs[-1][1][-1], str):
             runs[-1][1].append(what)
         else:
-            runs.append((who, [what]))
+            runs.append((key, [what]))
     parts = []
-    for who, items in runs:
+    for key, items in runs:
+        who, group = key if isinstance(key, tuple) else (key, None)
+        place = f" in {_group_name(groups or [], group)}" if group is not None else ""
         if isinstance(items[0], str):
             parts.append(f"{items[0]} for {who}")
         elif len(items) == 1:
-            parts.append(f"{who}'s logical block {items[0]}")
+            parts.append(f"{who}'s logical block {items[0]}{place}")
         else:
-            parts.append(f"{who}'s logical blocks {join([str(i) for i in items])}")
+            parts.append(f"{who}'s logical blocks {join([str(i) for i in items])}{place}")
     return ", then ".join(parts)
 
 

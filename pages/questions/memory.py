@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pages.framework.question import Question, ask
 from pages.questions import code
-from pages.views.text import commas, plural
+from pages.views.text import a, commas, plural
 
 
 def _bytes(n: int) -> str:
@@ -50,9 +50,11 @@ def growth_bytes(model_of, dtype_bytes):
 def sequences_fit(step, nxt, ctx) -> Question | None:
     """The calculator's frame, asked before it is shown: how many sequences of the chosen
     length fit in the KV cache at once?"""
-    if step is not None or not isinstance(nxt, dict):
+    if step is not None or not isinstance(nxt, dict) or nxt.get("error"):
         return None
     n = nxt
+    if n.get("engine") == "v1":
+        return _hybrid_fit(n, ctx)
     v = ctx.values
     profile = n["profile"]
     per_block = profile.cache_block_size
@@ -78,3 +80,34 @@ def sequences_fit(step, nxt, ctx) -> Question | None:
                    "heads, gives the wrong answer.")
     return ask("kv-fit", prompt, correct, candidates, lambda k: plural(k, "sequence"),
                explanation, code.AVAILABLE_BLOCKS + "; " + code.CACHE_BLOCK_SIZE, {})
+
+
+def _hybrid_fit(n: dict, ctx) -> Question | None:
+    """A model with sliding-window (or latent) layers, sized by V1's start-up: its blocks are
+    pages shared by every KV cache group, and a sliding-window group needs only the pages
+    of its window, so more sequences fit than if every layer were full attention."""
+    v = ctx.values
+    hybrid, full = n["hybrid"], n["full"]
+    if not hybrid.blocks_per_request:
+        return None
+    correct = hybrid.num_blocks // hybrid.blocks_per_request
+    all_full = int(full.max_concurrency)
+    candidates = [all_full, v["batch"], correct * 2, correct + 1]
+    model = n["model"]
+    one = a(f"{commas(v['seq_len'])}-token request")
+    compare = ("the same" if all_full == correct else commas(all_full))
+    prompt = (f"{model.name} on {n['gpu'].name} (tensor parallel {n['tp']}, KV cache "
+              f"{n['kv_dtype']}), gpu_memory_utilization {v['utilization']}: how many "
+              f"{commas(v['seq_len'])}-token sequences fit in the KV cache at once?")
+    explanation = (f"V1 cuts the memory left after the weights into "
+                   f"{commas(hybrid.num_blocks)} blocks, each a page in every layer of a KV "
+                   f"cache group; {one} needs "
+                   f"{commas(hybrid.blocks_per_request)} of them over all its groups (a "
+                   "sliding-window group only its window's), so "
+                   f"{commas(hybrid.num_blocks)} // {commas(hybrid.blocks_per_request)} = "
+                   f"{commas(correct)} fit (get_max_concurrency_for_kv_cache_config). With "
+                   "every layer as full attention (--disable-hybrid-kv-cache-manager) it would "
+                   f"be {compare}.")
+    return ask("kv-fit", prompt, correct, candidates, lambda k: plural(k, "sequence"),
+               explanation, code.at("vllm/v1/core/kv_cache_utils.py",
+                                    "get_max_concurrency_for_kv_cache_config", code.V1), {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pages.framework.question import Question, ask
 from pages.questions import code, remember
+from pages.questions.queue import ALLOCATED, Walk
 from pages.questions.state import Named, free, is_v1, name, request
 from pages.views.prefix_view import would_hit
 from pages.views.text import a, join, plural
@@ -17,9 +18,7 @@ from sim.events import (
     BlockAllocated,
     BlockEvicted,
     BlockFreed,
-    BlockTouched,
     PrefixCacheHit,
-    RequestFinished,
 )
 
 
@@ -89,61 +88,59 @@ def _cached(snap: dict) -> set[str]:
 
 def evict_next(step, nxt, ctx) -> Question | None:
     """A step takes blocks from the head of the free queue: whose cached hash is evicted
-    first? Blocks without a hash (at the head) are taken without evicting anything, and a
-    hit's touch takes its blocks out of the queue first. Asked when the answer is not the
-    queue's head."""
+    first? Blocks without a hash (at the head) are taken without evicting anything, a hit's
+    touch takes its blocks out of the queue first, and blocks freed earlier in the step go
+    to the head or the tail. Asked when the answer is not the queue's head."""
     if step is None or nxt.step is None or nxt.error or not is_v1(step.snapshot):
         return None
-    evicted = nxt.of_type(BlockEvicted)
-    if not evicted:
+    if not nxt.of_type(BlockEvicted):
         return None
     snap = step.snapshot
-    blocks = snap["gpu"]["blocks"]
-    queue = free(snap)
-    touched: list[int] = []
+    walk = Walk(snap)
     popped: list[int] = []
+    freed: list[int] = []
     predicted = None
     for e in nxt.events:
-        if isinstance(e, BlockTouched):
-            if e.physical in queue:
-                queue.remove(e.physical)
-                touched.append(e.physical)
-        elif isinstance(e, (BlockAllocated, BlockEvicted)):
-            if isinstance(e, BlockEvicted):
-                continue
-            if not queue:
+        block = walk.see(e)
+        if isinstance(e, BlockFreed) and e.device == "gpu":
+            freed.append(e.physical)
+        if isinstance(e, ALLOCATED):
+            if block is None:
                 return None
-            b = queue.pop(0)
-            if blocks[b]["hash"] is not None:
-                predicted = b
+            if walk.evicts:
+                predicted = block
                 break
-            popped.append(b)
-        elif isinstance(e, (BlockFreed, RequestFinished)):
-            return None
-    if predicted is None or predicted == free(snap)[0]:
-        return None
+            popped.append(block)
     order = free(snap)
+    if predicted is None or not order or predicted == order[0]:
+        return None
+    blocks = snap["gpu"]["blocks"]
     hashed = [b for b in order if blocks[b]["hash"] is not None]
-    candidates = [order[0], hashed[-1] if hashed else None, order[-1]] + hashed[:3]
-    if touched:
-        candidates = touched[:1] + candidates
+    candidates = [order[0], hashed[-1] if hashed else None, order[-1]] + hashed[:3] + freed[:1]
+    if walk.touched:
+        candidates = walk.touched[:1] + candidates
     before = []
-    if touched:
-        before.append(f"a prefix hit touches {', '.join('#' + str(b) for b in touched)}")
-    prompt = (f"In {name(nxt, ctx)}, " + (before[0] + ", then " if before else "")
+    if walk.touched:
+        before.append(f"a prefix hit touches {', '.join('#' + str(b) for b in walk.touched)}")
+    if freed:
+        before.append(f"{', '.join('#' + str(b) for b in freed)} "
+                      f"{'is' if len(freed) == 1 else 'are'} freed")
+    prompt = (f"In {name(nxt, ctx)}, " + (", then ".join(before) + ", then " if before else "")
               + "new blocks are taken from the head of the free queue "
               f"({', '.join('#' + str(b) for b in order[:6])}{' …' if len(order) > 6 else ''}). "
               "Whose cached hash is evicted first?")
     parts = ["get_new_blocks pops blocks from the head of the free queue; a popped block that "
              "still holds a hash is evicted from the prefix cache as it is reused"]
+    if freed:
+        parts.append("a block freed in the step goes to the head if it has no hash and to the "
+                     "tail if it has one (free_blocks)")
     if popped:
         parts.append(f"{', '.join('#' + str(b) for b in popped)} "
-                     f"{'has' if len(popped) == 1 else 'have'} no hash (freed before "
-                     "filling, so sent to the head), so taking "
+                     f"{'has' if len(popped) == 1 else 'have'} no hash, so taking "
                      f"{'it' if len(popped) == 1 else 'them'} evicts nothing")
-    if touched:
-        parts.append(f"touch took {', '.join('#' + str(b) for b in touched)} out of the queue "
-                     "first: a hit block is reused, not evicted")
+    if walk.touched:
+        parts.append(f"touch took {', '.join('#' + str(b) for b in walk.touched)} out of the "
+                     "queue first: a hit block is reused, not evicted")
     parts.append(f"the first hashed block popped is #{predicted}")
     return ask("evict-next", prompt, predicted, candidates, lambda b: f"#{b}",
                "; ".join(parts) + ".", code.GET_NEW_BLOCKS, {})

@@ -75,6 +75,14 @@ GPUS: dict[str, GPU] = {
                 memory_source="measured for this project: torch.cuda.mem_get_info() on an "
                 "'NVIDIA H200' (nvidia-smi: 143771 MiB total, 616 MiB reserved)",
                 source="NVIDIA H200 Tensor Core GPU datasheet (H200 SXM column)"),
+    # B200 (HGX/DGX B200): HBM3e 8 TB/s; BF16 Tensor Core 4.5 PFLOPS with sparsity -> 2.25
+    # dense (DGX B200 datasheet: 8 GPUs, 1,440 GB, 64 TB/s, 72 PFLOPS FP8 training);
+    # PCIe Gen5 x16 to the host.
+    "b200": GPU("B200-180GB", 183359 * MiB, 8.0e12, 2.25e15, 64e9,
+                memory_source="nvidia-smi memory.total 183359 MiB as public logs print it "
+                "(NVIDIA's '180 GB' per GPU of the DGX B200's 1,440 GB); not measured for this "
+                "project, and the driver's reservation is not subtracted",
+                source="NVIDIA DGX B200 datasheet (per-GPU share)"),
     # L4 24GB: GDDR6 300 GB/s; BF16 242 TFLOPS with sparsity -> 121 dense; PCIe Gen4 x16.
     "l4": GPU("L4-24GB", 23034 * MiB, 300e9, 121e12, 32e9,
               memory_source="nvidia-smi memory.total 23034 MiB as many logs print it; the "

@@ -129,6 +129,18 @@ class ModelConfig:
     bias: bool = False            # linear layers carry biases and the norms are LayerNorm (OPT)
     num_position_embeddings: int = 0   # learned position table rows (OPT); 0 for RoPE
     source: str = ""
+    # Today's models (RECENT_MODELS below); the defaults describe the presets above.
+    # HF `layer_types`, one per layer: "full_attention" or "sliding_attention"; () = all full.
+    layer_types: tuple[str, ...] = ()
+    sliding_window: int = 0       # HF sliding_window: tokens a sliding layer attends to
+    # Multi-head latent attention (DeepSeek): per token and layer one latent of
+    # kv_lora_rank numbers plus the qk_rope_head_dim RoPE key is cached, shared by all heads.
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    # When the shapes above do not give the weights (mixture of experts, quantized
+    # checkpoints): the model card's total parameter count, and the checkpoint's bytes.
+    total_params: int = 0
+    checkpoint_bytes: int = 0
 
     def __post_init__(self) -> None:
         for field in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads",
@@ -139,6 +151,29 @@ class ModelConfig:
         if self.num_attention_heads % self.num_kv_heads:
             raise ValueError(f"{self.name}: {self.num_attention_heads} query heads cannot be "
                              f"grouped over {self.num_kv_heads} KV heads")
+        if self.layer_types:
+            if len(self.layer_types) != self.num_layers:
+                raise ValueError(f"{self.name}: {len(self.layer_types)} layer types for "
+                                 f"{self.num_layers} layers")
+            unknown = set(self.layer_types) - {"full_attention", "sliding_attention"}
+            if unknown:
+                raise ValueError(f"{self.name}: unknown layer types {sorted(unknown)}")
+            if "sliding_attention" in self.layer_types and self.sliding_window < 1:
+                raise ValueError(f"{self.name}: sliding layers need a sliding_window")
+        if (self.kv_lora_rank > 0) != (self.qk_rope_head_dim > 0):
+            raise ValueError(f"{self.name}: MLA needs both kv_lora_rank and qk_rope_head_dim")
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    def get_layer_types(self) -> tuple[str, ...]:
+        return self.layer_types or ("full_attention",) * self.num_layers
+
+    @property
+    def is_hybrid(self) -> bool:
+        """Layers of more than one attention type (sliding window and full)."""
+        return len(set(self.get_layer_types())) > 1
 
     # vLLM's accessor names, so code reads like vLLM's.
     def get_head_size(self) -> int:
@@ -191,17 +226,36 @@ class ModelConfig:
 
     @property
     def num_params(self) -> int:
-        return self.param_count().total
+        return self.total_params or self.param_count().total
 
     def weight_bytes(self, dtype: str = "fp16", tp_size: int = 1) -> int:
-        """Bytes of weights on one GPU: parameters x bytes per element."""
+        """Bytes of weights on one GPU: parameters x bytes per element; for presets with a
+        checkpoint size (quantized or mixture-of-experts checkpoints), that size split over
+        the GPUs (what a GPU replicates is left out)."""
+        if self.checkpoint_bytes:
+            return self.checkpoint_bytes // tp_size
+        if self.total_params:
+            return self.total_params * dtype_bytes(dtype) // tp_size
         return self.param_count(tp_size).total * dtype_bytes(dtype)
 
 
 def kv_bytes_per_token(model: ModelConfig, dtype: str = "fp16", tp_size: int = 1) -> int:
-    """KV cache bytes one token takes on one GPU: K and V, every layer, that GPU's KV heads."""
+    """KV cache bytes one token takes on one GPU: K and V, every layer, that GPU's KV heads
+    (every layer counted as if it kept every token: see kv_bytes_per_layer for what a
+    sliding window saves). MLA: one latent of kv_lora_rank + qk_rope_head_dim numbers per
+    layer, the same on every GPU (vLLM replicates it)."""
+    if model.is_mla:
+        return (model.num_layers * (model.kv_lora_rank + model.qk_rope_head_dim)
+                * dtype_bytes(dtype))
     return (2 * model.num_layers * model.get_num_kv_heads(tp_size) * model.head_size
             * dtype_bytes(dtype))
+
+
+def kv_bytes_per_layer(model: ModelConfig, dtype: str = "fp16", tp_size: int = 1) -> int:
+    """KV cache bytes of one token in one layer on one GPU (vLLM's
+    `KVCacheSpec.page_size_bytes / block_size`): 2 x KV heads x head size x dtype bytes,
+    or the MLA latent."""
+    return kv_bytes_per_token(model, dtype, tp_size) // model.num_layers
 
 
 def cache_block_size(model: ModelConfig, block_size: int = 16, dtype: str = "fp16",
@@ -210,6 +264,8 @@ def cache_block_size(model: ModelConfig, block_size: int = 16, dtype: str = "fp1
     per GPU x head_size elements, value block the same, times layers, times dtype bytes."""
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
+    if model.is_mla:
+        return block_size * kv_bytes_per_token(model, dtype, tp_size)
     key_cache_block = block_size * model.get_num_kv_heads(tp_size) * model.head_size
     value_cache_block = key_cache_block
     total = model.num_layers * (key_cache_block + value_cache_block)
@@ -271,9 +327,98 @@ MODELS: dict[str, ModelConfig] = {
 }
 
 
+GIB = 1 << 30
+
+
+def _alternate(num_layers: int, every: int) -> tuple[str, ...]:
+    """Sliding layers with a full-attention layer every `every` layers, the last of each
+    run: every=2 -> sliding, full, sliding, full, ... (gpt-oss); every=6 -> five sliding,
+    one full (Gemma 3's sliding_window_pattern 6)."""
+    return tuple("full_attention" if (i + 1) % every == 0 else "sliding_attention"
+                 for i in range(num_layers))
+
+
+# Today's models (issue 24), from their public config.json files. They are kept apart from
+# MODELS because their weights are not the dense shapes' count (mixture of experts, MXFP4 or
+# FP8 checkpoints: `total_params` and `checkpoint_bytes` say it instead) and their KV cache
+# needs V1's groups (sliding windows) or MLA: pages that analyse dense shapes (tensor
+# parallelism, prefill vs decode) offer MODELS; the KV cache calculator offers both.
+RECENT_MODELS: dict[str, ModelConfig] = {
+    # openai/gpt-oss-20b: num_hidden_layers 24, hidden_size 2880, num_attention_heads 64,
+    # num_key_value_heads 8, head_dim 64, intermediate_size 2880 (per expert; 32 experts,
+    # 4 per token), vocab_size 201088, max_position_embeddings 131072, sliding_window 128,
+    # layer_types alternating sliding_attention / full_attention from layer 0.
+    # Weights: 20.91B parameters, a 12.8 GiB checkpoint (experts in MXFP4): the gpt-oss
+    # model card (OpenAI, arXiv 2508.10925), Table 1.
+    "gpt-oss-20b": ModelConfig("gpt-oss-20b", 24, 2880, 64, 8, 64, 2880, 201088, 131072,
+                               tie_word_embeddings=False, gated_mlp=True,
+                               layer_types=_alternate(24, 2), sliding_window=128,
+                               total_params=20_910_000_000,
+                               checkpoint_bytes=int(12.8 * GIB),
+                               source=_hf("openai/gpt-oss-20b")),
+    # openai/gpt-oss-120b: the same but 36 layers and 128 experts; 116.83B parameters,
+    # a 60.8 GiB checkpoint (model card, Table 1).
+    "gpt-oss-120b": ModelConfig("gpt-oss-120b", 36, 2880, 64, 8, 64, 2880, 201088, 131072,
+                                tie_word_embeddings=False, gated_mlp=True,
+                                layer_types=_alternate(36, 2), sliding_window=128,
+                                total_params=116_830_000_000,
+                                checkpoint_bytes=int(60.8 * GIB),
+                                source=_hf("openai/gpt-oss-120b")),
+    # google/gemma-3-27b-it, text_config: num_hidden_layers 62, hidden_size 5376,
+    # num_attention_heads 32, num_key_value_heads 16, head_dim 128, intermediate_size
+    # 21504, vocab_size 262208, max_position_embeddings 131072, sliding_window 1024,
+    # sliding_window_pattern 6 (layers 5, 11, ..., 59 full: 10 full, 52 sliding), tied
+    # embeddings. Weights: 27.4B parameters in bf16 (the model card's count, with the
+    # vision encoder; rounded).
+    "gemma-3-27b": ModelConfig("Gemma-3-27B", 62, 5376, 32, 16, 128, 21504, 262208, 131072,
+                               tie_word_embeddings=True, gated_mlp=True,
+                               layer_types=_alternate(62, 6), sliding_window=1024,
+                               total_params=27_400_000_000,
+                               source=_hf("google/gemma-3-27b-it")),
+    # meta-llama/Llama-3.1-8B: 32 layers, hidden 4096, 32 heads, 8 KV heads, head_dim 128,
+    # intermediate 14336, vocab 128256, max_position_embeddings 131072, untied. 8.03B
+    # parameters from these shapes.
+    "llama-3.1-8b": ModelConfig("Llama-3.1-8B", 32, 4096, 32, 8, 128, 14336, 128256, 131072,
+                                tie_word_embeddings=False, gated_mlp=True,
+                                source=_hf("meta-llama/Llama-3.1-8B")),
+    # meta-llama/Llama-3.1-70B: 80 layers, hidden 8192, 64 heads, 8 KV heads, head_dim 128,
+    # intermediate 28672, vocab 128256, 131072 positions. 70.55B parameters.
+    "llama-3.1-70b": ModelConfig("Llama-3.1-70B", 80, 8192, 64, 8, 128, 28672, 128256, 131072,
+                                 tie_word_embeddings=False, gated_mlp=True,
+                                 source=_hf("meta-llama/Llama-3.1-70B")),
+    # Qwen/Qwen3-32B (dense): num_hidden_layers 64, hidden_size 5120, num_attention_heads
+    # 64, num_key_value_heads 8, head_dim 128, intermediate_size 25600, vocab_size 151936,
+    # max_position_embeddings 40960, untied. 32.8B parameters (model card; the shapes give
+    # 32.76B).
+    "qwen3-32b": ModelConfig("Qwen3-32B", 64, 5120, 64, 8, 128, 25600, 151936, 40960,
+                             tie_word_embeddings=False, gated_mlp=True,
+                             source=_hf("Qwen/Qwen3-32B")),
+    # Qwen/Qwen3-30B-A3B (mixture of experts): num_hidden_layers 48, hidden_size 2048,
+    # num_attention_heads 32, num_key_value_heads 4, head_dim 128, moe_intermediate_size
+    # 768 (128 experts, 8 per token), vocab_size 151936, max_position_embeddings 40960.
+    # 30.5B parameters in bf16 (model card, rounded).
+    "qwen3-30b-a3b": ModelConfig("Qwen3-30B-A3B", 48, 2048, 32, 4, 128, 768, 151936, 40960,
+                                 tie_word_embeddings=False, gated_mlp=True,
+                                 total_params=30_500_000_000,
+                                 source=_hf("Qwen/Qwen3-30B-A3B")),
+    # deepseek-ai/DeepSeek-V3: num_hidden_layers 61, hidden_size 7168, num_attention_heads
+    # 128, kv_lora_rank 512, qk_rope_head_dim 64, qk_nope_head_dim 128 (a query/key head is
+    # 128 + 64 = 192), v_head_dim 128, moe_intermediate_size 2048 (256 routed experts, 8
+    # per token), vocab_size 129280, max_position_embeddings 163840. MLA caches 512 + 64 =
+    # 576 numbers per token and layer. Weights: 671B parameters (the MTP layer's 14B not
+    # loaded) in FP8, about one byte each (model card; block scales left out).
+    "deepseek-v3": ModelConfig("DeepSeek-V3", 61, 7168, 128, 128, 192, 2048, 129280, 163840,
+                               tie_word_embeddings=False, gated_mlp=True,
+                               kv_lora_rank=512, qk_rope_head_dim=64,
+                               total_params=671_000_000_000,
+                               checkpoint_bytes=671_000_000_000,
+                               source=_hf("deepseek-ai/DeepSeek-V3")),
+}
+
+
 def get_model(model_id: str) -> ModelConfig:
     try:
-        return MODELS[model_id]
+        return MODELS[model_id] if model_id in MODELS else RECENT_MODELS[model_id]
     except (KeyError, TypeError):
         raise ValueError(f"unknown model {model_id!r}; valid ids: "
-                         f"{', '.join(sorted(MODELS))}") from None
+                         f"{', '.join(sorted(MODELS) + sorted(RECENT_MODELS))}") from None

@@ -17,7 +17,8 @@ free, cache, evict.
 
 Additions: `events` (a list, or None) receives BlockEvicted, BlockCached, BlockTouched and
 BlockFreed records (sim/events.py). Left out: KV cache events for connectors, the metrics
-collector, hybrid (multi-group) models beyond the group id in the key.
+collector, partial-block caching. Hybrid models: every KV cache group draws from this one
+pool; a block's hash key carries its group id, so groups are cached and evicted apart.
 """
 from __future__ import annotations
 
@@ -125,9 +126,11 @@ class BlockPool:
 
     def cache_full_blocks(self, request, blocks: list[KVCacheBlock], num_cached_blocks: int,
                           num_full_blocks: int, block_size: int,
-                          kv_cache_group_id: int = 0) -> None:
+                          kv_cache_group_id: int = 0,
+                          block_mask: list[bool] | None = None) -> None:
         """Give blocks[num_cached_blocks:num_full_blocks] the request's hashes for those
-        positions and put them in the prefix cache."""
+        positions and put them in the prefix cache. Null blocks, and blocks whose
+        `block_mask` entry is False (no hit could use them), are skipped."""
         if num_cached_blocks >= num_full_blocks:
             return
         new_full_blocks = blocks[num_cached_blocks:num_full_blocks]
@@ -137,8 +140,8 @@ class BlockPool:
         insert = self.cached_block_hash_to_block.insert
         group_id = kv_cache_group_id.to_bytes(4, "big")   # make_block_hash_with_group_id
         logical = num_cached_blocks
-        for blk in new_full_blocks:
-            if blk.is_null:
+        for i, blk in enumerate(new_full_blocks):
+            if blk.is_null or (block_mask is not None and not block_mask[i]):
                 logical += 1
                 continue
             key = block_hashes[logical] + group_id

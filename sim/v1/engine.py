@@ -74,6 +74,7 @@ from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
 from sim.v1.async_scheduler import AsyncScheduler
 from sim.v1.config import CacheConfig, SchedulerConfig, resolve_async_scheduling
+from sim.v1.kv_cache_interface import KVCacheConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
 from sim.v1.request import Request, RequestStatus
 from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
@@ -144,7 +145,11 @@ class LLMEngine:
     def __init__(self, cache_config: CacheConfig | None = None,
                  scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
                  model: StandInModel | None = None, record_events: bool = True,
-                 spec_acceptance_rate: float = 0.7) -> None:
+                 spec_acceptance_rate: float = 0.7,
+                 kv_cache_config: KVCacheConfig | None = None) -> None:
+        """`kv_cache_config`: the KV cache groups of a hybrid model
+        (`sim.v1.kv_cache_utils.make_kv_cache_config`); its `num_blocks` and block size
+        must match `cache_config`. Default: one group of full attention."""
         self.cache_config = cache_config or CacheConfig()
         # VllmConfig's default: async scheduling unless something rules it out.
         self.scheduler_config = resolve_async_scheduling(scheduler_config or SchedulerConfig())
@@ -156,7 +161,8 @@ class LLMEngine:
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
         scheduler_cls = AsyncScheduler if self.async_scheduling else Scheduler
-        self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events)
+        self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events,
+                                       kv_cache_config=kv_cache_config)
         # EngineCore's batch queue (max_concurrent_batches = 2 with async scheduling and
         # no pipeline parallelism), newest first; None in the synchronous loop.
         self.batch_queue_size = 2 if self.async_scheduling else 1
@@ -166,6 +172,9 @@ class LLMEngine:
         # steps sampled included.
         self.runner_token_ids: dict[str, list[int]] = {}
         self.kv_cache_manager = self.scheduler.kv_cache_manager
+        # Every group's tables (one per group; the first is kv_cache_manager.req_to_blocks).
+        self.group_tables = [m.req_to_blocks for m in
+                             self.kv_cache_manager.coordinator.single_type_managers]
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
         # EngineCore builds the request block hasher only when prefix caching is on.
@@ -445,6 +454,7 @@ class LLMEngine:
             # them from CachedRequestData.all_token_ids).
             runner[rid] = list(cached.all_token_ids[rid])
         req_to_blocks = self.kv_cache_manager.req_to_blocks
+        other_tables = self.group_tables[1:]     # a hybrid model's other KV cache groups
         cache = self.gpu_cache
         bs = self.cache_config.block_size
         events = self._events
@@ -465,8 +475,12 @@ class LLMEngine:
             seq_id = req.seq_id
             if n == 1:
                 cache[req_to_blocks[rid][c0 // bs].block_id][c0 % bs] = (token_ids[c0], c0)
+                for tables in other_tables:
+                    cache[tables[rid][c0 // bs].block_id][c0 % bs] = (token_ids[c0], c0)
             else:
                 self._write_kv(req_to_blocks[rid], c0, c1, token_ids)
+                for tables in other_tables:
+                    self._write_kv(tables[rid], c0, c1, token_ids)
             if c0 < num_tokens - 1 or c0 < req.num_prompt_tokens:
                 prefill_req_ids.add(rid)
                 if events is not None:
@@ -494,6 +508,9 @@ class LLMEngine:
         every sampled token."""
         requests = self.requests
         req_to_blocks = self.kv_cache_manager.req_to_blocks
+        # A hybrid model's other groups: each token's KV goes to its block in every group
+        # (their layers' share of the page).
+        other_tables = self.group_tables[1:]
         cache = self.gpu_cache
         bs = self.cache_config.block_size
         events = self._events
@@ -524,6 +541,9 @@ class LLMEngine:
                 c0 = c1 - 1
                 cache[req_to_blocks[rid][c0 // bs].block_id][c0 % bs] = (
                     req.all_token_ids[c0], c0)
+                for tables in other_tables:
+                    cache[tables[rid][c0 // bs].block_id][c0 % bs] = (
+                        req.all_token_ids[c0], c0)
                 seq_id = req.seq_id
                 if events is not None:
                     events.append(fast_event(KVWritten, (seq_id, c0, 1)))
@@ -540,16 +560,17 @@ class LLMEngine:
                     spec_logprobs[rid] = [logprob]
                 continue
             c0 = c1 - n
-            table = req_to_blocks[rid]
-            if n == 1:
-                cache[table[c0 // bs].block_id][c0 % bs] = (req.all_token_ids[c0], c0)
-            else:
-                self._write_kv(table, c0, c1 if c1 < num_tokens else num_tokens,
-                               req.all_token_ids)
-                if c1 > num_tokens:
-                    # Draft tokens are computed too (their KV is written), after the last
-                    # real token.
-                    self._write_kv(table, num_tokens, c1, spec_tokens[rid], num_tokens)
+            for table in ([req_to_blocks[rid]] + [tables[rid] for tables in other_tables]
+                          if other_tables else (req_to_blocks[rid],)):
+                if n == 1:
+                    cache[table[c0 // bs].block_id][c0 % bs] = (req.all_token_ids[c0], c0)
+                else:
+                    self._write_kv(table, c0, c1 if c1 < num_tokens else num_tokens,
+                                   req.all_token_ids)
+                    if c1 > num_tokens:
+                        # Draft tokens are computed too (their KV is written), after the
+                        # last real token.
+                        self._write_kv(table, num_tokens, c1, spec_tokens[rid], num_tokens)
             if c0 < num_tokens - 1 or c0 < req.num_prompt_tokens:
                 prefill_req_ids.add(rid)
                 if events is not None:
@@ -605,15 +626,18 @@ class LLMEngine:
             pos += take
 
     # -- reading the state -------------------------------------------------------------
-    def read_back(self, request_id: str, num_tokens: int | None = None) -> list[Slot]:
-        """The payloads a request's block table reaches, for its first `num_tokens`
-        positions (default: its computed tokens)."""
+    def read_back(self, request_id: str, num_tokens: int | None = None,
+                  kv_cache_group_id: int = 0) -> list[Slot]:
+        """The payloads a request's block table (in one KV cache group) reaches, for its
+        first `num_tokens` positions (default: its computed tokens); None where the null
+        block stands (a position that left a sliding window)."""
         req = self.requests[request_id]
-        table = self.kv_cache_manager.req_to_blocks.get(request_id, [])
+        table = self.group_tables[kv_cache_group_id].get(request_id, [])
         bs = self.cache_config.block_size
         if num_tokens is None:
             num_tokens = req.num_computed_tokens
-        return [self.gpu_cache[table[p // bs].block_id][p % bs] for p in range(num_tokens)]
+        return [None if table[p // bs].is_null else self.gpu_cache[table[p // bs].block_id][p % bs]
+                for p in range(num_tokens)]
 
     def take_events(self) -> list:
         """The events recorded since the last step returned, and forget them."""

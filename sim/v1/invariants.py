@@ -3,11 +3,18 @@
 - the free queue is a well-formed doubly linked list whose length is `num_free_blocks`;
   every non-null block with `ref_cnt == 0` is in it exactly once, no block in use is, and
   the null block never is;
-- a block's `ref_cnt` equals the number of block tables holding it;
+- a block's `ref_cnt` equals the number of block tables holding it, over every KV cache
+  group; a block sits in one group's tables only; no block is both in a table and free;
 - the prefix-cache map and the blocks agree: every map entry's block carries that key, and
   every block carrying a hash is in the map under it;
-- a request's first `num_cached_block` blocks carry its own block hashes, in order;
-- a request's block table covers its computed tokens plus the lookahead slots;
+- a request's first `num_cached_block` blocks (in each group) carry its own block hashes
+  with that group's id, in order (null blocks and blocks no hit could use excepted);
+- a request's block table covers its computed tokens plus the lookahead slots, and every
+  group's table has the same length;
+- windows (sliding window, chunked local attention): the blocks the next token attends to
+  are present (not the null block) and read back; a request scheduled in the last step
+  holds no block wholly before the window of its first token of that step (those went
+  back to the pool, the null block in their place);
 - every live request's computed tokens read back, through its block table, exactly as its
   own token ids at their positions (so a prefix hit reads what the request would have
   computed itself); a cached block's slots hold the positions its hash covers;
@@ -30,7 +37,11 @@ def check_engine(engine) -> list[str]:
     """Every violated invariant, as a sentence; an empty list when all hold."""
     return (check_free_queue(engine.block_pool) + check_ref_counts(engine)
             + check_hash_map(engine.block_pool) + check_requests(engine)
-            + check_payloads(engine) + check_in_flight(engine))
+            + check_windows(engine) + check_payloads(engine) + check_in_flight(engine))
+
+
+def _managers(engine):
+    return engine.kv_cache_manager.coordinator.single_type_managers
 
 
 def check_free_queue(pool) -> list[str]:
@@ -78,10 +89,21 @@ def check_free_queue(pool) -> list[str]:
 
 def check_ref_counts(engine) -> list[str]:
     counts: dict[int, int] = {}
-    for table in engine.kv_cache_manager.req_to_blocks.values():
-        for block in table:
-            counts[block.block_id] = counts.get(block.block_id, 0) + 1
+    group_of: dict[int, int] = {}
     problems = []
+    for manager in _managers(engine):
+        gid = manager.kv_cache_group_id
+        for rid, table in manager.req_to_blocks.items():
+            for block in table:
+                if block.is_null:
+                    continue
+                counts[block.block_id] = counts.get(block.block_id, 0) + 1
+                if group_of.setdefault(block.block_id, gid) != gid:
+                    problems.append(f"block {block.block_id} is in the tables of KV cache "
+                                    f"groups {group_of[block.block_id]} and {gid}")
+                if block.prev_free_block is not None or block.next_free_block is not None:
+                    problems.append(f"block {block.block_id} is in {rid}'s table and in the "
+                                    "free queue")
     for block in engine.block_pool.blocks:
         if block.is_null:
             continue
@@ -116,7 +138,7 @@ def check_hash_map(pool) -> list[str]:
 def check_requests(engine) -> list[str]:
     problems = []
     sched = engine.scheduler
-    kv = engine.kv_cache_manager
+    managers = _managers(engine)
     bs = engine.cache_config.block_size
     lookahead = engine.scheduler_config.num_lookahead_tokens
     max_model_len = engine.scheduler_config.max_model_len
@@ -130,16 +152,17 @@ def check_requests(engine) -> list[str]:
         problems.append("a request is in a queue twice")
     pending = {r.request_id for r in engine.pending}
     for rid, req in engine.requests.items():
-        table = kv.req_to_blocks.get(rid)
+        tables = [m.req_to_blocks.get(rid) for m in managers]
+        table = tables[0]
         status = req.status
         if req.is_finished():
-            if table is not None:
+            if any(t is not None for t in tables):
                 problems.append(f"finished request {rid} still holds blocks")
             if rid in running or rid in waiting:
                 problems.append(f"finished request {rid} is still queued")
             continue
         if rid in pending:
-            if rid in running or rid in waiting or table is not None:
+            if rid in running or rid in waiting or any(t is not None for t in tables):
                 problems.append(f"request {rid} has not arrived but is scheduled")
             continue
         if status == RequestStatus.RUNNING:
@@ -148,6 +171,9 @@ def check_requests(engine) -> list[str]:
             if table is None:
                 problems.append(f"running request {rid} holds no blocks")
                 continue
+            if any(t is None or len(t) != len(table) for t in tables[1:]):
+                problems.append(f"request {rid}: its block tables differ in length across "
+                                "KV cache groups")
             need = min(req.num_computed_tokens + lookahead, max_model_len)
             if len(table) * bs < need:
                 problems.append(f"request {rid}: {len(table)} blocks do not cover "
@@ -156,24 +182,80 @@ def check_requests(engine) -> list[str]:
             if req.num_computed_tokens > req.num_tokens:
                 problems.append(f"request {rid}: {req.num_computed_tokens} computed tokens "
                                 f"> {req.num_tokens} tokens")
-            n_cached = kv.num_cached_block.get(rid, 0)
-            if n_cached > len(table) or n_cached > len(req.block_hashes):
-                problems.append(f"request {rid}: num_cached_block {n_cached} is too large")
-            elif engine.cache_config.enable_prefix_caching:
-                for i in range(n_cached):
-                    key = make_block_hash_with_group_id(req.block_hashes[i], 0)
-                    if table[i].block_hash != key:
-                        problems.append(f"request {rid}: block {table[i].block_id} at "
-                                        f"{i} does not carry the request's hash there")
-                        break
+            for manager, group_table in zip(managers, tables):
+                if group_table is not None:
+                    problems += _check_cached_prefix(engine, manager, req, group_table)
         else:
             if rid not in waiting or rid in running:
                 problems.append(f"waiting request {rid} is not (only) in waiting")
-            if table is not None:
+            if any(t is not None for t in tables):
                 problems.append(f"waiting request {rid} holds blocks")
             if req.num_computed_tokens != 0:
                 problems.append(f"waiting request {rid} has {req.num_computed_tokens} "
                                 "computed tokens")
+    return problems
+
+
+def _check_cached_prefix(engine, manager, req, table) -> list[str]:
+    """The first num_cached_block blocks carry the request's hashes (with this group's id),
+    except null blocks and blocks the group never caches."""
+    rid = req.request_id
+    gid = manager.kv_cache_group_id
+    n_cached = manager.num_cached_block.get(rid, 0)
+    if n_cached > len(table) or n_cached > len(req.block_hashes):
+        return [f"request {rid}: num_cached_block {n_cached} is too large in KV cache group "
+                f"{gid}"]
+    if not engine.cache_config.enable_prefix_caching:
+        return []
+    mask = manager.reachable_block_mask(0, n_cached, manager.scheduler_block_size,
+                                        manager.kv_cache_spec, manager.use_eagle)
+    for i in range(n_cached):
+        block = table[i]
+        if block.is_null or (mask is not None and not mask[i]):
+            continue
+        if block.block_hash != make_block_hash_with_group_id(req.block_hashes[i], gid):
+            where = f" in KV cache group {gid}" if gid else ""
+            return [f"request {rid}: block {block.block_id} at {i}{where} does not carry "
+                    "the request's hash there"]
+    return []
+
+
+def check_windows(engine) -> list[str]:
+    """Sliding-window and chunked-local groups: the window is present, and what left it
+    (at the last allocation) went back to the pool."""
+    problems = []
+    managers = [m for m in _managers(engine) if m.get_num_skipped_tokens(1 << 30) > 0]
+    if not managers:
+        return problems
+    bs = engine.cache_config.block_size
+    out = engine.scheduler.last_scheduler_output
+    before: dict[str, int] = {}
+    if out is not None:
+        for new_req in out.scheduled_new_reqs:
+            before[new_req.req_id] = new_req.num_computed_tokens
+        cached = out.scheduled_cached_reqs
+        before.update(zip(cached.req_ids, cached.num_computed_tokens))
+    for rid, req in engine.requests.items():
+        if req.status != RequestStatus.RUNNING:
+            continue
+        for manager in managers:
+            table = manager.req_to_blocks.get(rid)
+            if table is None:
+                continue
+            gid = manager.kv_cache_group_id
+            computed = min(req.num_computed_tokens, req.num_tokens)
+            first = manager.get_num_skipped_tokens(computed)
+            for pos in range(first, computed):
+                if pos // bs >= len(table) or table[pos // bs].is_null:
+                    problems.append(f"request {rid}: position {pos} is inside the window of "
+                                    f"KV cache group {gid} but its block is gone")
+                    break
+            if rid in before:
+                skipped = manager.get_num_skipped_tokens(before[rid]) // bs
+                kept = [b.block_id for b in table[:skipped] if not b.is_null]
+                if kept:
+                    problems.append(f"request {rid}: blocks {kept} left the window of KV "
+                                    f"cache group {gid} but were not returned to the pool")
     return problems
 
 
@@ -189,7 +271,6 @@ def check_in_flight(engine) -> list[str]:
         for rid in batch.sampled:
             samples[rid] = samples.get(rid, 0) + 1
     bs = engine.cache_config.block_size
-    kv = engine.kv_cache_manager
     runner = getattr(engine, "runner_token_ids", {})
     pending = {r.request_id for r in engine.pending}
     for rid, req in engine.requests.items():
@@ -203,11 +284,14 @@ def check_in_flight(engine) -> list[str]:
         if placeholders + to_discard != in_flight:
             problems.append(f"request {rid}: {placeholders} placeholders + {to_discard} to "
                             f"discard, but {in_flight} batches in flight sample for it")
-        n_cached = kv.num_cached_block.get(rid, 0)
-        if n_cached * bs > min(req.num_tokens, req.num_computed_tokens):
-            problems.append(f"request {rid}: {n_cached} cached blocks cover more than its "
-                            f"{req.num_tokens} known and {req.num_computed_tokens} computed "
-                            "tokens")
+        for manager in _managers(engine):
+            n_cached = manager.num_cached_block.get(rid, 0)
+            if n_cached * bs > min(req.num_tokens, req.num_computed_tokens):
+                where = (f" in KV cache group {manager.kv_cache_group_id}"
+                         if manager.kv_cache_group_id else "")
+                problems.append(f"request {rid}: {n_cached} cached blocks{where} cover more "
+                                f"than its {req.num_tokens} known and "
+                                f"{req.num_computed_tokens} computed tokens")
         if req.status == RequestStatus.RUNNING and rid in runner:
             tokens = runner[rid]
             if (tokens[:req.num_tokens] != req.all_token_ids
@@ -231,15 +315,24 @@ def request_payload_intact(engine, req) -> bool:
 def check_payloads(engine) -> list[str]:
     problems = []
     bs = engine.cache_config.block_size
-    tables = engine.kv_cache_manager.req_to_blocks
+    managers = _managers(engine)
     for rid, req in engine.requests.items():
         if req.status != RequestStatus.RUNNING:
             continue
-        if len(tables.get(rid, ())) * bs < min(req.num_computed_tokens, req.num_tokens):
-            continue   # reported by check_requests
-        if not request_payload_intact(engine, req):
-            problems.append(f"request {rid}: computed tokens do not read back as its own "
-                            "tokens")
+        n = min(req.num_computed_tokens, req.num_tokens)
+        tokens = req.all_token_ids
+        for manager in managers:
+            table = manager.req_to_blocks.get(rid, ())
+            if len(table) * bs < n:
+                continue   # reported by check_requests
+            gid = manager.kv_cache_group_id
+            # Full attention: every computed token; a window: the tokens still in it.
+            first = manager.get_num_skipped_tokens(n)
+            got = (engine.read_back(rid, n, gid) if gid else engine.read_back(rid, n))[first:]
+            if got != [(tokens[p], p) for p in range(first, n)]:
+                where = f" in KV cache group {gid}" if gid else ""
+                problems.append(f"request {rid}: computed tokens{where} do not read back as "
+                                "its own tokens")
     for block in engine.block_pool.blocks:
         if block.block_hash is None:
             continue

@@ -24,6 +24,19 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from sim.v1.kv_cache_interface import (
+    AttentionSpec,
+    ChunkedLocalAttentionSpec,
+    FullAttentionSpec,
+    KVCacheConfig,
+    KVCacheGroupSpec,
+    KVCacheSpec,
+    KVCacheTensor,
+    SlidingWindowSpec,
+    cdiv,
+)
 
 BlockHash = bytes                # 32 bytes of SHA-256
 BlockHashWithGroupId = bytes     # BlockHash + the KV cache group id as 4 big-endian bytes
@@ -283,3 +296,321 @@ class FreeKVCacheBlockQueue:
             ret.append(curr_block)
             curr_block = curr_block.next_free_block
         return ret
+
+
+# -- KV cache groups (vllm/v1/core/kv_cache_utils.py: get_kv_cache_groups and helpers) ------
+#
+# Layers are grouped so that every layer of a group needs the same blocks for every request
+# (same attention type and window), and every group has the same page size: one pool of
+# equal pages serves them all (docs/design/hybrid_kv_cache_manager.md, "Allocation"). A
+# group stands for `group_size` layers; buffer i is shared by layer i of every group, so
+# one block id names one page in each of `group_size` buffers.
+
+def create_kv_cache_group_specs(kv_cache_spec: dict[str, KVCacheSpec],
+                                grouped_layer_names: list[list[str]]) -> list[KVCacheGroupSpec]:
+    """One KVCacheGroupSpec per list of layer names, with the layers' specs merged."""
+    groups = []
+    for layer_names in grouped_layer_names:
+        layer_specs = [kv_cache_spec[name] for name in layer_names]
+        groups.append(KVCacheGroupSpec(layer_names, layer_specs[0].merge(layer_specs)))
+    return groups
+
+
+def is_kv_cache_spec_uniform(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
+    """Whether all layers can share one group (full attention with and without a recorded
+    window count as one type)."""
+    if not kv_cache_spec:
+        return True
+    specs = list(kv_cache_spec.values())
+    try:
+        specs[0].merge(specs)
+    except AssertionError:
+        return False
+    return True
+
+
+def is_uniform_type(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
+    """vLLM's `UniformTypeKVCacheSpecs.is_uniform_type`: one block size and one attention
+    type (the same window), whatever the layers' sizes. Such a model gets one group with
+    per-layer page sizes in vLLM; the simulation does not model that group."""
+    specs = list(kv_cache_spec.values())
+    if len({s.block_size for s in specs}) > 1:
+        return False
+    first = specs[0]
+    if isinstance(first, SlidingWindowSpec):
+        return all(isinstance(s, SlidingWindowSpec)
+                   and s.sliding_window == first.sliding_window for s in specs)
+    if isinstance(first, ChunkedLocalAttentionSpec):
+        return all(isinstance(s, ChunkedLocalAttentionSpec)
+                   and s.attention_chunk_size == first.attention_chunk_size for s in specs)
+    return all(type(s) is type(first) for s in specs)
+
+
+def get_uniform_page_size(kv_cache_specs) -> int:
+    page_sizes = {spec.page_size_bytes for spec in kv_cache_specs}
+    assert len(page_sizes) == 1, f"page sizes differ: {sorted(page_sizes)}"
+    return page_sizes.pop()
+
+
+def is_kv_cache_page_size_uniform(kv_cache_spec: dict[str, KVCacheSpec]) -> bool:
+    return len({spec.page_size_bytes for spec in kv_cache_spec.values()}) == 1
+
+
+def unify_kv_cache_spec_page_size(
+        kv_cache_spec: dict[str, KVCacheSpec]) -> dict[str, KVCacheSpec]:
+    """Give every layer the largest page size: a smaller page that divides it gets a
+    proportionally larger block size (more tokens per page); one that does not is padded,
+    if its backend reads pages by a block stride; otherwise NotImplementedError."""
+    page_sizes = {spec.page_size_bytes for spec in kv_cache_spec.values()}
+    if len(page_sizes) <= 1:
+        return kv_cache_spec
+    max_page_size = max(page_sizes)
+    new_kv_cache_spec = {}
+    for layer_name, layer_spec in kv_cache_spec.items():
+        layer_page_size = layer_spec.page_size_bytes
+        if layer_page_size == max_page_size:
+            new_kv_cache_spec[layer_name] = layer_spec
+            continue
+        if max_page_size % layer_page_size == 0:
+            ratio = max_page_size // layer_page_size
+            new_spec = replace(layer_spec, block_size=layer_spec.block_size * ratio)
+        elif isinstance(layer_spec, AttentionSpec) and layer_spec.indexes_kv_by_block_stride:
+            new_spec = replace(layer_spec, page_size_padded=max_page_size)
+        else:
+            raise NotImplementedError(
+                f"Layer {layer_name}: page size is not divisible by the maximum page size "
+                "and cannot be padded. Padding is only supported for attention layers whose "
+                "backend indexes KV pages by the block stride (indexes_kv_by_block_stride "
+                "is True).")
+        assert new_spec.page_size_bytes == max_page_size
+        new_kv_cache_spec[layer_name] = new_spec
+    return new_kv_cache_spec
+
+
+def _get_kv_cache_groups_uniform_spec(
+        kv_cache_spec: dict[str, KVCacheSpec]) -> list[KVCacheGroupSpec]:
+    """Every layer has the same spec: one group of all layers."""
+    return create_kv_cache_group_specs(kv_cache_spec, [list(kv_cache_spec)])
+
+
+def _get_kv_cache_groups_uniform_page_size(
+        kv_cache_spec: dict[str, KVCacheSpec]) -> list[KVCacheGroupSpec]:
+    """Hybrid models: layers of one spec are split into groups of `group_size` layers
+    (the smallest layer count of any type, or the largest when the counts are within
+    1.5x of each other), the last group of a type padded. A type with n layers gets
+    cdiv(n, group_size) groups, group i taking layers[i::num_groups] (so that pipeline
+    stages split evenly). E.g. 10 full + 20 sliding: (full x 10), (sw.0, sw.2, ...),
+    (sw.1, sw.3, ...)."""
+    same_type_layers: dict[KVCacheSpec, list[str]] = {}
+    for layer_name, layer_spec in kv_cache_spec.items():
+        same_type_layers.setdefault(layer_spec, []).append(layer_name)
+    counts = [len(layers) for layers in same_type_layers.values()]
+    min_num_layers, max_num_layers = min(counts), max(counts)
+    group_size = min_num_layers
+    if max_num_layers < min_num_layers * 1.5:
+        # E.g. gpt-oss-20b + an EAGLE layer: 12 sw + 13 full -> (13 sw, 13 full), not
+        # (12 sw, 24 full).
+        group_size = max_num_layers
+    grouped_layers = []
+    for layers in same_type_layers.values():
+        num_groups = cdiv(len(layers), group_size)
+        for i in range(num_groups):
+            grouped_layers.append(layers[i::num_groups])
+    return create_kv_cache_group_specs(kv_cache_spec, grouped_layers)
+
+
+def unify_hybrid_kv_cache_specs(kv_cache_spec: dict[str, KVCacheSpec]) -> None:
+    """`--disable-hybrid-kv-cache-manager`: turn sliding-window and chunked-local layers
+    into full attention (in place) when the model also has full attention layers, so one
+    group holds every layer. The compute stays windowed; the memory is not saved."""
+    if is_kv_cache_spec_uniform(kv_cache_spec) or is_uniform_type(kv_cache_spec):
+        return
+    specs = kv_cache_spec.values()
+    has_full = any(isinstance(s, FullAttentionSpec) for s in specs)
+    has_windowed = any(isinstance(s, (SlidingWindowSpec, ChunkedLocalAttentionSpec))
+                       for s in specs)
+    if has_full and has_windowed:
+        for name, spec in kv_cache_spec.items():
+            if isinstance(spec, SlidingWindowSpec):
+                kv_cache_spec[name] = FullAttentionSpec(
+                    block_size=spec.block_size, num_kv_heads=spec.num_kv_heads,
+                    head_size=spec.head_size, head_size_v=spec.head_size_v,
+                    dtype=spec.dtype, sliding_window=spec.sliding_window,
+                    page_size_padded=spec.page_size_padded)
+            elif isinstance(spec, ChunkedLocalAttentionSpec):
+                kv_cache_spec[name] = FullAttentionSpec(
+                    block_size=spec.block_size, num_kv_heads=spec.num_kv_heads,
+                    head_size=spec.head_size, dtype=spec.dtype,
+                    attention_chunk_size=spec.attention_chunk_size,
+                    page_size_padded=spec.page_size_padded)
+    if not (is_kv_cache_spec_uniform(kv_cache_spec) or is_uniform_type(kv_cache_spec)):
+        raise ValueError("Hybrid KV cache manager is disabled but failed to convert the KV "
+                         "cache specs to one unified type.")
+
+
+def get_kv_cache_groups(kv_cache_spec: dict[str, KVCacheSpec],
+                        disable_hybrid_kv_cache_manager: bool = False
+                        ) -> list[KVCacheGroupSpec]:
+    """Split the model's layers into KV cache groups (`kv_cache_spec`: layer name -> its
+    spec, in layer order; modified in place when the hybrid manager is disabled)."""
+    if disable_hybrid_kv_cache_manager:
+        unify_hybrid_kv_cache_specs(kv_cache_spec)
+    if not kv_cache_spec:
+        return []   # attention-free models
+    if is_kv_cache_spec_uniform(kv_cache_spec):
+        return _get_kv_cache_groups_uniform_spec(kv_cache_spec)
+    if is_uniform_type(kv_cache_spec):
+        raise NotImplementedError("layers of one attention type with different sizes "
+                                  "(vLLM's UniformTypeKVCacheSpecs) are not modelled")
+    kv_cache_spec = unify_kv_cache_spec_page_size(kv_cache_spec)
+    return _get_kv_cache_groups_uniform_page_size(kv_cache_spec)
+
+
+def get_num_blocks(num_layers: int, available_memory: int, page_size: int,
+                   num_gpu_blocks_override: int | None = None) -> int:
+    num_blocks = max(int(available_memory // page_size // num_layers), 0)
+    return num_gpu_blocks_override if num_gpu_blocks_override is not None else num_blocks
+
+
+def get_kv_cache_config_from_groups(kv_cache_groups: list[KVCacheGroupSpec],
+                                    available_memory: int,
+                                    num_gpu_blocks_override: int | None = None
+                                    ) -> KVCacheConfig:
+    """Blocks that fit in `available_memory` bytes: `group_size` buffers (the most layers
+    of any group), buffer i shared by layer i of every group, each cut into pages of the
+    common page size."""
+    if not kv_cache_groups:
+        return KVCacheConfig(num_blocks=1, kv_cache_tensors=[], kv_cache_groups=[])
+    group_size = max(len(group.layer_names) for group in kv_cache_groups)
+    page_size = get_uniform_page_size([group.kv_cache_spec for group in kv_cache_groups])
+    num_blocks = get_num_blocks(group_size, available_memory, page_size,
+                                num_gpu_blocks_override)
+    kv_cache_tensors = []
+    for i in range(group_size):
+        shared_by = [group.layer_names[i] for group in kv_cache_groups
+                     if i < len(group.layer_names)]
+        kv_cache_tensors.append(KVCacheTensor(size=page_size * num_blocks,
+                                              shared_by=shared_by))
+    return KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=kv_cache_tensors,
+                         kv_cache_groups=kv_cache_groups)
+
+
+def max_memory_usage_bytes(kv_cache_specs, max_model_len: int,
+                           max_num_batched_tokens: int | None = None) -> int:
+    """What one request of max_model_len tokens may hold, summed over the given specs."""
+    return sum(spec.max_memory_usage_bytes(max_model_len, max_num_batched_tokens)
+               for spec in kv_cache_specs)
+
+
+def _max_memory_usage_bytes_from_groups(kv_cache_groups: list[KVCacheGroupSpec],
+                                        max_model_len: int,
+                                        max_num_batched_tokens: int | None = None) -> int:
+    """One max_model_len request over every group, padding layers included."""
+    if not kv_cache_groups:
+        return 0
+    group_size = max(len(group.layer_names) for group in kv_cache_groups)
+    page_size = get_uniform_page_size([group.kv_cache_spec for group in kv_cache_groups])
+    blocks_needed = sum(
+        cdiv(group.kv_cache_spec.max_memory_usage_bytes(max_model_len, max_num_batched_tokens),
+             page_size) for group in kv_cache_groups)
+    return group_size * page_size * blocks_needed
+
+
+def get_max_concurrency_for_kv_cache_config(kv_cache_config: KVCacheConfig,
+                                            max_model_len: int,
+                                            max_num_batched_tokens: int | None = None
+                                            ) -> float:
+    """How many max_model_len requests the pool holds at once: num_blocks over the blocks
+    one such request needs in all groups (its windowed groups capped)."""
+    groups = kv_cache_config.kv_cache_groups
+    num_layer_per_group = max(len(group.layer_names) for group in groups)
+    max_memory_usage_per_request = num_layer_per_group * max_memory_usage_bytes(
+        (group.kv_cache_spec for group in groups), max_model_len, max_num_batched_tokens)
+    memory_per_block = groups[0].kv_cache_spec.page_size_bytes * num_layer_per_group
+    num_block_per_request = cdiv(max_memory_usage_per_request, memory_per_block)
+    return kv_cache_config.num_blocks / num_block_per_request
+
+
+def get_kv_cache_capacity(kv_cache_config: KVCacheConfig, max_model_len: int,
+                          max_num_batched_tokens: int | None = None) -> tuple[int, float]:
+    """vLLM's start-up log: "GPU KV cache size: N tokens" with N = max concurrency x
+    max_model_len, and "Maximum concurrency for max_model_len tokens per request: Cx"."""
+    max_concurrency = get_max_concurrency_for_kv_cache_config(
+        kv_cache_config, max_model_len, max_num_batched_tokens)
+    return int(max_concurrency * max_model_len), max_concurrency
+
+
+def check_enough_kv_cache_memory(kv_cache_groups: list[KVCacheGroupSpec],
+                                 available_memory: int, max_model_len: int,
+                                 max_num_batched_tokens: int | None = None) -> None:
+    """vLLM refuses to start unless one max_model_len request fits."""
+    if available_memory <= 0:
+        raise ValueError("No available memory for the cache blocks. Try increasing "
+                         "`gpu_memory_utilization` when initializing the engine.")
+    needed = _max_memory_usage_bytes_from_groups(kv_cache_groups, max_model_len,
+                                                 max_num_batched_tokens)
+    if needed > available_memory:
+        raise ValueError(
+            f"To serve at least one request with the model's max seq len ({max_model_len}), "
+            f"({needed / 2**30:.2f} GiB KV cache is needed, which is larger than the "
+            f"available KV cache memory ({available_memory / 2**30:.2f} GiB).")
+
+
+def get_kv_cache_config(kv_cache_spec: dict[str, KVCacheSpec], available_memory: int,
+                        max_model_len: int, max_num_batched_tokens: int | None = None, *,
+                        disable_hybrid_kv_cache_manager: bool = False,
+                        num_gpu_blocks_override: int | None = None) -> KVCacheConfig:
+    """`get_kv_cache_configs` for one worker: the groups, the memory check, the blocks."""
+    groups = get_kv_cache_groups(dict(kv_cache_spec), disable_hybrid_kv_cache_manager)
+    if num_gpu_blocks_override is not None and groups:
+        group_size = max(len(g.layer_names) for g in groups)
+        page_size = get_uniform_page_size([g.kv_cache_spec for g in groups])
+        available_memory = num_gpu_blocks_override * page_size * group_size
+    if groups:
+        check_enough_kv_cache_memory(groups, available_memory, max_model_len,
+                                     max_num_batched_tokens)
+    return get_kv_cache_config_from_groups(groups, available_memory, num_gpu_blocks_override)
+
+
+# -- The simulation's layouts (an addition) ---------------------------------------------------
+
+LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+def attention_layer_specs(layer_types, block_size: int, sliding_window: int | None = None,
+                          attention_chunk_size: int | None = None, num_kv_heads: int = 1,
+                          head_size: int = 1, dtype: str = "float32"
+                          ) -> dict[str, KVCacheSpec]:
+    """Layer name -> spec for a model described as Hugging Face configs do (`layer_types`:
+    "full_attention", "sliding_attention", "chunked_attention"). The default sizes are
+    vLLM's tests' (one head of one number): the engine only needs the grouping."""
+    specs: dict[str, KVCacheSpec] = {}
+    for i, kind in enumerate(layer_types):
+        common = dict(block_size=block_size, num_kv_heads=num_kv_heads,
+                      head_size=head_size, dtype=dtype)
+        if kind == "full_attention":
+            spec: KVCacheSpec = FullAttentionSpec(**common)
+        elif kind == "sliding_attention":
+            if not sliding_window or sliding_window < 1:
+                raise ValueError("sliding window: a whole number of tokens from 1 up")
+            spec = SlidingWindowSpec(sliding_window=sliding_window, **common)
+        elif kind == "chunked_attention":
+            if not attention_chunk_size or attention_chunk_size < 1:
+                raise ValueError("attention chunk size: a whole number of tokens from 1 up")
+            spec = ChunkedLocalAttentionSpec(attention_chunk_size=attention_chunk_size,
+                                             **common)
+        else:
+            raise ValueError(f"layer type {kind!r}: one of {', '.join(LAYER_TYPES)}")
+        specs[f"model.layers.{i}.self_attn"] = spec
+    return specs
+
+
+def make_kv_cache_config(num_blocks: int, kv_cache_spec: dict[str, KVCacheSpec],
+                         disable_hybrid_kv_cache_manager: bool = False) -> KVCacheConfig:
+    """A KVCacheConfig with exactly `num_blocks` blocks (vLLM's num_gpu_blocks_override)
+    for these layers: what the engine needs to run a hybrid model."""
+    groups = get_kv_cache_groups(dict(kv_cache_spec), disable_hybrid_kv_cache_manager)
+    page_size = get_uniform_page_size([g.kv_cache_spec for g in groups])
+    group_size = max(len(g.layer_names) for g in groups)
+    return get_kv_cache_config_from_groups(groups, num_blocks * page_size * group_size,
+                                           num_gpu_blocks_override=num_blocks)

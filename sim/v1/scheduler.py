@@ -21,7 +21,8 @@ checks stop conditions and frees finished requests at once (blocks reversed), in
 scheduling order.
 
 This is the synchronous `Scheduler` (the one vLLM's scheduler tests use), FCFS or PRIORITY,
-one KV cache group of full attention. As in vLLM, its running loop already counts a
+one KV cache group of full attention, or a hybrid model's groups when given a
+`kv_cache_config` (kv_cache_manager.py). As in vLLM, its running loop already counts a
 request's `num_output_placeholders` (always 0 here); `AsyncScheduler`
 (`sim/v1/async_scheduler.py`) is the subclass that sets them. Left out: pipeline
 parallelism, KV connectors (and the `skipped_waiting` queue for blocked requests), LoRA,
@@ -39,6 +40,7 @@ from typing import NamedTuple
 
 from sim.events import Aborted, Admitted, Preempted, RequestFinished, fast_event
 from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.v1.kv_cache_interface import KVCacheConfig
 from sim.v1.kv_cache_manager import KVCacheManager
 from sim.v1.request import Request, RequestStatus
 
@@ -254,7 +256,8 @@ class Scheduler:
     _inline_single_token_update = True
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
-                 events: list | None = None, log_stats: bool = True) -> None:
+                 events: list | None = None, log_stats: bool = True,
+                 kv_cache_config: KVCacheConfig | None = None) -> None:
         self.scheduler_config = scheduler_config
         self.cache_config = cache_config
         self.events = events
@@ -286,7 +289,9 @@ class Scheduler:
             cache_config.block_size, cache_config.num_gpu_blocks,
             scheduler_config.max_model_len, enable_caching=cache_config.enable_prefix_caching,
             use_eagle=self.use_eagle, watermark=scheduler_config.watermark,
-            log_stats=log_stats, events=events)
+            log_stats=log_stats, events=events, kv_cache_config=kv_cache_config,
+            max_num_batched_tokens=scheduler_config.max_num_batched_tokens)
+        self.num_kv_cache_groups = self.kv_cache_manager.num_kv_cache_groups
 
     # -- requests ----------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -375,6 +380,9 @@ class Scheduler:
         num_cached_block = kv_cache_manager.num_cached_block
         caching = kv_cache_manager.enable_caching
         empty_blocks = kv_cache_manager.empty_kv_cache_blocks
+        # With windows (hybrid models), every allocate_slots may free blocks that left a
+        # window, so the shortcut below is for full attention only.
+        full_attention_only = kv_cache_manager.full_attention_only
         block_size = self.block_size
         scheduled_new_reqs: list[Request] = []
         scheduled_resumed_reqs: list[Request] = []
@@ -440,7 +448,7 @@ class Scheduler:
             to_cache = num_computed + num_new_tokens
             if to_cache > num_tokens:
                 to_cache = num_tokens
-            if (need <= len(req_to_blocks[request_id]) * block_size
+            if (full_attention_only and need <= len(req_to_blocks[request_id]) * block_size
                     and (not caching
                          or to_cache // block_size <= num_cached_block.get(request_id, 0))):
                 new_blocks = empty_blocks
@@ -489,7 +497,9 @@ class Scheduler:
             # (its id and output count are listed after the loop).
             # new_blocks.get_block_ids(allow_none=True), written out:
             cached_new_block_ids.append(None if new_blocks is empty_blocks else
-                                        ([b.block_id for b in new_blocks.blocks[0]],))
+                                        ([b.block_id for b in new_blocks.blocks[0]],)
+                                        if full_attention_only else
+                                        new_blocks.get_block_ids())
             cached_num_computed.append(num_computed)
             if request_id not in prev_scheduled:
                 # The worker did not see it in the previous step: all its tokens.
@@ -611,7 +621,7 @@ class Scheduler:
         assert len(running) <= self.max_num_running_reqs
 
         # The longest prefix shared by every request holding blocks (cascade attention).
-        num_common_prefix_blocks = [0]
+        num_common_prefix_blocks = [0] * self.num_kv_cache_groups
         if running:
             num_common_prefix_blocks = kv_cache_manager.get_num_common_prefix_blocks(
                 running[0].request_id)

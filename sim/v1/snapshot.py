@@ -25,10 +25,19 @@ in the synchronous loop.
 Slots: a block held by requests shows the slots its holders have computed; a free block
 that keeps its hash (an eviction candidate) still holds valid KV and shows all of it; other
 free blocks show nothing (a real GPU keeps stale data there).
+
+Hybrid models (several KV cache groups): the keys above describe group 0 (a request's
+"block_table", "num_cached_block"), and three keys are added: "kv_cache_groups" (per group
+its "kind" -- "full_attention", "sliding_window" or "chunked_local_attention" --, the
+window or chunk in tokens, and its layer names), per request "group_block_tables" and
+"group_num_cached_block" (one entry per group, group 0's first; the null block, where a
+block left a window, shows 0 slots) and per GPU block "group" (the group whose table holds
+it or whose hash it keeps; None when neither). One group: none of these keys.
 """
 from __future__ import annotations
 
-from sim.v1.kv_cache_utils import get_block_hash, hash_prefix
+from sim.v1.kv_cache_interface import ChunkedLocalAttentionSpec, SlidingWindowSpec
+from sim.v1.kv_cache_utils import get_block_hash, get_group_id, hash_prefix
 
 
 def engine_snapshot(engine, with_slots: bool = True) -> dict:
@@ -37,7 +46,10 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
     bs = engine.cache_config.block_size
     sched = engine.scheduler
     req_to_blocks = kv.req_to_blocks
+    managers = kv.coordinator.single_type_managers
+    hybrid = len(managers) > 1
     filled: dict[int, int] = {}
+    group_of: dict[int, int] = {}
     requests = []
     for req in engine.requests.values():
         table = req_to_blocks.get(req.request_id)
@@ -45,8 +57,24 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
         if table is not None:
             for logical, block in enumerate(table):
                 n = min(bs, max(0, req.num_computed_tokens - logical * bs))
+                if hybrid and block.is_null:
+                    n = 0
                 filled[block.block_id] = max(filled.get(block.block_id, 0), n)
                 entries.append(["gpu", block.block_id, n])
+        group_tables = [entries]
+        if hybrid:
+            group_of.update((b.block_id, 0) for b in table or () if not b.is_null)
+            for manager in managers[1:]:
+                group_entries = []
+                for logical, block in enumerate(
+                        manager.req_to_blocks.get(req.request_id) or ()):
+                    n = 0 if block.is_null else min(
+                        bs, max(0, req.num_computed_tokens - logical * bs))
+                    filled[block.block_id] = max(filled.get(block.block_id, 0), n)
+                    if not block.is_null:
+                        group_of[block.block_id] = manager.kv_cache_group_id
+                    group_entries.append(["gpu", block.block_id, n])
+                group_tables.append(group_entries)
         requests.append({
             "request_id": req.request_id,
             "arrival_step": req.arrival_step,
@@ -73,6 +101,10 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "num_preemptions": req.num_preemptions,
             "num_output_placeholders": req.num_output_placeholders,
         })
+        if hybrid:
+            requests[-1]["group_block_tables"] = group_tables
+            requests[-1]["group_num_cached_block"] = [
+                m.num_cached_block.get(req.request_id, 0) for m in managers]
     cached_ids = {block.block_id for _, block in pool.cached_block_hash_to_block.items()}
     blocks = []
     cache = engine.gpu_cache
@@ -89,9 +121,12 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             else:
                 n = bs if key is not None else 0
             entry["slots"] = [list(s) for s in cache[block.block_id][:n]]
+        if hybrid:
+            entry["group"] = group_of.get(block.block_id,
+                                          get_group_id(key) if key is not None else None)
         blocks.append(entry)
     stats = kv.prefix_cache_stats
-    return {
+    snapshot = {
         "engine": "v1",
         "step": engine.step_index,
         "block_size": bs,
@@ -124,6 +159,23 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             "preempted_hits": stats.preempted_hits,
         },
     }
+    if hybrid:
+        snapshot["kv_cache_groups"] = [group_summary(i, g) for i, g in
+                                       enumerate(kv.kv_cache_config.kv_cache_groups)]
+    return snapshot
+
+
+def group_summary(group_id: int, group) -> dict:
+    """A KV cache group as the snapshot lists it."""
+    spec = group.kv_cache_spec
+    if isinstance(spec, SlidingWindowSpec):
+        kind, window = "sliding_window", spec.sliding_window
+    elif isinstance(spec, ChunkedLocalAttentionSpec):
+        kind, window = "chunked_local_attention", spec.attention_chunk_size
+    else:
+        kind, window = "full_attention", None
+    return {"kv_cache_group_id": group_id, "kind": kind, "window": window,
+            "layer_names": list(group.layer_names)}
 
 
 def queue_heads(engine) -> dict:
@@ -147,11 +199,26 @@ def queue_heads(engine) -> dict:
             need_tokens = min(num_hit_tokens + min(req.num_tokens - num_hit_tokens,
                                                    cfg.max_num_scheduled_tokens)
                               + cfg.num_lookahead_tokens, cfg.max_model_len)
-        num_required = kv.get_num_blocks_to_allocate(req.request_id, need_tokens, hits)
+        if kv.num_kv_cache_groups == 1:
+            num_required = kv.get_num_blocks_to_allocate(req.request_id, need_tokens, hits)
+            num_never = -(-need_tokens // bs)
+        else:
+            # Every group: its hit (nulls outside windows), windows capped at admission.
+            coordinator = kv.coordinator
+            group_hits, _ = (coordinator.find_longest_cache_hit(req.block_hashes,
+                                                                req.num_tokens - 1)
+                             if hits else (kv.empty_kv_cache_blocks.blocks, 0))
+            cap = cfg.scheduler_reserve_full_isl
+            num_required = coordinator.get_num_blocks_to_allocate(
+                req.request_id, need_tokens, group_hits, 0, num_hit_tokens, need_tokens,
+                apply_admission_cap=cap)
+            num_never = coordinator.get_num_blocks_to_allocate(
+                req.request_id, need_tokens, kv.empty_kv_cache_blocks.blocks, 0, 0,
+                need_tokens, apply_admission_cap=cap)
         watermark = kv.watermark_blocks if sched.running else 0
         num_free = kv.block_pool.get_num_free_blocks()
         usable = kv.block_pool.num_gpu_blocks - 1
-        if -(-need_tokens // bs) + kv.watermark_blocks > usable:
+        if num_never + kv.watermark_blocks > usable:
             can_allocate = "never"
         elif num_required + watermark <= num_free:
             can_allocate = "ok"

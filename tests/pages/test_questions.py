@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = {wid: e.item for wid, e in registry.collect()[0].items()}
 # Kinds about blocks: a widget asking one is block-level, and asks at least three kinds.
 BLOCK_KINDS = {"next-block", "new-block", "cow", "blocks-freed", "free-queue", "evict-next",
-               "prefix-hit"}
+               "prefix-hit", "window-skip"}
 BLOCK_LEVEL = sorted(wid for wid, w in WIDGETS.items() if BLOCK_KINDS & set(w.question_kinds))
 # Kinds read from an engine's trace: hypothesis drives these widgets' settings too.
 ENGINE_KINDS = BLOCK_KINDS | {"preempt", "admit", "step-plan", "budget-share", "batch-join",

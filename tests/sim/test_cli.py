@@ -166,6 +166,42 @@ def test_a_bad_request_says_the_format(capsys, text):
     assert code == 2 and "error: request" in err
 
 
+def test_v1_hybrid_model_prints_every_group_and_the_window(capsys):
+    """The design doc's example: 1 full : 2 sliding (window 32), block size 16."""
+    assert main(["--engine", "v1", "--block-size", "16", "--gpu-blocks", "18",
+                 "--max-num-batched-tokens", "16", "--max-num-seqs", "4",
+                 "--sliding-window", "32", "--sliding-per-full", "2", "--no-async-scheduling",
+                 "--request", "A:112:4"]) == 0
+    out = capsys.readouterr().out
+    step3 = out[out.index("step 3:"):out.index("step 4:")]
+    assert "G0 full: g1(16)* g4(16)* g7(16)* g10(16)*" in step3
+    assert "G1 sliding 32: g0(0) g5(16)* g8(16)* g11(16)*" in step3
+    assert "block 2 left A's G1 window (its block 0 is the null block now)" in step3
+    assert "alloc A G2 block 3 -> gpu 12" in step3
+
+
+def test_v1_model_preset_and_bad_hybrid_options(capsys):
+    assert main(["--engine", "v1", "--model", "gpt-oss-20b", "--block-size", "16",
+                 "--gpu-blocks", "30", "--request", "A:40:2"]) == 0
+    out = capsys.readouterr().out
+    assert "G0 sliding 128:" in out and "G1 full:" in out
+    assert main(["--engine", "v1", "--model", "gpt-oss-20b", "--sliding-window", "8",
+                 "--request", "A:4:2"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["--engine", "v1", "--model", "gpt-5", "--request", "A:4:2"]) == 2
+    assert "unknown model 'gpt-5'" in capsys.readouterr().err
+    assert main(["--engine", "v1", "--disable-hybrid-kv-cache-manager",
+                 "--request", "A:4:2"]) == 2
+    assert main(["--engine", "v1", "--model", "gpt-oss-20b", "--disable-hybrid-kv-cache-manager",
+                 "--block-size", "16", "--gpu-blocks", "30", "--request", "A:40:2"]) == 0
+    out = capsys.readouterr().out
+    # vLLM's default loop: step 0's token is in flight when step 0 is printed.
+    assert "G1" not in out and "A seq 0: len 40 (+1 in flight)  blocks g1(16)* g2(16)* g3(8)" in out
+    assert main(["--engine", "v1", "--model", "gpt-oss-20b", "--block-size", "16",
+                 "--gpu-blocks", "30", "--request", "A:40:2"]) == 0
+    assert "A seq 0: len 40 (+1 in flight)\n    G0 sliding 128:" in capsys.readouterr().out
+
+
 def test_the_recompute_that_leaks_is_described():
     from sim.cli import describe_event
     from sim.events import BlocksLeaked, PrefillRunAsDecode

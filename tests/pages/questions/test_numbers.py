@@ -1,6 +1,10 @@
 """The cost and kernel pages' questions (pages/questions/memory.py, kernel.py, parallel.py,
 roofline.py, allocation.py, batching.py): numbers a rule gives, against the misreadings."""
 from asked_questions import one
+from question_truth import TRUTH
+
+from pages.framework import widget
+from pages.topics.kv_cache.cost import COST, cost_numbers
 
 
 def test_kv_bytes_count_kv_heads_not_query_heads():
@@ -43,3 +47,12 @@ def test_vllm_reserves_the_prompt_s_blocks_and_orca_a_buddy_chunk():
 def test_static_batching_lets_nobody_in_while_vllm_refills_at_once():
     q = one("continuous-batching", index=3, kind="batch-join")
     assert q.correct == ((), ("D", "E"))
+
+
+def test_a_hybrid_model_is_sized_by_v1_s_pages():
+    raw = {"model": "gemma-3-27b", "gpu": "h200", "dtype": "bf16", "seq_len": "8192"}
+    q = one("kv-cost", raw, index=0, kind="kv-fit")
+    assert q.correct == 17 and 19 in q.values             # 19: every layer full attention
+    assert "an 8,192-token request" in q.explanation
+    values, _ = widget.validate(COST, raw)
+    assert TRUTH["kv-fit"](q, None, cost_numbers(values)) == q.correct

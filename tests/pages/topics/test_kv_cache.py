@@ -269,3 +269,52 @@ def test_kv_vs_length_chart():
                                      (512, "512 B"), (12 * GiB, "12 GiB")])
 def test_fmt_bytes(n, text):
     assert page.fmt_bytes(n) == text
+
+
+# ------------------------------------------------- the calculator on today's models (V1)
+
+def test_gpt_oss_120b_on_an_h200_shows_v1s_hybrid_numbers():
+    """sim/perf/kv_capacity.py's numbers, drawn: 36 KiB per token in each layer type,
+    1,857,181 tokens of 131,072-token requests with the hybrid manager, 987,648 without
+    (tests/sim/perf/test_kv_capacity.py derives both by hand)."""
+    frame, n = cost(model="gpt-oss-120b", gpu="h200", dtype="bf16", utilization=0.92,
+                    seq_len=131072)
+    shown = texts(frame["svg"])
+    assert n["engine"] == "v1"
+    assert "full attention: 2 × 18 layers × 8 KV heads × 64 × 2 B = 36 KiB" in shown
+    assert "sliding window (128 tokens)" in shown and "only for the last 128 tokens" in shown
+    assert "GPU KV cache size: 1,857,181 tokens" in shown
+    assert "987,648 tokens" in shown
+    assert "2 KV cache groups of 18 layers (1 full attention, 1 sliding window)" in shown
+    assert "1,857,181 tokens" in frame["narration"] and "987,648" in frame["narration"]
+    assert any("--disable-hybrid-kv-cache-manager" in d for d in frame["details"])
+
+
+def test_gemma_3_and_deepseek_v3_and_a_refusal():
+    frame, n = cost(model="gemma-3-27b", gpu="h200", dtype="bf16", utilization=0.92,
+                    seq_len=131072)
+    shown = texts(frame["svg"])
+    assert "GPU KV cache size: 714,777 tokens" in shown and "164,000 tokens" in shown
+    assert "7 KV cache groups of 10 layers (1 full attention, 6 sliding window)" in shown
+    frame, n = cost(model="deepseek-v3", gpu="h200", tp=8, dtype="bf16", utilization=0.92,
+                    seq_len=131072)
+    shown = texts(frame["svg"])
+    assert "MLA latent: 61 layers × (512 + 64) × 2 B = 68.62 KiB" in shown
+    assert "GPU KV cache size: 771,648 tokens" in shown
+    assert "Every layer as full attention" not in shown       # one type: nothing to compare
+    frame, n = cost(model="llama-3.1-70b", gpu="h200", dtype="bf16")
+    assert "vLLM refuses to start" in texts(frame["svg"])
+    assert "would not start" in frame["narration"]
+
+
+def test_every_recent_preset_builds_on_h100_h200_b200():
+    for model in ("gpt-oss-20b", "gpt-oss-120b", "gemma-3-27b", "llama-3.1-8b", "llama-3.1-70b",
+                  "qwen3-32b", "qwen3-30b-a3b", "deepseek-v3"):
+        for gpu in ("h100-80gb", "h200", "b200"):
+            for tp, kv in (("1", "auto"), ("8", "fp8")):
+                answer = respond(COST, {"model": model, "gpu": gpu, "tp": tp, "kv_dtype": kv,
+                                        "seq_len": "4096"})
+                assert "frames" in answer, answer
+                root = ET.fromstring(answer["frames"][0]["svg"])
+                keys = [e.get("data-k") for e in root.iter() if e.get("data-k")]
+                assert len(keys) == len(set(keys))

@@ -178,7 +178,11 @@ def test_datasheet_ceilings():
     # Ridge points in FLOP per byte: decode at small batch sits far below all of them.
     ridges = {g: round(gpu.ridge_point) for g, gpu in GPUS.items()}
     assert ridges == {"a100-40gb": 201, "a100-80gb": 153, "h100-80gb": 295, "h200": 206,
-                      "l4": 403}
+                      "b200": 281, "l4": 403}
+    # B200: 2.25 PFLOPS dense BF16 (4.5 with sparsity), 8 TB/s; 183,359 MiB as nvidia-smi
+    # prints it.
+    assert get_gpu("b200").peak_flops == 4.5e15 / 2
+    assert get_gpu("b200").memory_bytes == 183359 * 2**20
     for gpu in GPUS.values():
         assert gpu.source and gpu.memory_source
 

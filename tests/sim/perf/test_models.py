@@ -198,3 +198,36 @@ def test_short_and_vllm_dtype_names_agree():
     assert DTYPE_BYTES["fp16"] == DTYPE_BYTES["float16"] == DTYPE_BYTES["half"]
     assert DTYPE_BYTES["bf16"] == DTYPE_BYTES["bfloat16"]
     assert DTYPE_BYTES["fp32"] == DTYPE_BYTES["float"] == 4
+
+
+def test_recent_presets_layer_types_and_validation():
+    from sim.perf.models import RECENT_MODELS, ModelConfig, get_model
+    oss = get_model("gpt-oss-120b")
+    assert oss.get_layer_types()[:3] == ("sliding_attention", "full_attention",
+                                         "sliding_attention")
+    assert oss.is_hybrid and not get_model("llama-3.1-8b").is_hybrid
+    gemma = get_model("gemma-3-27b").get_layer_types()
+    assert [i for i, t in enumerate(gemma) if t == "full_attention"] == list(range(5, 62, 6))
+    assert get_model("deepseek-v3").is_mla
+    assert set(RECENT_MODELS).isdisjoint({"opt-13b"})
+    with pytest.raises(ValueError, match="layer types"):
+        ModelConfig("x", 2, 8, 2, 1, 4, 8, 10, 10, tie_word_embeddings=False, gated_mlp=True,
+                    layer_types=("full_attention",))
+    with pytest.raises(ValueError, match="sliding_window"):
+        ModelConfig("x", 1, 8, 2, 1, 4, 8, 10, 10, tie_word_embeddings=False, gated_mlp=True,
+                    layer_types=("sliding_attention",))
+    with pytest.raises(ValueError, match="MLA"):
+        ModelConfig("x", 1, 8, 2, 1, 4, 8, 10, 10, tie_word_embeddings=False, gated_mlp=True,
+                    kv_lora_rank=8)
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model("gpt-5")
+
+
+def test_checkpoint_bytes_and_total_params_give_the_weights():
+    from sim.perf.models import get_model
+    assert get_model("gpt-oss-120b").weight_bytes("bf16") == int(60.8 * (1 << 30))
+    assert get_model("gpt-oss-120b").weight_bytes("bf16", 2) == int(60.8 * (1 << 30)) // 2
+    assert get_model("qwen3-30b-a3b").weight_bytes("bf16") == 61_000_000_000
+    assert get_model("qwen3-30b-a3b").num_params == 30_500_000_000
+    # Dense presets keep the shapes' count.
+    assert get_model("llama-3.1-8b").num_params == 8_030_261_248

@@ -191,3 +191,43 @@ def test_evict_blocks_by_id():
     pool.cache_full_blocks(req, blocks, 0, 1, 4)
     pool.evict_blocks({blocks[0].block_id})
     assert blocks[0].block_hash is None and blocks[0].ref_cnt == 1
+
+
+def test_cache_blocks_multi_group():
+    """vLLM's test_cache_blocks_multi_group (tests/v1/core/test_prefix_caching.py): the
+    same tokens cached in two KV cache groups are two keys; a lookup over several groups
+    hits only when every group has the block."""
+    from sim.v1.kv_cache_utils import KVCacheBlock
+    block_size = 4
+    pool = BlockPool(10, enable_caching=True, hash_block_size=block_size)
+    req = request(list(range(14)), block_size, rid="0")
+    blocks = [KVCacheBlock(block_id=i) for i in range(2)]
+    pool.cache_full_blocks(req, blocks, 0, 2, block_size, kv_cache_group_id=0)
+    assert len(pool.cached_block_hash_to_block) == 2
+    assert len(req.block_hashes) == 3
+    assert all(block.block_hash is not None for block in blocks)
+    blocks = [KVCacheBlock(block_id=i) for i in range(3)]
+    pool.cache_full_blocks(req, blocks, 0, 3, block_size, kv_cache_group_id=1)
+    assert len(pool.cached_block_hash_to_block) == 5
+    assert all(block.block_hash is not None for block in blocks)
+    h = req.block_hashes
+    assert pool.get_cached_block(h[0], [0]) is not None
+    assert pool.get_cached_block(h[1], [0]) is not None
+    assert pool.get_cached_block(h[2], [0]) is None
+    assert pool.get_cached_block(h[0], [1]) is not None
+    assert pool.get_cached_block(h[1], [1]) is not None
+    assert pool.get_cached_block(h[2], [1]) is not None
+    assert pool.get_cached_block(h[0], [0, 1]) is not None
+    assert pool.get_cached_block(h[1], [0, 1]) is not None
+    assert pool.get_cached_block(h[2], [0, 1]) is None
+
+
+def test_cache_full_blocks_skips_null_and_masked_blocks():
+    from sim.v1.kv_cache_utils import KVCacheBlock
+    pool = BlockPool(10, enable_caching=True, hash_block_size=4)
+    req = request(list(range(12)), 4)
+    blocks = [pool.null_block, KVCacheBlock(1), KVCacheBlock(2)]
+    pool.cache_full_blocks(req, blocks, 0, 3, 4, 0, block_mask=[True, False, True])
+    assert pool.null_block.block_hash is None
+    assert blocks[1].block_hash is None
+    assert blocks[2].block_hash == make_block_hash_with_group_id(req.block_hashes[2], 0)

@@ -372,6 +372,128 @@ def test_priority_preemption_of_a_scheduled_request_leaves_an_unwritten_cached_b
     assert problems == ["cached block 3: its slots do not hold positions 8..11"]
 
 
+# -- hybrid models (a kv_cache_config with several groups) --------------------------------
+from sim.events import BlockSkipped, GroupBlockAllocated  # noqa: E402
+from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config  # noqa: E402
+
+
+def doc_engine(blocks=40, budget=16, layout=("full_attention",) + ("sliding_attention",) * 2,
+               window=32, bs=16, **kw):
+    """The design doc's case 2 in miniature: 1 full : 2 sliding (window 32), block 16."""
+    specs = attention_layer_specs(layout, bs, sliding_window=window)
+    kw.setdefault("async_scheduling", False)     # the doc's steps: the synchronous loop
+    return LLMEngine(CacheConfig(block_size=bs, num_gpu_blocks=blocks),
+                     SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=4,
+                                     max_model_len=256, **kw),
+                     kv_cache_config=make_kv_cache_config(blocks, specs))
+
+
+def tables(e, rid):
+    return [[b.block_id for b in t] for t in e.kv_cache_manager.coordinator.get_blocks(rid)]
+
+
+def test_hybrid_request_grows_and_the_window_returns_blocks():
+    """A 112-token prompt in 16-token chunks: full attention keeps every block; each
+    sliding-window group keeps the blocks the next token attends to (window 32: two),
+    the null block standing for the rest; after the prefill and one decode the request
+    holds 8 + 3 + 3 blocks, as the doc's 7 + 2 + 2 plus the block of the new token."""
+    e = doc_engine()
+    e.add_request("A", 112, SamplingParams(max_tokens=3, ignore_eos=True))
+    outs = [e.step() for _ in range(8)]
+    assert tables(e, "A") == [[1, 4, 7, 10, 13, 16, 19, 22], [0, 0, 0, 0, 0, 17, 20, 23],
+                              [0, 0, 0, 0, 0, 18, 21, 24]]
+    skipped = [(ev.kv_cache_group_id, ev.logical, ev.physical) for out in outs
+               for ev in out.events if isinstance(ev, BlockSkipped)]
+    assert skipped[:2] == [(1, 0, 2), (2, 0, 3)]      # at 48 computed tokens (step 4)
+    assert len(skipped) == 10
+    # The scheduler output carries one list of new block ids per group.
+    cached = outs[7].scheduler_outputs.scheduled_cached_reqs
+    assert cached.new_block_ids == [([22], [23], [24])]
+    assert outs[0].scheduler_outputs.scheduled_new_reqs[0].block_ids == ([1], [2], [3])
+    assert outs[7].scheduler_outputs.num_common_prefix_blocks == [8, 0, 0]
+    allocated = [ev for ev in outs[0].events if isinstance(ev, GroupBlockAllocated)]
+    assert [(ev.kv_cache_group_id, ev.physical) for ev in allocated] == [(0, 1), (1, 2), (2, 3)]
+    assert check_engine(e) == []
+    e.run()
+    assert e.block_pool.get_num_free_blocks() == 39
+
+
+def test_hybrid_second_request_hits_only_the_window():
+    """B shares A's first 96 tokens: full attention reuses 6 blocks, each sliding-window
+    group only the 2 blocks before B's first new token (the null block for the rest)."""
+    e = doc_engine()
+    e.add_request("A", 112, SamplingParams(max_tokens=3, ignore_eos=True))
+    e.run()
+    prompt = e.requests["A"].prompt_token_ids[:96] + list(range(500, 516))
+    e.add_request("B", prompt, SamplingParams(max_tokens=2, ignore_eos=True))
+    out = e.step()
+    hit = [ev for ev in out.events if isinstance(ev, PrefixCacheHit)]
+    assert hit == [PrefixCacheHit("B", (1, 4, 7, 10, 13, 16, 14, 17, 15, 18), 96)]
+    t = tables(e, "B")
+    assert t[0][:6] == [1, 4, 7, 10, 13, 16]
+    assert t[1][:6] == [0, 0, 0, 0, 14, 17] and t[2][:6] == [0, 0, 0, 0, 15, 18]
+    assert out.scheduler_outputs.num_scheduled_tokens == {"B": 16}
+    assert check_engine(e) == []
+
+
+def test_hybrid_preemption_frees_every_group_and_recomputes():
+    e = doc_engine(blocks=14, budget=64, layout=("full_attention", "sliding_attention"),
+                   window=8, bs=4)
+    for rid in "ABC":
+        e.add_request(rid, 10, SamplingParams(max_tokens=8, ignore_eos=True))
+    preempted = []
+    while e.has_unfinished_requests():
+        out = e.step()
+        preempted += [ev.request_id for ev in out.events if type(ev).__name__ == "Preempted"]
+        assert check_engine(e) == []
+    assert preempted
+    assert e.block_pool.get_num_free_blocks() == 13
+    assert all(r.num_output_tokens == 8 for r in e.requests.values())
+
+
+def test_hybrid_in_the_async_loop_keeps_every_invariant():
+    """vLLM's default loop: each step scheduled before the previous output is processed;
+    the windows, the groups and the payloads hold after every call, and B still hits."""
+    e = doc_engine(async_scheduling=True)
+    e.add_request("A", 112, SamplingParams(max_tokens=3, ignore_eos=True))
+    prompt = e.requests["A"].prompt_token_ids[:96] + list(range(500, 516))
+    e.add_request("B", prompt, SamplingParams(max_tokens=2, ignore_eos=True), arrival_step=14)
+    hits, skipped = [], 0
+    while e.has_unfinished_requests():
+        out = e.step()
+        assert check_engine(e) == []
+        hits += [ev for ev in out.events if isinstance(ev, PrefixCacheHit)]
+        skipped += sum(isinstance(ev, BlockSkipped) for ev in out.events)
+    assert [(h.request_id, h.num_tokens) for h in hits] == [("B", 96)]
+    assert skipped >= 10
+    assert e.block_pool.get_num_free_blocks() == 39
+
+
+def test_full_attention_engine_unchanged_by_an_explicit_one_group_config():
+    """A kv_cache_config of one full-attention group behaves as the default engine."""
+    def run(config):
+        e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=11),
+                      SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8),
+                      kv_cache_config=config)
+        e.add_request("A", list(range(15)), SamplingParams(max_tokens=3, ignore_eos=True))
+        e.add_request("B", list(range(10)) + [50, 51, 52, 53],
+                      SamplingParams(max_tokens=1, ignore_eos=True), arrival_step=2)
+        return [(out.scheduler_outputs.num_scheduled_tokens, out.events) for out in e.run()]
+    specs = attention_layer_specs(["full_attention"] * 3, 4)
+    assert run(None) == run(make_kv_cache_config(11, specs))
+
+
+def test_kv_cache_config_must_match_the_cache_config():
+    specs = attention_layer_specs(["full_attention", "sliding_attention"], 4, sliding_window=4)
+    with pytest.raises(ValueError, match="blocks"):
+        LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=11),
+                  kv_cache_config=make_kv_cache_config(12, specs))
+    specs8 = attention_layer_specs(["full_attention", "sliding_attention"], 8, sliding_window=4)
+    with pytest.raises(ValueError, match="block size"):
+        LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=11),
+                  kv_cache_config=make_kv_cache_config(11, specs8))
+
+
 # -- the async loop (vLLM's default: AsyncScheduler + EngineCore.step_with_batch_queue) ------
 def async_engine(**kw):
     return engine(async_scheduling=True, **kw)

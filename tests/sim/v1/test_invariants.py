@@ -12,9 +12,11 @@ from hypothesis.stateful import (
 )
 
 from sim.core.sequence import SamplingParams
+from sim.events import BlockSkipped
 from sim.v1.config import CacheConfig, SchedulerConfig
 from sim.v1.engine import LLMEngine
 from sim.v1.invariants import check_engine
+from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
 
 # Engine steps taken by the machine, over every example (the issue asks for >= 10,000).
 STEPS = [0]
@@ -132,6 +134,83 @@ def test_invariants_hold_over_random_operations():
     print(f"{STEPS[0]} engine steps")
 
 
+# -- hybrid models: sliding-window (or chunked local) and full groups in one pool -----------
+LAYOUTS = (
+    ("full_attention", "sliding_attention"),                       # gpt-oss: 1:1
+    ("sliding_attention", "sliding_attention", "full_attention"),  # 2 sw : 1 full
+    ("full_attention",) + ("sliding_attention",) * 3,              # the doc's toy model
+    ("sliding_attention", "full_attention", "chunked_attention"),  # three types
+    ("sliding_attention",),                                        # one window group
+)
+
+
+class V1HybridEngineMachine(V1EngineMachine):
+    """The same rules over hybrid layouts: windows return blocks while prefix caching,
+    chunked prefill, preemption, speculative decoding and aborts go on."""
+
+    @initialize(bs=st.sampled_from([1, 2, 4]), blocks=st.integers(3, 40),
+                layout=st.sampled_from(LAYOUTS), window=st.integers(1, 10),
+                chunk=st.sampled_from([2, 4, 8]),
+                caching=st.sampled_from([True, True, True, False]), chunked=st.booleans(),
+                budget=st.sampled_from([4, 8, 16, 64]), seqs=st.integers(1, 6),
+                watermark=st.sampled_from([0.0, 0.0, 0.1]), spec=st.sampled_from([0, 0, 2]),
+                lookahead=st.booleans(), policy=st.sampled_from(["fcfs", "fcfs", "priority"]),
+                reserve=st.booleans(), rate=st.sampled_from([0.0, 0.5, 1.0]),
+                seed=st.integers(0, 3), loop=st.sampled_from([None, True, False]))
+    def setup(self, bs, blocks, layout, window, chunk, caching, chunked, budget, seqs,
+              watermark, spec, lookahead, policy, reserve, rate, seed, loop):
+        if spec and loop:
+            loop = None    # async speculative decoding is not simulated: None -> sync
+        if not chunked:
+            budget = max(budget, MAX_MODEL_LEN)
+        if "chunked_attention" in layout:
+            lookahead = False      # vLLM: EAGLE is not supported with chunked local attention
+        self.priority = policy == "priority"
+        specs = attention_layer_specs(layout, bs, sliding_window=window,
+                                      attention_chunk_size=chunk * bs)
+        self.engine = LLMEngine(
+            CacheConfig(block_size=bs, num_gpu_blocks=blocks, enable_prefix_caching=caching),
+            SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=min(seqs, budget),
+                            max_model_len=MAX_MODEL_LEN, enable_chunked_prefill=chunked,
+                            scheduler_reserve_full_isl=reserve, watermark=watermark,
+                            policy=policy, num_speculative_tokens=spec,
+                            num_lookahead_tokens=spec if lookahead else 0,
+                            async_scheduling=loop),
+            seed=seed, spec_acceptance_rate=rate,
+            kv_cache_config=make_kv_cache_config(blocks, specs))
+        self.bases = [[3 + (7 * b + 11 * i) % 40 for i in range(30)] for b in range(3)]
+        self.n = 0
+        step = self.engine.step
+
+        def counted_step():
+            out = step()
+            SKIPPED[0] += sum(isinstance(e, BlockSkipped) for e in out.events)
+            return out
+        self.engine.step = counted_step
+
+    def teardown(self):
+        super().teardown()
+        for manager in self.engine.kv_cache_manager.coordinator.single_type_managers:
+            if not self.engine.has_unfinished_requests():
+                assert not manager.req_to_blocks
+
+
+SKIPPED = [0]
+
+
+def test_invariants_hold_over_random_hybrid_operations():
+    STEPS[0] = SKIPPED[0] = 0
+    run_state_machine_as_test(
+        V1HybridEngineMachine,
+        settings=settings(max_examples=120, stateful_step_count=40, deadline=None,
+                          derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.filter_too_much]))
+    assert STEPS[0] >= 5_000, STEPS[0]
+    assert SKIPPED[0] > 100, SKIPPED[0]      # windows did return blocks
+    print(f"{STEPS[0]} engine steps, {SKIPPED[0]} blocks left a window")
+
+
 # -- the checker catches corruption -------------------------------------------------------
 def engine_mid_run(async_scheduling=False):
     e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=12),
@@ -193,6 +272,54 @@ def test_a_waiting_request_holding_blocks_is_found():
     problems = check_engine(e)
     assert "waiting request A holds blocks" in problems
     assert any("computed tokens" in p for p in problems)
+
+
+def hybrid_engine_mid_run():
+    specs = attention_layer_specs(["full_attention", "sliding_attention"], 4, sliding_window=4)
+    e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=30),
+                  SchedulerConfig(max_num_batched_tokens=4, max_num_seqs=4,
+                                  async_scheduling=False),
+                  kv_cache_config=make_kv_cache_config(30, specs))
+    e.add_request("A", 14, SamplingParams(max_tokens=6, ignore_eos=True))
+    for _ in range(3):
+        e.step()
+    assert check_engine(e) == []
+    return e
+
+
+def window_table(e, rid):
+    return e.kv_cache_manager.coordinator.single_type_managers[1].req_to_blocks[rid]
+
+
+def test_a_block_kept_past_the_window_is_found():
+    e = hybrid_engine_mid_run()
+    table = window_table(e, "A")
+    # The last allocation (8 computed, window 4) skipped tokens 0..4: block 0 went.
+    assert table[0].is_null and not table[1].is_null
+    # Put a free block back where the window's first block was: not returned.
+    block = e.block_pool.free_block_queue.popleft()
+    block.ref_cnt = 1
+    table[0] = block
+    assert any("left the window" in p for p in check_engine(e))
+
+
+def test_a_missing_window_block_is_found():
+    e = hybrid_engine_mid_run()
+    table = window_table(e, "A")
+    gone = table[2]
+    table[2] = e.block_pool.null_block
+    e.block_pool.free_blocks([gone])
+    assert any("inside the window" in p for p in check_engine(e))
+
+
+def test_a_block_in_two_groups_is_found():
+    e = hybrid_engine_mid_run()
+    full = e.kv_cache_manager.req_to_blocks["A"]
+    table = window_table(e, "A")
+    e.block_pool.free_blocks([table[2]])
+    table[2] = full[2]
+    full[2].ref_cnt += 1
+    assert any("groups 0 and 1" in p for p in check_engine(e))
 
 
 def test_a_wrong_placeholder_count_is_found():

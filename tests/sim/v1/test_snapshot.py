@@ -129,3 +129,49 @@ def test_the_kv_view_draws_a_v1_snapshot_unchanged():
     assert parts
     assert kv_view.waste_stats(snap)["used_blocks"] if "used_blocks" in kv_view.waste_stats(snap) \
         else kv_view.waste_stats(snap)
+
+
+def hybrid_engine():
+    from sim.v1.kv_cache_utils import attention_layer_specs, make_kv_cache_config
+    specs = attention_layer_specs(["full_attention", "sliding_attention"], 4, sliding_window=4)
+    e = LLMEngine(CacheConfig(block_size=4, num_gpu_blocks=20),
+                  SchedulerConfig(max_num_batched_tokens=4, max_num_seqs=4,
+                                  async_scheduling=False),
+                  kv_cache_config=make_kv_cache_config(20, specs))
+    e.add_request("A", 12, SamplingParams(max_tokens=2, ignore_eos=True))
+    return e
+
+
+def test_one_group_snapshots_have_no_group_keys():
+    e = v1_engine()
+    e.step()
+    snap = e.snapshot()
+    assert "kv_cache_groups" not in snap
+    assert "group_block_tables" not in snap["requests"][0]
+    assert "group" not in snap["gpu"]["blocks"][1]
+
+
+def test_hybrid_snapshot_lists_every_group_and_keeps_group_0_keys():
+    e = hybrid_engine()
+    for _ in range(3):
+        e.step()
+    snap = e.snapshot()
+    json.dumps(snap)
+    assert snap["kv_cache_groups"] == [
+        {"kv_cache_group_id": 0, "kind": "full_attention", "window": None,
+         "layer_names": ["model.layers.0.self_attn"]},
+        {"kv_cache_group_id": 1, "kind": "sliding_window", "window": 4,
+         "layer_names": ["model.layers.1.self_attn"]}]
+    a = snap["requests"][0]
+    # Group 0's table is the request's "block_table", as for one group.
+    assert a["seqs"][0]["block_table"] == [["gpu", 1, 4], ["gpu", 3, 4], ["gpu", 5, 4]]
+    assert a["group_block_tables"][0] == a["seqs"][0]["block_table"]
+    # Computed 12 at the last allocation's 8: tokens 0..4 left the window -> null block.
+    assert a["group_block_tables"][1] == [["gpu", 0, 0], ["gpu", 4, 4], ["gpu", 6, 4]]
+    assert a["group_num_cached_block"] == [3, 3]
+    blocks = snap["gpu"]["blocks"]
+    assert [blocks[i]["group"] for i in (1, 3, 5)] == [0, 0, 0]
+    assert [blocks[i]["group"] for i in (4, 6)] == [1, 1]
+    # Block 2 left the window: free, and it keeps its hash (group 1's).
+    assert blocks[2]["group"] == 1 and blocks[2]["ref_count"] == 0 and blocks[2]["cached"]
+    assert 2 in snap["gpu"]["free_order"]
