@@ -9,7 +9,9 @@ What is dumped: for every registered widget, its default scenario's frames, and 
 of every distinct set of settings that a page links to (the "What to notice" and "Try this"
 permalinks in docs/*.md); for every chart, its SVG. One JSON file per trace, written with the
 same serialisation as the build (pages' `to_json`), one frame per line so `diff` shows which
-frame moved. `--diff` prints, per file, the frames that differ and a short excerpt.
+frame moved. `--diff` prints, per file, the frames that differ and a short excerpt;
+`--diff --strip-keys` compares the pictures without their animation keys (data-k, data-from:
+pages/framework/keys.py), which proves that a change only added keys.
 """
 from __future__ import annotations
 
@@ -81,7 +83,21 @@ def dump(folder: Path) -> int:
     return count
 
 
-def diff(before: Path, after: Path) -> int:
+def _unkeyed(name: str, lines: list[str]) -> list[str]:
+    """The lines of a dumped file with the keys taken out of every picture."""
+    from pages.framework import keys
+    if name.endswith(".svg"):
+        return [keys.strip(line) for line in lines]
+    _, widget_mod = _framework()
+    out = []
+    for line in lines:
+        frame = json.loads(line)
+        frame["svg"] = keys.strip(frame["svg"])
+        out.append(widget_mod.to_json(frame))
+    return out
+
+
+def diff(before: Path, after: Path, strip_keys: bool = False) -> int:
     names = sorted({p.name for p in before.iterdir()} | {p.name for p in after.iterdir()})
     changed = 0
     for name in names:
@@ -92,6 +108,8 @@ def diff(before: Path, after: Path) -> int:
             continue
         la = a.read_text(encoding="utf-8").splitlines()
         lb = b.read_text(encoding="utf-8").splitlines()
+        if strip_keys:
+            la, lb = _unkeyed(name, la), _unkeyed(name, lb)
         if la == lb:
             continue
         changed += 1
@@ -113,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path, nargs="+")
     p.add_argument("--diff", action="store_true", help="compare two dumps")
+    p.add_argument("--strip-keys", action="store_true",
+                   help="with --diff: compare the pictures without their animation keys")
     args = p.parse_args(argv)
     if args.diff:
         if len(args.folder) != 2:
             p.error("--diff takes two folders")
-        return diff(*args.folder)
+        return diff(*args.folder, strip_keys=args.strip_keys)
     n = dump(args.folder[0])
     print(f"{n} traces and charts written to {args.folder[0]}")
     return 0

@@ -25,11 +25,15 @@
 // will be needed (a pointer or the focus on a widget's settings, a link with settings of
 // its own) or when the page is idle after its first picture and default steps are ready;
 // a reader who asked the browser to save data gets it only on those signs.
+//
+// Step, Back, the arrow keys and Play animate from one frame to the next (transitions.js);
+// the slider, links, Reset and a new run jump. Download, the embed code and ?embed mode are
+// in reuse.js.
 
+import * as reuse from "./reuse.js";
+import { DURATION, transition } from "./transitions.js";
 import { Predict } from "./predict.js";
 
-const LICENCE = "CC BY 4.0";
-const LICENCE_URL = "https://creativecommons.org/licenses/by/4.0/";
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const SITE = new URL("../", import.meta.url); // this file is <site>/js/player.js
 
@@ -158,10 +162,6 @@ function formatHash(pairs) {
   return pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
 }
 
-function escapeAttr(text) {
-  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
 function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
@@ -182,6 +182,8 @@ class Player {
     this.narration = this.q(".vsb-narration");
     this.details = this.q(".vsb-details");
     this.scrub = this.q(".vsb-scrub");
+    this.stage = this.q(".vsb-stage");
+    this.motion = null; // the transition on screen (transitions.js), null at rest
     this.counter = this.q(".vsb-counter");
     this.status = this.q(".vsb-status");
     this.notice = this.q(".vsb-notice");
@@ -459,8 +461,8 @@ class Player {
     const act = (name, fn) => this.root.querySelectorAll(`[data-act="${name}"]`).forEach((el) =>
       el.addEventListener(el.tagName === "SELECT" ? "change" : "click", fn));
     act("reset", () => { this.pause(); this.go(0); });
-    act("back", () => { this.pause(); this.go(this.step - 1); });
-    act("step", () => { this.pause(); this.go(this.step + 1); });
+    act("back", () => { this.pause(); this.go(this.step - 1, { animate: true }); });
+    act("step", () => { this.pause(); this.go(this.step + 1, { animate: true }); });
     act("play", () => (this.timer ? this.pause() : this.play()));
     act("speed", () => { if (this.timer) { this.pause(); this.play(); } });
     act("download", () => this.download());
@@ -478,6 +480,7 @@ class Player {
   // The page was replaced (instant navigation): stop, and ignore answers still on the way.
   dispose() {
     this.pause();
+    this.endMotion();
     this.disposed = true;
     this.pending = null;
     this.request++;
@@ -486,27 +489,42 @@ class Player {
   onKey(e) {
     const tag = e.target.tagName;
     if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
-    if (e.key === "ArrowRight") { this.pause(); this.go(this.step + 1); }
-    else if (e.key === "ArrowLeft") { this.pause(); this.go(this.step - 1); }
+    if (e.key === "ArrowRight") { this.pause(); this.go(this.step + 1, { animate: true }); }
+    else if (e.key === "ArrowLeft") { this.pause(); this.go(this.step - 1, { animate: true }); }
     else if (e.key === " " && tag !== "BUTTON") { this.timer ? this.pause() : this.play(); }
     else return;
     e.preventDefault();
   }
 
-  go(step) {
+  // Step, Back, the arrow keys and Play animate (`animate`); the slider, links, Reset and a
+  // new run jump.
+  go(step, { animate = false } = {}) {
     if (this.root.dataset.stepping !== "ready") return;
     this.touched = true;
     const target = Math.max(0, Math.min(step, this.frames.length - 1));
     // In predict mode a step forward may first ask its question (docs/js/predict.js).
     if (target === this.step + 1 && !this.predictor.allow(target)) return;
-    this.show(target);
+    this.show(target, { animate });
   }
 
-  show(step) {
+  show(step, { animate = false } = {}) {
+    const from = this.step;
     this.step = step;
     const frame = this.frames[step];
-    // Frame SVG is Python's output, where every reader-supplied string was escaped.
-    this.picture.innerHTML = frame.svg;
+    // A press during a motion ends it at once; the next starts from the frame at rest.
+    this.endMotion();
+    if (animate && step !== from && !reducedMotion.matches) {
+      // Frame SVG is Python's output, where every reader-supplied string was escaped.
+      const motion = transition(this.picture, frame.svg,
+                                { duration: DURATION / this.speed(), host: this.stage });
+      if (!motion.done) {
+        this.motion = motion;
+        this.root.dataset.moving = "true";
+        motion.finished.then(() => { if (this.motion === motion) this.endMotion(); });
+      }
+    } else {
+      this.picture.innerHTML = frame.svg;
+    }
     this.narration.textContent = frame.narration;
     this.showDetails(frame.details || []);
     const n = this.frames.length;
@@ -544,6 +562,17 @@ class Player {
     }
   }
 
+  endMotion() {
+    const motion = this.motion;
+    this.motion = null;
+    delete this.root.dataset.moving;
+    motion?.finish();
+  }
+
+  speed() {
+    return Number(this.q('[data-act="speed"]').value) || 1;
+  }
+
   play() {
     if (this.root.dataset.stepping !== "ready" || this.frames.length < 2) return;
     if (this.step >= this.frames.length - 1) this.go(0);
@@ -553,7 +582,7 @@ class Player {
     button.setAttribute("aria-pressed", "true");
     this.timer = setInterval(() => {
       if (this.step >= this.frames.length - 1) this.pause();
-      else this.go(this.step + 1);
+      else this.go(this.step + 1, { animate: true });
     }, 1000 / speed);
   }
 
@@ -721,130 +750,18 @@ class Player {
     return url.href;
   }
 
-  // The current frame as a standalone SVG file that reads the same wherever it is opened:
-  // the colours the page shows now (CSS variables replaced), a background of the same
-  // palette, the font stack, and the attribution (title, page, licence) in its metadata.
-  standaloneSvg() {
-    const style = getComputedStyle(this.root);
-    const colour = (name) => style.getPropertyValue(name).trim() || "currentColor";
-    const svg = this.frames[this.step].svg.replace(/var\((--[\w-]+)\)/g, (_, name) => colour(name));
-    const doc = new DOMParser().parseFromString(svg, "image/svg+xml");
-    const root = doc.documentElement;
-    const ns = "http://www.w3.org/2000/svg";
-    const font = getComputedStyle(this.picture.querySelector("text") || this.root).fontFamily || "monospace";
-    root.setAttribute("style", `font-family:${font};background:${colour("--vsb-bg")}`);
-    const [x, y, w, h] = (root.getAttribute("viewBox") || "0 0 0 0").split(/\s+/);
-    const back = doc.createElementNS(ns, "rect");
-    for (const [k, v] of Object.entries({ x, y, width: w, height: h, fill: colour("--vsb-bg") })) back.setAttribute(k, v);
-    const title = root.querySelector("title");
-    root.insertBefore(back, title ? title.nextSibling : root.firstChild);
-    const page = document.title.replace(/ - vLLM, step by step$/, "");
-    const credit = `“${this.q(".vsb-title").textContent}”, step ${this.step + 1}, from “${page}”, ` +
-      `vLLM, step by step, ${this.pageUrl()}. Licensed under ${LICENCE} (${LICENCE_URL}).`;
-    const desc = doc.createElementNS(ns, "desc");
-    desc.textContent = credit;
-    root.insertBefore(desc, back);
-    const meta = doc.createElementNS(ns, "metadata");
-    meta.textContent = JSON.stringify({ title: this.q(".vsb-title").textContent, page, url: this.pageUrl(),
-      step: this.step + 1, licence: LICENCE, licence_url: LICENCE_URL });
-    root.insertBefore(meta, back);
-    return new XMLSerializer().serializeToString(doc);
-  }
+  // Reuse (docs/js/reuse.js): the frame as a file, the embed code, this widget alone.
+  standaloneSvg() { return reuse.standaloneSvg(this); }
 
-  download() {
-    const blob = new Blob([this.standaloneSvg()], { type: "image/svg+xml" });
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = `${this.id}-step-${this.step + 1}.svg`;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-  }
+  download() { reuse.download(this); }
 
-  embedCode() {
-    const url = new URL(location.href);
-    url.search = `?embed=${encodeURIComponent(this.id)}`;
-    url.hash = this.ownHash();
-    const title = this.q(".vsb-title").textContent;
-    const height = Math.ceil(this.root.getBoundingClientRect().height) + 60;
-    const script = new URL("js/embed.js", SITE); // <site>/js/embed.js, from any page
-    // The iframe works alone at a fixed height; with embed.js it follows the widget's height.
-    return `<iframe src="${escapeAttr(url.href)}" title="${escapeAttr(title)}" ` +
-      `width="100%" height="${height}" style="border:0;width:100%" loading="lazy" ` +
-      `data-vsb-embed allow="clipboard-write" ` +
-      `sandbox="allow-scripts allow-same-origin allow-forms allow-popups allow-downloads"></iframe>` +
-      `<script src="${escapeAttr(script.href)}" async></script>`;
-  }
+  embedCode() { return reuse.embedCode(this); }
 
-  async copyEmbed() {
-    const box = this.q(".vsb-embed-code");
-    box.value = this.embedCode();
-    box.hidden = false;
-    box.select();
-    const button = this.q('[data-act="embed"]');
-    try {
-      await navigator.clipboard.writeText(box.value);
-      button.textContent = "Embed code copied";
-    } catch {
-      button.textContent = "Copy the embed code below";
-    }
-  }
+  copyEmbed() { return reuse.copyEmbed(this); }
 
-  // ?embed=<id>: this widget alone on the page, for an iframe.
   embed(options) {
-    document.documentElement.classList.add("vsb-embed");
-    if (options.theme === "light" || options.theme === "dark") {
-      // Material sets the scheme from the reader's saved choice or the system once its own
-      // script runs, possibly after this: the embed's option wins, whenever that happens.
-      const scheme = options.theme === "dark" ? "slate" : "default";
-      const apply = () => {
-        if (document.body.getAttribute("data-md-color-scheme") !== scheme) {
-          document.body.setAttribute("data-md-color-scheme", scheme);
-        }
-      };
-      apply();
-      new MutationObserver(apply).observe(document.body,
-        { attributes: true, attributeFilter: ["data-md-color-scheme"] });
-    }
-    if (options.controls === "minimal") this.root.classList.add("vsb-minimal");
+    reuse.embed(this, options);
     if (options.predict === "1") this.predictor.set(true);
-    const holder = document.createElement("div");
-    holder.className = "vsb-embed-root";
-    holder.append(this.root);
-    const source = document.createElement("p");
-    source.className = "vsb-source";
-    const link = document.createElement("a");
-    link.href = this.pageUrl();
-    link.target = "_blank";
-    link.rel = "noopener";
-    link.textContent = "Open on the site";
-    const page = document.title.replace(/ - vLLM, step by step$/, "");
-    const licence = document.createElement("a");
-    licence.href = LICENCE_URL;
-    licence.target = "_blank";
-    licence.rel = "noopener license";
-    licence.textContent = LICENCE;
-    source.append(link, ` · From “${page}”, vLLM, step by step · `, licence);
-    holder.append(source);
-    document.body.append(holder);
-    this.reportHeight(holder);
-  }
-
-  // Tell the host page our height whenever it changes: the site's own message (embed.js)
-  // and the LTI form that Canvas and other course platforms listen for.
-  reportHeight(holder) {
-    if (window.parent === window) return;
-    let last = 0;
-    const post = () => {
-      const height = Math.ceil(holder.getBoundingClientRect().height);
-      if (!height || height === last) return;
-      last = height;
-      window.parent.postMessage({ type: "vsb:resize", widget: this.id, href: location.href, height }, "*");
-      window.parent.postMessage({ subject: "lti.frameResize", height }, "*");
-    };
-    new ResizeObserver(post).observe(holder);
-    post();
   }
 }
 
@@ -911,7 +828,10 @@ function hashMaybeChanged() {
 function init() {
   bindPage();
   window.addEventListener("hashchange", hashMaybeChanged);
-  reducedMotion.addEventListener?.("change", () => reducedMotion.matches && players.forEach((p) => p.pause()));
+  reducedMotion.addEventListener?.("change", () => reducedMotion.matches && players.forEach((p) => {
+    p.pause();
+    p.endMotion();
+  }));
   const material = () => {
     window.document$?.subscribe(() => bindPage());
     window.location$?.subscribe(() => queueMicrotask(hashMaybeChanged));

@@ -18,7 +18,8 @@ On every build (`mkdocs build` and each `mkdocs serve` rebuild) it:
   standard library the project uses and the project, byte-compiled); app.zip holds the
   sources for a start without either;
 - fills the home page's `[[topic-cards]]` with one card per page in the nav (with the engine
-  each page shows, from its `engine:` front matter);
+  each page shows, from its `engine:` front matter), and its `[[showcase: <id>]]` with a
+  widget's default trace playing by itself (its frames, pre-rendered; docs/js/showcase.js);
 - for teachers (pages/framework/reuse.py): appends a "Cite / reuse" block to every page with
   a widget, writes an oEmbed document per widget (`<id>.oembed.json`, linked from the page's
   <head>), fills the instructors' page's `[[instructors]]` with every widget, its goal, its
@@ -63,6 +64,7 @@ MARKER = re.compile(r"<p>\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]</p>")
 MARKER_SOURCE = re.compile(r"^\[\[(widget|chart):\s*([A-Za-z0-9_-]+)\s*\]\]\s*$", re.M)
 LEFTOVER = re.compile(r"\[\[(widget|chart|topic-cards|instructors)")
 CARDS = "<p>[[topic-cards]]</p>"
+SHOWCASE = re.compile(r"<p>\[\[showcase:\s*([A-Za-z0-9_-]+)\s*\]\]</p>")
 INSTRUCTORS = "<p>[[instructors]]</p>"
 
 _state: dict = {}
@@ -269,6 +271,8 @@ def on_page_context(context, page, config, nav):
         page.content = page.content.replace(CARDS, topic_cards(page, nav))
     if INSTRUCTORS in (page.content or ""):
         page.content = page.content.replace(INSTRUCTORS, instructors_table(page, nav, config))
+    if SHOWCASE.search(page.content or ""):
+        page.content = SHOWCASE.sub(lambda m: showcase(page, nav, m.group(1)), page.content)
     # Every page has been rendered by now, so every link to this page's widgets is known.
     for wid, listed in sorted(_state["presets"].get(page.file.src_uri, {}).items()):
         attr = f'data-frames="{wid}.frames.json"'
@@ -299,6 +303,26 @@ def topic_cards(home, nav) -> str:
     if not items:
         return '<p class="vsb-no-topics">The first topic pages are being written.</p>'
     return '<div class="grid cards vsb-cards"><ul>' + "".join(items) + "</ul></div>"
+
+
+def showcase(home, nav, wid: str) -> str:
+    """`[[showcase: <id>]]`: the widget's default trace, playing by itself, linking to the
+    first page in the nav that shows it (whose `<id>.frames.json` it plays)."""
+    from mkdocs.utils import get_relative_url
+
+    from pages.framework import markup
+
+    for page in nav.pages:
+        if ("widget", wid) in _state["uses"].get(page.file.src_uri, ()):
+            break
+    else:
+        raise PluginError(f"{home.file.src_uri}: [[showcase: {wid}]]: no page in the nav "
+                          f"shows widget {wid!r}")
+    frames_uri = posixpath.join(posixpath.dirname(page.file.dest_uri), f"{wid}.frames.json")
+    return markup.showcase_html(_state["widgets"][wid].item, _state["frames"][wid],
+                                get_relative_url(frames_uri, home.url),
+                                page.file.url_relative_to(home.file), page.title or "",
+                                get_relative_url("js/showcase.js", home.url))
 
 
 def _link_texts(page, wid: str) -> dict[str, str]:

@@ -150,3 +150,45 @@ def _field(widget: Widget, p: Param) -> str:
             f'<small class="vsb-help" id="{esc(help_id)}">{help_text}</small>'
             f'<span class="vsb-error" id="{esc(error_id)}" data-for="{name}" role="alert">'
             '</span></div>')
+
+
+def telling_frame(frames: list[dict]) -> int:
+    """The frame a still picture of a trace shows: the one with the most things drawn in it
+    (keyed elements, pages/framework/keys.py), the first of them on a tie; the busiest step
+    shows the most of what the widget is about."""
+    from pages.framework.keys import elements
+
+    counts = [len(elements(f["svg"])) for f in frames]
+    return counts.index(max(counts))
+
+
+def showcase_html(widget: Widget, frames: list[dict], frames_url: str, page_url: str,
+                  page_title: str, script_url: str) -> str:
+    """The home page's live picture: a widget's default trace playing by itself (its frames
+    pre-rendered at build time, so no Python), docs/js/showcase.js. Without script, or with
+    reduced motion, it is the telling frame, still, with a Play button; the picture links to
+    the widget's page."""
+    still = telling_frame(frames)
+    frame = frames[still]
+    counter = counter_text(frame, still, len(frames))
+    return "".join([
+        f'<figure class="vsb-showcase" data-frames="{esc(frames_url)}" data-still="{still}"'
+        f' aria-label="{esc(widget.title)}: a preview that plays by itself">',
+        '<div class="vsb-stage">',
+        # The link's name is the picture's own (its role="img" label), so it says what the
+        # picture shows; the caption's link says where it goes.
+        f'<a class="vsb-picture" href="{esc(page_url)}">{frame["svg"]}</a>',
+        '</div>',
+        '<figcaption>',
+        f'<p class="vsb-showcase-title"><strong>{esc(widget.title)}</strong></p>',
+        f'<p>{esc(widget.summary)}</p>' if widget.summary else "",
+        '<p class="vsb-showcase-controls">',
+        '<button type="button" class="vsb-showcase-play" aria-pressed="false"'
+        ' title="Play or pause the preview">▶ Play</button> ',
+        f'<output class="vsb-counter">{esc(counter)}</output></p>',
+        f'<p><a href="{esc(page_url)}">Step through it on the {esc(page_title)} page</a>, '
+        'change its settings, or link to one step.</p>',
+        '</figcaption>',
+        '</figure>',
+        f'<script type="module" async src="{esc(script_url)}"></script>',
+    ])

@@ -207,6 +207,9 @@ class Widget:
     summary: str = ""
     # One line for instructors: what a learner can do after stepping through it.
     goal: str = ""
+    # The animation key kinds its frames carry ("blk" for blk:gpu:7; pages/framework/keys.py):
+    # a promise tests/pages/framework/test_keys.py holds every trace of the widget to.
+    keys: tuple[str, ...] = ()
     names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

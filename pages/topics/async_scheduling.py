@@ -201,12 +201,13 @@ def _before(step: Step, ctx: AsyncContext) -> Step | None:
 
 def _chips(x: float, y: float, items, right: float) -> tuple[list[str], float]:
     """Lettered chips in a row that wraps: items are (key, text, colour, style, tip) with
-    style "solid", "light" or "outline"."""
+    style "solid", "light" or "outline", and optionally a sixth field: the keys of what the
+    chip comes out of in the frame before (data-from)."""
     s = SIZE
     h = s * 1.45
     out = []
     cx, cy = x, y
-    for key, text, color, style, tip in items:
+    for key, text, color, style, tip, *origin in items:
         w = fit.text_width(text, s) + s * 0.8
         if cx > x and cx + w > right:
             cx, cy = x, cy + h + 3
@@ -223,7 +224,7 @@ def _chips(x: float, y: float, items, right: float) -> tuple[list[str], float]:
             ink = "fg"
         out.append(svg.group([box, svg.text(cx + w / 2, cy + h / 2 + s * 0.36, text, size=s,
                                             anchor="middle", fill=ink)],
-                             tip=tip, data_k=key))
+                             tip=tip, data_k=key, data_from=origin[0] if origin else None))
         cx += w + 4
     return out, cy + h - y
 
@@ -256,15 +257,19 @@ def _halves(y: float, step: Step, call: Call, ctx: AsyncContext) -> tuple[list[s
         return out, y + s * 1.45
     items = []
     finished = set(call.finished)
+    # The output of step N comes back from batch N, in flight in the frame before: keyed by
+    # the step, so each call's output arrives out of its batch.
+    came = f"chip:out:{call.processed}"
+    batch = f"batch:{call.processed}"
     for rid, e in call.sampled:
         end = " ✓" if rid in finished else ""
-        items.append((f"chip:out:{rid}", f"{rid} +1{end}", ctx.colors[rid], "solid",
+        items.append((f"{came}:{rid}", f"{rid} +1{end}", ctx.colors[rid], "solid",
                       f"{rid} gets token {e.token_id} at position {e.position}"
-                      + (" and finishes" if end else "")))
+                      + (" and finishes" if end else ""), batch))
     for e in call.discarded:
-        items.append((f"chip:out:{e.request_id}", f"{e.request_id} ✗", ctx.colors[e.request_id],
+        items.append((f"{came}:{e.request_id}", f"{e.request_id} ✗", ctx.colors[e.request_id],
                       "outline", f"{e.request_id}'s token {e.token_id} at position "
-                                 f"{e.position} is thrown away ({_reason(e.reason)})"))
+                                 f"{e.position} is thrown away ({_reason(e.reason)})", batch))
     whose = "its own" if call.processed == step.step else f"step {call.processed}'s"
     lead = svg.text(M + label_w, y + s * 1.05, f"{whose}:", size=s, fill="muted")
     lead_w = fit.text_width(f"{whose}:", s) + s * 0.4
@@ -595,6 +600,7 @@ QUESTIONS = Asker(("discard", asynchrony.discarded), ("in-flight", asynchrony.sc
 
 WIDGETS = (Widget(
     id="v1-async",
+    keys=("row", "tok", "chip", "blk"),
     goal=("Say which step's output each engine call processes under async scheduling, and "
           "what a length stop, an EOS stop and an abort cost."),
     title="Async scheduling: step N+1 is scheduled before step N's output is back",

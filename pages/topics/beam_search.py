@@ -165,7 +165,7 @@ def candidates(x: float, y: float, step_event: BeamSearchStep, k: int,
                     svg.text(cx + STRIP + 3, cy + 2 * FONT + 4, second, size=FONT)]
             tip = (f"candidate from {parent}: token {c.token_id}, cumulative logprob "
                    f"{score}: {word}, carried on by {who}")
-        out.append(svg.group(body, tip=tip))
+        out.append(svg.group(body, tip=tip, data_k=f"cand:{i}"))
     rows = (len(step_event.candidates) - 1) // per_row + 1
     return out, top - y + rows * (ch + 4)
 
@@ -508,6 +508,7 @@ QUESTIONS = Asker(("beam-survivors", beams.survivors), ("blocks-freed", beams.fr
 
 WIDGETS = (Widget(
     id="beam-search",
+    keys=("blk", "tok", "node", "seq", "bar", "cand"),
     goal=('Follow k beams as a tree of shared blocks: which candidates survive, what is forked, '
           'what is freed.'),
     title="Beam search: k beams share their history as a tree of blocks",

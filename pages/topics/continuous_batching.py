@@ -174,7 +174,8 @@ def _letter(x: float, y: float, rid: str, halo: bool) -> str:
     return svg.text(x, y, rid, size=SMALL, anchor="middle", **extra)
 
 
-def _cell(x: float, y: float, w: float, cell, step: int, letters: bool, v1: bool) -> str:
+def _cell(x: float, y: float, w: float, cell, step: int, letters: bool, v1: bool,
+          key: str | None = None, origin: str | None = None) -> str:
     rid, kind = cell.request_id, cell.kind
     color = _color(rid)
     if kind == PREFILL:
@@ -193,7 +194,8 @@ def _cell(x: float, y: float, w: float, cell, step: int, letters: bool, v1: bool
         parts = [svg.rect(x, y, w, CELL, fill="waste", rx=1.5, fill_opacity="0.45")]
     if letters:
         parts.append(_letter(x + w / 2, y + CELL - 4.5, rid, kind == PREFILL))
-    return svg.group(parts, tip=f"iteration {step}: {rid}, {what}")
+    return svg.group(parts, tip=f"iteration {step}: {rid}, {what}", data_k=key,
+                     data_from=origin)
 
 
 def workload_key(requests) -> str:
@@ -289,14 +291,16 @@ def workload_row(y: float, requests) -> tuple[list[str], float]:
         out.append(svg.group([svg.rect(cx, cy + 3, 12, 12, fill=_color(r.request_id), rx=1.5),
                               svg.text(cx + 16, cy + SMALL, text, size=SMALL)],
                              tip=f"{r.request_id}: {r.prompt_len} prompt + {r.output_len} "
-                                 f"output tokens, arrives in iteration {r.arrival_step}"))
+                                 f"output tokens, arrives in iteration {r.arrival_step}",
+                             data_k=f"chip:{r.request_id}"))
         cx += w + 10
     return out, cy + row - y
 
 
 def panel(y: float, run: Run, heading: str, shown: int, columns: int, marks: dict,
-          v1: bool) -> tuple[list[str], float]:
-    """One scheduler's timeline with iterations 0 .. shown - 1 drawn, the last outlined."""
+          v1: bool, name: str = "vllm") -> tuple[list[str], float]:
+    """One scheduler's timeline with iterations 0 .. shown - 1 drawn, the last outlined.
+    `name` keys its marks (cell:<name>:<iteration>:<slot>, ...): the two panels differ."""
     cw = min(MAX_CW, (WIDTH - LEFT - PAD) / columns)
     letters = cw >= 11
     slots = run.max_num_seqs
@@ -309,7 +313,7 @@ def panel(y: float, run: Run, heading: str, shown: int, columns: int, marks: dic
     if 0 <= now < columns:
         out.append(svg.rect(LEFT + now * cw - 1, top - 2, cw + 2, slots * ROW + ROW + 2,
                             fill="panel", stroke="accent", rx=1.5, stroke_width=1.5,
-                            tip=f"iteration {now} (this step)"))
+                            tip=f"iteration {now} (this step)", data_k=f"now:{name}"))
     every = 1
     while every * cw < fit.text_width("00", SMALL) + 8:
         every += 1
@@ -323,9 +327,14 @@ def panel(y: float, run: Run, heading: str, shown: int, columns: int, marks: dic
     out.append(svg.text(PAD, wy + CELL - 4.5, "waiting", size=SMALL, fill="muted"))
     for it in run.iterations[:shown]:
         cx = LEFT + it.step * cw
+        seated = {seating.slot for seating in it.seated}
         for s, cell in enumerate(it.slots):
             if cell is not None:
-                out.append(_cell(cx + 0.5, top + s * ROW, cw - 1, cell, it.step, letters, v1))
+                # A request seated now comes out of the waiting row (or its chip).
+                origin = (f"wait:{name}:{it.step - 1} chip:{cell.request_id}"
+                          if s in seated else None)
+                out.append(_cell(cx + 0.5, top + s * ROW, cw - 1, cell, it.step, letters, v1,
+                                 key=f"cell:{name}:{it.step}:{s}", origin=origin))
         for seating in it.seated:
             if seating.after:
                 # A bar at the cell's left edge where a freed slot is refilled.
@@ -335,7 +344,8 @@ def panel(y: float, run: Run, heading: str, shown: int, columns: int, marks: dic
                                     stroke="highlight" if mark else "fg",
                                     width=3 if mark else 2,
                                     tip=f"iteration {it.step}: {seating.request_id} takes the "
-                                        f"slot {seating.after} left"))
+                                        f"slot {seating.after} left",
+                                    data_k=f"refill:{name}:{it.step}:{seating.slot}"))
         if it.waiting:
             n = len(it.waiting)
             parts = [svg.rect(cx + 0.5, wy, cw - 1, CELL, fill="used", rx=1.5,
@@ -344,14 +354,16 @@ def panel(y: float, run: Run, heading: str, shown: int, columns: int, marks: dic
                 parts.append(svg.text(cx + cw / 2, wy + CELL - 4.5, n, size=SMALL,
                                       anchor="middle"))
             out.append(svg.group(parts, tip=f"iteration {it.step}: {join(list(it.waiting))} "
-                                            f"{verb(it.waiting, 'waits', 'wait')}"))
+                                            f"{verb(it.waiting, 'waits', 'wait')}",
+                                 data_k=f"wait:{name}:{it.step}"))
     idle = marks.get("idle")
     if idle is not None and idle[0] < shown:
         step, slot_list = idle
         for s in slot_list:
             out.append(svg.group([outline(LEFT + step * cw + 1, top + s * ROW + 0.5,
                                               cw - 3, CELL - 1, "highlight", 2.5)],
-                                 tip=f"iteration {step}: this slot idles"))
+                                 tip=f"iteration {step}: this slot idles",
+                                 data_k=f"idle:{name}:{step}:{s}"))
     y2 = wy + ROW + SMALL + 8
     for line in totals_lines(run, shown):
         out.append(svg.text(PAD, y2 + SMALL, line, size=SMALL))
@@ -392,10 +404,10 @@ def view(step: Column, ctx: BatchingContext) -> svg.Figure:
     elements, h = workload_row(y, ctx.requests)
     parts += elements
     y += h + 6
-    for run, head, marks in ((ctx.static, STATIC_HEAD, ctx.static_marks),
-                             (ctx.vllm, vllm_head(v), ctx.vllm_marks)):
+    for run, head, marks, name in ((ctx.static, STATIC_HEAD, ctx.static_marks, "static"),
+                                   (ctx.vllm, vllm_head(v), ctx.vllm_marks, "vllm")):
         elements, h = panel(y, run, head, min(step.index + 1, len(run.iterations)),
-                            ctx.columns, marks, is_v1(v))
+                            ctx.columns, marks, is_v1(v), name)
         parts += elements
         y += h + 8
     parts.append(svg.line(PAD, y - 4, WIDTH - PAD, y - 4, stroke="line", width=0.5))
@@ -775,6 +787,7 @@ QUESTIONS = Asker(("batch-join", batching.batch_join(limits)))
 
 WIDGETS = (Widget(
     id="continuous-batching",
+    keys=("chip", "cell", "now", "wait"),
     goal=('Compare static and iteration-level batching slot by slot, and measure what the refill '
           'buys in latency and utilisation.'),
     title="Static vs continuous batching, iteration by iteration",

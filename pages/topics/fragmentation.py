@@ -395,12 +395,12 @@ def view(step: PoolStep, ctx: PoolContext) -> svg.Figure:
 
 
 def outline(x: float, y: float, w: float, h: float, stroke: str, width: float,
-            rx: float = 0, dash: str | None = None) -> str:
-    """An unfilled box (svg.rect always fills)."""
+            rx: float = 0, dash: str | None = None, key: str | None = None) -> str:
+    """An unfilled box (svg.rect always fills); `key` is its animation key."""
     style = f"fill:none;stroke:{svg.color(stroke)};stroke-width:{svg.num(width)}"
     if dash:
         style += f";stroke-dasharray:{dash}"
-    return f"<rect{svg.attrs(x=x, y=y, width=w, height=h, rx=rx, style=style)}/>"
+    return f"<rect{svg.attrs(x=x, y=y, width=w, height=h, rx=rx, style=style, data_k=key)}/>"
 
 
 def _policy_block(body, run, rec, y, left, right, scale, ctx, index) -> float:
@@ -435,7 +435,8 @@ def _policy_block(body, run, rec, y, left, right, scale, ctx, index) -> float:
             parts.append(svg.text(x + w / 2, strip + 12.5, rid, size=SMALL, anchor="middle",
                                   stroke=svg.color("bg"), stroke_width=3,
                                   paint_order="stroke"))
-        body.append(svg.group(parts, tip=f"{rid}: slots {start}-{start + size - 1}"))
+        body.append(svg.group(parts, tip=f"{rid}: slots {start}-{start + size - 1}",
+                              data_k=f"own:{index}:{rid}:{start}"))
     # The bar: categories in address order.
     for start, size, kind, rid in segments:
         color, name = STYLE[kind]
@@ -443,19 +444,21 @@ def _policy_block(body, run, rec, y, left, right, scale, ctx, index) -> float:
         if rid and kind == "external_fragmentation":
             name += " (buddy rounding)"
         body.append(svg.rect(left + start * scale, bar, size * scale, 22, fill=color, rx=0,
-                             tip=f"{who}{name}: slots {start}-{start + size - 1} ({size})"))
+                             tip=f"{who}{name}: slots {start}-{start + size - 1} ({size})",
+                             data_k=f"seg:{index}:{start}"))
     if run.label == "vLLM" and v["block_size"] * scale >= 3:
         # Block boundaries of the paged pool.
         bs = v["block_size"]
         for b in range(bs, pool - pool % bs + 1, bs):
             x = left + b * scale
             body.append(svg.line(x, bar, x, bar + 22, stroke="bg", width=1))
-    for start, size, _rid in owners:
-        body.append(outline(left + start * scale, bar, size * scale, 22, "fg", 1))
+    for start, size, rid in owners:
+        body.append(outline(left + start * scale, bar, size * scale, 22, "fg", 1,
+                            key=f"own:{index}:{rid}:{start}/o"))
     refused = rec is not None and rec.refused_although_free
     if refused:
         body.append(outline(left - 2, bar - 2, right - left + 4, 26, "fg", 2.5, rx=3,
-                            dash="5 3"))
+                            dash="5 3", key=f"refused:{index}"))
     y = bar + 22 + 4
     lines = number_lines(numbers(rec.breakdown)) if rec is not None else [f"{pool} free"]
     for line in lines:
@@ -512,6 +515,7 @@ QUESTIONS = Asker(("frag-reserve", allocation.reserve(
 
 WIDGET = Widget(
     id="fragmentation",
+    keys=("own", "seg"),
     goal=('Tell reserved slots, internal and external fragmentation apart, and see why paging '
           "leaves only the last block's tail unused."),
     title="One request stream, four memory policies",

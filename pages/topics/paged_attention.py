@@ -203,6 +203,7 @@ QUESTIONS = Asker(("preempt", scheduling.preempt()), ("evict-next", prefix.evict
 
 WIDGETS = (Widget(
     id="paged-attention",
+    keys=("chip", "seq", "ent", "blk", "tok"),
     goal=('Map each token to a slot through the block table, and say why a new block appears '
           'exactly when the last one is full.'),
     title="Block tables and physical blocks, step by step",

@@ -309,6 +309,12 @@ def details(step: KernelStep, ctx: KernelContext) -> list[str]:
 
 # ---------------------------------------------------------------------------- view
 
+def _cursor(x: float, y: float, w: float, h: float, key: str) -> str:
+    """An outline around what the kernel reads in this step (keyed, so it moves)."""
+    style = f"fill:none;stroke:{svg.color('highlight')};stroke-width:1.5"
+    return f"<rect{svg.attrs(x=x, y=y, width=w, height=h, rx=3, style=style, data_k=key)}/>"
+
+
 def view(step: KernelStep, ctx: KernelContext) -> str:
     """One frame's SVG. Frames keep their own heights (the panels under the grid differ
     from step to step), so the view wraps its own document."""
@@ -369,11 +375,15 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
                                   rx=0))
         cells.append(svg.text(x + bw / 2, y + 16, p, size=s, anchor="middle",
                               fill="fg" if mine else "muted"))
-        return svg.group(cells, tip=tip)
+        return svg.group(cells, tip=tip, data_k=f"blk:gpu:{p}")
 
     for p in range(num_blocks):
         here = p == current_physical
         body.append(once(("cache", p, here), lambda: cache_block(p, here)))
+    if current_physical is not None:
+        # The kernel's read position: it travels from block to block as the walk goes on.
+        body.append(_cursor(PAD + current_physical * (bw + gap) - 3, y - 3, bw + 6, 38,
+                            "cursor:block"))
     y += 32 + 4
     chips, h = fit.legend(PAD, y, WIDTH - PAD, [("chip", "seq-0", "this sequence"),
                                                 ("chip", "waste", "padding"),
@@ -409,12 +419,15 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
         mid = ry + block_h / 2 + s / 2 - 2
         return "".join((
             svg.rect(PAD, ry + 2, 30, block_h - 4, fill="panel", stroke=edge,
-                     tip=f"logical block {logical}"),
-            svg.text(PAD + 15, mid, logical, size=s, anchor="middle"),
+                     tip=f"logical block {logical}", data_k=f"logical:{logical}"),
+            svg.text(PAD + 15, mid, logical, size=s, anchor="middle",
+                     data_k=f"logical:{logical}/t"),
             svg.text(PAD + 37, mid, "→", size=s, anchor="middle", fill="muted"),
             svg.rect(PAD + 44, ry + 2, 30, block_h - 4, fill="panel", stroke=edge,
-                     tip=f"block table[{logical}] = physical block {physical}"),
-            svg.text(PAD + 59, mid, physical, size=s, anchor="middle")))
+                     tip=f"block table[{logical}] = physical block {physical}",
+                     data_k=f"ent:0:{logical}"),
+            svg.text(PAD + 59, mid, physical, size=s, anchor="middle",
+                     data_k=f"ent:0:{logical}/t")))
 
     block_h = rh * lines_per_block
     for logical in range(needed):
@@ -429,7 +442,7 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
                 body.append(svg.line(PAD, ry, WIDTH - PAD, ry, stroke="accent",
                                      stroke_dasharray="4 3"))
             body.append(svg.text(WIDTH - PAD, ry + rh / 2 + s / 2 - 2, f"p{part}", size=s,
-                                 anchor="end", fill="accent"))
+                                 anchor="end", fill="accent", data_k=f"part:{part}"))
         body.append(once(("row", logical, is_current, block_h),
                          lambda: table_entry(ry, block_h, logical, physical, edge)))
         for slot in range(bs):
@@ -461,13 +474,16 @@ def view(step: KernelStep, ctx: KernelContext) -> str:
             key = ("cell", pos, text, fill, opacity, tip, stroke, ink, cx, cy)
             body.append(once(key, lambda: (
                 svg.rect(cx + 1, cy + 2, cw - 2, rh - 4, fill=fill, rx=1, tip=tip,
-                         fill_opacity=opacity, stroke=stroke)
+                         fill_opacity=opacity, stroke=stroke, data_k=f"tok:0:{pos}")
                 + svg.text(cx + cw / 2, cy + rh / 2 + s / 2 - 2, text, anchor="middle",
-                           size=s, fill=ink))))
+                           size=s, fill=ink, data_k=f"tok:0:{pos}/t"))))
         if logical in accumulated:
             marks["values"] = True
             body.append(svg.text(WIDTH - PAD - 24, ry + rh / 2 + s / 2 - 2, "+V", size=s,
-                                 anchor="end", fill="seq-2"))
+                                 anchor="end", fill="seq-2", data_k=f"acc:{logical}"))
+    if current_logical is not None:
+        body.append(_cursor(PAD - 3, y + current_logical * block_h, left + per_row * cw - PAD + 5,
+                            block_h, "cursor:row"))
     y += needed * block_h + 6
 
     # -- what the marks mean ----------------------------------------------------------
@@ -587,6 +603,7 @@ QUESTIONS = Asker(("kernel-max", kernel.softmax_max), ("kernel-partial", kernel.
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
+    keys=("blk", "logical", "ent", "tok", "cursor"),
     goal=('Walk the PagedAttention kernel block by block and show it computes the same attention '
           'as a contiguous cache.'),
     title="Paged attention, block by block",

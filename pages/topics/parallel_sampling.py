@@ -379,6 +379,7 @@ QUESTIONS = Asker(("cow", kv.cow), ("blocks-freed", kv.finished_frees),
 
 WIDGETS = (Widget(
     id="parallel-sampling",
+    keys=("plan", "blk", "ent", "tok", "bar", "seq"),
     goal=("Show how n samples share the prompt's blocks and why exactly best_of - 1 copies are "
           'made.'),
     title="Parallel sampling: n samples share one prompt's blocks",

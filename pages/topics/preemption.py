@@ -590,7 +590,8 @@ def draw(snap: dict, events, heading: str, notes: list[tuple[str, str]], status:
                                      right=kv_view.WIDTH - X - 8)
         box_h = dy + 10
         parts.append(svg.rect(X, y + 2, kv_view.WIDTH - 2 * X, box_h, fill="panel",
-                              stroke="highlight", stroke_width=2, tip="vLLM stops here"))
+                              stroke="highlight", stroke_width=2, tip="vLLM stops here",
+                              data_k="stop"))
         parts += elements
         y += box_h + 6
     return svg.Figure(kv_view.WIDTH, y + 4, parts,
@@ -632,6 +633,7 @@ QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("prefix-hit", prefix
 
 WIDGETS = (Widget(
     id="preemption",
+    keys=("chip", "seq", "ent", "blk", "tok"),
     goal=('Predict which request is preempted when blocks run out, and trace a swap round trip or'
           ' a recompute back to intact tokens.'),
     title="Preemption: swap out, swap in, or recompute",

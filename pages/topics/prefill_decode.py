@@ -482,10 +482,11 @@ def _term_rows(y: float, label: str, t: StepTime, parts, total: float, rate: flo
         out.append(svg.rect(x, y, max(w, 0.5), 16, fill=color, rx=0,
                             opacity=None if wins else "0.55",
                             tip=f"{label}: {name} {fmt(amount)} "
-                                f"({amount / total * 100:.1f}% of {fmt(total)})"))
+                                f"({amount / total * 100:.1f}% of {fmt(total)})",
+                            data_k=f"term:{label}:{field_}"))
         x += w
     out.append(svg.text(BAR_X + BAR_W + 6, y + 13, ms_text(seconds), size=s,
-                        fill="fg" if wins else "muted"))
+                        fill="fg" if wins else "muted", data_k=f"term:{label}/t"))
     if wins:
         out.append(svg.text(WIDTH - 4, y + 13, "bound", size=s, fill="highlight",
                             anchor="end"))
@@ -587,6 +588,7 @@ QUESTIONS = Asker(("roofline", roofline.step_time(roofline_for, flop_text, byte_
 
 WIDGETS = (Widget(
     id="prefill-decode",
+    keys=("pt", "line", "term"),
     goal=('Place prefill and decode on the roofline and find the batch size where decoding stops '
           'being memory-bound.'),
     title="Prefill and decode on the roofline",

@@ -716,16 +716,16 @@ def view(phase: pv.Phase, ctx: TourContext) -> svg.Figure:
     y = 30
     for r in snap["requests"]:
         rid = r["request_id"]
-        body.append(svg.text(X0, y + S, rid, size=S))
+        body.append(svg.text(X0, y + S, rid, size=S, data_k=f"row:{rid}"))
         body.append(svg.text(X0 + fit.text_width(rid, S) + 8, y + S, status(phase, ctx, r),
-                             size=S, fill="muted"))
+                             size=S, fill="muted", data_k=f"row:{rid}/s"))
         y += pv.LINE + 2
         finished = r["seqs"][0]["status"].startswith("finished")
         if finished and rid not in phase.tables and not (
                 phase.kind == "free" and rid == phase.freed_request):
             continue
         cells = cells_of(phase, ctx, r, marks)
-        elements, h = pv.cell_rows(X0, y, cells)
+        elements, h = pv.cell_rows(X0, y, cells, key=f"ent:{r['seqs'][0]['seq_id']}")
         body += elements
         y += h + 4
     y += 2
@@ -807,6 +807,7 @@ QUESTIONS = Asker(("free-queue", prefix.free_queue),
 
 WIDGETS = (Widget(
     id="prefix-caching",
+    keys=("row", "ent", "fq", "blk"),
     goal=('Trace a prefix-cache hit through block hashes, touch and the free queue, and predict '
           'which cached block is evicted first.'),
     title="Prefix caching in vLLM V1, block by block",
@@ -842,7 +843,7 @@ def sharing_svg() -> str:
                            f"{r.prompt_tokens:,} prompt tokens read from the cache, "
                            f"{r.evictions} evictions" for r in on]),
     ], x=xs, y=chart.Axis("hit rate (%)", lo=0, hi=100, fmt=lambda t: f"{t:.0f}"),
-        title="Prefix cache hit rate", legend=False, font_scale=fs)
+        title="Prefix cache hit rate", legend=False, font_scale=fs, key="hits")
     items, h = fit.legend(X0, 250, W - 4, [
         ("line", "accent", "vLLM's logged rate (every lookup)"),
         ("dash", "seq-2", "at first admission (prefill saved)")], size=S)

@@ -190,40 +190,47 @@ def draw_row(y: float, row: Row, size: float) -> tuple[list[str], float]:
         line, col = divmod(k, per_row)
         bx = M + col * per_block
         by = y + line * (h + 6)
+        entry = f"ent:{row.seq_id}:{k}"
         out.append(svg.rect(bx - 1, by - 1, bs * SLOT + 2, h + 2, fill="panel", rx=2,
                             tip=f"block {block}" + (" (allocated this step)"
-                                                    if block in row.new_blocks else "")))
+                                                    if block in row.new_blocks else ""),
+                            data_k=entry))
         for j in range(bs):
             pos = k * bs + j
             kind, mark = _slot_state(row, pos)
             sx = bx + j * SLOT
             tip = f"{row.request_id}, position {pos}: {_KIND_WORDS[kind]}"
+            tk = f"tok:{row.seq_id}:{pos}"
             if kind == "kept":
                 fill = "prompt" if pos < row.prompt_len else "out"
                 if fill == "prompt":
                     out.append(svg.rect(sx + 1.25, by + 0.75, SLOT - 2.5, h - 1.5,
                                         fill=row.color, stroke=row.color, rx=1,
-                                        fill_opacity="0.3", stroke_width=1.5, tip=tip))
+                                        fill_opacity="0.3", stroke_width=1.5, tip=tip, data_k=tk))
                 else:
                     out.append(svg.rect(sx + 0.5, by, SLOT - 1, h, fill=row.color, rx=1,
-                                        tip=tip))
+                                        tip=tip, data_k=tk))
             elif kind == "accepted":
-                out.append(svg.rect(sx + 0.5, by, SLOT - 1, h, fill=row.color, rx=1, tip=tip))
+                out.append(svg.rect(sx + 0.5, by, SLOT - 1, h, fill=row.color, rx=1, tip=tip,
+                                    data_k=tk))
             elif kind == "rejected":
-                out.append(svg.rect(sx + 0.5, by, SLOT - 1, h, fill="waste", rx=1, tip=tip))
+                out.append(svg.rect(sx + 0.5, by, SLOT - 1, h, fill="waste", rx=1, tip=tip,
+                                    data_k=tk))
             elif kind == "next":
                 out.append(svg.rect(sx + 1.25, by + 0.75, SLOT - 2.5, h - 1.5, fill="bg",
                                     stroke=row.color, rx=1, stroke_width=1.5,
-                                    stroke_dasharray="3 2", tip=tip))
+                                    stroke_dasharray="3 2", tip=tip, data_k=tk))
             else:
                 out.append(svg.rect(sx + 1, by + 0.5, SLOT - 2, h - 1, fill="free",
-                                    stroke="line", rx=1, stroke_width=0.75, tip=tip))
+                                    stroke="line", rx=1, stroke_width=0.75, tip=tip, data_k=tk))
             if mark:
                 out.append(svg.text(sx + SLOT / 2, by + h / 2 + size * 0.36, mark, size=size,
-                                    anchor="middle", fill="bg" if kind == "accepted" else "fg"))
+                                    anchor="middle", fill="bg" if kind == "accepted" else "fg",
+                                    data_k=f"{tk}/t"))
         if block in row.new_blocks:
             out.append(svg.rect(bx - 2, by - 2, bs * SLOT + 4, h + 4, fill="bg",
-                                fill_opacity="0", stroke="highlight", stroke_width=2, rx=2))
+                                fill_opacity="0", stroke="highlight", stroke_width=2, rx=2,
+                                data_k=f"{entry}/new"))
     lines = -(-len(row.blocks) // per_row) if row.blocks else 1
     return out, lines * (h + 6)
 
@@ -236,16 +243,17 @@ _KIND_WORDS = {"kept": "KV kept", "accepted": "draft accepted this step (KV kept
 
 
 def progress(y: float, label_text: str, done: int, total: int, color: str,
-             size: float) -> tuple[list[str], float]:
-    """An output-token bar: `done` of `total`."""
+             size: float, key: str | None = None) -> tuple[list[str], float]:
+    """An output-token bar: `done` of `total`; `key` keys the bar and its count."""
     lw = fit.text_width("no drafts", size) + size * 0.5
     room = WIDTH - 2 * M - lw - fit.text_width("32/32", size) - size * 0.5
     w = room * done / max(1, total)
     h = size * 1.1
     out = [svg.text(M, y + h - 2, label_text, size=size, fill="muted"),
            svg.rect(M + lw, y, room, h, fill="free", rx=2),
-           svg.rect(M + lw, y, max(w, 0.01), h, fill=color, rx=2),
-           svg.text(M + lw + room + size * 0.4, y + h - 2, f"{done}/{total}", size=size)]
+           svg.rect(M + lw, y, max(w, 0.01), h, fill=color, rx=2, data_k=key),
+           svg.text(M + lw + room + size * 0.4, y + h - 2, f"{done}/{total}", size=size,
+                    data_k=key and f"{key}/t")]
     return out, h + size * 0.5
 
 
@@ -259,7 +267,7 @@ def view(step: Step, ctx: SpecContext) -> svg.Figure:
                 f"{plural(row.capacity, 'slot')} allocated")
         if row.finished:
             head = f"{row.request_id}: finished, blocks freed"
-        out.append(svg.text(M, y + s, head, size=s))
+        out.append(svg.text(M, y + s, head, size=s, data_k=f"row:{row.request_id}"))
         y += s * 1.5
         elements, h = draw_row(y, row, s)
         out += elements
@@ -267,7 +275,8 @@ def view(step: Step, ctx: SpecContext) -> svg.Figure:
         plain = _plain_outputs(ctx, step.index, row.request_id)
         for name, done, color in (("drafts", row.outputs, row.color),
                                   ("no drafts", plain, "used")):
-            elements, h = progress(y, name, min(done, row.output_len), row.output_len, color, s)
+            elements, h = progress(y, name, min(done, row.output_len), row.output_len, color, s,
+                                   key=f"prog:{row.request_id}:{name.replace(' ', '-')}")
             out += elements
             y += h
         y += s * 0.4
@@ -397,6 +406,7 @@ QUESTIONS = Asker(("spec-rollback", spec.rollback), ("spec-accept", spec.accepte
 
 WIDGETS = (Widget(
     id="spec-decode",
+    keys=("row", "ent", "tok", "prog"),
     goal=('Explain why draft tokens need slots ahead of time and what a rejected draft costs in '
           'memory and steps.'),
     title="Speculative decoding: draft slots, kept and rejected",

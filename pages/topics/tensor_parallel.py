@@ -395,7 +395,8 @@ def rank0_panel(body: list[str], y0: float, ctx: TPContext, phase: str,
     h = 3 * (s + 9) + 6
     body.append(svg.rect(PAD - 4, y0, WIDTH - 2 * PAD + 8, h, fill="panel",
                          stroke="accent" if phase == "broadcast" else None,
-                         tip="rank 0 (the driver): the only Scheduler and BlockSpaceManager"))
+                         tip="rank 0 (the driver): the only Scheduler and BlockSpaceManager",
+                         data_k="rank0"))
     y = y0 + s + 5
     body.append(svg.text(PAD, y, "rank 0: Scheduler + BlockSpaceManager", size=s))
     if st is None:
@@ -413,7 +414,7 @@ def rank0_panel(body: list[str], y0: float, ctx: TPContext, phase: str,
     for rid, table in tables.items():
         colour = svg.seq(request_index(rid))
         marks.add("request")
-        body.append(svg.text(x, ty + 16, f"{rid}", size=s, fill=colour))
+        body.append(svg.text(x, ty + 16, f"{rid}", size=s, fill=colour, data_k=f"row:{rid}"))
         x += 14
         for lg, b in enumerate(table):
             fresh = (rid, lg) in new
@@ -423,8 +424,10 @@ def rank0_panel(body: list[str], y0: float, ctx: TPContext, phase: str,
                                  stroke="highlight" if fresh else colour,
                                  stroke_width=2.5 if fresh else 1,
                                  tip=f"{rid}: logical block {lg} -> physical block {b}"
-                                     + (" (allocated this step)" if fresh else "")))
-            body.append(svg.text(x + 11, ty + 16, b, size=s, anchor="middle"))
+                                     + (" (allocated this step)" if fresh else ""),
+                                 data_k=f"ent:{rid}:{lg}"))
+            body.append(svg.text(x + 11, ty + 16, b, size=s, anchor="middle",
+                                 data_k=f"ent:{rid}:{lg}/t"))
             x += 24
         x += 16
     if not tables:
@@ -495,11 +498,12 @@ def gpu_panel(body: list[str], y: float, ctx: TPContext, phase: str,
                 cells.append(svg.rect(bx + 2 + slot * sw, ry + 2, sw - 1, rh - 12,
                                       fill=svg.seq(request_index(rid)), rx=0,
                                       stroke="highlight" if hot else None,
-                                      stroke_width=2 if hot else None))
+                                      stroke_width=2 if hot else None,
+                                      data_k=f"kv:{p.rank}:{rid}:{pos}"))
                 tips.append(f"slot {slot}: {rid} position {pos}")
             tip = (f"GPU {p.rank}, block {b}: K and V of KV {heads_text(p.kv_heads)} "
                    f"for " + ("; ".join(tips) if tips else "no tokens (free)"))
-            body.append(svg.group(cells, tip=tip))
+            body.append(svg.group(cells, tip=tip, data_k=f"shard:{p.rank}:{b}"))
     y += tp * rh
     note = ("block b on every GPU: the same tokens, each GPU's own KV heads" if tp > 1
             else "block b: the K and V of every KV head for its tokens")
@@ -534,7 +538,7 @@ def all_reduce_panel(body: list[str], y: float, ctx: TPContext, phase: str,
             t = first.sharded
             part = t.attention[p.rank].partial if phase == "attention" else t.mlp[p.rank].partial
             body.append(svg.text(PAD, y + s, f"GPU {p.rank}", size=s, fill="muted"))
-            body.append(svg.text(col, y + s, short(part), size=s))
+            body.append(svg.text(col, y + s, short(part), size=s, data_k=f"partial:{p.rank}"))
             y += s + 5
         body.append(svg.line(PAD, y + 2, WIDTH - PAD, y + 2, stroke="line"))
         y += 4
@@ -543,7 +547,8 @@ def all_reduce_panel(body: list[str], y: float, ctx: TPContext, phase: str,
         total = t.attn_all_reduce if phase == "attention" else t.mlp_all_reduce
         name = f"{r.request_id} " + ("all-reduce" if tp > 1 else "output")
         body.append(svg.text(PAD, y + s, name, size=s, fill=svg.seq(request_index(r.request_id))))
-        body.append(svg.text(col, y + s, short(total), size=s, fill="accent"))
+        body.append(svg.text(col, y + s, short(total), size=s, fill="accent",
+                             data_k=f"sum:{r.request_id}"))
         y += s + 5
     if phase == "mlp":
         y += 4
@@ -556,7 +561,8 @@ def all_reduce_panel(body: list[str], y: float, ctx: TPContext, phase: str,
             body.append(svg.text(PAD, y + s, f"{r.request_id}", size=s,
                                  fill=svg.seq(request_index(r.request_id))))
             body.append(svg.text(PAD + 24, y + s, short(r.sharded.output) + mark, size=s,
-                                 fill=("seq-2" if same else "highlight") if tp > 1 else "fg"))
+                                 fill=("seq-2" if same else "highlight") if tp > 1 else "fg",
+                                 data_k=f"out:{r.request_id}"))
             y += s + 5
     return y + 8
 
@@ -608,6 +614,7 @@ QUESTIONS = Asker(("tp-partial", parallel.all_reduce))
 
 WIDGETS = (Widget(
     id=WIDGET_ID,
+    keys=("rank0", "shard", "ent", "kv", "sum"),
     goal=("Explain how one scheduler's block tables serve every GPU, each holding its own heads' "
           'slice of the KV cache.'),
     title="Tensor parallelism: one layer on several GPUs",

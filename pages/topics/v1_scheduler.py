@@ -231,7 +231,7 @@ def _step_kind(f: Facts) -> str:
     return "decode step"
 
 
-def _queue_groups(f: Facts, ctx: SchedContext):
+def _queue_groups(f: Facts, ctx: SchedContext, key: str = "chip"):
     colors = ctx.colors
     victims = {p.request_id for p in f.preempted}
     ran = {s.request_id for s in f.step.scheduled}
@@ -240,12 +240,13 @@ def _queue_groups(f: Facts, ctx: SchedContext):
         style = "ran" if rid in ran else "paused"
         tip = (f"{rid}: ran this step" if rid in ran
                else f"{rid}: running, but not run this step")
-        running.append((rid, colors[rid], style, tip))
+        running.append((rid, colors[rid], style, tip, f"{key}:{rid}"))
     for rid in f.finished:
-        running.append((rid + "✓", colors[rid], "ran", f"{rid}: finished this step"))
+        running.append((rid + "✓", colors[rid], "ran", f"{rid}: finished this step",
+                        f"{key}:{rid}"))
     waiting = [(rid, colors[rid], "preempted" if rid in victims else "idle",
                 f"{rid}: preempted this step, back to the front of waiting" if rid in victims
-                else f"{rid}: waiting") for rid in f.waiting]
+                else f"{rid}: waiting", f"{key}:{rid}") for rid in f.waiting]
     return (("running", running), ("waiting", waiting))
 
 
@@ -255,8 +256,9 @@ def _changed_blocks(step: Step) -> set[int]:
 
 
 def panel(y: float, f: Facts | None, name: str, end: int, ctx: SchedContext,
-          budget: int) -> tuple[list[str], float]:
-    """One engine's step: heading, budget bar and its numbers, queues, KV blocks."""
+          budget: int, key: str = "v1") -> tuple[list[str], float]:
+    """One engine's step: heading, budget bar and its numbers, queues, KV blocks; `key`
+    ("v0", "v1") keeps the two engines' keys apart (budget:v1:A, chip:v1:A, blk:v1:gpu:7)."""
     s = SIZE
     right = WIDTH - M
     if f is None:
@@ -267,7 +269,8 @@ def panel(y: float, f: Facts | None, name: str, end: int, ctx: SchedContext,
     out = [svg.text(M, y + s, f"vLLM {name}: {_step_kind(f)}", size=s + 0.5)]
     y += s * 1.6
     segs = budget_view.segments(f.step.scheduled, ctx.colors)
-    elements, h = budget_view.bar(M, y, WIDTH - 2 * M, budget, segs, size=s)
+    elements, h = budget_view.bar(M, y, WIDTH - 2 * M, budget, segs, size=s,
+                                  key=f"budget:{key}")
     out += elements
     y += h + s * 1.2
     dec = len(f.decodes)
@@ -275,7 +278,8 @@ def panel(y: float, f: Facts | None, name: str, end: int, ctx: SchedContext,
     out.append(svg.text(M, y, f"{dec} decode + {pre} prefill, {budget - f.used} unused",
                         size=s, fill="muted"))
     y += s * 0.6
-    elements, h = budget_view.chip_row(M, y, right, _queue_groups(f, ctx), size=s)
+    elements, h = budget_view.chip_row(M, y, right, _queue_groups(f, ctx, f"chip:{key}"),
+                                       size=s)
     out += elements
     y += h + s * 0.5
     snap = f.step.snapshot
@@ -285,7 +289,7 @@ def panel(y: float, f: Facts | None, name: str, end: int, ctx: SchedContext,
                         fill="muted"))
     y += s * 1.4
     elements, h = budget_view.pool(M, y, WIDTH - 2 * M, snap, ctx.colors, size=s,
-                                   highlight=_changed_blocks(f.step))
+                                   highlight=_changed_blocks(f.step), key=f"blk:{key}:gpu")
     out += elements
     return out, y + h
 
@@ -318,10 +322,11 @@ def workload_view(ctx: SchedContext) -> tuple[list[str], float]:
         pw, ow = r.prompt * unit, r.output * unit
         out.append(svg.rect(x0, y + 2, pw, s, fill=color, stroke=color, rx=1.5,
                             fill_opacity="0.3", stroke_width=1.5,
-                            tip=f"{r.name}: {plural(r.prompt, 'prompt token')}"))
+                            tip=f"{r.name}: {plural(r.prompt, 'prompt token')}",
+                            data_k=f"req:{r.name}:prompt"))
         out.append(svg.rect(x0 + pw + 1, y + 2, ow - 1, s, fill=color, rx=1.5,
                             tip=f"{r.name}: {plural(r.output, 'output token')}, one per "
-                                "decode"))
+                                "decode", data_k=f"req:{r.name}:output"))
         out.append(svg.text(x0 + pw + ow + 4, y + s, f"{r.prompt}+{r.output}", size=s,
                             fill="muted"))
         y += s * 1.55
@@ -351,7 +356,7 @@ def view(pair: Pair, ctx: SchedContext) -> svg.Figure:
     y = s * 2
     for key, f in zip(("v0", "v1"), pair_facts(pair, ctx)):
         elements, bottom = panel(y, f, ENGINE_NAMES[key], ctx.ends[key], ctx,
-                                 ctx.values["budget"])
+                                 ctx.values["budget"], key)
         out += elements
         y = bottom + s * 0.9
         if key == "v0":
@@ -627,6 +632,7 @@ QUESTIONS = Asker(*via("v1", ("budget-share", scheduling.budget_share(limits))),
 
 WIDGETS = (Widget(
     id="v1-scheduler",
+    keys=("req", "budget", "chip", "blk"),
     goal=("Contrast v0.5.5's prefill-only steps with V1's one token budget, and read time to "
           'first token and between tokens off the two schedules.'),
     title="One token budget: v0.5.5 and V1 on the same requests",

@@ -8,7 +8,7 @@ from pages.views import kv_view, svg
 from sim.events import SwappedIn, SwappedOut
 
 
-def arrow(x1: float, y1: float, x2: float, y2: float, tip: str) -> str:
+def arrow(x1: float, y1: float, x2: float, y2: float, tip: str, key: str | None = None) -> str:
     """A line with an arrowhead at (x2, y2), in the highlight colour."""
     dx, dy = x2 - x1, y2 - y1
     length = math.hypot(dx, dy) or 1.0
@@ -23,7 +23,7 @@ def arrow(x1: float, y1: float, x2: float, y2: float, tip: str) -> str:
         svg.line(round(x1, 2), round(y1, 2), round(hx, 2), round(hy, 2), stroke="highlight",
                  width=1.8),
         f"<path{svg.attrs(d=head, style='fill:' + svg.color('highlight'))}/>",
-    ], tip=tip)
+    ], tip=tip, data_k=key)
 
 
 def swaps(events) -> list:
@@ -47,5 +47,6 @@ def swap_arrows(x: float, gpu_y: float, cpu_y: float, snap: dict, events) -> lis
                 tip = f"{e.request_id}: CPU block {c} swapped in to GPU block {g}"
             else:
                 tip = f"{e.request_id}: GPU block {g} swapped out to CPU block {c}"
-            out.append(arrow(*start, *end, tip=tip))
+            way = "in" if isinstance(e, SwappedIn) else "out"
+            out.append(arrow(*start, *end, tip=tip, key=f"swap:{way}:gpu:{g}:cpu:{c}"))
     return out

@@ -137,7 +137,7 @@ def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
             name = labels.get(s["seq_id"], str(s["seq_id"]))
             out.append(svg.text(x, yy + font, f"{name} finished: {s['cumulative_logprob']:.2f}"
                                 + (", returned" if i < n else ""), size=font,
-                                fill="fg" if i < n else "muted"))
+                                fill="fg" if i < n else "muted", data_k=f"done:{s['seq_id']}"))
             yy += lead
         return out, max(height, yy + 4 - y)
     col_w, nw, scores = layout(depth_max, list(labels.values()))
@@ -155,7 +155,7 @@ def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
             mid = px + NODE_GAP / 2
             d = (f"M{svg.num(px)} {svg.num(py)} L{svg.num(mid)} {svg.num(py)} "
                  f"L{svg.num(mid)} {svg.num(ys[i])} L{svg.num(nx)} {svg.num(ys[i])}")
-            out.append(f"<path{svg.attrs(d=d, style=edge)}/>")
+            out.append(f"<path{svg.attrs(d=d, style=edge, data_k=f'edge:{node.block}')}/>")
     for i, node in enumerate(nodes):
         nx, ny = x + node.depth * col_w, ys[i]
         shared = len(node.leaves) > 1
@@ -180,7 +180,13 @@ def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
             cx += STRIP / 2
         parts += [svg.text(cx, ny - 2, upper, size=font, anchor="middle", fill=ink),
                   svg.text(cx, ny + font - 1, lower, size=font, anchor="middle", fill=ink)]
-        out.append(svg.group(parts, tip=tip))
+        # A node that appears grows out of the block it was copied from (copy-on-write) or
+        # else its parent: the beam forked there.
+        origin = h.copied_to.get(node.block) if changed else None
+        if origin is None and node.parent is not None:
+            origin = nodes[node.parent].block
+        out.append(svg.group(parts, tip=tip, data_k=f"node:{node.block}",
+                             data_from=None if origin is None else f"node:{origin}"))
     lx = x + depth_max * col_w - NODE_GAP + LABEL_GAP
     cum = {s["seq_id"]: s["cumulative_logprob"] for s in live_beams(snap)}
     last = {sid: i for i, node in enumerate(nodes) for sid in node.leaves}   # deepest wins
@@ -197,5 +203,5 @@ def draw(x: float, y: float, snap: dict, h: kv_view.Highlights, depth_max: int,
             [f"<path{svg.attrs(d=d, style=stub)}/>",
              svg.rect(lx, ly - CHIP / 2, CHIP, CHIP, fill=colors[sid], rx=1),
              svg.text(lx + CHIP + 5, ly + font / 2 - 1, words, size=font)],
-            tip=f"{labels[sid]}: cumulative logprob {cum[sid]:.4f}"))
+            tip=f"{labels[sid]}: cumulative logprob {cum[sid]:.4f}", data_k=f"seq:{sid}"))
     return out, height

@@ -42,32 +42,35 @@ def segments(scheduled, colors: dict[str, str]) -> list[Segment]:
 
 
 def bar(x: float, y: float, width: float, budget: int, segs: Sequence[Segment], *,
-        size: float, height: float | None = None) -> tuple[list[str], float]:
+        size: float, height: float | None = None,
+        key: str = "budget") -> tuple[list[str], float]:
     """The budget as a bar `width` wide: one cell per token; decode tokens solid, prefill
     tokens light with an outline, the unused rest empty. A segment is lettered (its request,
-    and its token count when there is room)."""
+    and its token count when there is room). Keys: the bar `key`, a request's segment
+    <key>:<request id> (a request's share grows and shrinks from step to step)."""
     h = height or size * 1.6
     cell = width / budget
     out = [svg.rect(x, y, width, h, fill="free", rx=2,
-                    tip=f"token budget: {plural(budget, 'token')} per step")]
+                    tip=f"token budget: {plural(budget, 'token')} per step", data_k=key)]
     cx = x
     for seg in segs:
         w = cell * seg.tokens
+        k = f"{key}:{seg.request_id}"
         if seg.kind == DECODE:
             out.append(svg.rect(cx + 0.5, y + 0.5, w - 1, h - 1, fill=seg.color, rx=1.5,
-                                tip=seg.tip))
+                                tip=seg.tip, data_k=k))
             ink = "bg"
         else:
             out.append(svg.rect(cx + 0.75, y + 0.75, w - 1.5, h - 1.5, fill=seg.color,
                                 stroke=seg.color, rx=1.5, fill_opacity="0.3",
-                                stroke_width=1.5, tip=seg.tip))
+                                stroke_width=1.5, tip=seg.tip, data_k=k))
             ink = "fg"
         label = f"{seg.request_id} {seg.tokens}" if seg.kind == PREFILL else seg.request_id
         if fit.text_width(label, size) + 4 > w:
             label = seg.request_id
         if fit.text_width(label, size) + 2 <= w:
             out.append(svg.text(cx + w / 2, y + h / 2 + size * 0.36, label, size=size,
-                                anchor="middle", fill=ink))
+                                anchor="middle", fill=ink, data_k=f"{k}/t"))
         cx += w
     return out, h
 
@@ -75,8 +78,8 @@ def bar(x: float, y: float, width: float, budget: int, segs: Sequence[Segment], 
 # Chip styles: "ran" (it computed tokens this step), "idle" (in the queue, did not run),
 # "paused" (running, but the step did not run it: dashed), "preempted" (highlight outline).
 def chip(x: float, y: float, text: str, color: str, style: str, *, size: float,
-         tip: str = "") -> tuple[str, float]:
-    """A lettered chip; returns (element, width)."""
+         tip: str = "", key: str | None = None) -> tuple[str, float]:
+    """A lettered chip (keyed `key`); returns (element, width)."""
     w = fit.text_width(text, size) + size * 0.7
     h = size * 1.35
     if style == "ran":
@@ -91,12 +94,13 @@ def chip(x: float, y: float, text: str, color: str, style: str, *, size: float,
     else:
         box = svg.rect(x, y, w, h, fill="panel", stroke=color, rx=3, stroke_width=1)
     label = svg.text(x + w / 2, y + h / 2 + size * 0.36, text, size=size, anchor="middle")
-    return svg.group([box, label], tip=tip or None), w
+    return svg.group([box, label], tip=tip or None, data_k=key), w
 
 
 def chip_row(x: float, y: float, right: float, groups, *, size: float) -> tuple[list[str], float]:
     """Labelled groups of chips, e.g. ("running", [(text, color, style, tip), ...]), in one
-    line that wraps before `right`. Returns (elements, height)."""
+    line that wraps before `right`; an item may add a fifth field, the chip's key (a
+    request's chip keeps it from queue to queue). Returns (elements, height)."""
     out: list[str] = []
     gap = size * 0.35
     h = size * 1.35
@@ -111,11 +115,12 @@ def chip_row(x: float, y: float, right: float, groups, *, size: float) -> tuple[
         if not items:
             out.append(svg.text(cx, cy + h / 2 + size * 0.36, "-", size=size, fill="muted"))
             cx += fit.text_width("-", size) + gap
-        for text, color, style, tip in items:
+        for text, color, style, tip, *key in items:
             w = fit.text_width(text, size) + size * 0.7
             if cx + w > right:
                 cx, cy = x + size, cy + h + gap
-            element, w = chip(cx, cy, text, color, style, size=size, tip=tip)
+            element, w = chip(cx, cy, text, color, style, size=size, tip=tip,
+                              key=key[0] if key else None)
             out.append(element)
             cx += w + gap
         cx += size * 0.8
@@ -123,10 +128,12 @@ def chip_row(x: float, y: float, right: float, groups, *, size: float) -> tuple[
 
 
 def pool(x: float, y: float, width: float, snap: dict, colors: dict[str, str], *,
-         size: float, highlight: set[int] = frozenset()) -> tuple[list[str], float]:
+         size: float, highlight: set[int] = frozenset(),
+         key: str = "blk:gpu") -> tuple[list[str], float]:
     """The usable GPU blocks as a strip of squares: a block held by requests in its first
     holder's colour; a free block that keeps its prefix-cache hash (V1) outlined; other free
-    blocks empty. `highlight` outlines blocks (by number) that changed this step."""
+    blocks empty. `highlight` outlines blocks (by number) that changed this step. Block n
+    is keyed <key>:<n>, its outline <key>:<n>/h."""
     blocks = snap["gpu"]["blocks"]
     null = snap.get("null_block")
     numbers = [i for i in range(len(blocks)) if i != null]
@@ -146,19 +153,22 @@ def pool(x: float, y: float, width: float, snap: dict, colors: dict[str, str], *
         bx, by = x + col * cell, y + row * (h + 3)
         held = owner.get(num)
         b = blocks[num]
+        bk = f"{key}:{num}"
         if held:
             out.append(svg.rect(bx + 0.5, by, cell - 1, h, fill=colors.get(held[0], "used"),
-                                rx=1, tip=f"block {num}: {', '.join(held)}"))
+                                rx=1, tip=f"block {num}: {', '.join(held)}", data_k=bk))
         elif b.get("hash"):
             out.append(svg.rect(bx + 1, by + 1, cell - 2, h - 2, fill="free", stroke="accent",
                                 rx=1, stroke_width=1.5,
-                                tip=f"block {num}: free, still cached (hash {b['hash']})"))
+                                tip=f"block {num}: free, still cached (hash {b['hash']})",
+                                data_k=bk))
         else:
             out.append(svg.rect(bx + 0.5, by, cell - 1, h, fill="free", rx=1,
-                                tip=f"block {num}: free"))
+                                tip=f"block {num}: free", data_k=bk))
         if num in highlight:
             out.append(svg.rect(bx + 0.5, by - 1.5, cell - 1, h + 3, fill="bg",
-                                fill_opacity="0", stroke="highlight", stroke_width=2, rx=1))
+                                fill_opacity="0", stroke="highlight", stroke_width=2, rx=1,
+                                data_k=f"{bk}/h"))
     rows = -(-n // per_row)
     return out, rows * (h + 3) - 3
 
@@ -209,7 +219,8 @@ def dot_rows(x: float, y: float, width: float, rows: Sequence[tuple[str, Sequenc
                 continue
             tip = tips[i][k] if tips else f"{name}, {sname}: {v:.1f} {unit}"
             dy = (k - mid) * row_h * 0.22
-            out.append(_marker(marker, px(v), cy + dy, size * 0.38, color, tip))
+            out.append(_marker(marker, px(v), cy + dy, size * 0.38, color, tip,
+                               key=f"dot:{i}:{k}"))
     out.append(svg.line(left, y0 + plot_h, right, y0 + plot_h, stroke="line"))
     return out, (y0 - y) + plot_h + size * 2.6
 
@@ -218,15 +229,18 @@ def _tick(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-def _marker(kind: str, cx: float, cy: float, r: float, color: str, tip: str) -> str:
+def _marker(kind: str, cx: float, cy: float, r: float, color: str, tip: str,
+            key: str | None = None) -> str:
     style = f"fill:{svg.color(color)};stroke:{svg.color('bg')};stroke-width:1"
     if kind == "square":
-        return svg.rect(cx - r, cy - r, 2 * r, 2 * r, fill=color, rx=1, tip=tip)
+        return svg.rect(cx - r, cy - r, 2 * r, 2 * r, fill=color, rx=1, tip=tip, data_k=key)
     if kind == "diamond":
         pts = (f"{svg.num(cx)},{svg.num(cy - r * 1.3)} {svg.num(cx + r * 1.3)},{svg.num(cy)} "
                f"{svg.num(cx)},{svg.num(cy + r * 1.3)} {svg.num(cx - r * 1.3)},{svg.num(cy)}")
-        return f"<polygon{svg.attrs(points=pts, style=style)}>{svg.title(tip)}</polygon>"
-    return f"<circle{svg.attrs(cx=cx, cy=cy, r=r * 1.1, style=style)}>{svg.title(tip)}</circle>"
+        return (f"<polygon{svg.attrs(points=pts, style=style, data_k=key)}>"
+                f"{svg.title(tip)}</polygon>")
+    return (f"<circle{svg.attrs(cx=cx, cy=cy, r=r * 1.1, style=style, data_k=key)}>"
+            f"{svg.title(tip)}</circle>")
 
 
 # Legend entries for the marks above: (kind, palette colour, label). Kinds: "decode" (a solid

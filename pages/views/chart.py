@@ -121,9 +121,12 @@ def _limits(axis: Axis, values: list[float]) -> tuple[float, float]:
 
 def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Series], *,
          x: Axis, y: Axis, markers: Sequence[Marker] = (), title: str = "",
-         legend: bool = True, font_scale: float = 1.0) -> list[str]:
+         legend: bool = True, font_scale: float = 1.0, key: str = "c") -> list[str]:
     """The elements of one chart whose outer box is (x0, y0, width, height).
-    `font_scale` enlarges every label (e.g. 1.3 for a picture that a phone shrinks)."""
+    `font_scale` enlarges every label (e.g. 1.3 for a picture that a phone shrinks).
+    Series and points are keyed for the player's transitions (line:<key>:<series name>,
+    pt:<key>:<series name>:<point>; spaces in the name become '-'): two charts in one
+    picture need different `key`s."""
     xs = [p[0] for s in series for p in s.points]
     ys = [p[1] for s in series for p in s.points]
     xs += [m.x for m in markers if m.x is not None]
@@ -176,22 +179,26 @@ def plot(x0: float, y0: float, width: float, height: float, series: Sequence[Ser
                                     size=10 * fs, fill=m.color,
                                     anchor="end" if at_end else "start"))
     for s in series:
+        si_ = "-".join(s.name.split())
         pts = [(sx(px), sy(py)) for px, py in s.points
                if not (x.log and px <= 0) and not (y.log and py <= 0)]
         if s.kind in ("line", "both") and len(pts) > 1:
             d = "M" + " L".join(f"{svg.num(a)} {svg.num(b)}" for a, b in pts)
             style = (f"fill:none;stroke:{svg.color(s.color)};stroke-width:2"
                      + (";stroke-dasharray:6 4" if s.dashed else ""))
-            out.append(f"<path{svg.attrs(d=d, style=style)}>{svg.title(s.name)}</path>")
+            out.append(f"<path{svg.attrs(d=d, style=style, data_k=f'line:{key}:{si_}')}>"
+                       f"{svg.title(s.name)}</path>")
         if s.kind in ("points", "both"):
             for i, (a, b) in enumerate(pts):
                 tip = (s.tips[i] if i < len(s.tips)
                        else f"{s.name}: {fx(s.points[i][0])}, {fy(s.points[i][1])}")
+                k = f"pt:{key}:{si_}:{i}"
                 if s.marker == "square":
-                    out.append(svg.rect(a - 4, b - 4, 8, 8, fill=s.color, tip=tip, rx=1))
+                    out.append(svg.rect(a - 4, b - 4, 8, 8, fill=s.color, tip=tip, rx=1,
+                                        data_k=k))
                 else:
                     dot_style = f"fill:{svg.color(s.color)}"
-                    out.append(f"<circle{svg.attrs(cx=a, cy=b, r=4.5, style=dot_style)}>"
+                    out.append(f"<circle{svg.attrs(cx=a, cy=b, r=4.5, style=dot_style, data_k=k)}>"
                                f"{svg.title(tip)}</circle>")
     if legend and len(series) > 1:
         lx, ly = left + 8, top + 6

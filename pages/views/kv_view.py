@@ -228,7 +228,7 @@ def queues(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], fl
         first_w = text_width(label) + 6 + text_width(chips[0]) + 10
         if cx > x and cx + first_w > right:
             cx, cy = x, cy + row_h
-        out.append(_text(cx, cy + 15, label, fill="muted"))
+        out.append(_text(cx, cy + 15, label, fill="muted", data_k=f"queue:{name}"))
         cx += text_width(label) + 6
         if not ids:
             out.append(_text(cx, cy + 15, "-", fill="muted"))
@@ -247,9 +247,9 @@ def queues(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], fl
             out.append(svg.rect(cx, cy + 1, w, CHIP_H, fill="free" if faded else colors[rid],
                                 stroke="highlight" if victim else
                                 ("line" if faded else colors[rid]),
-                                stroke_width=2.5 if victim else 1, tip=tip))
+                                stroke_width=2.5 if victim else 1, tip=tip, data_k=f"chip:{rid}"))
             out.append(_text(cx + w / 2, cy + 15.5, chip, anchor="middle",
-                                fill="fg" if faded else "bg"))
+                             fill="fg" if faded else "bg", data_k=f"chip:{rid}/t"))
             cx += w + 4
         cx += 12
     return out, cy - y + row_h
@@ -338,14 +338,14 @@ def block_tables(x: float, y: float, snap: dict, h: Highlights,
             if not table:
                 words = _waiting_words(snap, r, s, any_table) if others else ""
                 if words:
-                    out.append(_text(x, yy + FONT + 2, name))
+                    out.append(_text(x, yy + FONT + 2, name, data_k=f"seq:{s['seq_id']}"))
                     elements, wh = lines(x + label_w, yy + 2, words)
                     out += elements
                     yy += max(wh, FONT * 1.3 + 2) + 4
                 continue
             any_row = True
             color = (seq_colors or {}).get(s["seq_id"]) or colors[r["request_id"]]
-            out.append(_text(x, yy + FONT + 4, name))
+            out.append(_text(x, yy + FONT + 4, name, data_k=f"seq:{s['seq_id']}"))
             for i, (dev, num, filled) in enumerate(table):
                 cx = x + label_w + (i % per_row) * (cell_w + 4)
                 cy = yy + (i // per_row) * (CELL_H + 4)
@@ -361,7 +361,10 @@ def block_tables(x: float, y: float, snap: dict, h: Highlights,
                                  ("C" if dev == "cpu" else "") + f"#{num}", anchor="end"),
                         _text(cx + cell_w / 2, cy + 2 * FONT + 5, f"{filled}/{bs}",
                                  anchor="middle", fill="muted")]
-                out.append(svg.group(cell, tip=tip))
+                # An entry that appears grows out of the prompt's plan (prompt_plan, the
+                # frame before the first step) or else its physical block in the pool.
+                out.append(svg.group(cell, tip=tip, data_k=f"ent:{s['seq_id']}:{i}",
+                                     data_from=f"plan:{i} blk:{dev}:{num}"))
             rows = (len(table) - 1) // per_row + 1
             yy += rows * (CELL_H + 4) + 2
     if not any_row and not others:
@@ -533,7 +536,15 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
                                   stroke=stroke, stroke_width=width,
                                   stroke_dasharray=dashes))
             slots = block.get("slots", [])
+            # A copy-on-write copy's tokens come out of the block they were copied from,
+            # where they were keyed by whichever sibling sequence drew them first.
+            copied = (device == "gpu" and n in h.copied_to and key in h.allocated
+                      and sharers)
+            siblings = ([s_["seq_id"] for r in snap["requests"]
+                         if r["request_id"] == sharers[0][0] for s_ in r["seqs"]]
+                        if copied else None)
             parts += _slots(bx, body_y, slots, bs, slot_w, color, tok,
+                            owner=sharers[0][1] if sharers else None, siblings=siblings,
                             stale=stale.get(key, ()))
             names_ = ", ".join(labels.get(sid, str(sid)) for _, sid in sharers)
             tip = (f"{device.upper()} block {n}: {len(slots)} of {bs} slots filled; "
@@ -547,7 +558,7 @@ def pool(x: float, y: float, snap: dict, device: str, h: Highlights,
                 tip += f"; in the prefix cache (hash {block['hash']})"
             if key in h.touched:
                 tip += "; taken from the prefix cache in this step"
-        out.append(svg.group(parts, tip=tip))
+        out.append(svg.group(parts, tip=tip, data_k=f"blk:{device}:{n}"))
     rows = (len(dev["blocks"]) - 1) // cols + 1 if dev["blocks"] else 0
     return out, _pool_title_height(snap) + extra + rows * ROW
 
@@ -559,8 +570,13 @@ def _dot(cx: float, cy: float, r: float) -> str:
 
 
 def _slots(bx: float, body_y: float, slots: list, bs: int, slot_w: float, color: str, tok,
-           pale: bool = False, stale=()) -> list[str]:
-    """One block's slots; those in `stale` (KV vLLM never recomputed) show "?"."""
+           pale: bool = False, owner: int | None = None,
+           siblings: list[int] | None = None, stale=()) -> list[str]:
+    """A block's slots; with `owner` (the first sequence whose table holds the block), each
+    token is keyed tok:<owner>:<position>, so a token swapped out or copied moves. With
+    `siblings` (a copy-on-write copy's request's sequences), a token that appears grows out
+    of the same position of a sibling in the frame before. Those in `stale` (KV vLLM never
+    recomputed) show "?"."""
     parts = []
     for i in range(bs):
         sx = bx + 2 + i * slot_w
@@ -577,12 +593,16 @@ def _slots(bx: float, body_y: float, slots: list, bs: int, slot_w: float, color:
         elif i < len(slots):
             token_id, pos = slots[i]
             extra = {"opacity": 0.4} if pale else {}
+            k = f"tok:{owner}:{pos}" if owner is not None else None
+            origin = " ".join(f"tok:{sid}:{pos}" for sid in siblings) if siblings else None
             parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill=color, rx=1,
                                   tip=f"slot {i}: token {token_id} at position {pos}",
-                                  **extra))
+                                  **extra, data_k=k, data_from=origin))
             if slot_w >= SLOT:
                 parts.append(_text(sx + slot_w / 2 - 0.5, body_y + 16.5, tok(token_id, pos),
-                                      anchor="middle", fill="fg" if pale else "bg"))
+                                   anchor="middle", fill="fg" if pale else "bg",
+                                   data_k=k and f"{k}/t",
+                                   data_from=origin and " ".join(f"{o}/t" for o in origin.split())))
         else:
             parts.append(svg.rect(sx, body_y + 2, slot_w - 1, BODY - 4, fill="free", rx=1,
                                   tip=f"slot {i}: empty (reserved, not yet written)"))

@@ -219,9 +219,13 @@ class Cell:
     tokens_fill: str = "fg"
 
 
-def cell_rows(x: float, y: float, cells: list[Cell]) -> tuple[list[str], float]:
+def cell_rows(x: float, y: float, cells: list[Cell],
+              key: str | None = None) -> tuple[list[str], float]:
     """Cells in rows of PER_ROW, with the hash chain (a line through the hashed cells, each
-    hash covering the one before) under each row. Returns (elements, height)."""
+    hash covering the one before) under each row. Returns (elements, height).
+
+    `key` ("ent:<seq id>") keys cell i as <key>:<i> and its block number as <key>:<i>/b,
+    which appears out of the block's chip in the free queue (fq:<block>) when it is taken."""
     out: list[str] = []
     rows = max(1, -(-len(cells) // PER_ROW))
     for i, c in enumerate(cells):
@@ -246,13 +250,15 @@ def cell_rows(x: float, y: float, cells: list[Cell]) -> tuple[list[str], float]:
                           fill=c.tokens_fill),
                  svg.text(cx + CELL_W / 2, cy + 30, short(c.block_hash), size=S,
                           anchor="middle", fill="muted")]
+        k = f"{key}:{i}" if key else None
         if c.block is not None:
             third = f"#{c.block}" + (f" \u00d7{c.ref}" if c.ref != 1 else "")
-            parts.append(svg.text(cx + CELL_W / 2, cy + 45, third, size=S, anchor="middle"))
+            parts.append(svg.text(cx + CELL_W / 2, cy + 45, third, size=S, anchor="middle",
+                                  data_k=k and f"{k}/b", data_from=k and f"fq:{c.block}"))
         elif c.note:
             parts.append(svg.text(cx + CELL_W / 2, cy + 45, c.note, size=S, anchor="middle",
                                   fill="accent"))
-        out.append(svg.group(parts, tip=c.tip or None))
+        out.append(svg.group(parts, tip=c.tip or None, data_k=k))
     # The chain: a line joining the hashed cells of each row (a cell's hash covers the
     # hash of the cell before it), a dot on each.
     for r in range(rows):
@@ -283,12 +289,20 @@ def pool_row(x: float, y: float, phase: Phase, entered: frozenset,
     out.append(svg.group([
         svg.rect(x, top, CHIP_W, CHIP_H, fill="used", stroke="line"),
         svg.text(x + CHIP_W / 2, top + 17, f"#{null}", size=S, anchor="middle")],
-        tip=f"block {null}: the null block, never handed out and never free"))
+        tip=f"block {null}: the null block, never handed out and never free",
+        data_k=f"blk:gpu:{null}"))
     out.append(svg.line(x + CHIP_W + 5, top - 2, x + CHIP_W + 5, top + CHIP_H + 2,
                         stroke="line", width=1.5))
     qx = x + CHIP_W + 10
     per_row = max(1, int((right - qx + CHIP_GAP) // (CHIP_W + CHIP_GAP)))
     order = phase.free_order
+    # A block freed in this phase comes out of its cell's block number (cell_rows' keys).
+    came_from = {}
+    if phase.kind == "free":
+        seq = next(r["seqs"][0]["seq_id"] for r in snap["requests"]
+                   if r["request_id"] == phase.freed_request)
+        table = [b for b, _ in reversed(phase.released)]
+        came_from = {b: f"ent:{seq}:{i}/b" for i, b in enumerate(table)}
     for i, b in enumerate(order):
         cx = qx + (i % per_row) * (CHIP_W + CHIP_GAP)
         cy = top + (i // per_row) * (CHIP_H + 5)
@@ -303,7 +317,8 @@ def pool_row(x: float, y: float, phase: Phase, entered: frozenset,
             svg.rect(cx, cy, CHIP_W, CHIP_H, fill="accent" if h else "free", stroke=stroke,
                      stroke_width=2.5 if b in entered else 1.2,
                      stroke_dasharray=None if h or b in entered else "3 2", **kw),
-            svg.text(cx + CHIP_W / 2, cy + 17, b, size=S, anchor="middle")], tip=tip))
+            svg.text(cx + CHIP_W / 2, cy + 17, b, size=S, anchor="middle")], tip=tip,
+            data_k=f"fq:{b}", data_from=came_from.get(b)))
     if not order:
         out.append(svg.text(qx, top + 17, "empty: every block is in use", size=S,
                             fill="muted"))

@@ -41,7 +41,8 @@ def plan(x: float, y: float, prompt_len: int, block_size: int, note: str = "",
                 parts.append(svg.rect(sx, by + 2, slot_w - 1, BODY - 4, fill="free", rx=1))
         out.append(svg.group(parts, tip=f"prompt block {b}: positions {b * block_size} to "
                                         f"{b * block_size + filled - 1}, {filled} of "
-                                        f"{plural(block_size, 'slot')} filled"))
+                                        f"{plural(block_size, 'slot')} filled",
+                             data_k=f"plan:{b}"))
     rows = (blocks - 1) // per_row + 1
     yy = top + rows * (BODY + 6)
     if note:

@@ -36,12 +36,13 @@ def bars(x: float, y: float, u, copies: int, scale_max: int, averaged: float | N
     unit = (right - (x + label_w)) / max(1, scale_max)
     out = [svg.text(x, y + font, "Blocks in use", size=font, fill="muted")]
     yy = y + lead + 2
-    for label, value, color in ((labels[0], u.used, "accent"), (labels[1], u.unshared, "used")):
+    for label, value, color, k in ((labels[0], u.used, "accent", "bar:shared"),
+                                   (labels[1], u.unshared, "used", "bar:copies")):
         out.append(svg.text(x, yy + font - 1, label, size=font))
         out.append(svg.rect(x + label_w, yy + 1, max(0.0, value * unit), BAR_H, fill=color,
-                            tip=f"{label}: {plural(value, 'block')}"))
+                            tip=f"{label}: {plural(value, 'block')}", data_k=k))
         out.append(svg.text(x + label_w + value * unit + 4, yy + font - 1, str(value),
-                            size=font))
+                            size=font, data_k=f"{k}/t"))
         yy += lead + 2
     now = (f"saved now: {u.saved} of {u.unshared} ({100 * u.saving:.0f}%)" if u.unshared
            else "no blocks in use")

@@ -32,7 +32,11 @@ def fill_view(step, ctx):
     for i in range(total):
         fill = svg.seq(i) if i < step else "free"
         body.append(svg.rect(8 + i * 26, 26, 22, 22, fill=fill, stroke="line",
-                             tip=f"box {i}: {'filled' if i < step else 'empty'}"))
+                             tip=f"box {i}: {'filled' if i < step else 'empty'}",
+                             data_k=f"box:{i}"))
+    # A marker under the box filled last: it moves along as the boxes fill (transitions).
+    body.append(svg.rect(8 + max(step - 1, 0) * 26, 50, 22, 3, fill="highlight",
+                         data_k="cursor"))
     for j, size in enumerate(v["sizes"]):
         body.append(svg.rect(8 + j * 26, 56, 22, 4 * size, fill="accent"))
     if v["mark"]:
@@ -58,6 +62,7 @@ def sum_view(total, ctx):
 WIDGETS = (
     Widget(
         id="demo-fill",
+        keys=("box", "cursor"),
         title="Demo: filling boxes",
         summary="A test-only widget.",
         params=(

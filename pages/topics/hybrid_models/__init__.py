@@ -31,7 +31,7 @@ WIDGETS = (Widget(
             "full-attention group and sliding-window groups, then a second with the same "
             "prefix. The engine runs the synchronous loop, as the doc's example does.",
     params=PARAMS, scenario=scenario, context=context, view=view, narrate=narrate,
-    label=label, details=details, check=check, questions=QUESTIONS,
-    question_kinds=QUESTIONS.kinds,
+    label=label, details=details, check=check, keys=("row", "tbl", "cell", "blk"),
+    questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 CHARTS = (TOKENS_CHART,)

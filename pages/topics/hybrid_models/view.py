@@ -50,7 +50,9 @@ def _cell(x: float, y: float, w: float, block: int, fill: str, *, key: str, tip:
         parts.append(svg.rect(x - 1.5, y - 1.5, w + 3, CELL_H + 3, fill="bg",
                               fill_opacity=0, stroke="waste", stroke_width=2.5,
                               stroke_dasharray="4 2"))
-    return [svg.group(parts, tip=tip, data_k=key)]
+    # A new entry grows out of its block in the pool (the null block has no place there).
+    return [svg.group(parts, tip=tip, data_k=key,
+                      data_from=f"blk:gpu:{block}" if block else None)]
 
 
 def _cell_tip(rid: str, group: dict, i: int, block: int, bs: int, mark: str | None) -> str:

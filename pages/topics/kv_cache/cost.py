@@ -206,13 +206,13 @@ def cost_view(n: dict, ctx: Context) -> svg.Figure:
              ("KV cache", p.kv_cache_bytes, "accent"),
              ("unused", max(0, total - p.peak_memory - p.kv_cache_bytes), "free")]
     body.append(svg.rect(bx, y, bw, bh, fill="free", stroke="line", rx=0,
-                         tip=f"GPU memory: {fmt_bytes(total)}"))
+                         tip=f"GPU memory: {fmt_bytes(total)}", data_k="mem:gpu"))
     x = bx
     for name, size, color in parts[:3]:
         w = min(bw * size / total, bx + bw - x)      # weights alone may exceed the GPU
         if w > 0:
             body.append(svg.rect(x, y, w, bh, fill=color, rx=0,
-                                 tip=f"{name}: {fmt_bytes(size)}"))
+                                 tip=f"{name}: {fmt_bytes(size)}", data_k=f"mem:{name}"))
             x += w
     util_x = bx + bw * p.gpu_memory_utilization
     body.append(svg.line(util_x, y - 4, util_x, y + bh + 4, stroke="fg", width=2))
@@ -263,6 +263,7 @@ COST_QUESTIONS = Asker(("kv-fit", memory.sequences_fit))
 
 COST = Widget(
     id="kv-cost",
+    keys=("mem",),
     goal=("Compute a model's KV bytes per token and how many tokens and sequences fit on a GPU "
           'after the weights.'),
     title="What the KV cache costs",

@@ -184,13 +184,14 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
             fill, tip = "panel", f"token {p} (prompt): not fed yet"
         else:
             fill, tip = "panel", f"token {p}: not generated yet"
-        body.append(svg.rect(x + 1, y, cw - 2, 20, fill=fill, stroke="line", tip=tip, rx=2))
+        body.append(svg.rect(x + 1, y, cw - 2, 20, fill=fill, stroke="line", tip=tip, rx=2,
+                             data_k=f"tok:0:{p}"))
         if inside:
             body.append(svg.text(x + cw / 2, y + 15, p, size=s, anchor="middle",
-                                 fill="bg" if p == sampled else "fg"))
+                                 fill="bg" if p == sampled else "fg", data_k=f"tok:0:{p}/t"))
         elif p % every == 0:
             body.append(svg.text(x + cw / 2, y + 36, p, size=s, anchor="middle",
-                                 fill="muted"))
+                                 fill="muted", data_k=f"tok:0:{p}/t"))
     body.append(svg.text(left - 6, y + 15, "tok", size=s, anchor="end", fill="muted"))
     # Brackets: prompt / generated.
     by = y + (26 if inside else 42)
@@ -215,15 +216,18 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
         for h in range(H):
             for kind, color in (("K", "seq-0"), ("V", "seq-2")):
                 cells = []
+                row = f"kv:{layer}:{h}:{kind}"
                 for p in range(cached):
+                    # A new K or V comes out of its token, above.
                     cells.append(svg.rect(left + p * cw + 1, y + 1, cw - 2, rh - 2, fill=color,
                                           stroke="highlight" if p >= new_from else None,
-                                          stroke_width=2 if p >= new_from else None, rx=1))
+                                          stroke_width=2 if p >= new_from else None, rx=1,
+                                          data_k=f"{row}:{p}", data_from=f"tok:0:{p}"))
                 tip = (f"layer {layer}, KV head {h}, {kind}: " +
                        (f"tokens 0-{cached - 1} cached, {model.head_size} numbers each"
                         if cached else "empty"))
                 body.append(svg.group([svg.rect(left, y, right - left, rh, fill="free", rx=1),
-                                       *cells], tip=tip))
+                                       *cells], tip=tip, data_k=row))
                 body.append(svg.text(left - 6, y + rh - 4, f"{kind}{h}", size=s,
                                      anchor="end", fill="muted"))
                 y += rh
@@ -283,6 +287,7 @@ GROWTH_QUESTIONS = Asker(("kv-bytes", memory.growth_bytes(growth_model, dtype_by
 
 GROWTH = Widget(
     id="kv-growth",
+    keys=("tok", "kv", "pt", "line"),
     goal=('Explain why each new token adds one key and one value per layer and KV head, and what '
           'the cache saves against recomputing the prefix.'),
     title="One sequence filling its KV cache",
