@@ -1,8 +1,9 @@
 """Predict mode (issue 25, docs/js/predict.js): the keyboard alone answers right and wrong,
-the score counts, the answers are kept in local storage and one click clears them, a
-permalink with `<id>.predict=1` and an embed with `predict=1` start in predict mode, steps
-without a question play as usual, and a calculator's only frame is covered until its
-question is answered. Python stays off: the questions come with the pre-rendered frames."""
+the answered step is revealed with the transition, the score counts, the answers are kept
+in local storage and one click clears them, a permalink with `<id>.predict=1` and an embed
+with `predict=1` start in predict mode, steps without a question play as usual, and a
+calculator's only frame is covered until its question is answered. Python stays off: the
+questions come with the pre-rendered frames."""
 from __future__ import annotations
 
 import json
@@ -68,9 +69,17 @@ def test_a_permalink_starts_predict_mode_and_the_keyboard_answers_right_and_wron
     first = fr[1]["question"]
     assert s["step"] == 0 and s["question"] == "asked" and s["prompt"] == first["prompt"]
     assert s["focus"] == first["options"][0]
+    # The answer reveals the step as Step does: with the keyed transition (issue 21).
+    page.evaluate("""(wid) => {
+        const root = document.getElementById(wid);
+        window.vsbMoved = false;
+        new MutationObserver(() => { if (root.dataset.moving) window.vsbMoved = true; })
+            .observe(root, {attributes: true, attributeFilter: ['data-moving']});
+    }""", WID)
     choose(page, WID, first["answer"])
     s = state(page, WID)
     assert s["step"] == 1 and s["question"] == "answered"
+    page.wait_for_function("() => window.vsbMoved")
     assert s["verdict"].startswith("Right") and s["score"] == "1/1"
     assert first["explanation"] in page.text_content(f"#{WID} .vsb-predict-result")
     assert first["code"] in page.text_content(f"#{WID} .vsb-predict-result code")
