@@ -149,12 +149,16 @@ def _ask_next(subject, before, nxt, order, v1, ctx) -> Question | None:
     candidates = [c for c in candidates if c in free_set and c != block]
     taken = len(earlier)
     if v1:
-        rule = ("V1 hands out blocks from the head of its free queue (popleft_n); a block "
-                "freed goes to the head when it has no hash and to the tail when it has one "
-                "(free_blocks), and a prefix hit's block leaves the queue where it is "
-                f"(touch): the queue starts {', '.join(map(str, order[:taken + 2]))}")
-        why = (f"; after what this iteration did before, {who}'s block is the head: block "
-               f"{block}.")
+        rule = "V1 hands out blocks from the head of its free queue (popleft_n)"
+        if pushed:
+            rule += ("; a freed block goes to the head when it has no hash and to the tail "
+                     "when it has one (free_blocks)")
+        if touched:
+            rule += "; a prefix hit's free block leaves the queue where it is (touch)"
+        rule += f": the queue starts {', '.join(map(str, order[:taken + 2]))}"
+        why = (f"; after those changes, {who}'s block comes off the head: block {block}."
+               if pushed or touched else
+               f"; this iteration takes {taken} before {who}'s, so {who} gets block {block}.")
         if evicts or block in hashed:
             why += (" It still held a cached hash, so taking it evicts that hash from the "
                     "prefix cache.")
