@@ -14,6 +14,9 @@ with EOS after N tokens).
 `--engine v1` runs vLLM v0.25.1's V1 engine (sim/v1) instead of v0.5.5's: prefix caching and
 chunked prefill on, `--gpu-blocks` counts the null block, `--prefix N` starts every
 prompt with the same N tokens (a shared system prompt) before its own PROMPT_LEN tokens.
+`--cpu-offload-blocks N` adds a CPU tier of N blocks through the offloading connector (what
+vLLM's `--kv-offloading-size` turns on): prompt blocks are stored to CPU memory as they are
+computed, and a request that misses the GPU prefix cache loads what the CPU tier holds.
 Its engine loop is vLLM's default, async scheduling (each step is scheduled before the
 previous step's output is processed; every step says whose output it processed);
 `--no-async-scheduling` runs the synchronous loop.
@@ -26,6 +29,10 @@ printed (G0, G1, ...; g0 is the null block where a block left the window).
 
     python -m sim --engine v1 --block-size 16 --gpu-blocks 18 --max-num-batched-tokens 16 \
         --sliding-window 32 --sliding-per-full 2 --request A:112:4
+
+`--engine v1 --disaggregated` runs a prefill and a decode instance with NIXL's KV connector
+(sim/cli_pd.py); there `--model` names the dense model whose KV size and step times are used
+(default llama-3-8b).
 """
 from __future__ import annotations
 
@@ -48,6 +55,8 @@ from sim.events import (
     SwappedIn,
     SwappedOut,
 )
+from sim.perf.hardware import GPUS
+from sim.perf.links import LINKS
 from sim.studies.scenarios import SCENARIOS, Scenario, ScenarioRequest, get_scenario
 from sim.v1 import config as v1_config
 
@@ -202,7 +211,42 @@ def describe_v1_event(ev) -> str | None:
                else f"it is {ev.reason.replace('_', ' ')}")
         return (f"discard {ev.request_id}'s token {ev.token_id} at position {ev.position} "
                 f"(sampled by a step in flight; {why})")
-    return describe_event(ev)
+    return describe_offload_event(ev) or describe_event(ev)
+
+
+def describe_offload_event(ev) -> str | None:
+    """The offloading connector's events (--cpu-offload-blocks)."""
+    from sim.events import (
+        OffloadJobDone,
+        OffloadJobsFlushed,
+        OffloadLoadJob,
+        OffloadLookupDeferred,
+        OffloadStoreJob,
+        OffloadStoreSkipped,
+        RemoteKVsReady,
+    )
+    if isinstance(ev, OffloadStoreJob):
+        evicted = f", evicting #{', #'.join(ev.evicted)}" if ev.evicted else ""
+        return (f"store job {ev.job_id} for {ev.request_id}: gpu "
+                f"{','.join(map(str, ev.gpu_blocks))} -> cpu "
+                f"{','.join(map(str, ev.cpu_blocks))}{evicted}")
+    if isinstance(ev, OffloadLoadJob):
+        return (f"load job {ev.job_id} for {ev.request_id}: {_tokens(ev.num_tokens)} after "
+                f"{ev.num_local_tokens} cached on the GPU, cpu "
+                f"{','.join(map(str, ev.cpu_blocks))} -> gpu "
+                f"{','.join(map(str, ev.gpu_blocks))}")
+    if isinstance(ev, OffloadJobDone):
+        return f"{ev.kind} job {ev.job_id} of {ev.request_id} done"
+    if isinstance(ev, OffloadJobsFlushed):
+        return (f"flush job{'s' if len(ev.job_ids) > 1 else ''} "
+                f"{', '.join(map(str, ev.job_ids))} ({ev.reason})")
+    if isinstance(ev, OffloadStoreSkipped):
+        return f"cannot store {ev.request_id}'s {ev.num_blocks} block(s): the CPU tier is busy"
+    if isinstance(ev, OffloadLookupDeferred):
+        return f"{ev.request_id} waits ({ev.reason})"
+    if isinstance(ev, RemoteKVsReady):
+        return f"{ev.request_id} loaded: {_tokens(ev.num_computed_tokens)} computed"
+    return None
 
 
 def format_step_v1(engine, out) -> str:
@@ -249,6 +293,12 @@ def format_step_v1(engine, out) -> str:
     lines.append(f"  free    gpu {gpu['num_free']}/{gpu['num_blocks']} (block "
                  f"{snap['null_block']} is the null block; {cached_free} free blocks "
                  f"still cached)  free queue {gpu['free_order']}")
+    cpu = snap.get("cpu_tier")
+    if cpu is not None:
+        held = [f"c{i}#{b['hash'][:4]}{'' if b['state'] == 'ready' else '(' + b['state'] + ')'}"
+                for i, b in enumerate(cpu["blocks"]) if b["state"] != "free"]
+        lines.append(f"  cpu     {cpu['num_blocks'] - cpu['num_free']}/{cpu['num_blocks']} "
+                     f"used {' '.join(held)}")
     lines += step_lines(out.events, describe_v1_event)
     return "\n".join(lines)
 
@@ -289,6 +339,14 @@ def build_v1_engine(args, scenario: Scenario | None):
         requests = tuple(parse_request(r) for r in args.request)
         seed = args.seed
     budget = args.max_num_batched_tokens or v1_config.DEFAULT_MAX_NUM_BATCHED_TOKENS
+    if args.cpu_offload_blocks < 0:
+        raise ValueError("--cpu-offload-blocks: a whole number of CPU blocks, 0 or more")
+    kv_transfer_config = None
+    if args.cpu_offload_blocks:
+        kv_transfer_config = v1_config.KVTransferConfig(
+            kv_connector="OffloadingConnector", kv_role="kv_both",
+            kv_connector_extra_config={"num_cpu_blocks": args.cpu_offload_blocks,
+                                       "offload_prompt_only": not args.offload_generated})
     kv_cache_config = hybrid_kv_cache_config(args, block_size, num_gpu_blocks)
     engine = V1Engine(
         v1_config.CacheConfig(block_size=block_size, num_gpu_blocks=num_gpu_blocks,
@@ -302,7 +360,8 @@ def build_v1_engine(args, scenario: Scenario | None):
             num_lookahead_tokens=args.num_lookahead_tokens,
             async_scheduling=args.async_scheduling),
         seed=seed, spec_acceptance_rate=args.spec_acceptance_rate,
-        kv_cache_config=kv_cache_config)
+        kv_cache_config=kv_cache_config,
+        kv_transfer_config=kv_transfer_config)
     for r in requests:
         if r.use_beam_search or (r.best_of is not None and r.best_of != r.n):
             raise ValueError(f"request {r.request_id!r}: V1 has no best_of and no beam "
@@ -314,6 +373,9 @@ def build_v1_engine(args, scenario: Scenario | None):
 
 
 def main_v1(args) -> int:
+    if args.disaggregated:
+        from sim.cli_pd import main_disaggregated
+        return main_disaggregated(args)
     scenario = get_scenario(args.scenario) if args.scenario else None
     if scenario is None and not args.request:
         return usage()
@@ -323,13 +385,19 @@ def main_v1(args) -> int:
     else:
         print("# custom (V1, vLLM v0.25.1): from the command line")
     steps = 0
-    while engine.has_unfinished_requests() and steps < args.max_steps:
+    # With a CPU tier, also the steps that finish the last stores.
+    while engine.has_requests() and steps < args.max_steps:
         print(format_step_v1(engine, engine.step()))
         steps += 1
     stats = engine.kv_cache_manager.prefix_cache_stats
     print(f"# prefix cache: {stats.hits} of {stats.queries} looked-up tokens hit "
           f"({stats.requests} lookups); after preemption {stats.preempted_hits} of "
           f"{stats.preempted_queries}")
+    cstats = engine.scheduler.connector_prefix_cache_stats
+    if cstats is not None:
+        print(f"# CPU tier: {cstats.hits} of {cstats.queries} tokens looked up beyond the "
+              f"GPU hit were loaded ({cstats.requests} lookups); after preemption "
+              f"{cstats.preempted_hits} of {cstats.preempted_queries}")
     return 0
 
 
@@ -350,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m sim --block-size 4 --gpu-blocks 10 --request A:6:16 "
                "--request C:5:10:n=2\n"
                "  python -m sim --engine v1 --gpu-blocks 11 --prefix 8 --request A:3:4 "
-               "--request B:5:4:arrival=2")
+               "--request B:5:4:arrival=2\n"
+               "  python -m sim --engine v1 --gpu-blocks 9 --cpu-offload-blocks 16 "
+               "--request A:8:6 --request B:8:6 --request C:8:6")
     d = " (default: %(default)s)"
     p.add_argument("scenario", nargs="?", help="a named scenario (see --list)")
     p.add_argument("--list", action="store_true", help="list the named scenarios and exit")
@@ -406,9 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "previous step's output is processed (vLLM's default, unless "
                          "speculative decoding is on); --no-async-scheduling runs the "
                          "synchronous loop")
+    v1.add_argument("--cpu-offload-blocks", type=int, default=0, metavar="N",
+                    help="a CPU tier of N blocks (the offloading connector; 0: none)" + d)
+    v1.add_argument("--offload-generated", action="store_true",
+                    help="with --cpu-offload-blocks: offload the blocks of generated tokens "
+                         "too (vLLM's offload_prompt_only: false)")
     v1.add_argument("--model", default=None, metavar="ID",
                     help="a model preset's attention layers (e.g. gpt-oss-20b: sliding "
-                         "window 128 every other layer): one KV cache group per type")
+                         "window 128 every other layer): one KV cache group per type; with "
+                         "--disaggregated, the dense model whose KV size and step times are "
+                         "used (default llama-3-8b)")
     v1.add_argument("--sliding-window", type=int, default=0, metavar="N",
                     help="a hybrid model whose sliding-window layers attend to N tokens")
     v1.add_argument("--sliding-per-full", type=int, default=1, metavar="K",
@@ -416,6 +493,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "layer" + d)
     v1.add_argument("--disable-hybrid-kv-cache-manager", action="store_true",
                     help="treat every layer as full attention (one KV cache group)")
+    pd = p.add_argument_group(
+        "disaggregated prefill and decode (with --engine v1 --disaggregated)",
+        "Two V1 instances with NIXL's KV connector, priced on a GPU's roofline. A request's "
+        "arrival is in milliseconds; abort=MS and fail=1 are options too.")
+    pd.add_argument("--disaggregated", action="store_true",
+                    help="run the requests through a prefill and a decode instance")
+    pd.add_argument("--link", choices=list(LINKS), default="ib-ndr",
+                    help="what carries the KV between them" + d)
+    pd.add_argument("--decode-gpu-blocks", type=int, default=None,
+                    help="the decode instance's blocks, null block included (default: "
+                         "--gpu-blocks)")
+    pd.add_argument("--kv-load-failure-policy", choices=["fail", "recompute"], default="fail",
+                    help="what the decode instance does with a failed read" + d)
+    pd.add_argument("--gpu", choices=sorted(GPUS), default="h200",
+                    help="the GPU whose datasheet roofline prices each step" + d)
     return p
 
 
@@ -441,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.prefix:
         print("error: --prefix needs --engine v1 (v0.5.5 has no prefix caching here)",
+              file=sys.stderr)
+        return 2
+    if args.disaggregated:
+        print("error: --disaggregated needs --engine v1 (vLLM v0.5.5 has no KV connector)",
               file=sys.stderr)
         return 2
     try:

@@ -245,3 +245,112 @@ class TokenDiscarded(NamedTuple):
 
 Event = (Event | PrefixCacheHit | BlockTouched | BlockEvicted | BlockCached
          | ChunkScheduled | BlockSkipped | GroupBlockAllocated | TokenDiscarded)
+
+
+# -- V1's KV connector (sim/v1/kv_connector/, P/D disaggregation) ---------------------------
+
+class WaitingForRemoteKVs(NamedTuple):
+    """V1 with a KV connector: a waiting request got blocks for `num_external_tokens`
+    tokens that the connector loads asynchronously (after `num_local_tokens` hit in the
+    local prefix cache); it waits in WAITING_FOR_REMOTE_KVS, its blocks held, not cached."""
+    request_id: str
+    num_local_tokens: int
+    num_external_tokens: int
+    blocks: tuple[int, ...]
+
+
+class RemoteKVsReady(NamedTuple):
+    """V1: a request's asynchronous load finished; it leaves WAITING_FOR_REMOTE_KVS with
+    `num_computed_tokens` computed (its last prompt token recomputed when all arrived;
+    fewer after a load failure) and can be scheduled."""
+    request_id: str
+    num_computed_tokens: int
+    failed: bool
+
+
+class KVLoadFailed(NamedTuple):
+    """V1: blocks a request loaded from outside were reported invalid; its computed count
+    falls back to the block before the first invalid one (`policy` "recompute"), or the
+    request fails (`policy` "fail")."""
+    request_id: str
+    invalid_blocks: tuple[int, ...]
+    num_computed_tokens: int
+    policy: str
+
+
+class BlocksHeld(NamedTuple):
+    """V1: a request finished but its connector keeps its blocks (they are being sent):
+    they are freed when the worker reports the request in `finished_sending`."""
+    request_id: str
+    blocks: tuple[int, ...]
+
+
+class KVTransferFinished(NamedTuple):
+    """V1: the worker side reported a request done `direction` ("sending": its held blocks
+    are freed now; "recving": it can be scheduled next step)."""
+    request_id: str
+    direction: str
+
+
+Event = (Event | WaitingForRemoteKVs | RemoteKVsReady | KVLoadFailed | BlocksHeld
+         | KVTransferFinished)
+
+
+# -- V1's offloading connector (CPU tier, sim/v1/kv_connector/offloading_connector.py) --------
+
+class OffloadStoreJob(NamedTuple):
+    """V1 with CPU offloading: a store job, built after the step was scheduled: the GPU
+    blocks `gpu_blocks` of `request_id` (full once this step's forward pass is done) are
+    to be copied into CPU blocks `cpu_blocks`; the worker starts it at the next step.
+    `evicted`: hashes (short hex prefixes) of CPU blocks evicted to make room."""
+    request_id: str
+    job_id: int
+    gpu_blocks: tuple[int, ...]
+    cpu_blocks: tuple[int, ...]
+    evicted: tuple[str, ...]
+
+
+class OffloadStoreSkipped(NamedTuple):
+    """V1 with CPU offloading: the CPU tier could not take `num_blocks` new blocks of
+    `request_id` (every CPU block is being stored or loaded): they are not offloaded."""
+    request_id: str
+    num_blocks: int
+
+
+class OffloadLoadJob(NamedTuple):
+    """V1 with CPU offloading: `request_id` missed the GPU prefix cache beyond
+    `num_local_tokens` but `num_tokens` more are in the CPU tier: CPU blocks `cpu_blocks`
+    are loaded into its GPU blocks `gpu_blocks` (it waits in WAITING_FOR_REMOTE_KVS)."""
+    request_id: str
+    job_id: int
+    cpu_blocks: tuple[int, ...]
+    gpu_blocks: tuple[int, ...]
+    num_local_tokens: int
+    num_tokens: int
+
+
+class OffloadJobDone(NamedTuple):
+    """V1 with CPU offloading: the worker reported a transfer job complete (`kind` "store":
+    its CPU blocks can now be loaded; "load": its GPU blocks hold the KV)."""
+    request_id: str
+    job_id: int
+    kind: str
+
+
+class OffloadJobsFlushed(NamedTuple):
+    """V1 with CPU offloading: the worker must finish store jobs before the forward pass,
+    because their GPU blocks are about to change hands (`reason`: "preempted", "reused")."""
+    job_ids: tuple[int, ...]
+    reason: str
+
+
+class OffloadLookupDeferred(NamedTuple):
+    """V1 with CPU offloading: the connector cannot answer for `request_id` yet (`reason`:
+    "transfer in flight", its own store or load is not done; "being loaded", another
+    request is loading the same blocks); the scheduler asks again next step."""
+    request_id: str
+    reason: str
+
+
+Event = (Event | OffloadStoreJob | OffloadStoreSkipped | OffloadLoadJob | OffloadJobDone
+         | OffloadJobsFlushed | OffloadLookupDeferred)

@@ -35,7 +35,8 @@ class Entry:
 
 
 def topic_modules() -> list[str]:
-    """Dotted names of the modules in the `pages.topics` package, sorted."""
+    """Dotted names of the modules in the `pages.topics` package, sorted. A topic that grew
+    into a package (`pages/topics/<topic>/`) declares its widgets in its `__init__.py`."""
     from pages import topics
 
     return sorted(f"pages.topics.{info.name}" for info in pkgutil.iter_modules(topics.__path__)

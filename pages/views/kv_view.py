@@ -212,7 +212,16 @@ def queues(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], fl
     q = snap["queues"]
     finished = [r["request_id"] for r in snap["requests"] if r["finished_step"] is not None]
     arrival = {r["request_id"]: r["arrival_step"] for r in snap["requests"]}
-    groups = [("running", q["running"]), ("waiting", q["waiting"])]
+    # V1 with a KV connector: `skipped_waiting` is served before `waiting`; its requests
+    # whose KV is still loading are shown apart.
+    skipped = q.get("skipped_waiting", [])
+    status = {r["request_id"]: r["seqs"][0]["status"] for r in snap["requests"]}
+    loading = [rid for rid in skipped if status.get(rid) == "waiting_for_remote_kvs"]
+    waiting = [rid for rid in skipped if rid not in loading] + q["waiting"]
+    groups = [("running", q["running"])]
+    if loading:
+        groups.append(("loading KV", loading))
+    groups.append(("waiting", waiting))
     if not is_v1(snap):
         groups.append(("swapped", q["swapped"]))
     groups += [("done", finished), ("later", q["pending"])]
@@ -241,7 +250,9 @@ def queues(x: float, y: float, snap: dict, h: Highlights) -> tuple[list[str], fl
             faded = name in ("done", "later")
             victim = rid in h.victims
             tip = f"{rid}: {name}" + (f" (arrives at iteration {arrival[rid]})"
-                                      if name == "later" else "")
+                                      if name == "later" else
+                                      " (WAITING_FOR_REMOTE_KVS: its KV is being loaded)"
+                                      if name == "loading KV" else "")
             if victim:
                 tip += "; preempted in this step"
             out.append(svg.rect(cx, cy + 1, w, CHIP_H, fill="free" if faded else colors[rid],

@@ -34,6 +34,7 @@ from sim.events import (
     RequestFinished,
     SwappedIn,
     SwappedOut,
+    WaitingForRemoteKVs,
 )
 
 FINISH_WORDS = {"finished_stopped": "stopped on its end-of-sequence token",
@@ -124,7 +125,7 @@ def step_sentences(step, labels: dict[int, str], request_of: dict[int, str]) -> 
                  else "adds one token per sequence" if multi
                  else "each add one token" if len(names) > 1 else "adds one token")
         sentences.append(f"Decode step: {join(names)} {verb_}.")
-        sentences += _new_block_sentences(ev, labels, request_of, set())
+        sentences += _new_block_sentences(ev, labels, request_of, _loading(ev))
     elif not sentences:
         sentences.append("Nothing to run this step.")
 
@@ -198,7 +199,7 @@ def _v1_schedule_sentences(step, labels, request_of) -> list[str]:
                    f"{'' if len(decodes) == 1 else ' each'}.")
     for s in chunks:
         out.append(f"{s.request_id} computes its next prompt chunk, {s.num_tokens} tokens.")
-    out += _new_block_sentences(ev, labels, request_of, admitted_ids)
+    out += _new_block_sentences(ev, labels, request_of, admitted_ids | _loading(ev))
     hits = {e.request_id: e for e in ev if isinstance(e, PrefixCacheHit)}
     for a in admitted:
         blocks = _prompt_blocks(ev, a.request_id, request_of)
@@ -249,7 +250,7 @@ def story_kind(step, request_of: dict[int, str] | None = None) -> str:
         return "swap_in"
     if any(isinstance(e, RequestFinished) for e in ev):
         return "finish"
-    if _decode_allocations(ev, request_of or {}, set()):
+    if _decode_allocations(ev, request_of or {}, _loading(ev)):
         return "new_blocks"
     return "decode" if step.scheduled else "idle"
 
@@ -306,7 +307,7 @@ def story(step, labels: dict[int, str], request_of: dict[int, str], prev=None,
                 f"Their blocks are copied from the CPU into new GPU blocks ({pairs}).",
                 "Their block tables change, their tokens do not, and they decode again."]
     finished = [e for e in ev if isinstance(e, RequestFinished)]
-    new = _decode_allocations(ev, request_of, set())
+    new = _decode_allocations(ev, request_of, _loading(ev))
     if finished:
         return _finish_story(step, finished, new, labels, request_of, reuse)
     if new:
@@ -339,6 +340,12 @@ def story(step, labels: dict[int, str], request_of: dict[int, str], prev=None,
 
 def _waste(snap: dict) -> dict:
     return waste_stats(snap)
+
+
+def _loading(ev) -> set[str]:
+    """Requests given blocks for KV a connector loads (WAITING_FOR_REMOTE_KVS): their new
+    blocks are not a decode's."""
+    return {e.request_id for e in ev if isinstance(e, WaitingForRemoteKVs)}
 
 
 def _decode_allocations(ev, request_of, skip: set[str]) -> list:

@@ -53,6 +53,7 @@ class ChatWorkload:
     think_steps: int = 10            # from an answer's last token to the next turn's arrival
     block_size: int = 16
     seed: int = 0
+    dataset: str = "alpaca"          # the message and answer lengths' stand-in
 
     @property
     def num_requests(self) -> int:
@@ -60,7 +61,7 @@ class ChatWorkload:
 
     def turn_lengths(self) -> list[list[tuple[int, int]]]:
         """(user message, answer) lengths per conversation and turn."""
-        specs = make_workload("alpaca", self.num_requests, seed=self.seed)
+        specs = make_workload(self.dataset, self.num_requests, seed=self.seed)
         return [[(min(s.prompt_len, self.max_user), min(s.output_len, self.max_answer))
                  for s in specs[c * self.turns:(c + 1) * self.turns]]
                 for c in range(self.conversations)]

@@ -7,10 +7,13 @@ decisions as vLLM's code, step for step, with vLLM's names.
     request.py           vllm/v1/request.py                  Request, RequestStatus
     scheduler.py         vllm/v1/core/sched/scheduler.py     + sched/output.py, request_queue.py
     async_scheduler.py   vllm/v1/core/sched/async_scheduler.py  output placeholders
+    scheduler_kv.py      vllm/v1/core/sched/scheduler.py     the scheduler's KV connector path
+    kv_connector/        vllm/distributed/kv_transfer/kv_connector/v1/  base.py, nixl.py
     engine.py            vllm/v1/engine/core.py              the engine loops (async by default:
                                                              step_with_batch_queue), the
                                                              stand-in model
     config.py            vllm/config/cache.py, scheduler.py  the fields that matter, defaults
+                         + kv_transfer.py (KVTransferConfig)
     snapshot.py, invariants.py                               pictures and checks (additions)
 
 The reference is VLLM-V1.md (shared/): rules, orders, worked examples and pitfalls, checked

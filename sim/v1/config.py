@@ -19,14 +19,18 @@ batch queue of two) unless speculative decoding is on, because the simulation do
 model async speculative decoding (vLLM has it for EAGLE, MTP and GPU n-gram drafters).
 False is the synchronous loop.
 
-Left out: the hash algorithm choice (only `sha256`, the default), KV connectors, LoRA,
-multimodal inputs, async speculative decoding, pipeline parallelism,
-`max_num_partial_prefills`.
+`KVTransferConfig` (`vllm/config/kv_transfer.py`) turns on a KV connector (P/D
+disaggregation, sim/v1/kv_connector/): which connector, this instance's role, its engine id,
+the connector's extra config and `kv_load_failure_policy` ("fail", v0.25.1's default, or
+"recompute").
+
+Left out: the hash algorithm choice (only `sha256`, the default), LoRA, multimodal inputs,
+async speculative decoding, pipeline parallelism, `max_num_partial_prefills`.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 POLICIES = ("fcfs", "priority")
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048   # vllm/config/scheduler.py
@@ -118,3 +122,44 @@ def resolve_async_scheduling(config: SchedulerConfig) -> SchedulerConfig:
     if config.async_scheduling is not None:
         return config
     return dataclasses.replace(config, async_scheduling=not config.num_speculative_tokens)
+
+
+KV_ROLES = ("kv_producer", "kv_consumer", "kv_both")
+KV_LOAD_FAILURE_POLICIES = ("recompute", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class KVTransferConfig:
+    """vLLM's `KVTransferConfig`, the fields the scheduler side reads. `engine_id` is a
+    random UUID in vLLM when unset; here it must be named (no global random state)."""
+    kv_connector: str | None = None
+    engine_id: str | None = None
+    kv_role: str | None = None
+    kv_connector_extra_config: dict = field(default_factory=dict)
+    kv_load_failure_policy: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.kv_role is not None and self.kv_role not in KV_ROLES:
+            raise ValueError(f"Unsupported kv_role: {self.kv_role}. Supported roles are "
+                             f"{KV_ROLES}")
+        if self.kv_connector is not None and self.kv_role is None:
+            raise ValueError("Please specify kv_role when kv_connector is set, supported "
+                             f"roles are {KV_ROLES}")
+        if self.kv_load_failure_policy not in KV_LOAD_FAILURE_POLICIES:
+            raise ValueError("kv_load_failure_policy must be 'recompute' or 'fail', got "
+                             f"{self.kv_load_failure_policy!r}")
+
+    @property
+    def is_kv_transfer_instance(self) -> bool:
+        return self.kv_connector is not None and self.kv_role in KV_ROLES
+
+    @property
+    def is_kv_producer(self) -> bool:
+        return self.kv_connector is not None and self.kv_role in ("kv_producer", "kv_both")
+
+    @property
+    def is_kv_consumer(self) -> bool:
+        return self.kv_connector is not None and self.kv_role in ("kv_consumer", "kv_both")
+
+    def get_from_extra_config(self, key, default):
+        return self.kv_connector_extra_config.get(key, default)

@@ -53,6 +53,22 @@ Two loops, as in vLLM (`SchedulerConfig.async_scheduling`; None resolves as
   so that a trace shows its output processed (and its discarded tokens); vLLM's offline
   `LLM` loop returns once the frontend has every request's final output and processes
   that batch at its next call.
+- A KV connector (P/D disaggregation): the scheduler's half from `kv_transfer_config` or
+  `kv_connector`, the worker's half (`kv_connector_worker`) asked around every forward pass,
+  as vLLM's model runner does: metadata bound and loads started before, `get_finished` and
+  the failed blocks after (a `KVConnectorOutput`); in the async loop, around each batch's
+  forward pass when it is launched, the report travelling with that batch's output. The
+  offloading connector's worker side also flushes before the forward pass
+  (`handle_preemptions`) and reports its completed jobs (`build_connector_worker_meta`);
+  the engine builds that worker side itself, since it registers the KV caches (it gets
+  `gpu_cache`); `kv_connector_kwargs` go to the connectors the engine builds (a link, bytes
+  per block).
+- Time (an addition): `now_s`, seconds, starts at 0 and advances after each forward pass
+  by `step_time(scheduler_output)` when given (a cost model); connectors the engine builds
+  read it as their clock. Without `step_time` it stays 0 and the offloading connector's
+  transfers take one step each.
+- The synchronous `step()` is `begin_step()` then `finish_step()`, so a driver of two engines
+  (sim/studies/disaggregated.py) can interleave them on one clock.
 """
 from __future__ import annotations
 
@@ -60,6 +76,7 @@ import bisect
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sim.events import (
     Aborted,
@@ -73,11 +90,13 @@ from sim.events import (
 from sim.stand_in_model import StandInModel
 from sim.trace import Scheduled
 from sim.v1.async_scheduler import AsyncScheduler
-from sim.v1.config import CacheConfig, SchedulerConfig, resolve_async_scheduling
+from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig, resolve_async_scheduling
 from sim.v1.kv_cache_interface import KVCacheConfig
 from sim.v1.kv_cache_utils import get_request_block_hasher, init_none_hash, sha256
+from sim.v1.kv_connector import KVConnectorBase_V1, KVConnectorFactory, KVConnectorRole
+from sim.v1.kv_offload.snapshot import offload_snapshot
 from sim.v1.request import Request, RequestStatus
-from sim.v1.scheduler import ModelRunnerOutput, Scheduler, SchedulerOutput
+from sim.v1.scheduler import KVConnectorOutput, ModelRunnerOutput, Scheduler, SchedulerOutput
 from sim.v1.snapshot import engine_snapshot
 
 Slot = tuple[int, int] | None   # (token_id, position) or empty
@@ -101,6 +120,10 @@ class StepOutput:
     # (async loop): reason is the request's status label ("finished_stopped",
     # "finished_aborted", ...) or "reset_prefix_cache".
     discarded: list = field(default_factory=list)
+    # With a KV connector: request id -> the kv_transfer_params of its output (a
+    # prefill-side request's blocks, for the proxy), and the worker side's report.
+    kv_transfer_params: dict = field(default_factory=dict)
+    kv_connector_output: KVConnectorOutput | None = None
 
     def scheduled(self) -> tuple[Scheduled, ...]:
         """The scheduled requests in the engine-neutral form a trace keeps, in V1's
@@ -108,6 +131,15 @@ class StepOutput:
         prefill = self.prefill_req_ids
         return tuple(Scheduled(rid, n, rid in prefill, 1)
                      for rid, n in self.scheduler_outputs.num_scheduled_tokens.items())
+
+
+class StepInFlight(NamedTuple):
+    """A step between begin_step and finish_step."""
+    step: int
+    scheduler_output: SchedulerOutput
+    model_runner_output: ModelRunnerOutput
+    tokens: list | None
+    prefill_req_ids: set
 
 
 def _child_sampling_params(sp):
@@ -146,10 +178,22 @@ class LLMEngine:
                  scheduler_config: SchedulerConfig | None = None, *, seed: int = 0,
                  model: StandInModel | None = None, record_events: bool = True,
                  spec_acceptance_rate: float = 0.7,
-                 kv_cache_config: KVCacheConfig | None = None) -> None:
+                 kv_cache_config: KVCacheConfig | None = None,
+                 kv_transfer_config: KVTransferConfig | None = None,
+                 kv_connector: KVConnectorBase_V1 | None = None,
+                 kv_connector_worker: KVConnectorBase_V1 | None = None,
+                 kv_connector_kwargs: dict | None = None,
+                 step_time=None) -> None:
         """`kv_cache_config`: the KV cache groups of a hybrid model
         (`sim.v1.kv_cache_utils.make_kv_cache_config`); its `num_blocks` and block size
-        must match `cache_config`. Default: one group of full attention."""
+        must match `cache_config`. Default: one group of full attention.
+        `kv_transfer_config` (or a scheduler-side `kv_connector` built already) turns on
+        the scheduler's KV connector path; `kv_connector_worker` is the connector beside the
+        model runner, asked after every forward pass what finished: NIXL's needs the
+        caller's transport (sim/v1/kv_connector/nixl.py); a connector whose worker side
+        registers the KV caches (the offloading connector) is built by the engine.
+        `kv_connector_kwargs` go to the connectors the engine builds; `step_time` runs the
+        engine's clock (see the module docstring)."""
         self.cache_config = cache_config or CacheConfig()
         # VllmConfig's default: async scheduling unless something rules it out.
         self.scheduler_config = resolve_async_scheduling(scheduler_config or SchedulerConfig())
@@ -160,9 +204,27 @@ class LLMEngine:
         self.spec_acceptance_rate = spec_acceptance_rate
         self.model = model or StandInModel(seed=seed)
         self._events: list | None = [] if record_events else None
+        self.now_s = 0.0
+        self.step_time = step_time
+        connector_kwargs = dict(kv_connector_kwargs or {})
+        # Connectors read the engine's time only when it runs (step_time given).
+        clock = self.clock if step_time is not None else None
+        connector_cls = None
+        if kv_transfer_config is not None and kv_transfer_config.kv_connector is not None:
+            connector_cls = KVConnectorFactory.get_connector_class(
+                kv_transfer_config.kv_connector)
+            if kv_connector is None:
+                kv_connector = connector_cls(kv_transfer_config, KVConnectorRole.SCHEDULER,
+                                             self.cache_config, clock=clock,
+                                             **connector_kwargs)
         scheduler_cls = AsyncScheduler if self.async_scheduling else Scheduler
         self.scheduler = scheduler_cls(self.scheduler_config, self.cache_config, self._events,
-                                       kv_cache_config=kv_cache_config)
+                                       kv_cache_config=kv_cache_config,
+                                       kv_transfer_config=kv_transfer_config,
+                                       connector=kv_connector)
+        # With a KV connector, the tokens of each WAITING_FOR_REMOTE_KVS request whose KV
+        # has landed (its transport counts them; the picture fills its blocks with them).
+        self.kv_landed: dict[str, int] = {}
         # EngineCore's batch queue (max_concurrent_batches = 2 with async scheduling and
         # no pipeline parallelism), newest first; None in the synchronous loop.
         self.batch_queue_size = 2 if self.async_scheduling else 1
@@ -177,13 +239,25 @@ class LLMEngine:
                              self.kv_cache_manager.coordinator.single_type_managers]
         self.block_pool = self.kv_cache_manager.block_pool
         cc = self.cache_config
-        # EngineCore builds the request block hasher only when prefix caching is on.
+        # EngineCore builds the request block hasher when prefix caching or a KV connector
+        # is on.
         self.none_hash = init_none_hash(sha256, cc.hash_seed)
         self.block_hasher = (get_request_block_hasher(cc.block_size, sha256, self.none_hash)
-                             if cc.enable_prefix_caching else None)
+                             if cc.enable_prefix_caching or kv_connector is not None
+                             else None)
         # The KV payload of every GPU slot (the stand-in for the KV cache tensors).
         self.gpu_cache: list[list[Slot]] = [[None] * cc.block_size
                                             for _ in range(cc.num_gpu_blocks)]
+        if kv_connector_worker is None and connector_cls is not None \
+                and hasattr(connector_cls, "register_kv_caches"):
+            kv_connector_worker = connector_cls(kv_transfer_config, KVConnectorRole.WORKER,
+                                                self.cache_config, clock=clock,
+                                                **connector_kwargs)
+            kv_connector_worker.register_kv_caches(self.gpu_cache)
+        self.kv_connector_worker = kv_connector_worker
+        if kv_connector_worker is not None and hasattr(kv_connector_worker, "kv_landed"):
+            # The offloading worker says which loads are still in flight (the picture).
+            kv_connector_worker.kv_landed = self.kv_landed
         self.step_index = 0
         # Every (child) request ever added, in order; parents of n > 1 requests.
         self.requests: dict[str, Request] = {}
@@ -198,11 +272,15 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt: int | list[int],
                     sampling_params=None, arrival_step: int = 0,
                     output_len: int | None = None, *, priority: int = 0,
-                    cache_salt: str | None = None, shared_prefix: int = 0):
+                    cache_salt: str | None = None, shared_prefix: int = 0,
+                    kv_transfer_params: dict | None = None):
         """`prompt`: a list of token ids, or a prompt length (ids made up by the model,
         after `shared_prefix` ids that every request asking for them shares). `output_len`
-        scripts the stand-in model to emit EOS as that output token. Returns the Request,
-        or the list of child Requests when n > 1."""
+        scripts the stand-in model to emit EOS as that output token. `kv_transfer_params`
+        are the KV connector's (P/D: `{"do_remote_decode": True}` on the prefill
+        instance, the prefill's answer on the decode one); the connector changes them, so
+        each request gets its own copy. Returns the Request, or the list of child
+        Requests when n > 1."""
         if request_id in self.requests or request_id in self.parents:
             raise ValueError(f"request_id {request_id!r} was already added")
         sp = sampling_params or _DefaultSamplingParams()
@@ -259,6 +337,8 @@ class LLMEngine:
                           seq_id=self._seq_counter, output_len=output_len,
                           parent_request_id=parent)
             self._seq_counter += 1
+            if kv_transfer_params is not None:
+                req.kv_transfer_params = dict(kv_transfer_params)
             self.requests[rid] = req
             # Stable: equal arrival steps keep the order of add_request.
             bisect.insort_right(self.pending, req, key=lambda r: r.arrival_step)
@@ -295,37 +375,105 @@ class LLMEngine:
     def get_num_unfinished_requests(self) -> int:
         return len(self.pending) + self.scheduler.get_num_unfinished_requests()
 
-    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+    def has_requests(self) -> bool:
+        """vLLM's EngineCore keeps stepping while this holds: unfinished requests, or
+        finished ones whose blocks a KV connector still holds (or, async loop, a batch in
+        flight)."""
+        return bool(self.pending) or self.scheduler.has_requests() or bool(self.batch_queue)
+
+    def reset_prefix_cache(self, reset_running_requests: bool = False,
+                           reset_connector: bool = False) -> bool:
         """Scheduler.reset_prefix_cache: empty the prefix cache (False while a request
-        holds blocks, unless `reset_running_requests` preempts them all first)."""
-        return self.scheduler.reset_prefix_cache(reset_running_requests)
+        holds blocks, unless `reset_running_requests` preempts them all first);
+        `reset_connector` empties the connector's cache too (the CPU tier)."""
+        return self.scheduler.reset_prefix_cache(reset_running_requests, reset_connector)
+
+    def clock(self) -> float:
+        """The engine's time in seconds (see the module docstring)."""
+        return self.now_s
 
     # -- one iteration -----------------------------------------------------------------
     def step(self) -> StepOutput:
-        step = self.step_index
+        """One call of EngineCore's step function: `step_with_batch_queue` in the async
+        loop; in the synchronous one begin_step (schedule, the forward pass), then
+        finish_step (the connector's report, update_from_output)."""
+        if self.batch_queue is not None:
+            step = self.step_index
+            pending = self.pending
+            if pending and pending[0].arrival_step <= step:
+                self._add_arrivals(step)
+            return self.step_with_batch_queue(step)
+        return self.finish_step(self.begin_step())
+
+    def _add_arrivals(self, step: int) -> None:
+        """Hand the requests due by this step to the scheduler."""
         events = self._events
         pending = self.pending
-        if pending and pending[0].arrival_step <= step:
-            while pending and pending[0].arrival_step <= step:
-                req = pending.pop(0)
-                self.scheduler.add_request(req)
-                if events is not None:
-                    events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
+        while pending and pending[0].arrival_step <= step:
+            req = pending.pop(0)
+            self.scheduler.add_request(req)
+            if events is not None:
+                events.append(RequestArrived(req.request_id, req.num_prompt_tokens))
+
+    def begin_step(self) -> StepInFlight:
+        """The synchronous loop's first half of a step: arrivals, schedule(), the KV
+        connector's loads started, the stand-in forward pass. A caller that prices steps in
+        time (the P/D driver, sim/studies/disaggregated.py) runs the other engine's steps
+        between the two halves, so what reaches this engine during the step is seen at its
+        end."""
         if self.batch_queue is not None:
-            return self.step_with_batch_queue(step)
+            raise ValueError("begin_step and finish_step drive the synchronous loop "
+                             "(async_scheduling=False)")
+        step = self.step_index
+        pending = self.pending
+        if pending and pending[0].arrival_step <= step:
+            self._add_arrivals(step)
 
         scheduler_output = self.scheduler.schedule()
+        worker = self.kv_connector_worker
+        if worker is not None:
+            # The model runner flushes what it must, binds the step's connector metadata
+            # and starts the loads before the forward pass.
+            kv_connector_metadata = scheduler_output.kv_connector_metadata
+            worker.handle_preemptions(kv_connector_metadata)
+            worker.bind_connector_metadata(kv_connector_metadata)
+            worker.start_load_kv()
         num_spec = self.scheduler_config.num_speculative_tokens
         # Without drafts every sampled token is kept, so the model pass lists them.
         tokens: list | None = None if num_spec else []
         model_runner_output, prefill_req_ids = self._execute_model(scheduler_output, step,
                                                                    tokens)
+        # StepInFlight(...) without NamedTuple's Python-level __new__ (sim.events.fast_event)
+        return fast_event(StepInFlight, (step, scheduler_output, model_runner_output, tokens,
+                                         prefill_req_ids))
+
+    def finish_step(self, inflight: StepInFlight) -> StepOutput:
+        """The second half: the connector's report (after the forward pass), then
+        update_from_output and the step's record."""
+        step, scheduler_output, model_runner_output, tokens, prefill_req_ids = inflight
+        events = self._events
+        if self.step_time is not None:
+            self.now_s += self.step_time(scheduler_output)
+        worker = self.kv_connector_worker
+        if worker is not None:
+            model_runner_output.kv_connector_output = self._kv_connector_output(
+                worker, scheduler_output)
         outputs = self.scheduler.update_from_output(scheduler_output, model_runner_output)
+        num_spec = self.scheduler_config.num_speculative_tokens
 
         requests = self.requests
         finished = [out.request_id for out in outputs if out.finish_reason is not None]
         for rid in finished:
             requests[rid].finished_step = step
+        kv_transfer_params = None
+        if self.scheduler.connector is not None:
+            kv_transfer_params = {out.request_id: out.kv_transfer_params for out in outputs
+                                  if out.kv_transfer_params is not None}
+            kv_output = model_runner_output.kv_connector_output
+            if tokens and kv_output is not None and kv_output.invalid_block_ids:
+                # Requests whose loaded blocks failed keep no token this step.
+                kept = {out.request_id for out in outputs if out.new_token_ids}
+                tokens[:] = [t for t in tokens if t[0] in kept]
         if num_spec:
             # Accepted drafts past a stop were dropped: list what was kept, and take the
             # drafter's proposals for the next step.
@@ -356,8 +504,12 @@ class LLMEngine:
         else:
             step_events = []
         self.step_index += 1
-        return StepOutput(step, scheduler_output, step_events, tokens, finished,
-                          prefill_req_ids, step)
+        out = StepOutput(step, scheduler_output, step_events, tokens, finished,
+                         prefill_req_ids, step)
+        if kv_transfer_params is not None:
+            out.kv_transfer_params = kv_transfer_params
+            out.kv_connector_output = model_runner_output.kv_connector_output
+        return out
 
     def step_with_batch_queue(self, step: int) -> StepOutput:
         """EngineCore.step_with_batch_queue (the async loop; see the module docstring):
@@ -388,8 +540,13 @@ class LLMEngine:
         requests = self.requests
         for rid in finished:
             requests[rid].finished_step = step
-        return self._step_output(step, scheduler_output, prefill_req_ids, batch.step, tokens,
-                                 finished, discarded)
+        out = self._step_output(step, scheduler_output, prefill_req_ids, batch.step, tokens,
+                                finished, discarded)
+        if scheduler.connector is not None:
+            out.kv_transfer_params = {o.request_id: o.kv_transfer_params for o in outputs
+                                      if o.kv_transfer_params is not None}
+            out.kv_connector_output = batch.model_runner_output.kv_connector_output
+        return out
 
     def _step_output(self, step: int, scheduler_output: SchedulerOutput | None,
                      prefill_req_ids: set, processed_step: int | None = None,
@@ -444,6 +601,12 @@ class LLMEngine:
         runner = self.runner_token_ids
         for rid in scheduler_output.finished_req_ids:
             runner.pop(rid, None)
+        worker = self.kv_connector_worker
+        if worker is not None:
+            # Flushes first (handle_preemptions), then the metadata and the loads.
+            worker.handle_preemptions(scheduler_output.kv_connector_metadata)
+            worker.bind_connector_metadata(scheduler_output.kv_connector_metadata)
+            worker.start_load_kv()
         requests = self.requests
         for new_req in scheduler_output.scheduled_new_reqs:
             requests[new_req.req_id].first_scheduled_step = step
@@ -497,8 +660,26 @@ class LLMEngine:
             sampled[rid] = (num_tokens, token_id, logprob)
         model_runner_output = ModelRunnerOutput(
             req_ids, {rid: i for i, rid in enumerate(req_ids)}, sampled_token_ids)
+        if self.step_time is not None:
+            self.now_s += self.step_time(scheduler_output)
+        if worker is not None:
+            # After this batch's forward pass: what finished, reported with its output.
+            model_runner_output.kv_connector_output = self._kv_connector_output(
+                worker, scheduler_output)
         return InFlightBatch(step, scheduler_output, model_runner_output, sampled,
                              prefill_req_ids)
+
+    def _kv_connector_output(self, worker, scheduler_output: SchedulerOutput
+                             ) -> KVConnectorOutput:
+        """The worker-side connector's report after a forward pass (vLLM's model runner
+        builds it in KVConnectorModelRunnerMixin)."""
+        finished_sending, finished_recving = worker.get_finished(
+            scheduler_output.finished_req_ids)
+        output = KVConnectorOutput(finished_sending or set(), finished_recving or set(),
+                                   worker.get_block_ids_with_load_errors(),
+                                   worker.build_connector_worker_meta())
+        worker.clear_connector_metadata()
+        return output
 
     def _execute_model(self, scheduler_output: SchedulerOutput, step: int,
                        tokens_out: list | None) -> tuple[ModelRunnerOutput, set]:
@@ -648,8 +829,14 @@ class LLMEngine:
         return taken
 
     def snapshot(self, with_slots: bool = True) -> dict:
-        """A JSON-ready copy of the state (see sim/v1/snapshot.py)."""
-        return engine_snapshot(self, with_slots)
+        """A JSON-ready copy of the state (see sim/v1/snapshot.py; with the offloading
+        connector, "cpu_tier" too: sim/v1/kv_offload/snapshot.py)."""
+        snap = engine_snapshot(self, with_slots)
+        if self.scheduler.connector is not None:
+            cpu_tier = offload_snapshot(self, with_slots)
+            if cpu_tier is not None:
+                snap["cpu_tier"] = cpu_tier
+        return snap
 
     def run(self, max_steps: int = 100_000) -> list[StepOutput]:
         """Step until every request has finished (or max_steps)."""

@@ -20,12 +20,18 @@
   computed itself); a cached block's slots hold the positions its hash covers;
 - waiting (and preempted) requests hold no blocks and have nothing computed; finished ones
   hold no blocks; every live request is in exactly one queue; `running` respects
-  `max_num_seqs`;
+  `max_num_seqs`. With a KV connector: a WAITING_FOR_REMOTE_KVS request is in
+  `skipped_waiting` with blocks for its tokens; a request whose KVs arrived may wait there
+  with them (and its blocks); a finished request may keep its blocks only while the
+  scheduler still holds it (the connector is sending them, or its load is in flight);
 - the engine loop (async scheduling): a live request's output placeholders plus its
   tokens to discard equal the batches in flight that sample a token for it (none in the
   synchronous loop); its cached blocks cover only tokens whose value the scheduler knows
   and whose KV is computed; the worker's copy of a running request's tokens is the
   scheduler's tokens followed by the ones in flight.
+
+With the offloading connector, sim/v1/kv_offload/invariants.py's checks run too (the CPU
+tier, its payloads against the GPU's, its jobs).
 """
 from __future__ import annotations
 
@@ -35,9 +41,13 @@ from sim.v1.request import RequestStatus
 
 def check_engine(engine) -> list[str]:
     """Every violated invariant, as a sentence; an empty list when all hold."""
-    return (check_free_queue(engine.block_pool) + check_ref_counts(engine)
-            + check_hash_map(engine.block_pool) + check_requests(engine)
-            + check_windows(engine) + check_payloads(engine) + check_in_flight(engine))
+    problems = (check_free_queue(engine.block_pool) + check_ref_counts(engine)
+                + check_hash_map(engine.block_pool) + check_requests(engine)
+                + check_windows(engine) + check_payloads(engine) + check_in_flight(engine))
+    if engine.scheduler.connector is not None:
+        from sim.v1.kv_offload.invariants import check_offloading
+        problems += check_offloading(engine)
+    return problems
 
 
 def _managers(engine):
@@ -90,6 +100,10 @@ def check_free_queue(pool) -> list[str]:
 def check_ref_counts(engine) -> list[str]:
     counts: dict[int, int] = {}
     group_of: dict[int, int] = {}
+    # Blocks a scheduler holds back from the pool (deferred frees) keep their reference.
+    for _, blocks in engine.scheduler.deferred_frees:
+        for block in blocks:
+            counts[block.block_id] = counts.get(block.block_id, 0) + 1
     problems = []
     for manager in _managers(engine):
         gid = manager.kv_cache_group_id
@@ -143,7 +157,9 @@ def check_requests(engine) -> list[str]:
     lookahead = engine.scheduler_config.num_lookahead_tokens
     max_model_len = engine.scheduler_config.max_model_len
     running = [r.request_id for r in sched.running]
-    waiting = [r.request_id for r in sched.waiting]
+    # The skipped queue (requests waiting for remote KVs) counts as waiting.
+    skipped = [r.request_id for r in sched.skipped_waiting]
+    waiting = [r.request_id for r in sched.waiting] + skipped
     if len(running) > sched.max_num_running_reqs:
         problems.append(f"{len(running)} running requests > max_num_seqs "
                         f"{sched.max_num_running_reqs}")
@@ -156,8 +172,13 @@ def check_requests(engine) -> list[str]:
         table = tables[0]
         status = req.status
         if req.is_finished():
-            if any(t is not None for t in tables):
+            # Only a KV connector may keep a finished request's blocks (still sending
+            # them, or its load in flight); it then stays in the scheduler's requests.
+            if any(t is not None for t in tables) and sched.requests.get(rid) is not req:
                 problems.append(f"finished request {rid} still holds blocks")
+            if table is None and sched.requests.get(rid) is req:
+                problems.append(f"finished request {rid} is still in the scheduler but "
+                                "holds no blocks")
             if rid in running or rid in waiting:
                 problems.append(f"finished request {rid} is still queued")
             continue
@@ -185,14 +206,27 @@ def check_requests(engine) -> list[str]:
             for manager, group_table in zip(managers, tables):
                 if group_table is not None:
                     problems += _check_cached_prefix(engine, manager, req, group_table)
+        elif status == RequestStatus.WAITING_FOR_REMOTE_KVS:
+            if rid not in skipped or rid in running:
+                problems.append(f"request {rid} waits for remote KVs but is not (only) in "
+                                "skipped_waiting")
+            if table is None or len(table) * bs < req.num_computed_tokens:
+                problems.append(f"request {rid} waits for remote KVs without blocks for "
+                                f"its {req.num_computed_tokens} tokens")
         else:
             if rid not in waiting or rid in running:
                 problems.append(f"waiting request {rid} is not (only) in waiting")
-            if any(t is not None for t in tables):
+            # A request whose remote KVs arrived waits in skipped_waiting with them
+            # computed, in its blocks, until it is scheduled.
+            promoted = rid in skipped and req.num_computed_tokens > 0
+            if any(t is not None for t in tables) and not promoted:
                 problems.append(f"waiting request {rid} holds blocks")
-            if req.num_computed_tokens != 0:
+            if req.num_computed_tokens != 0 and not promoted:
                 problems.append(f"waiting request {rid} has {req.num_computed_tokens} "
                                 "computed tokens")
+            if promoted and (table is None or len(table) * bs < req.num_computed_tokens):
+                problems.append(f"request {rid}: {req.num_computed_tokens} received tokens "
+                                "without blocks for them")
     return problems
 
 

@@ -15,6 +15,11 @@ general path (nothing leaves a window in full attention). `req_to_blocks` and
 `num_cached_block` are group 0's (the scheduler and the engine read them); every group's
 tables are `coordinator.get_blocks(request_id)`.
 
+A KV connector's tokens (`num_external_computed_tokens`) get blocks after the local hit's
+(`allocate_new_computed_blocks`), and `delay_cache_blocks` leaves them uncached until they
+arrive; `get_block_ids_for_computed_tokens` and `evict_blocks` serve the connector. The
+connector path is built for one full-attention group (the disaggregation page's model).
+
 - `get_computed_blocks(request)`: the longest run of leading full blocks whose hashes are
   in the prefix cache, capped at `(num_tokens - 1) // block_size` blocks (the last token is
   always computed, for its logits). It touches nothing; it records the lookup in the
@@ -292,7 +297,9 @@ class KVCacheManager:
         if num_blocks_to_allocate + watermark > num_free - reserved_blocks:
             return None   # nothing has changed: the hits are not touched
 
-        if new_computed_block_list or num_external_computed_tokens > 0:
+        if (new_computed_block_list or num_external_computed_tokens > 0) \
+                and request_id not in self.num_cached_block:
+            # (A running request has no new hits: vLLM's coordinator returns early.)
             self.add_local_computed_blocks(request, new_computed_block_list,
                                            num_new_computed_tokens,
                                            num_external_computed_tokens)
@@ -490,6 +497,17 @@ class KVCacheManager:
     def get_block_ids(self, request_id: str) -> tuple[list[int], ...]:
         return self.get_blocks(request_id).get_block_ids()
 
+    def get_block_ids_for_computed_tokens(self, request_id: str, num_computed_tokens: int
+                                          ) -> tuple[list[int], ...]:
+        """The leading block ids that cover `num_computed_tokens` tokens (what a KV
+        connector is told a finished request holds)."""
+        num_valid_blocks = -(-num_computed_tokens // self.block_size)
+        return ([b.block_id for b in self.req_to_blocks.get(request_id, ())[:num_valid_blocks]],)
+
+    def evict_blocks(self, block_ids: set[int]) -> None:
+        """Drop blocks from the prefix cache by id (a KV connector's invalid blocks)."""
+        self.block_pool.evict_blocks(block_ids)
+
     def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
         """Per group: leading blocks of that request held by every request that holds
         blocks (cascade attention); 0 for windowed groups."""
@@ -502,9 +520,6 @@ class KVCacheManager:
                 break
             num_common_blocks += 1
         return [num_common_blocks]
-
-    def evict_blocks(self, block_ids: set[int]) -> None:
-        self.block_pool.evict_blocks(block_ids)
 
     def reset_prefix_cache(self) -> bool:
         return self.block_pool.reset_prefix_cache()

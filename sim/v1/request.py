@@ -81,7 +81,7 @@ class Request:
         "async_tokens_to_discard", "spec_token_ids", "num_computed_tokens",
         "num_cached_tokens", "num_preemptions", "is_prefill_chunk",
         "skip_reading_prefix_cache", "block_hashes", "_block_hasher", "_num_hashed_tokens",
-        "_block_size",
+        "_block_size", "kv_transfer_params", "last_sched_seq",
         # simulation additions
         "seq_id", "arrival_step", "first_scheduled_step", "finished_step", "output_len",
         "cumulative_logprob", "parent_request_id",
@@ -107,6 +107,13 @@ class Request:
         self.ignore_eos = getattr(sampling_params, "ignore_eos", False)
         self.stop_token_ids = tuple(getattr(sampling_params, "stop_token_ids", ()) or ())
         self.cache_salt = cache_salt
+        # P/D: the connector's parameters (vLLM reads them from sampling_params.extra_args).
+        extra_args = getattr(sampling_params, "extra_args", None)
+        self.kv_transfer_params: dict | None = (
+            extra_args.get("kv_transfer_params") if extra_args is not None else None)
+        # The scheduler's count of non-empty steps when it last scheduled this request
+        # (kept only when it defers block frees: a KV consumer with batches in flight).
+        self.last_sched_seq = 0
         self.prompt_token_ids = list(prompt_token_ids)
         self.num_prompt_tokens = len(self.prompt_token_ids)
         # vLLM exposes these through read-only views (ConstantList properties); plain lists
@@ -122,8 +129,10 @@ class Request:
         self.num_cached_tokens = -1        # the prefix hit at first admission
         self.num_preemptions = 0
         self.is_prefill_chunk = False
-        # Set when prompt logprobs are requested (not simulated).
-        self.skip_reading_prefix_cache = False
+        # vLLM: sampling_params.skip_reading_prefix_cache when set (it is set for prompt
+        # logprobs, which are not simulated), else False.
+        self.skip_reading_prefix_cache = bool(
+            getattr(sampling_params, "skip_reading_prefix_cache", None) or False)
         self.block_hashes: list[BlockHash] = []
         self._block_hasher = block_hasher
         # How many tokens the hashes cover (len(block_hashes) * block_size): lets
@@ -163,6 +172,14 @@ class Request:
         if (self._block_hasher is not None
                 and self.num_tokens - self._num_hashed_tokens >= self._block_size):
             self.update_block_hashes()
+
+    def truncate_last_prompt_token(self) -> None:
+        """Drop the last prompt token (NIXL's prefill side does it for Mamba models, in
+        place on the request's lists; the block hashes are left as they were, as there)."""
+        self.prompt_token_ids.pop()
+        self.all_token_ids.pop()
+        self.num_prompt_tokens -= 1
+        self.num_tokens -= 1
 
     def update_block_hashes(self) -> None:
         """Hash every block that became full (prompt and output tokens alike)."""

@@ -20,13 +20,19 @@ One `schedule()` call is one engine step's plan, in one loop over a shared token
 checks stop conditions and frees finished requests at once (blocks reversed), in
 scheduling order.
 
+With a KV connector (`kv_transfer_config` or `connector`; sim/v1/kv_connector/) the waiting
+loop also serves `skipped_waiting` (requests waiting for remote KVs, served first under FCFS),
+admits requests whose external tokens load asynchronously, and `update_from_output` reads
+the worker side's `KVConnectorOutput`; those branches live in sim/v1/scheduler_kv.py and
+cost nothing without a connector.
+
 This is the synchronous `Scheduler` (the one vLLM's scheduler tests use), FCFS or PRIORITY,
 one KV cache group of full attention, or a hybrid model's groups when given a
 `kv_cache_config` (kv_cache_manager.py). As in vLLM, its running loop already counts a
 request's `num_output_placeholders` (always 0 here); `AsyncScheduler`
 (`sim/v1/async_scheduler.py`) is the subclass that sets them. Left out: pipeline
-parallelism, KV connectors (and the `skipped_waiting` queue for blocked requests), LoRA,
-multimodal/encoder inputs, structured output, streaming sessions, pausing, Mamba alignment.
+parallelism, LoRA, multimodal/encoder inputs, structured output, streaming sessions,
+pausing, Mamba alignment.
 Additions: `events` receives Admitted, Preempted, RequestFinished and Aborted records (the
 KV cache manager and block pool add theirs; the engine adds KVWritten and TokenSampled).
 """
@@ -38,15 +44,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sim.events import Aborted, Admitted, Preempted, RequestFinished, fast_event
-from sim.v1.config import CacheConfig, SchedulerConfig
+from sim.events import (
+    Aborted,
+    Admitted,
+    BlocksHeld,
+    Preempted,
+    RequestFinished,
+    WaitingForRemoteKVs,
+    fast_event,
+)
+from sim.v1.config import CacheConfig, KVTransferConfig, SchedulerConfig
 from sim.v1.kv_cache_interface import KVCacheConfig
 from sim.v1.kv_cache_manager import KVCacheManager
+from sim.v1.kv_connector import KVConnectorBase_V1
 from sim.v1.request import Request, RequestStatus
+from sim.v1.scheduler_kv import KVConnectorSchedulerMixin
 
 _WAITING, _RUNNING, _PREEMPTED = (RequestStatus.WAITING, RequestStatus.RUNNING,
                                   RequestStatus.PREEMPTED)
 _STOPPED, _LENGTH_CAPPED = RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH_CAPPED
+_WAITING_FOR_REMOTE_KVS = RequestStatus.WAITING_FOR_REMOTE_KVS
 
 
 # -- sched/request_queue.py ---------------------------------------------------------------
@@ -68,7 +85,10 @@ class FCFSRequestQueue(deque):
         self.appendleft(request)
 
     def prepend_requests(self, requests: Iterable[Request]) -> None:
-        self.extendleft(reversed(list(requests)))
+        """As vLLM's: the requests end up in front in the REVERSE of their order in
+        `requests` (the scheduler builds that queue by prepending, so the two reversals
+        keep the order in which requests were skipped)."""
+        self.extendleft(requests)
 
     def remove_request(self, request: Request) -> None:
         self.remove(request)
@@ -185,6 +205,8 @@ class SchedulerOutput:
     finished_req_ids: set[str]                # finished since the previous schedule()
     free_encoder_mm_hashes: list[str]
     preempted_req_ids: set[str] = field(default_factory=set)
+    # The KV connector's work for this step (None without a connector).
+    kv_connector_metadata: object = None
 
     @classmethod
     def make_empty(cls) -> SchedulerOutput:
@@ -198,12 +220,29 @@ class SchedulerOutput:
 # -- vllm/v1/outputs.py and vllm/v1/engine/__init__.py (what update_from_output reads and
 # returns) ----------------------------------------------------------------------------
 @dataclass(slots=True)
+class KVConnectorOutput:
+    """The KV connector's worker side, after a forward pass: requests whose asynchronous
+    sends and receives finished, and blocks whose load failed."""
+    finished_sending: set[str] | None = None
+    finished_recving: set[str] | None = None
+    invalid_block_ids: set[int] = field(default_factory=set)
+    # What the connector's worker side tells its scheduler side
+    # (`build_connector_worker_meta`: e.g. the offloading connector's completed jobs).
+    kv_connector_worker_meta: object = None
+
+    def is_empty(self) -> bool:
+        return (not self.finished_sending and not self.finished_recving
+                and not self.invalid_block_ids and not self.kv_connector_worker_meta)
+
+
+@dataclass(slots=True)
 class ModelRunnerOutput:
     req_ids: list[str]
     req_id_to_index: dict[str, int]
     # One list per request: the sampled token (plus accepted drafts), or [] for a request
     # whose prefill chunk did not reach the end of its tokens.
     sampled_token_ids: list[list[int]]
+    kv_connector_output: KVConnectorOutput | None = None
 
 
 class EngineCoreOutput(NamedTuple):
@@ -214,6 +253,8 @@ class EngineCoreOutput(NamedTuple):
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     num_cached_tokens: int = 0
+    # P/D: what the connector tells the client (the prefill side's block ids, say).
+    kv_transfer_params: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -249,7 +290,7 @@ def remove_all(lst: list, items_to_remove: set) -> list:
 
 
 # -- the scheduler --------------------------------------------------------------------------
-class Scheduler:
+class Scheduler(KVConnectorSchedulerMixin):
     # update_from_output appends a single sampled token itself, without calling
     # _update_request_with_output (the per-token hot path); a subclass that overrides
     # that method (AsyncScheduler) sets this False so that its override always runs.
@@ -257,7 +298,13 @@ class Scheduler:
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None, log_stats: bool = True,
-                 kv_cache_config: KVCacheConfig | None = None) -> None:
+                 kv_cache_config: KVCacheConfig | None = None,
+                 kv_transfer_config: KVTransferConfig | None = None,
+                 connector: KVConnectorBase_V1 | None = None) -> None:
+        """`kv_cache_config`: a hybrid model's KV cache groups (default: one group of full
+        attention). `kv_transfer_config` builds the scheduler side of its connector (vLLM's
+        `KVConnectorFactory.create_connector`); `connector` passes one built already (a
+        test's, or one given a clock)."""
         self.scheduler_config = scheduler_config
         self.cache_config = cache_config
         self.events = events
@@ -274,6 +321,9 @@ class Scheduler:
         self.use_eagle = self.num_lookahead_tokens > 0
         self.requests: dict[str, Request] = {}
         self.waiting = create_request_queue(self.policy)
+        # Requests skipped in the waiting loop: blocked (WAITING_FOR_REMOTE_KVS) or
+        # promoted from there but not scheduled yet; served before `waiting` (FCFS).
+        self.skipped_waiting = create_request_queue(self.policy)
         self.running: list[Request] = []
         # Finished since the last schedule() (handed to the workers in the next output).
         self.finished_req_ids: set[str] = set()
@@ -292,11 +342,14 @@ class Scheduler:
             log_stats=log_stats, events=events, kv_cache_config=kv_cache_config,
             max_num_batched_tokens=scheduler_config.max_num_batched_tokens)
         self.num_kv_cache_groups = self.kv_cache_manager.num_kv_cache_groups
+        self._init_kv_connector(kv_transfer_config, connector)
 
     # -- requests ----------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
         self.waiting.add_request(request)
         self.requests[request.request_id] = request
+        if self.connector is not None:
+            self.connector.on_new_request(request)
 
     def finish_requests(self, request_ids: str | Iterable[str],
                         finished_status: RequestStatus) -> list[Request]:
@@ -323,33 +376,55 @@ class Scheduler:
             self.running = remove_all(self.running, running_requests_to_remove)
         if waiting_requests_to_remove:
             self.waiting.remove_requests(waiting_requests_to_remove)
+            if self.skipped_waiting:
+                self.skipped_waiting.remove_requests(waiting_requests_to_remove)
         for request in valid_requests:
-            queue = "running" if request in running_requests_to_remove else "waiting"
+            delay_free_blocks = False
+            if request in running_requests_to_remove:
+                queue = "running"
+            elif request.status == _WAITING_FOR_REMOTE_KVS:
+                queue = "waiting_for_remote_kvs"
+                # Its load is still in flight: the blocks are freed when it lands.
+                delay_free_blocks = request.request_id not in self.finished_recving_kv_req_ids
+                self.finished_recving_kv_req_ids.discard(request.request_id)
+                self.failed_recving_kv_req_ids.discard(request.request_id)
+            else:
+                queue = "waiting"
             request.status = finished_status
             if self.events is not None and finished_status == RequestStatus.FINISHED_ABORTED:
                 self.events.append(Aborted(request.request_id, queue))
-            self._free_request(request)
+            self._free_request(request, delay_free_blocks=delay_free_blocks)
         return valid_requests
 
     def get_num_unfinished_requests(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.skipped_waiting) + len(self.running)
 
     def has_unfinished_requests(self) -> bool:
         return self.get_num_unfinished_requests() > 0
 
     def has_finished_requests(self) -> bool:
-        return len(self.finished_req_ids) > 0
+        if self.finished_req_ids:
+            return True
+        if self.connector is None:
+            return False
+        # Finished requests whose blocks the connector still holds stay in `requests`.
+        num_in_queues = len(self.waiting) + len(self.skipped_waiting) + len(self.running)
+        return len(self.requests) > num_in_queues
 
     def has_requests(self) -> bool:
-        """Unfinished requests, or finished ones the workers have not been told of yet
-        (the next schedule() hands them `finished_req_ids`)."""
-        return self.has_unfinished_requests() or self.has_finished_requests()
+        """Whether the engine must keep stepping: unfinished requests, or finished ones
+        the workers have not been told of yet (the next schedule() hands them
+        `finished_req_ids`) or whose blocks a KV connector still holds."""
+        return (self.has_unfinished_requests() or self.has_finished_requests()
+                or (self.connector is not None and self.connector.has_pending_push_work()))
 
-    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+    def reset_prefix_cache(self, reset_running_requests: bool = False,
+                           reset_connector: bool = False) -> bool:
         """Empty the prefix cache; it fails (False) while any request holds blocks, unless
         `reset_running_requests` preempts every running request first (last first, so
         they come back in order). Tokens in flight for them (async scheduling) are then
-        stale: `async_tokens_to_discard` drops them when their output comes back."""
+        stale: `async_tokens_to_discard` drops them when their output comes back.
+        `reset_connector` also empties the connector's cache (the CPU tier)."""
         if reset_running_requests:
             while self.running:
                 request = self.running.pop()
@@ -363,7 +438,14 @@ class Scheduler:
         if reset_running_requests and not reset_successful:
             raise RuntimeError("Failed to reset KV cache even when all the running requests "
                                "are preempted and moved to the waiting queue.")
+        if reset_connector:
+            reset_successful = self.reset_connector_cache() and reset_successful
         return reset_successful
+
+    def reset_connector_cache(self) -> bool:
+        if self.connector is None:
+            return True
+        return self.connector.reset_cache() is not False
 
     # -- one step's plan -------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
@@ -530,55 +612,137 @@ class Scheduler:
         # Next, the WAITING requests, only if nothing was preempted in this step.
         if not preempted_reqs:
             waiting = self.waiting
+            skipped_waiting = self.skipped_waiting
+            connector = self.connector
+            step_skipped_waiting = None   # created when a request is skipped
             chunked = self.scheduler_config.enable_chunked_prefill
             num_spec_tokens = self.num_spec_tokens
-            while waiting and token_budget > 0:
+            while (waiting or skipped_waiting) and token_budget > 0:
                 if len(running) >= self.max_num_running_reqs:
                     break
-                request = waiting.peek_request()
+                # _select_waiting_queue_for_scheduling
+                if self.policy == "fcfs":
+                    request_queue = skipped_waiting or waiting
+                elif waiting and skipped_waiting:
+                    request_queue = (waiting if waiting.peek_request()
+                                     < skipped_waiting.peek_request() else skipped_waiting)
+                else:
+                    request_queue = waiting or skipped_waiting
+                request = request_queue.peek_request()
                 request_id = request.request_id
 
+                # A request still waiting for remote KVs stays skipped; one whose load
+                # finished is promoted (back to WAITING, its blocks cached).
+                if (request.status is _WAITING_FOR_REMOTE_KVS
+                        and not self._try_promote_blocked_waiting_request(request)):
+                    request_queue.pop_request()
+                    if step_skipped_waiting is None:
+                        step_skipped_waiting = create_request_queue(self.policy)
+                    step_skipped_waiting.prepend_request(request)
+                    continue
+
+                num_external_computed_tokens = 0
+                load_kv_async = False
                 # Already-cached tokens (new and preempted requests start from 0).
                 if request.num_computed_tokens == 0:
                     new_computed_blocks, num_new_local_computed_tokens = (
                         kv_cache_manager.get_computed_blocks(request))
-                    num_computed_tokens = num_new_local_computed_tokens
-                else:   # only with a KV connector
+                    if connector is not None:
+                        # Tokens the connector can load beyond the local hit.
+                        ext_tokens, load_kv_async = connector.get_num_new_matched_tokens(
+                            request, num_new_local_computed_tokens)
+                        if ext_tokens is None:
+                            # The connector cannot tell yet: ask again next step.
+                            request_queue.pop_request()
+                            if step_skipped_waiting is None:
+                                step_skipped_waiting = create_request_queue(self.policy)
+                            step_skipped_waiting.prepend_request(request)
+                            continue
+                        num_external_computed_tokens = ext_tokens
+                    num_computed_tokens = (num_new_local_computed_tokens
+                                           + num_external_computed_tokens)
+                    assert num_computed_tokens <= request.num_tokens
+                else:   # only with a KV connector: its remote KVs have arrived
                     new_computed_blocks = empty_blocks
                     num_new_local_computed_tokens = 0
                     num_computed_tokens = request.num_computed_tokens
 
-                # `num_tokens`, not the prompt: a resumed request recomputes its outputs.
-                num_new_tokens = request.num_tokens - num_computed_tokens
                 pad_spec_decode = False
-                # Pad a one-token request to the uniform spec-decode size (1 + K) when it
-                # joins running decodes, so the step keeps one cudagraph shape.
-                if (num_spec_tokens > 0 and num_new_tokens == 1 and scheduled_running_reqs
-                        and not prefill_scheduled):
-                    padded_num_tokens = 1 + num_spec_tokens
-                    if num_computed_tokens + padded_num_tokens + 1 <= max_model_len:
-                        if padded_num_tokens > token_budget:
-                            break   # rather not schedule it than schedule it unpadded
-                        num_new_tokens = padded_num_tokens
-                        pad_spec_decode = True
-                if 0 < threshold < num_new_tokens:
-                    num_new_tokens = threshold
-                if not chunked and num_new_tokens > token_budget:
-                    break   # without chunked prefill the whole prompt must fit the budget
-                num_new_tokens = min(num_new_tokens, token_budget)
-                assert num_new_tokens > 0
+                if load_kv_async:
+                    # Loading remote KV: no new work to allocate for.
+                    assert num_external_computed_tokens > 0
+                    num_new_tokens = 0
+                else:
+                    # `num_tokens`, not the prompt: a resumed request recomputes its
+                    # outputs.
+                    num_new_tokens = request.num_tokens - num_computed_tokens
+                    # Pad a one-token request to the uniform spec-decode size (1 + K) when
+                    # it joins running decodes, so the step keeps one cudagraph shape.
+                    if (num_spec_tokens > 0 and num_new_tokens == 1 and scheduled_running_reqs
+                            and not prefill_scheduled):
+                        padded_num_tokens = 1 + num_spec_tokens
+                        if num_computed_tokens + padded_num_tokens + 1 <= max_model_len:
+                            if padded_num_tokens > token_budget:
+                                break   # rather not schedule it than schedule it unpadded
+                            num_new_tokens = padded_num_tokens
+                            pad_spec_decode = True
+                    if 0 < threshold < num_new_tokens:
+                        num_new_tokens = threshold
+                    if not chunked and num_new_tokens > token_budget:
+                        break   # without chunked prefill the whole prompt must fit the budget
+                    num_new_tokens = min(num_new_tokens, token_budget)
+                    assert num_new_tokens > 0
 
-                new_blocks = allocate_slots(
-                    request, num_new_tokens,
-                    num_new_computed_tokens=num_new_local_computed_tokens,
-                    new_computed_blocks=new_computed_blocks,
-                    num_lookahead_tokens=num_lookahead_tokens,
-                    full_sequence_must_fit=self.scheduler_reserve_full_isl,
-                    has_scheduled_reqs=bool(running))
+                if connector is None:
+                    new_blocks = allocate_slots(
+                        request, num_new_tokens,
+                        num_new_computed_tokens=num_new_local_computed_tokens,
+                        new_computed_blocks=new_computed_blocks,
+                        num_lookahead_tokens=num_lookahead_tokens,
+                        full_sequence_must_fit=self.scheduler_reserve_full_isl,
+                        has_scheduled_reqs=bool(running))
+                else:
+                    new_blocks = allocate_slots(
+                        request, num_new_tokens,
+                        num_new_computed_tokens=num_new_local_computed_tokens,
+                        new_computed_blocks=new_computed_blocks,
+                        # An async load runs no forward pass yet: lookahead slots later.
+                        num_lookahead_tokens=0 if load_kv_async else num_lookahead_tokens,
+                        num_external_computed_tokens=num_external_computed_tokens,
+                        delay_cache_blocks=load_kv_async,
+                        full_sequence_must_fit=self.scheduler_reserve_full_isl,
+                        # An async load holds its blocks for the whole transfer and is not
+                        # preemptible: leave in-flight prefills the blocks they still need.
+                        reserved_blocks=(self._inflight_prefill_reserved_blocks()
+                                         if load_kv_async else 0),
+                        has_scheduled_reqs=bool(running))
                 if new_blocks is None:
                     break   # does not fit: stop admitting (FCFS head-of-line blocking)
 
-                request = waiting.pop_request()
+                if connector is not None:
+                    connector.update_state_after_alloc(
+                        request, kv_cache_manager.get_blocks(request_id),
+                        num_external_computed_tokens)
+                    self._record_connector_prefix_cache_stats(
+                        request, num_new_local_computed_tokens, num_external_computed_tokens)
+
+                request = request_queue.pop_request()
+                if load_kv_async:
+                    # Blocks allocated; the request waits for its KVs (its computed count
+                    # is set now and corrected if the load fails).
+                    request.status = _WAITING_FOR_REMOTE_KVS
+                    if step_skipped_waiting is None:
+                        step_skipped_waiting = create_request_queue(self.policy)
+                    step_skipped_waiting.prepend_request(request)
+                    request.num_computed_tokens = num_computed_tokens
+                    self._inflight_prefills.add(request)
+                    if events is not None:
+                        events.append(WaitingForRemoteKVs(
+                            request_id, num_new_local_computed_tokens,
+                            num_external_computed_tokens,
+                            tuple(b.block_id for b in req_to_blocks[request_id])))
+                    continue
+
                 running.append(request)
                 if scheduled_reqs is scheduled_running_reqs:
                     scheduled_reqs = list(scheduled_running_reqs)
@@ -609,12 +773,20 @@ class Scheduler:
                     request.num_cached_tokens = num_computed_tokens
                 if pad_spec_decode:
                     scheduled_spec_decode_tokens[request_id] = [-1] * num_spec_tokens
+                if connector is not None and num_computed_tokens + num_new_tokens < \
+                        request.num_tokens:
+                    # Still prefilling after this chunk: it reserves its remaining blocks.
+                    self._inflight_prefills.add(request)
                 if events is not None:
                     events.append(Admitted(request_id, num_new_tokens, resumed))
                 # _update_after_schedule, for this request.
                 computed = request.num_computed_tokens = num_computed_tokens + num_new_tokens
                 request.is_prefill_chunk = computed < (request.num_tokens
                                                        + request.num_output_placeholders)
+
+            # Requests skipped in this pass go back in front of older skipped ones.
+            if step_skipped_waiting:
+                skipped_waiting.prepend_requests(step_skipped_waiting)
 
         total_num_scheduled_tokens = self.max_num_scheduled_tokens - token_budget
         assert token_budget >= 0
@@ -652,6 +824,9 @@ class Scheduler:
         self.prev_scheduler_output = self.last_scheduler_output
         self.scheduled_reqs = scheduled_reqs
         self.last_scheduler_output = scheduler_output
+        if self.connector is not None:
+            # Plans the step's loads and saves (before _update_after_schedule, as in vLLM).
+            self._build_kv_connector_meta_for_step(scheduler_output, scheduled_reqs)
         self._update_after_schedule(scheduler_output)
         return scheduler_output
 
@@ -659,7 +834,11 @@ class Scheduler:
         """Preemption by recompute: free its blocks, back to the front of `waiting` with
         every token kept and nothing computed."""
         assert request.status == _RUNNING, "Only running requests can be preempted"
-        self.kv_cache_manager.free(request)
+        if self.defer_block_free:
+            self._free_request_blocks(request)
+        else:
+            self.kv_cache_manager.free(request)
+        self._inflight_prefills.discard(request)
         request.status = _PREEMPTED
         request.num_computed_tokens = 0
         if request.spec_token_ids:
@@ -688,6 +867,17 @@ class Scheduler:
         outputs: list[EngineCoreOutput] = []
         append_output = outputs.append
         stopped_running_reqs: set[Request] = set()
+        if self.defer_block_free and scheduler_output.total_num_scheduled_tokens > 0:
+            # Every write of this and earlier steps is done: deferred blocks may go back.
+            self.processed_step_seq += 1
+            self._drain_deferred_frees()
+        kv_connector_output = model_runner_output.kv_connector_output
+        failed_kv_load_req_ids = None
+        if kv_connector_output is not None and kv_connector_output.invalid_block_ids:
+            # Blocks of externally computed tokens failed to load: the requests using
+            # them fall back to recomputing them (or fail), and get no token this step.
+            failed_kv_load_req_ids = self._handle_invalid_blocks(
+                kv_connector_output.invalid_block_ids, scheduler_output.num_scheduled_tokens)
         if scheduler_output is self.last_scheduler_output:
             scheduled_reqs = self.scheduled_reqs
         elif scheduler_output is self.prev_scheduler_output:
@@ -707,6 +897,9 @@ class Scheduler:
             items = [(self.requests.get(req_id), sampled_token_ids[req_id_to_index[req_id]])
                      for req_id in scheduler_output.num_scheduled_tokens
                      if req_id in req_id_to_index]
+        if failed_kv_load_req_ids:
+            items = [(r, t) for r, t in items
+                     if r is None or r.request_id not in failed_kv_load_req_ids]
         stopped_preempted_reqs: list[Request] = []
         inline = self._inline_single_token_update
         for request, generated_token_ids in items:
@@ -748,7 +941,7 @@ class Scheduler:
             if stopped:
                 if events is not None:
                     events.append(RequestFinished(req_id, request.status.label))
-                self._free_request(request)
+                kv_transfer_params = self._free_request(request)
                 if status_before_stop is _RUNNING:
                     stopped_running_reqs.add(request)
                 else:   # preempted after it was scheduled (two steps in flight)
@@ -756,15 +949,26 @@ class Scheduler:
                 append_output(EngineCoreOutput(req_id, new_token_ids,
                                                request.get_finished_reason(),
                                                request.stop_reason,
-                                               request.num_cached_tokens))
+                                               request.num_cached_tokens,
+                                               kv_transfer_params))
             elif new_token_ids:   # (none when an async output was discarded)
                 # EngineCoreOutput(req_id, new_token_ids), without NamedTuple's Python-level
                 # __new__ (see sim.events.fast_event).
-                append_output(fast_event(EngineCoreOutput, (req_id, new_token_ids, None, None, 0)))
+                append_output(fast_event(EngineCoreOutput,
+                                        (req_id, new_token_ids, None, None, 0, None)))
         if stopped_running_reqs:
             self.running = remove_all(self.running, stopped_running_reqs)
         if stopped_preempted_reqs:
             self.waiting.remove_requests(stopped_preempted_reqs)
+        if failed_kv_load_req_ids and not self.recompute_kv_load_failures:
+            # kv_load_failure_policy "fail": the requests end with an error.
+            failed = [self.requests[rid] for rid in failed_kv_load_req_ids]
+            self.finish_requests(failed_kv_load_req_ids, RequestStatus.FINISHED_ERROR)
+            for request in failed:
+                append_output(EngineCoreOutput(request.request_id, [],
+                                               request.get_finished_reason()))
+        if kv_connector_output is not None:
+            self._update_from_kv_xfer_finished(kv_connector_output)
         return outputs
 
     def _update_request_with_output(self, request: Request, new_token_ids: list[int],
@@ -793,8 +997,30 @@ class Scheduler:
                 continue
             request.spec_token_ids = list(spec_token_ids)
 
-    def _free_request(self, request: Request) -> None:
+    def _free_request(self, request: Request, delay_free_blocks: bool = False
+                      ) -> dict | None:
+        """A finished request leaves: its id goes to the workers next step and its blocks
+        are freed, unless the KV connector keeps them (still sending them) or its load is
+        in flight. Returns the connector's kv_transfer_params for the client."""
         assert request.is_finished()
+        if self.connector is None:
+            self.finished_req_ids.add(request.request_id)
+            self.kv_cache_manager.free(request)
+            del self.requests[request.request_id]
+            return None
+        self._inflight_prefills.discard(request)
+        connector_delay_free_blocks, kv_xfer_params = self._connector_finished(request)
         self.finished_req_ids.add(request.request_id)
-        self.kv_cache_manager.free(request)
+        if delay_free_blocks or connector_delay_free_blocks:
+            if self.events is not None:
+                self.events.append(BlocksHeld(request.request_id, tuple(
+                    b.block_id for b in self.kv_cache_manager.req_to_blocks.get(
+                        request.request_id, ()))))
+        else:
+            self._free_blocks(request)
+        return kv_xfer_params
+
+    def _free_blocks(self, request: Request) -> None:
+        assert request.is_finished()
+        self._free_request_blocks(request)
         del self.requests[request.request_id]

@@ -22,6 +22,12 @@ batches scheduled but not processed yet, oldest first: each with its "step", its
 "num_scheduled_tokens" and the requests it samples a token for ("samples"); always empty
 in the synchronous loop.
 
+With a KV connector (P/D): "queues" gains "skipped_waiting" (requests waiting for remote
+KVs, or promoted and not scheduled yet), each request "kv_transfer_params"; a finished
+request whose blocks the connector holds keeps its block table; a WAITING_FOR_REMOTE_KVS
+request's blocks show the local hits and the tokens that have landed (`engine.kv_landed`),
+not the count vLLM already calls computed.
+
 Slots: a block held by requests shows the slots its holders have computed; a free block
 that keeps its hash (an eviction candidate) still holds valid KV and shows all of it; other
 free blocks show nothing (a real GPU keeps stale data there).
@@ -38,6 +44,9 @@ from __future__ import annotations
 
 from sim.v1.kv_cache_interface import ChunkedLocalAttentionSpec, SlidingWindowSpec
 from sim.v1.kv_cache_utils import get_block_hash, get_group_id, hash_prefix
+from sim.v1.request import RequestStatus
+
+_WAITING_FOR_REMOTE_KVS = RequestStatus.WAITING_FOR_REMOTE_KVS
 
 
 def engine_snapshot(engine, with_slots: bool = True) -> dict:
@@ -48,6 +57,7 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
     req_to_blocks = kv.req_to_blocks
     managers = kv.coordinator.single_type_managers
     hybrid = len(managers) > 1
+    connector = sched.connector
     filled: dict[int, int] = {}
     group_of: dict[int, int] = {}
     requests = []
@@ -55,8 +65,15 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
         table = req_to_blocks.get(req.request_id)
         entries = []
         if table is not None:
+            num_valid = req.num_computed_tokens
+            if connector is not None and req.request_id in engine.kv_landed and (
+                    req.status == _WAITING_FOR_REMOTE_KVS or req.is_finished()):
+                # Its load is in flight: counted as computed already, but what is there
+                # is the local hit and what has landed.
+                num_valid = min(num_valid, kv.num_cached_block.get(req.request_id, 0) * bs
+                                + engine.kv_landed.get(req.request_id, 0))
             for logical, block in enumerate(table):
-                n = min(bs, max(0, req.num_computed_tokens - logical * bs))
+                n = min(bs, max(0, num_valid - logical * bs))
                 if hybrid and block.is_null:
                     n = 0
                 filled[block.block_id] = max(filled.get(block.block_id, 0), n)
@@ -105,6 +122,8 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
             requests[-1]["group_block_tables"] = group_tables
             requests[-1]["group_num_cached_block"] = [
                 m.num_cached_block.get(req.request_id, 0) for m in managers]
+        if connector is not None:
+            requests[-1]["kv_transfer_params"] = _json_params(req.kv_transfer_params)
     cached_ids = {block.block_id for _, block in pool.cached_block_hash_to_block.items()}
     blocks = []
     cache = engine.gpu_cache
@@ -126,18 +145,21 @@ def engine_snapshot(engine, with_slots: bool = True) -> dict:
                                           get_group_id(key) if key is not None else None)
         blocks.append(entry)
     stats = kv.prefix_cache_stats
+    queues = {
+        "pending": [r.request_id for r in engine.pending],
+        "waiting": [r.request_id for r in sched.waiting],
+        "running": [r.request_id for r in sched.running],
+        "swapped": [],
+    }
+    if connector is not None:
+        queues["skipped_waiting"] = [r.request_id for r in sched.skipped_waiting]
     snapshot = {
         "engine": "v1",
         "step": engine.step_index,
         "block_size": bs,
         "watermark_blocks": kv.watermark_blocks,
         "null_block": pool.null_block.block_id,
-        "queues": {
-            "pending": [r.request_id for r in engine.pending],
-            "waiting": [r.request_id for r in sched.waiting],
-            "running": [r.request_id for r in sched.running],
-            "swapped": [],
-        },
+        "queues": queues,
         "requests": requests,
         "heads": queue_heads(engine),
         "gpu": {
@@ -176,6 +198,21 @@ def group_summary(group_id: int, group) -> dict:
         kind, window = "full_attention", None
     return {"kv_cache_group_id": group_id, "kind": kind, "window": window,
             "layer_names": list(group.layer_names)}
+
+
+def _json_params(params: dict | None) -> dict | None:
+    """A connector's kv_transfer_params as JSON-ready data (tuples of block ids become
+    lists; the connector's private flags are left out)."""
+    if params is None:
+        return None
+    out = {}
+    for key, value in params.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+        out[key] = value
+    return out
 
 
 def queue_heads(engine) -> dict:

@@ -166,6 +166,40 @@ def test_a_bad_request_says_the_format(capsys, text):
     assert code == 2 and "error: request" in err
 
 
+# -- V1 with a CPU tier (--cpu-offload-blocks) -----------------------------------------------
+def test_v1_cpu_offload_blocks_store_then_load_a_preempted_request(capsys):
+    code, out, _ = run(["--engine", "v1", "--gpu-blocks", "9", "--cpu-offload-blocks", "16",
+                        "--request", "A:8:6", "--request", "B:8:6", "--request", "C:8:6"],
+                       capsys)
+    assert code == 0
+    assert "- store job 2 for C: gpu 5,6 -> cpu 4,5" in out
+    assert "- preempt C by recompute (nobody else is left to preempt)" in out
+    assert "- flush job 2 (preempted)" in out
+    assert "- load job 3 for C: 8 tokens after 0 cached on the GPU, cpu 4,5 -> gpu 5,6" in out
+    assert "- C loaded: 8 tokens computed" in out
+    assert "cpu     6/16 used c0#" in out
+    assert "# CPU tier: 0 of 24 tokens looked up beyond the GPU hit were loaded (3 lookups); " \
+           "after preemption 8 of 9" in out
+
+
+def test_v1_cpu_offload_generated_blocks_and_bad_input(capsys):
+    code, out, _ = run(["--engine", "v1", "--gpu-blocks", "9", "--cpu-offload-blocks", "16",
+                        "--offload-generated", "--request", "A:8:6"], capsys)
+    # the generated tokens' full block (positions 8-11) is stored too
+    assert code == 0 and "store job 1 for A: gpu 3 -> cpu 2" in out
+    code, _, err = run(["--engine", "v1", "--cpu-offload-blocks", "-1", "--request", "A:8:6"],
+                       capsys)
+    assert code == 2 and "--cpu-offload-blocks: a whole number" in err
+
+
+def test_the_readme_cpu_offload_command_runs(capsys):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "--cpu-offload-blocks 16" in ln)
+    code, out, _ = run(line.split("-m sim", 1)[1].split(), capsys)
+    assert code == 0 and "load job 3 for C" in out
+
+
 def test_v1_hybrid_model_prints_every_group_and_the_window(capsys):
     """The design doc's example: 1 full : 2 sliding (window 32), block size 16."""
     assert main(["--engine", "v1", "--block-size", "16", "--gpu-blocks", "18",
@@ -200,6 +234,41 @@ def test_v1_model_preset_and_bad_hybrid_options(capsys):
     assert main(["--engine", "v1", "--model", "gpt-oss-20b", "--block-size", "16",
                  "--gpu-blocks", "30", "--request", "A:40:2"]) == 0
     assert "A seq 0: len 40 (+1 in flight)\n    G0 sliding 128:" in capsys.readouterr().out
+
+
+def test_disaggregated_run_prints_both_instances_and_the_link(capsys):
+    code, out, _ = run(["--engine", "v1", "--disaggregated", "--block-size", "16",
+                        "--gpu-blocks", "25", "--link", "ethernet-25g",
+                        "--max-num-batched-tokens", "64", "--max-num-seqs", "16",
+                        "--request", "A:96:4", "--request", "B:160:3:arrival=1",
+                        "--request", "C:64:2:arrival=9"], capsys)
+    assert code == 0
+    assert "link Ethernet 25 Gb/s, 2,097,152 bytes per block" in out
+    assert "  - A finished, blocks 1, 2, 3, 4, 5, 6 held" in out
+    assert "skipped_waiting=['A']" in out and "held=['A']" in out
+    assert "A: prefill blocks [1, 2, 3, 4, 5, 6] -> decode blocks [1, 2, 3, 4, 5, 6]" in out
+    assert "  - A: finished_sending" in out and "  - A: finished_recving" in out
+    assert "# A: done; read" in out and "4 tokens" in out
+
+
+def test_disaggregated_abort_and_failed_read(capsys):
+    code, out, _ = run(["--engine", "v1", "--disaggregated", "--gpu-blocks", "40",
+                        "--block-size", "16", "--kv-load-failure-policy", "recompute",
+                        "--request", "A:300:3:fail=1", "--request", "B:200:3:abort=0"],
+                       capsys)
+    assert code == 0
+    assert "A: load failed" in out and "policy recompute" in out
+    assert "# A: done" in out and "# B: aborted" in out
+
+
+def test_disaggregated_bad_input_is_a_clear_error(capsys):
+    code, _, err = run(["--engine", "v1", "--disaggregated", "--request", "A:9:3:soon=1"],
+                       capsys)
+    assert code == 2 and "arrival=MS, abort=MS or fail=1" in err
+    code, _, err = run(["--engine", "v1", "--disaggregated", "fig6"], capsys)
+    assert code == 2 and "takes --request arguments" in err
+    code, _, err = run(["--disaggregated", "--request", "A:9:3"], capsys)
+    assert code == 2 and "needs --engine v1" in err
 
 
 def test_the_recompute_that_leaks_is_described():

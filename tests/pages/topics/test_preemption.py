@@ -458,6 +458,78 @@ def test_measured_numbers_in_the_docs_match_the_data():
     assert row[1024, 8]["swap_out_s"] > rec
 
 
+# -- V1 with a CPU tier (the offloading connector) --------------------------------------------
+
+TIER_REQUESTS = "8/12, 6/12, 8/12, 4/4@8"
+
+
+def tier_values(mode, requests=TIER_REQUESTS, **kw):
+    return values(engine="v1", cpu_offload=mode, requests=REQUESTS.parse(requests), **kw)
+
+
+def test_cpu_tier_loads_instead_of_recomputing():
+    from pages.topics.preemption import recomputed_by_step
+    from sim.events import OffloadLoadJob, RemoteKVsReady
+    done = {}
+    for mode in ("off", "prompt", "all"):
+        trace = scenario(tier_values(mode))
+        assert trace.stopped is None
+        assert all(not s.problems for s in trace), [s.problems for s in trace if s.problems]
+        done[mode] = recomputed_by_step(trace)[-1]
+        loads = [e for s in trace for e in s.of_type(OffloadLoadJob)]
+        if mode == "off":
+            assert not loads and "cpu_tier" not in trace.last.snapshot
+            continue
+        # C, preempted in iteration 5, finds its prompt blocks in the CPU tier in
+        # iteration 13; the async loop reports the load done with that batch's output, and
+        # C computes the rest in iteration 15.
+        (load,) = loads
+        assert (load.request_id, load.num_local_tokens, load.num_tokens) == ("C", 0, 8)
+        assert trace.steps[14].of_type(OffloadLoadJob) == [load]
+        assert trace.steps[16].of_type(RemoteKVsReady)[0].request_id == "C"
+    # Tokens computed again: the prompt and the outputs, then the outputs only (the async
+    # loop knows C's last full block too late to store it before the preemption).
+    assert done == {"off": 12, "prompt": 4, "all": 4}
+    # Short prompts and long answers: only offloading generated blocks too saves anything.
+    saved = {mode: recomputed_by_step(scenario(tier_values(mode, "4/16, 4/16, 4/16")))[-1]
+             for mode in ("off", "prompt", "all")}
+    assert saved == {"off": 12, "prompt": 12, "all": 8}
+
+
+def test_cpu_tier_picture_words_and_keys():
+    v = tier_values("prompt")
+    trace = scenario(v)
+    ctx = context(v, trace)
+    assert ctx.recomputed_without == 12
+    load_step, ready_step = trace.steps[14], trace.steps[16]
+    svg_text = view(load_step, ctx).body
+    svg_text = "".join(svg_text)
+    keys = re.findall(r'data-k="(blk:cpu:\d+|copy:[^"]+)"', svg_text)
+    assert len(keys) == len(set(keys))
+    assert sum(k.startswith("blk:cpu:") for k in keys) == v["num_cpu_blocks"]
+    assert any(k.startswith("copy:") for k in keys)        # the load's arrows
+    assert "CPU tier (offloading)" in svg_text and "loading KV:" in svg_text
+    words = narrate(load_step, ctx)
+    assert "WAITING_FOR_REMOTE_KVS" in words and "CPU tier" in words
+    assert "load has landed" in narrate(ready_step, ctx)
+    assert len(SENTENCE_END.findall(words)) <= 3
+    assert "without the CPU tier, 12 in all" in "".join(view(trace.last, ctx).body)
+    # The flush of a preempted request's store, when generated blocks are offloaded too.
+    v = tier_values("all", "8/12, 6/12, 4/12")
+    trace = scenario(v)
+    ctx = context(v, trace)
+    assert "(a flush of store job" in narrate(trace.steps[8], ctx)
+
+
+def test_cpu_tier_settings():
+    _, errors = validate(W, {"engine": "v1", "cpu_offload": "prompt", "num_cpu_blocks": "0"})
+    assert errors["num_cpu_blocks"].startswith("CPU blocks: V1's CPU tier needs at least 1")
+    # v0.5.5 ignores the tier: the same frames with it on or off.
+    on = run(W, values(cpu_offload="all"))
+    off = run(W, values())
+    assert on == off
+
+
 # -- vLLM v0.5.5's recompute of a sampling request whose other sample finished (issue 27) --
 
 def words(svg_text: str) -> str:

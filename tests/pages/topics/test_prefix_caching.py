@@ -255,9 +255,51 @@ def test_phases_are_the_engines_own_states_at_every_free(seed):
 
 
 def test_the_chart_reads_on_a_phone():
-    assert [c.id for c in CHARTS] == ["prefix-sharing"]
+    assert [c.id for c in CHARTS][0] == "prefix-sharing"
     svg = sharing_svg()
     width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg)[1])
     sizes = [float(s) for s in re.findall(r'font-size="([\d.]+)"', svg)]
     assert sizes and min(sizes) >= fit.min_size(width)
     assert "vLLM&#39;s logged rate" in svg and "caching off" in svg
+
+
+# -- the CPU tier chart ------------------------------------------------------------------------
+
+def test_cpu_offloading_chart_and_the_page_numbers():
+    from pathlib import Path
+
+    from pages.topics.prefix_caching.offloading import (
+        cost_line,
+        follow_up_ttft_s,
+        offloading_svg,
+        runs,
+        summary_rows,
+    )
+    assert [c.id for c in CHARTS] == ["prefix-sharing", "cpu-offloading"]
+    rs = runs()
+    assert [r.cpu_blocks for r in rs] == [0, 384, 1536, 6144]
+    # A bigger tier finds more and computes less; the time to first token follows.
+    assert rs[0].cpu_hit_tokens == 0
+    assert [r.computed_prompt_tokens for r in rs] == sorted(
+        (r.computed_prompt_tokens for r in rs), reverse=True)
+    assert follow_up_ttft_s(rs[-1]) < follow_up_ttft_s(rs[0])
+    svg_text = offloading_svg()
+    for row in summary_rows():
+        for cell in row:
+            assert cell in svg_text
+    assert f"{rs[-1].cpu_hit_tokens:,} tokens" in cost_line(rs[-1])
+    assert f"{rs[-1].cpu_hit_tokens:,} tokens" in svg_text
+    # The page says the chart's numbers.
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "prefix-caching.md").read_text()
+    tier16 = rs[-1]
+    for number in (f"{rs[0].computed_prompt_tokens:,} computed",
+                   f"({rs[1].computed_prompt_tokens:,} computed)",
+                   f"{tier16.computed_prompt_tokens:,} computed",
+                   f"{100 * rs[0].hit_rate:.0f}% of prompt tokens",
+                   f"{100 * tier16.hit_rate:.0f}% of prompt tokens are found",
+                   f"{1e3 * follow_up_ttft_s(rs[0]):.2f} ms with the GPU alone",
+                   f"{1e3 * follow_up_ttft_s(tier16):.2f} ms with 16x",
+                   f"{tier16.loads} loads move {tier16.cpu_hit_tokens:,} tokens",
+                   f"({tier16.load_bytes / 2**30:.1f} GiB) in {1e3 * tier16.load_s:.0f} ms",
+                   f"{tier16.store_bytes / 2**30:.1f} GiB of stores"):
+        assert number in doc, number

@@ -538,8 +538,8 @@ def test_request_queues():
         q.peek_request()
     f = FCFSRequestQueue()
     f.add_request(r[0])
-    f.prepend_requests([r[1], r[2]])
-    assert [x.request_id for x in f] == ["r1", "r2", "r0"]
+    f.prepend_requests([r[1], r[2]])   # vLLM: prepended in reverse order
+    assert [x.request_id for x in f] == ["r2", "r1", "r0"]
     f.remove_request(r[2])
     assert f.pop_request() is r[1] and f.peek_request() is r[0]
     f.pop_request()
