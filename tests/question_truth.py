@@ -24,11 +24,13 @@ from sim.events import (
     CopyOnWrite,
     GroupBlockAllocated,
     KVWritten,
+    OffloadLoadJob,
     Preempted,
     PrefixCacheHit,
     RequestArrived,
     TokenDiscarded,
     TokenSampled,
+    WaitingForRemoteKVs,
 )
 
 
@@ -101,6 +103,22 @@ def preempt(q, before, step):
 
 def admit(q, before, step):
     return tuple(e.request_id for e in step.events if isinstance(e, Admitted))
+
+
+def cpu_load(q, before, step):
+    """("load", tokens) when the scheduler put the request in WAITING_FOR_REMOTE_KVS with a
+    load job from the CPU tier; ("recompute", tokens scheduled) when it was admitted."""
+    rid = q.about["request_id"]
+    wait = next((e for e in step.events
+                 if isinstance(e, WaitingForRemoteKVs) and e.request_id == rid), None)
+    if wait is not None:
+        job = next(e for e in step.events if isinstance(e, OffloadLoadJob) and e.request_id == rid)
+        assert job.num_tokens == wait.num_external_tokens
+        return ("load", wait.num_external_tokens)
+    assert any(isinstance(e, Admitted) and e.request_id == rid for e in step.events), \
+        f"{rid} was neither loaded nor admitted"
+    return ("recompute", sum(e.num_tokens for e in step.events
+                             if isinstance(e, ChunkScheduled) and e.request_id == rid))
 
 
 def step_plan(q, before, step):
@@ -262,6 +280,7 @@ TRUTH = {
     "blocks-freed": blocks_freed,
     "preempt": preempt,
     "admit": admit,
+    "cpu-load": cpu_load,
     "step-plan": step_plan,
     "budget-share": budget_share,
     "prefix-hit": prefix_hit,

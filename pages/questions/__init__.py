@@ -39,6 +39,8 @@ KINDS: dict[str, str] = {
     "in-flight": "which requests a call schedules while a step is in flight (async)",
     "discard": "what becomes of a token in flight after its request stopped (async)",
     "window-skip": "which blocks a sliding-window group gives back as a request grows",
+    "cpu-load": "whether a request that comes back loads its KV from the CPU tier or "
+                "recomputes it, and how many tokens",
 }
 
 

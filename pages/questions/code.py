@@ -41,3 +41,6 @@ ASYNC_SCHEDULE = at("vllm/v1/core/sched/async_scheduler.py",
                     "AsyncScheduler._update_after_schedule and Scheduler.schedule", V1)
 ASYNC_OUTPUT = at("vllm/v1/core/sched/async_scheduler.py",
                   "AsyncScheduler._update_request_with_output", V1)
+OFFLOAD_LOOKUP = at("vllm/distributed/kv_transfer/kv_connector/v1/offloading/scheduler.py",
+                    "OffloadingConnectorScheduler.get_num_new_matched_tokens, with "
+                    "Scheduler.schedule's WAITING_FOR_REMOTE_KVS", V1)

@@ -47,6 +47,9 @@ def prefix_hit(step, nxt, ctx) -> Question | None:
         r = request(snap, e.request_id)
         if r is None or "block_hashes" not in r:
             return None
+        if e.request_id in snap["queues"].get("skipped_waiting", ()) \
+                or r["seqs"][0]["num_computed_tokens"]:
+            continue         # its KV was loaded by a connector (the CPU tier), not looked up
         hits = would_hit(r, snap)
         if not hits and not (_shares_prefix(r, snap) and _cached(snap)):
             continue

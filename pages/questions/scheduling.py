@@ -243,6 +243,9 @@ class WaitingPass:
     stop: str | None              # why the first request left waiting stays
     tokens: tuple = ()            # tokens each admitted request computes, in order
     hits: tuple = ()              # V1: prompt tokens each one found in the prefix cache
+    # V1 with a CPU tier: (request, tokens found on the GPU, tokens loaded from the CPU tier)
+    # for each request that got blocks and now waits for its load (WAITING_FOR_REMOTE_KVS).
+    loads: tuple = ()
 
 
 class FreeQueue:
@@ -285,13 +288,22 @@ def waiting_pass(step, nxt, lim: Limits) -> WaitingPass | None:
     tokens: list[int] = []
     found: list[int] = []
 
+    loads: list[tuple[str, int, int]] = []
+    # With a connector, the blocks the prefills still under way need (an async load's
+    # allocation must leave them free: the scheduler's reserved_blocks).
+    reserved = 0
+
     def stop(why: str) -> WaitingPass:
-        return WaitingPass(tuple(admitted), tuple(lines), why, tuple(tokens), tuple(found))
+        return WaitingPass(tuple(admitted), tuple(lines), why, tuple(tokens), tuple(found),
+                           tuple(loads))
 
     if not v1 and snap["queues"]["swapped"]:
         swapped = snap["queues"]["swapped"]
         return stop(f"nothing is admitted while {join(swapped)} "
                     f"{'is' if len(swapped) == 1 else 'are'} swapped out")
+    tier = snap.get("cpu_tier") if v1 else None
+    if v1 and not connector_modelled(snap):
+        return None
     if v1:
         p = running_pass(snap, lim)
         if p.victim is not None:
@@ -321,6 +333,30 @@ def waiting_pass(step, nxt, lim: Limits) -> WaitingPass | None:
             hits = (_lookup(r, queue.cached, bs) if s["num_computed_tokens"] == 0
                     and "block_hashes" in r else [])
             evictable = sum(1 for b in hits if b in queue.order)
+            ext = cpu_hits(r, tier, len(hits) * bs) if tier is not None else 0
+            if ext is None:
+                return None      # the connector defers its answer: not modelled here
+            if ext:
+                # The offloading connector loads the rest asynchronously: blocks now, no
+                # tokens of the budget, and the request waits (WAITING_FOR_REMOTE_KVS).
+                watermark = wm if running else 0
+                full = max(-(-n // bs) - len(hits), 0) + evictable
+                if full + watermark > free:
+                    spare = f" + {watermark} spare" if watermark else ""
+                    return stop(f"{rid} needs {full}{spare} blocks for its {n} tokens and "
+                                f"{free} {are} free")
+                need = -(-(len(hits) * bs + ext) // bs) - len(hits) + evictable
+                if need + watermark > free - reserved:
+                    return stop(f"{rid} needs {plural(need, 'block')} for the tokens it would "
+                                f"load, and of the {free} free, {reserved} are kept for the "
+                                "prefills already under way")
+                reserved += -(-n // bs) - -(-(len(hits) * bs + ext) // bs)
+                lines.append(f"{rid}: {ext} of its tokens are in the CPU tier: it gets "
+                             f"blocks and waits for the load")
+                queue.touch(hits)
+                queue.pop(-(-(len(hits) * bs + ext) // bs) - len(hits))
+                loads.append((rid, len(hits) * bs, ext))
+                continue
             num_new = n - len(hits) * bs
             if 0 < lim.threshold < num_new:
                 num_new = lim.threshold
@@ -339,6 +375,8 @@ def waiting_pass(step, nxt, lim: Limits) -> WaitingPass | None:
                          f"{free} free: admitted with {num_new} tokens")
             queue.touch(hits)
             queue.pop(new)
+            if tier is not None:
+                reserved += max(-(-n // bs) - -(-(len(hits) * bs + num_new) // bs), 0)
             budget -= num_new
             running += 1
             admitted.append(rid)
@@ -369,7 +407,58 @@ def waiting_pass(step, nxt, lim: Limits) -> WaitingPass | None:
         seats += new_seqs
         admitted.append(rid)
         tokens.append(n)
-    return WaitingPass(tuple(admitted), tuple(lines), None, tuple(tokens), tuple(found))
+    return WaitingPass(tuple(admitted), tuple(lines), None, tuple(tokens), tuple(found),
+                       tuple(loads))
+
+
+def connector_modelled(snap: dict) -> bool:
+    """Whether the rules here cover a V1 step with a KV connector: none, or the CPU tier
+    (offloading connector, block_size_factor 1) with no transfer in flight, nobody waiting
+    for remote KVs and nobody still prefilling (whose remaining blocks an async load would
+    leave free). P/D's remote prefills are not modelled here."""
+    q = snap["queues"]
+    if q.get("skipped_waiting"):
+        return False
+    if any(r.get("kv_transfer_params") for r in snap["requests"]):
+        return False
+    tier = snap.get("cpu_tier")
+    if tier is None:
+        return True
+    if tier["jobs"] or tier["block_size_factor"] != 1:
+        return False
+    by_id = {r["request_id"]: r for r in snap["requests"]}
+    bs = snap["block_size"]
+    for rid in q["running"]:
+        s = by_id[rid]["seqs"][0]
+        if s["num_computed_tokens"] + 1 < s["len"] and -(-s["len"] // bs) > len(s["block_table"]):
+            return False     # still prefilling, with blocks to come: a reservation
+    return True
+
+
+def cpu_hits(r: dict, tier: dict, local: int) -> int | None:
+    """Tokens the offloading connector loads for waiting request `r` after `local` tokens hit
+    on the GPU (vLLM: OffloadingConnectorScheduler.get_num_new_matched_tokens): its block
+    hashes from the first block after the GPU hit while the CPU tier holds them, all whole
+    blocks of its tokens, nothing if less than a block; None where it would defer (a
+    block still being stored)."""
+    obs = tier["offloaded_block_size"]
+    keys = r.get("block_hashes") or []
+    n = r["seqs"][0]["len"]
+    most = min(n, len(keys) * obs)
+    if most - local < obs:
+        return 0
+    state = {b["hash"]: b["state"] for b in tier["blocks"] if b["hash"] is not None}
+    found = 0
+    for key in keys[local // obs:min(-(-most // obs), len(keys))]:
+        if key not in state:
+            break
+        if state[key] != "ready":
+            return None
+        found += 1
+    if not found:
+        return 0
+    hit = min(most, obs * (local // obs + found)) - local
+    return hit if hit >= obs else 0
 
 
 def _lookup(r: dict, cached: dict, bs: int) -> list:

@@ -4,7 +4,7 @@ prefix cache, which cached block is evicted next, who is admitted, which block a
 allocation gets, which blocks a finished request frees, whether a token needs a block."""
 from __future__ import annotations
 
-from pages.questions import Asker, kv, prefix, scheduling
+from pages.questions import Asker, kv, offload, prefix, scheduling
 
 
 def limits(v: dict) -> scheduling.Limits:
@@ -14,7 +14,8 @@ def limits(v: dict) -> scheduling.Limits:
     return scheduling.Limits(preemption_mode=mode)
 
 
-QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("prefix-hit", prefix.prefix_hit),
+QUESTIONS = Asker(("preempt", scheduling.preempt(limits)), ("cpu-load", offload.resume(limits)),
+                  ("prefix-hit", prefix.prefix_hit),
                   ("evict-next", prefix.evict_next), ("admit", scheduling.admit(limits)),
                   ("next-block", kv.next_block), ("blocks-freed", kv.finished_frees),
                   ("new-block", kv.new_block))
