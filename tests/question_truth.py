@@ -19,6 +19,7 @@ from sim.events import (
     BlockAllocated,
     BlockEvicted,
     BlockFreed,
+    BlocksHeld,
     BlockSkipped,
     ChunkScheduled,
     CopyOnWrite,
@@ -119,6 +120,48 @@ def cpu_load(q, before, step):
         f"{rid} was neither loaded nor admitted"
     return ("recompute", sum(e.num_tokens for e in step.events
                              if isinstance(e, ChunkScheduled) and e.request_id == rid))
+
+
+def pd_remote(q, before, step):
+    """The decode instance: ("wait", blocks) when the request went to WAITING_FOR_REMOTE_KVS,
+    ("compute", blocks) when it was admitted to compute its prompt."""
+    rid = q.about["request_id"]
+    for e in step.events:
+        if isinstance(e, WaitingForRemoteKVs) and e.request_id == rid:
+            return ("wait", len(e.blocks))
+        if isinstance(e, Admitted) and e.request_id == rid:
+            seqs = {s["seq_id"] for r in step.snapshot["decode"]["requests"]
+                    if r["request_id"] == rid for s in r["seqs"]}
+            return ("compute", sum(1 for x in step.events if isinstance(x, BlockAllocated)
+                                   and set(x.seq_ids) & seqs))
+    raise AssertionError(f"{rid} was not scheduled on the decode instance")
+
+
+def pd_hold(q, before, step):
+    rid = q.about["request_id"]
+    if any(isinstance(e, BlocksHeld) and e.request_id == rid for e in step.events):
+        return "held"
+    assert any(isinstance(e, BlockFreed) for e in step.events), f"{rid}'s blocks stayed"
+    return "freed"
+
+
+def _pd_best(result, metric):
+    runs = result.comparison.runs
+    score = {}
+    for cfg, lats in runs.items():
+        if metric == "ttft":
+            score[cfg] = sum(lat.ttft_s for lat in lats) / len(lats)
+        else:
+            score[cfg] = max(lat.max_tbt_s or 0.0 for lat in lats)
+    return min(score, key=score.get)
+
+
+def pd_ttft(q, before, result):
+    return _pd_best(result, "ttft")
+
+
+def pd_gap(q, before, result):
+    return _pd_best(result, "max_tbt")
 
 
 def step_plan(q, before, step):
@@ -281,6 +324,10 @@ TRUTH = {
     "preempt": preempt,
     "admit": admit,
     "cpu-load": cpu_load,
+    "pd-remote": pd_remote,
+    "pd-hold": pd_hold,
+    "pd-ttft": pd_ttft,
+    "pd-gap": pd_gap,
     "step-plan": step_plan,
     "budget-share": budget_share,
     "prefix-hit": prefix_hit,

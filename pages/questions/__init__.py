@@ -39,6 +39,12 @@ KINDS: dict[str, str] = {
     "in-flight": "which requests a call schedules while a step is in flight (async)",
     "discard": "what becomes of a token in flight after its request stopped (async)",
     "window-skip": "which blocks a sliding-window group gives back as a request grows",
+    "pd-remote": "what the decode GPU does with a request whose prompt the prefill GPU "
+                 "computed, and how many blocks it takes",
+    "pd-hold": "what happens to a finished prompt's blocks on the prefill GPU",
+    "pd-ttft": "which configuration gives the first token soonest: colocated or "
+               "disaggregated",
+    "pd-gap": "which configuration has the shortest longest gap between two tokens",
     "cpu-load": "whether a request that comes back loads its KV from the CPU tier or "
                 "recomputes it, and how many tokens",
 }

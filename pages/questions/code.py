@@ -44,3 +44,8 @@ ASYNC_OUTPUT = at("vllm/v1/core/sched/async_scheduler.py",
 OFFLOAD_LOOKUP = at("vllm/distributed/kv_transfer/kv_connector/v1/offloading/scheduler.py",
                     "OffloadingConnectorScheduler.get_num_new_matched_tokens, with "
                     "Scheduler.schedule's WAITING_FOR_REMOTE_KVS", V1)
+NIXL_SCHEDULE = at("vllm/distributed/kv_transfer/kv_connector/v1/nixl/base_scheduler.py",
+                   "get_num_new_matched_tokens, with Scheduler.schedule's "
+                   "WAITING_FOR_REMOTE_KVS", V1)
+NIXL_FINISHED = at("vllm/distributed/kv_transfer/kv_connector/v1/nixl/base_scheduler.py",
+                   "request_finished (delay_free_blocks)", V1)
