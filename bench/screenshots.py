@@ -75,8 +75,12 @@ def predict_shots(page, wid: str, out: Path, name: str, scheme: str, size: str) 
     (the verdict, the explanation and the marked options), each framed on the panel."""
     page.evaluate("localStorage.clear()")
     page.click(f'#{wid} [data-act="predict"]')
-    if page.get_attribute(f"#{wid}", "data-question") != "asked":
+    # Step on to the first step with a question (a widget's first steps may ask nothing).
+    for _ in range(12):
+        if page.get_attribute(f"#{wid}", "data-question") == "asked":
+            break
         page.click(f'#{wid} [data-act="step"]')
+        page.wait_for_timeout(400)
     page.wait_for_selector(f'#{wid}[data-question="asked"]')
     shots = []
     for kind in ("question", "answer"):
