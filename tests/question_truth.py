@@ -28,6 +28,7 @@ from sim.events import (
     OffloadLoadJob,
     Preempted,
     PrefixCacheHit,
+    RemoteKVsReady,
     RequestArrived,
     TokenDiscarded,
     TokenSampled,
@@ -135,6 +136,14 @@ def pd_remote(q, before, step):
             return ("compute", sum(1 for x in step.events if isinstance(x, BlockAllocated)
                                    and set(x.seq_ids) & seqs))
     raise AssertionError(f"{rid} was not scheduled on the decode instance")
+
+
+def pd_landed(q, before, step):
+    rid = q.about["request_id"]
+    assert any(isinstance(e, RemoteKVsReady) and e.request_id == rid for e in step.events), \
+        f"{rid} was not promoted"
+    return sum(e.num_tokens for e in step.events
+               if isinstance(e, ChunkScheduled) and e.request_id == rid)
 
 
 def pd_hold(q, before, step):
@@ -325,6 +334,7 @@ TRUTH = {
     "admit": admit,
     "cpu-load": cpu_load,
     "pd-remote": pd_remote,
+    "pd-landed": pd_landed,
     "pd-hold": pd_hold,
     "pd-ttft": pd_ttft,
     "pd-gap": pd_gap,

@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
     "window-skip": "which blocks a sliding-window group gives back as a request grows",
     "pd-remote": "what the decode GPU does with a request whose prompt the prefill GPU "
                  "computed, and how many blocks it takes",
+    "pd-landed": "how many tokens the decode GPU computes for a request whose KV has landed",
     "pd-hold": "what happens to a finished prompt's blocks on the prefill GPU",
     "pd-ttft": "which configuration gives the first token soonest: colocated or "
                "disaggregated",

@@ -49,3 +49,5 @@ NIXL_SCHEDULE = at("vllm/distributed/kv_transfer/kv_connector/v1/nixl/base_sched
                    "WAITING_FOR_REMOTE_KVS", V1)
 NIXL_FINISHED = at("vllm/distributed/kv_transfer/kv_connector/v1/nixl/base_scheduler.py",
                    "request_finished (delay_free_blocks)", V1)
+REMOTE_KV_READY = at("vllm/v1/core/sched/scheduler.py",
+                     "Scheduler._update_waiting_for_remote_kv", V1)

@@ -169,3 +169,51 @@ def remote_wait(step, nxt, ctx) -> Question | None:
         return ask("pd-remote", prompt, correct, candidates, _wait_words, explanation,
                    code.NIXL_SCHEDULE, {"request_id": rid}, order="mixed")
     return None
+
+
+def _landed(ctx, upto: int) -> set[str]:
+    """Requests the decode GPU's last step before frame `upto` reported received
+    (KVTransferFinished "recving"): the scheduler promotes them at its next step."""
+    for frame in reversed(list(ctx.trace)[:upto + 1]):
+        if _side(frame) == "decode":
+            return {e.request_id for e in frame.events
+                    if type(e).__name__ == "KVTransferFinished" and e.direction == "recving"}
+    return set()
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" + ("" if n == 1 else "s")
+
+
+def landed(step, nxt, ctx) -> Question | None:
+    """The decode GPU's worker reported a request's KV received: how many tokens does the
+    decode GPU compute for it in its next step? (All its prompt tokens arrived, so the last
+    one is computed again: a step needs a token to compute to sample the next.)"""
+    if step is None or nxt.step is None or nxt.error or _side(nxt) != "decode":
+        return None
+    before = step.snapshot.get("decode") if isinstance(step.snapshot, dict) else None
+    if before is None:
+        return None
+    v = ctx.values
+    budget = v["budget"] - len(before["queues"]["running"])
+    if budget < 1 or len(before["queues"]["running"]) >= 16:
+        return None
+    landed_ids = _landed(ctx, step.index)
+    for rid in before["queues"].get("skipped_waiting", ()):
+        if rid not in landed_ids or v.get("fail") == rid or (v.get("abort") or ("",))[0] == rid:
+            continue
+        r = next(x for x in before["requests"] if x["request_id"] == rid)
+        prompt_len = r["seqs"][0]["prompt_len"]
+        candidates = [0, prompt_len, prompt_len + 1, 2]
+        prompt = (f"In the decode GPU's step {nxt.step}, the worker has reported {rid}'s KV "
+                  f"received: all {prompt_len} prompt tokens. How many tokens does the decode "
+                  f"GPU compute for {rid} in this step?")
+        explanation = (f"The scheduler promotes {rid} from WAITING_FOR_REMOTE_KVS "
+                       "(_update_waiting_for_remote_kv caches its blocks and sets its computed "
+                       "tokens from what landed); with every prompt token there, it takes one "
+                       f"back ({prompt_len - 1} computed), because a step must compute a token "
+                       "to sample the next: the last prompt token is computed again and the "
+                       "first output token sampled from it.")
+        return ask("pd-landed", prompt, 1, candidates, _tokens, explanation,
+                   code.REMOTE_KV_READY, {"request_id": rid})
+    return None

@@ -37,7 +37,7 @@ BLOCK_LEVEL = sorted(wid for wid, w in WIDGETS.items() if BLOCK_KINDS & set(w.qu
 # Kinds read from an engine's trace: hypothesis drives these widgets' settings too.
 ENGINE_KINDS = BLOCK_KINDS | {"preempt", "admit", "step-plan", "budget-share", "batch-join",
                               "beam-survivors", "spec-accept", "spec-rollback", "in-flight",
-                              "discard", "cpu-load", "pd-remote", "pd-hold"}
+                              "discard", "cpu-load", "pd-remote", "pd-landed", "pd-hold"}
 ENGINE_LEVEL = sorted(wid for wid, w in WIDGETS.items()
                       if ENGINE_KINDS & set(w.question_kinds))
 LINK = re.compile(r"\]\(#([a-z0-9-]+\.[^)\s]*)\)")

@@ -15,7 +15,8 @@ from pages.framework.widget import Widget
 from pages.questions import Asker, pd
 from pages.topics.disaggregated import latency, narration, scenario, view
 
-STEP_QUESTIONS = Asker(("pd-remote", pd.remote_wait), ("pd-hold", pd.held))
+STEP_QUESTIONS = Asker(("pd-remote", pd.remote_wait), ("pd-landed", pd.landed),
+                       ("pd-hold", pd.held))
 LATENCY_QUESTIONS = Asker(("pd-gap", pd.steadiest_tokens), ("pd-ttft", pd.soonest_first_token))
 
 WIDGETS = (
