@@ -46,7 +46,7 @@ def linked_settings() -> dict[str, list[dict[str, str]]]:
             fields: dict[str, dict[str, str]] = {}
             for key, value in urllib.parse.parse_qsl(anchor, keep_blank_values=True):
                 wid, _, name = key.partition(".")
-                if name != "step":
+                if name not in ("step", "predict"):
                     fields.setdefault(wid, {})[name] = value
             for wid, raw in fields.items():
                 key = json.dumps(raw, sort_keys=True)

@@ -13,7 +13,11 @@
 //
 // The URL hash holds "<widget id>.step" (1-based) and "<widget id>.<param>" per widget, so
 // one link restores several widgets on a page. "?embed=<widget id>" shows that widget alone
-// (options: theme=light|dark|auto, controls=full|minimal), and tells the host page its height.
+// (options: theme=light|dark|auto, controls=full|minimal, predict=1), and tells the host page
+// its height.
+//
+// Predict mode (docs/js/predict.js): "<widget id>.predict=1" in the hash, or predict=1 beside
+// ?embed=, starts a widget asking, before each step that has a question, what it will do.
 //
 // One Python per visit: with Material's instant navigation this module runs once, and the
 // worker it starts lives as long as the tab; each new page's widgets are bound on
@@ -28,6 +32,7 @@
 
 import * as reuse from "./reuse.js";
 import { DURATION, transition } from "./transitions.js";
+import { Predict } from "./predict.js";
 
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 const SITE = new URL("../", import.meta.url); // this file is <site>/js/player.js
@@ -201,6 +206,7 @@ class Player {
     this.page = location.pathname;
     this.pageCount = pageCount;
     root.vsbPlayer = this;
+    this.predictor = new Predict(this);
     this.bind();
     this.steppingReady = new Promise((resolve) => { this.markStepping = resolve; });
     this.ready = this.start();
@@ -217,6 +223,7 @@ class Player {
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       this.defaultFrames = await response.json();
       if (this.current(this.loadTicket)) this.frames = this.defaultFrames;
+      this.predictor.adopted();
     } catch (err) {
       this.showNotice(`The default steps could not be loaded (${err.message}).`);
     }
@@ -296,6 +303,7 @@ class Player {
   // a link the site has (a preset), or (with settings of the reader's own) a new trace from
   // Python, now or as soon as Python is ready.
   async applyLink(link, presetText, ticket) {
+    if (link.predict !== null) this.predictor.set(link.predict === "1");
     if (!link.params) {
       if (this.defaultFrames) this.adoptDefaults();
       this.show(this.linkStep(link));
@@ -375,6 +383,7 @@ class Player {
     this.values = { ...this.defaults };
     this.fillForm(this.defaults);
     this.showErrors({});
+    this.predictor.adopted();
   }
 
   // Back to the page's default scenario at step 1, as if freshly loaded.
@@ -388,7 +397,7 @@ class Player {
     this.show(0);
   }
 
-  // What the hash says for this widget: {step, params, bad, any}. Params equal to the
+  // What the hash says for this widget: {step, params, bad, any, predict}. Params equal to the
   // defaults need no Python, so such a link steps at once. `params` has no prototype, so a
   // key such as "__proto__" is an ordinary (unknown) setting that Python names.
   linkState() {
@@ -397,12 +406,14 @@ class Player {
     const params = Object.create(null);
     let step = null;
     let rawStep = null;
+    let predict = null;
     let any = false;
     for (const [key, value] of hash) {
       if (!key.startsWith(prefix)) continue;
       any = true;
       const name = key.slice(prefix.length);
       if (name === "step") rawStep = value;
+      else if (name === "predict") predict = value;
       else params[name] = value;
     }
     let bad = null;
@@ -417,7 +428,7 @@ class Player {
     }
     const keys = Object.keys(params);
     const same = keys.length > 0 && keys.every((k) => Object.hasOwn(this.defaults, k) && this.defaults[k] === params[k]);
-    return { step, bad, any, params: keys.length && !same ? params : null };
+    return { step, bad, any, predict, params: keys.length && !same ? params : null };
   }
 
   // The frame a link's step points at in the current trace, with a notice when it cannot.
@@ -490,7 +501,10 @@ class Player {
   go(step, { animate = false } = {}) {
     if (this.root.dataset.stepping !== "ready") return;
     this.touched = true;
-    this.show(Math.max(0, Math.min(step, this.frames.length - 1)), { animate });
+    const target = Math.max(0, Math.min(step, this.frames.length - 1));
+    // In predict mode a step forward may first ask its question (docs/js/predict.js).
+    if (target === this.step + 1 && !this.predictor.allow(target)) return;
+    this.show(target, { animate });
   }
 
   show(step, { animate = false } = {}) {
@@ -523,6 +537,7 @@ class Player {
     this.setDisabled({ back: step === 0, reset: step === 0, step: step === n - 1 });
     this.root.dataset.step = String(step);
     this.writeHash();
+    this.predictor.shown(step);
   }
 
   showDetails(items) {
@@ -652,6 +667,7 @@ class Player {
     this.fillForm(answer.values);
     this.showErrors({});
     this.hideNotice();
+    this.predictor.adopted();
   }
 
   // A check across fields puts its message beside one of them; when the reader changed
@@ -709,6 +725,8 @@ class Player {
     const out = [[`${this.id}.step`, String(this.step + 1)]];
     const custom = Object.keys(this.values).some((k) => this.values[k] !== this.defaults[k]);
     if (custom) for (const [k, v] of Object.entries(this.values)) out.push([`${this.id}.${k}`, v]);
+    const predict = this.predictor.hash();
+    if (predict) out.push([`${this.id}.predict`, predict]);
     return out;
   }
 
@@ -741,7 +759,10 @@ class Player {
 
   copyEmbed() { return reuse.copyEmbed(this); }
 
-  embed(options) { reuse.embed(this, options); }
+  embed(options) {
+    reuse.embed(this, options);
+    if (options.predict === "1") this.predictor.set(true);
+  }
 }
 
 // The players of the page now shown; Material's instant navigation replaces the page's
@@ -773,7 +794,10 @@ function bindPage() {
     const embedId = query.get("embed");
     if (embedId !== null) {
       const target = players.find((p) => p.id === embedId);
-      if (target) target.embed({ theme: query.get("theme") || "auto", controls: query.get("controls") || "full" });
+      if (target) {
+        target.embed({ theme: query.get("theme") || "auto", controls: query.get("controls") || "full",
+                       predict: query.get("predict") });
+      }
       else players[0]?.showNotice(`There is no widget “${embedId}” on this page to embed.`);
     }
   }

@@ -227,6 +227,10 @@ def _check_permalinks(page) -> None:
                 raw.setdefault(wid, {})[name] = value
             for wid, fields in raw.items():
                 step = fields.pop("step", None)
+                predict = fields.pop("predict", None)
+                if predict not in (None, "0", "1"):
+                    raise PluginError(f"{page.file.src_uri}: permalink #{anchor}: predict is 1 "
+                                      "(start in predict mode) or 0")
                 item = _state["widgets"][wid].item
                 values, errors = widget_mod.validate(item, fields)
                 if errors:
@@ -333,7 +337,7 @@ def _link_texts(page, wid: str) -> dict[str, str]:
         fields = {}
         for key, value in link_hash.parse_hash(unescape(m.group(1))):
             head, _, name = key.partition(".")
-            if head == wid and name != "step":
+            if head == wid and name not in ("step", "predict"):
                 fields[name] = value
         words = " ".join(unescape(re.sub(r"<[^>]+>", "", m.group(2))).split())
         if fields and words:
@@ -384,6 +388,7 @@ def instructors_table(here, nav, config) -> str:
             preset_html = (f'<p class="vsb-instructor-label">Presets (each opens the widget '
                            f'with its settings, no waiting)</p><ul>{"".join(links)}</ul>'
                            if links else "")
+            preset_html += _predict_html(widget, href)
             rows.append(
                 f'<tr class="vsb-instructor" id="instructors-{esc(wid)}">'
                 f'<td class="vsb-instructor-about"><p><a href="{esc(href)}#{esc(wid)}">'
@@ -398,6 +403,22 @@ def instructors_table(here, nav, config) -> str:
     head = ("<thead><tr><th>Widget, learning goal and presets (Try this)</th>"
             "<th>Embed code</th></tr></thead>")
     return f'<table class="vsb-instructors">{head}<tbody>{"".join(rows)}</tbody></table>'
+
+
+def _predict_html(widget, href: str) -> str:
+    """What predict mode asks of this widget (the kinds of question its steps carry) and a
+    link that opens it in predict mode."""
+    from pages.questions import KINDS
+    from pages.views.svg import esc
+
+    if not widget.question_kinds:
+        return ""
+    kinds = "".join(f"<li>{esc(KINDS[k])}</li>" for k in widget.question_kinds)
+    wid = esc(widget.id)
+    return (f'<p class="vsb-instructor-label">Predict mode asks, before the steps it '
+            f'concerns</p><ul>{kinds}</ul>'
+            f'<p><a href="{esc(href)}#{wid}.predict=1">Open it in predict mode</a> (or add '
+            f'<code>predict=1</code> to an embed\'s address)</p>')
 
 
 def runtime_files(config) -> list[File]:

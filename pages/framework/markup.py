@@ -52,11 +52,14 @@ def widget_html(widget: Widget, module: str, frames: list[dict], frames_url: str
         f'<label class="vsb-speed">Speed <select data-act="speed">{speeds}</select></label>',
         '<button type="button" data-act="reset" title="Back to the first step" disabled>'
         'Reset</button>',
+        '<button type="button" data-act="predict" aria-pressed="false" title="Predict mode: '
+        'answer a question about each step before you see it">Predict</button>',
         '</div>',
         '<p class="vsb-notice" role="alert" hidden></p>',
         '<div class="vsb-stage">',
         f'<div class="vsb-picture">{first["svg"]}</div>',
         '<div class="vsb-words">',
+        _predict(widget),
         f'<p class="vsb-narration" aria-live="polite">{esc(first["narration"])}</p>',
         _details(first.get("details") or []),
         '</div>',
@@ -83,6 +86,24 @@ def counter_text(frame: dict, index: int, count: int) -> str:
     label = frame.get("label")
     position = f"{index + 1} / {count}"
     return f"{label} · {position}" if label else position
+
+
+def _predict(widget: Widget) -> str:
+    """Predict mode's panel (docs/js/predict.js fills it): the question, its options as
+    buttons, the verdict and explanation (a live region), the score and its clear button."""
+    wid = esc(widget.id)
+    return "".join([
+        f'<section class="vsb-predict" aria-label="{esc(widget.title)}: predict the next step"'
+        ' hidden>',
+        f'<p class="vsb-predict-prompt" id="{wid}--question"></p>',
+        f'<div class="vsb-predict-options" role="group" aria-labelledby="{wid}--question"></div>',
+        '<div class="vsb-predict-result" role="status" aria-live="polite"></div>',
+        '<p class="vsb-predict-score"><span class="vsb-predict-score-text"></span> ',
+        '<button type="button" data-act="predict-skip" hidden>Show the step without '
+        'answering</button> ',
+        '<button type="button" data-act="predict-clear" hidden>Clear my answers</button></p>',
+        '</section>',
+    ])
 
 
 def _details(items: list[str]) -> str:

@@ -13,8 +13,11 @@ returns when its views need something computed once over the whole trace (a scal
 names of sequences, running totals). Optional too: `label(step, ctx) -> str`, the name the
 picture and the narration give the step ("iteration 7"; the player's counter shows it), and
 `details(step, ctx) -> list[str]`, the step's full account (every event), which the page
-shows one click away from the short narration. `run` turns them into frames: JSON-ready
-dicts with `svg` and `narration`, and `label`, `details` and the optional `meta(step, ctx)`
+shows one click away from the short narration, and `questions(step, next_step, ctx) ->
+list[Question]` (pages/framework/question.py), what predict mode asks before it shows
+`next_step` (`step` is None for the first frame), with `question_kinds` naming the kinds
+it can ask. `run` turns them into frames: JSON-ready dicts with `svg` and `narration`, and
+`label`, `details`, `question` (the first question) and the optional `meta(step, ctx)`
 fields when given. Figures of one trace share the tallest one's height.
 
 The same code runs in CPython when the site is built and in the browser's Pyodide worker
@@ -31,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pages.framework.question import Question
 from pages.views import svg
 
 KINDS = ("int", "float", "choice", "bool", "text")
@@ -197,6 +201,9 @@ class Widget:
     details: Callable[[Any, Any], list[str]] | None = None         # (step, ctx) -> sentences
     meta: Callable[[Any, Any], dict[str, Any]] | None = None
     check: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    # (step | None, next_step, ctx) -> [Question]: what to ask before showing next_step.
+    questions: Callable[[Any, Any, Any], Sequence[Question]] | None = None
+    question_kinds: tuple[str, ...] = ()       # the kinds `questions` can ask
     summary: str = ""
     # One line for instructors: what a learner can do after stepping through it.
     goal: str = ""
@@ -217,6 +224,8 @@ class Widget:
             raise ValueError(f"widget {self.id}: 'step' is the player's, not a parameter name")
         if None in (self.scenario, self.view, self.narrate):
             raise ValueError(f"widget {self.id}: needs scenario, view and narrate")
+        if (self.questions is None) != (not self.question_kinds):
+            raise ValueError(f"widget {self.id}: questions and question_kinds go together")
         object.__setattr__(self, "names", names)
 
     def defaults(self) -> dict[str, Any]:
@@ -265,8 +274,14 @@ def frames_of(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
     ctx = widget.context(values, trace) if widget.context else Context(values, trace)
     pictures = svg.documents([widget.view(step, ctx) for step in trace])
     frames = []
+    before = None
     for step, picture in zip(trace, pictures):
         frame = {"svg": picture, "narration": widget.narrate(step, ctx)}
+        if widget.questions is not None:
+            asked = widget.questions(before, step, ctx)
+            if asked:
+                frame["question"] = asked[0].to_json()
+        before = step
         if widget.label is not None:
             frame["label"] = widget.label(step, ctx)
         if widget.details is not None:
@@ -289,6 +304,16 @@ def run(widget: Widget, values: dict[str, Any]) -> list[dict[str, Any]]:
                 isinstance(d, str) for d in frame.get("details", [])):
             raise ValueError(f"widget {widget.id}: frame {i}: 'label' is a string and "
                              "'details' a list of strings")
+        question = frame.get("question")
+        if question is not None and not (
+                isinstance(question.get("options"), list)
+                and all(isinstance(o, str) for o in question["options"])
+                and isinstance(question.get("answer"), int)
+                and 0 <= question["answer"] < len(question["options"])
+                and all(isinstance(question.get(k), str)
+                        for k in ("kind", "prompt", "explanation", "code"))):
+            raise ValueError(f"widget {widget.id}: frame {i}: a question has kind, prompt, "
+                             "options, answer (an option's index), explanation and code")
     return frames
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, asynchrony, kv, scheduling
 from pages.views import chart, fit, kv_view, svg
 from pages.views.text import join, plural, verb
 from sim.core.sequence import SamplingParams
@@ -586,6 +587,17 @@ def details(step: Step, ctx: AsyncContext) -> list[str]:
     return out
 
 
+def limits(v: dict) -> scheduling.Limits:
+    """The scheduler settings build_engine uses, for the questions."""
+    return scheduling.Limits(max_num_batched_tokens=64, max_num_seqs=8,
+                             max_model_len=2 * MAX_LEN + EOS_SLACK + 1)
+
+
+QUESTIONS = Asker(("discard", asynchrony.discarded), ("in-flight", asynchrony.scheduled(limits)),
+                  ("next-block", kv.next_block), ("new-block", kv.new_block),
+                  step_name=lambda step: f"call {step.step}")
+
+
 WIDGETS = (Widget(
     id="v1-async",
     keys=("row", "tok", "chip", "blk"),
@@ -613,7 +625,7 @@ WIDGETS = (Widget(
               help="Seeds the stand-in model's tokens (the schedule does not depend on it)."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 

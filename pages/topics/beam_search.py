@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, beams, kv
 from pages.views import beam_tree, fig15, kv_view, prompt_plan, svg, usage
 from pages.views.beam_tree import live_beams
 from pages.views.narrate import blocks_list
@@ -501,6 +502,10 @@ def check(v: dict) -> dict[str, str]:
     return errors
 
 
+QUESTIONS = Asker(("beam-survivors", beams.survivors), ("blocks-freed", beams.freed_blocks),
+                  ("cow", kv.cow), ("next-block", kv.next_block), ("new-block", kv.new_block))
+
+
 WIDGETS = (Widget(
     id="beam-search",
     keys=("blk", "tok", "node", "seq", "bar", "cand"),
@@ -525,7 +530,7 @@ WIDGETS = (Widget(
                    "different seed grows a different tree."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 CHARTS = (Chart(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, batching, scheduling
 from pages.views import fit, svg
 from pages.views import legend as legend_mod  # this module's own legend() draws it
 from pages.views.text import join, noun, plural, verb
@@ -771,6 +772,19 @@ def check(v: dict) -> dict[str, str]:
     return {}
 
 
+def limits(v: dict) -> scheduling.Limits:
+    """The iteration-level scheduler's settings (sim.studies.batching_metrics.make_engine),
+    for the questions."""
+    return scheduling.Limits(max_num_batched_tokens=v["max_num_batched_tokens"],
+                             max_num_seqs=v["max_num_seqs"],
+                             max_model_len=max(p + o for p, o in zip(v["prompt_lens"],
+                                                                     v["output_lens"])),
+                             chunked=None if is_v1(v) else v["chunked_prefill"])
+
+
+QUESTIONS = Asker(("batch-join", batching.batch_join(limits)))
+
+
 WIDGETS = (Widget(
     id="continuous-batching",
     keys=("chip", "cell", "now", "wait"),
@@ -808,5 +822,5 @@ WIDGETS = (Widget(
         Param("seed", "seed", "int", 31, min=0, max=9999, help="Seeds lengths and arrivals."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, allocation
 from pages.views import fit, svg
 from pages.views import legend as legend_mod  # this module's own legend() draws it
 from pages.views.text import a, join, plural, verb, wrap_items
@@ -507,6 +508,11 @@ def check(v: dict) -> dict[str, str]:
     return errors
 
 
+QUESTIONS = Asker(("frag-reserve", allocation.reserve(
+    lambda ctx: ctx.trace.meta["runs"], lambda ctx: ctx.values["max_len"],
+    lambda ctx: ctx.values["block_size"], lambda ctx: to_specs(ctx.values["requests"]))))
+
+
 WIDGET = Widget(
     id="fragmentation",
     keys=("own", "seg"),
@@ -517,7 +523,7 @@ WIDGET = Widget(
             "chunk per request on a buddy allocator; vLLM allocates 16-token blocks (here "
             "smaller) as tokens arrive.",
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
     params=(
         REQUESTS.param("requests", "5/11, 6/4, 8/8, 5/5@1, 10/12@5, 3/5@6"),
         Param("pool", "pool slots", "int", 64, min=16, max=128,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, kv, prefix, scheduling
 from pages.views import kv_view, svg
 from pages.views.narrate import blocks_list, reuse_by_step, step_sentences, story
 from pages.views.text import a, join, plural, verb
@@ -196,6 +197,10 @@ def v1_fits(v: dict) -> dict[str, str]:
     return {}
 
 
+QUESTIONS = Asker(("preempt", scheduling.preempt()), ("evict-next", prefix.evict_next),
+                  ("admit", scheduling.admit()), ("next-block", kv.next_block),
+                  ("new-block", kv.new_block))
+
 WIDGETS = (Widget(
     id="paged-attention",
     keys=("chip", "seq", "ent", "blk", "tok"),
@@ -225,5 +230,5 @@ WIDGETS = (Widget(
               help="Seeds the token ids and the shuffled free list."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)

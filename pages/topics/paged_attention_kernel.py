@@ -19,6 +19,7 @@ from typing import Any
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, kernel
 from pages.views import chart, fit, svg
 from pages.views.text import f2, noun, plural, span, verb
 from pages.views.vectors import short, vec
@@ -597,6 +598,9 @@ def detail_lines(step: KernelStep, ctx: KernelContext) -> list[tuple]:
     return lines
 
 
+QUESTIONS = Asker(("kernel-max", kernel.softmax_max), ("kernel-partial", kernel.value_block))
+
+
 WIDGETS = (Widget(
     id=WIDGET_ID,
     keys=("blk", "logical", "ent", "tok", "cursor"),
@@ -623,7 +627,8 @@ WIDGETS = (Widget(
         Param("seed", "seed", "int", 0, min=0, max=999, help="Seeds the random query and cache."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, meta=meta, check=check,
+    details=details, meta=meta, check=check, questions=QUESTIONS,
+    question_kinds=QUESTIONS.kinds,
 ),)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, kv
 from pages.views import fig15, kv_view, legend, prompt_plan, svg, usage
 from pages.views.narrate import blocks_list, step_sentences
 from pages.views.text import a, join, plural, verb
@@ -372,6 +373,10 @@ def check(v: dict) -> dict[str, str]:
     return {}
 
 
+QUESTIONS = Asker(("cow", kv.cow), ("blocks-freed", kv.finished_frees),
+                  ("next-block", kv.next_block), ("new-block", kv.new_block))
+
+
 WIDGETS = (Widget(
     id="parallel-sampling",
     keys=("plan", "blk", "ent", "tok", "bar", "seq"),
@@ -395,7 +400,7 @@ WIDGETS = (Widget(
                    "depend on it."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 CHARTS = (Chart(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, roofline
 from pages.views import chart, fit, svg
 from pages.views.text import commas, noun
 from sim.perf.cost import (
@@ -582,6 +583,9 @@ def check(values: dict) -> dict[str, str]:
     return {}
 
 
+QUESTIONS = Asker(("roofline", roofline.step_time(roofline_for, flop_text, byte_text)))
+
+
 WIDGETS = (Widget(
     id="prefill-decode",
     keys=("pt", "line", "term"),
@@ -592,7 +596,7 @@ WIDGETS = (Widget(
             "compute-bound, then a longer prompt: each step's FLOPs and bytes, its predicted "
             "time, and where it sits against the GPU's two ceilings.",
     scenario=steps, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
     params=(
         Param("model", "model", "choice", "llama-3-8b",
               choices=tuple((m, get_model(m).name) for m in MODEL_IDS),

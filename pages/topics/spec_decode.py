@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, spec
 from pages.views import budget_view, fit, svg
 from pages.views.text import a, plural, span, verb
 from sim.core.sequence import SamplingParams
@@ -400,6 +401,9 @@ def details(step: Step, ctx: SpecContext) -> list[str]:
     return out
 
 
+QUESTIONS = Asker(("spec-rollback", spec.rollback), ("spec-accept", spec.accepted))
+
+
 WIDGETS = (Widget(
     id="spec-decode",
     keys=("row", "ent", "tok", "prog"),
@@ -424,5 +428,5 @@ WIDGETS = (Widget(
               help="Seeds the model and which drafts are accepted."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details,
+    details=details, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pages.framework.registry import Chart
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, parallel
 from pages.views import fit, svg
 from pages.views.text import commas, join, noun, plural, span
 from pages.views.vectors import short
@@ -608,6 +609,9 @@ def meta(item, ctx: TPContext) -> dict[str, str]:
 MODEL_CHOICES = tuple((mid, m.name) for mid, m in MODELS.items())
 GPU_CHOICES = tuple((gid, g.name) for gid, g in GPUS.items())
 
+QUESTIONS = Asker(("tp-partial", parallel.all_reduce))
+
+
 WIDGETS = (Widget(
     id=WIDGET_ID,
     keys=("rank0", "shard", "ent", "kv", "sum"),
@@ -633,6 +637,7 @@ WIDGETS = (Widget(
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
     details=details, meta=meta, check=lambda v: check(normalise(v)),
+    questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 

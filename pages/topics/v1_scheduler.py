@@ -30,6 +30,7 @@ from pathlib import Path
 from pages.framework.registry import Chart
 from pages.framework.request_list import RequestList
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, scheduling, via
 from pages.views import budget_view, fit, svg
 from pages.views.text import a, join, plural, verb
 from sim.core.config import CacheConfig as CacheConfigV0
@@ -614,6 +615,21 @@ def details(pair: Pair, ctx: SchedContext) -> list[str]:
     return out
 
 
+def limits(v: dict) -> scheduling.Limits:
+    """The scheduler settings build_engines gives both engines, for the questions."""
+    return scheduling.Limits(max_num_batched_tokens=v["budget"], max_model_len=v["budget"],
+                             max_num_seqs=MAX_NUM_SEQS, threshold=v["threshold"])
+
+
+QUESTIONS = Asker(*via("v1", ("budget-share", scheduling.budget_share(limits))),
+                  *via("v0", ("step-plan", scheduling.step_plan(limits))),
+                  *via("v1", ("preempt", scheduling.preempt(limits)),
+                       ("step-plan", scheduling.step_plan(limits)),
+                       ("admit", scheduling.admit(limits))),
+                  *via("v0", ("preempt", scheduling.preempt(limits)),
+                       ("admit", scheduling.admit(limits))))
+
+
 WIDGETS = (Widget(
     id="v1-scheduler",
     keys=("req", "budget", "chip", "blk"),
@@ -641,7 +657,7 @@ WIDGETS = (Widget(
               help="Seeds the stand-in model's tokens (the schedule does not depend on it)."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 
 

@@ -12,7 +12,12 @@ pd-latency  long prompts and short answers on H200s (latency.py): time to first 
 from __future__ import annotations
 
 from pages.framework.widget import Widget
+from pages.questions import Asker, pd
 from pages.topics.disaggregated import latency, narration, scenario, view
+
+STEP_QUESTIONS = Asker(("pd-remote", pd.remote_wait), ("pd-landed", pd.landed),
+                       ("pd-hold", pd.held))
+LATENCY_QUESTIONS = Asker(("pd-gap", pd.steadiest_tokens), ("pd-ttft", pd.soonest_first_token))
 
 WIDGETS = (
     Widget(
@@ -28,6 +33,7 @@ WIDGETS = (
         scenario=scenario.scenario, context=scenario.context, check=scenario.check,
         view=view.view, narrate=narration.narrate, label=view.label,
         details=narration.details, keys=("blk", "chip", "col", "xfer"),
+        questions=STEP_QUESTIONS, question_kinds=STEP_QUESTIONS.kinds,
     ),
     Widget(
         id="pd-latency",
@@ -40,5 +46,6 @@ WIDGETS = (
         params=latency.PARAMS,
         scenario=latency.scenario, view=latency.view, narrate=latency.narrate,
         details=latency.details, keys=("row", "dot"),
+        questions=LATENCY_QUESTIONS, question_kinds=LATENCY_QUESTIONS.kinds,
     ),
 )

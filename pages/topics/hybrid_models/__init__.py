@@ -12,10 +12,15 @@ Mamba layers are not modelled (sim/v1/kv_cache_interface.py says why).
 from __future__ import annotations
 
 from pages.framework.widget import Widget
+from pages.questions import Asker, kv, prefix, window
 from pages.topics.hybrid_models.chart import TOKENS_CHART
 from pages.topics.hybrid_models.narration import details, narrate
 from pages.topics.hybrid_models.scenario import PARAMS, check, context, label, scenario
 from pages.topics.hybrid_models.view import view
+
+QUESTIONS = Asker(("window-skip", window.skipped), ("evict-next", prefix.evict_next),
+                  ("next-block", kv.next_block),
+                  step_name=lambda step: f"step {step.step + 1}")
 
 WIDGETS = (Widget(
     id="hybrid-models",
@@ -27,5 +32,6 @@ WIDGETS = (Widget(
             "prefix. The engine runs the synchronous loop, as the doc's example does.",
     params=PARAMS, scenario=scenario, context=context, view=view, narrate=narrate,
     label=label, details=details, check=check, keys=("row", "tbl", "cell", "blk"),
+    questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)
 CHARTS = (TOKENS_CHART,)

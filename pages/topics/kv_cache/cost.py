@@ -6,6 +6,7 @@ models (sliding windows, MLA)."""
 from __future__ import annotations
 
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, memory
 from pages.topics.kv_cache.cost_v1 import v1_details, v1_narrate, v1_numbers, v1_view
 from pages.topics.kv_cache.format import PAPER_KV_SPACE, count, fmt_bytes, short
 from pages.views import fit, svg
@@ -258,6 +259,8 @@ def cost_view(n: dict, ctx: Context) -> svg.Figure:
     return svg.Figure(W, y + 10, body, f"KV cache cost of {model.name} on {gpus}")
 
 
+COST_QUESTIONS = Asker(("kv-fit", memory.sequences_fit))
+
 COST = Widget(
     id="kv-cost",
     keys=("mem",),
@@ -267,7 +270,7 @@ COST = Widget(
     summary="Bytes per token from the model's shape, and how many tokens fit after the "
             "weights by vLLM's start-up formula.",
     scenario=cost_scenario, view=cost_view, narrate=cost_narrate, details=cost_details,
-    check=check_cost,
+    check=check_cost, questions=COST_QUESTIONS, question_kinds=COST_QUESTIONS.kinds,
     params=(
         Param("model", "model", "choice", "opt-13b", choices=MODEL_CHOICES),
         Param("gpu", "GPU", "choice", "a100-40gb", choices=GPU_CHOICES),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pages.framework.widget import Context, Param, Widget
+from pages.questions import Asker, memory
 from pages.views import chart, fit, svg
 from pages.views.text import a, commas, plural
 from sim.perf.models import ModelConfig, dtype_bytes, kv_bytes_per_token
@@ -282,6 +283,8 @@ def growth_view(cur: GrowthStep | None, ctx: GrowthContext) -> svg.Figure:
     return svg.Figure(W, y, body, label)
 
 
+GROWTH_QUESTIONS = Asker(("kv-bytes", memory.growth_bytes(growth_model, dtype_bytes)))
+
 GROWTH = Widget(
     id="kv-growth",
     keys=("tok", "kv", "pt", "line"),
@@ -292,6 +295,7 @@ GROWTH = Widget(
             "compares the attention work with the cache and without it.",
     scenario=growth_scenario, context=growth_context, view=growth_view,
     narrate=growth_narrate, label=growth_label, details=growth_details,
+    questions=GROWTH_QUESTIONS, question_kinds=GROWTH_QUESTIONS.kinds,
     params=(
         Param("prompt_len", "prompt tokens", "int", 4, min=1, max=12,
               help="Tokens in the prompt (1 to 12): all written in the prefill step."),

@@ -33,6 +33,7 @@ from __future__ import annotations
 from pages.framework.widget import Param, Widget
 from pages.topics.preemption.charts import CHARTS, load_measurements, swap_vs_recompute_svg
 from pages.topics.preemption.narration import details, narrate
+from pages.topics.preemption.questions import QUESTIONS
 from pages.topics.preemption.scenario import (
     ENGINES,
     MODES,
@@ -94,5 +95,5 @@ WIDGETS = (Widget(
               help="Seeds the token ids (and where EOS falls)."),
     ),
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, check=check,
+    details=details, check=check, questions=QUESTIONS, question_kinds=QUESTIONS.kinds,
 ),)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from pages.framework.widget import Widget
 from pages.topics.prefix_caching.charts import CHARTS, sharing_svg
 from pages.topics.prefix_caching.narration import details, narrate
+from pages.topics.prefix_caching.questions import QUESTIONS
 from pages.topics.prefix_caching.scenario import (
     WIDGET_PARAMS,
     check,
@@ -52,6 +53,7 @@ WIDGETS = (Widget(
             "default, async scheduling, caches each decoded block one step later).",
     params=WIDGET_PARAMS,
     scenario=scenario, context=context, view=view, narrate=narrate, label=label,
-    details=details, meta=meta, check=check,
+    details=details, meta=meta, check=check, questions=QUESTIONS,
+    question_kinds=QUESTIONS.kinds,
 ),)
 
