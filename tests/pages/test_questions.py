@@ -143,7 +143,12 @@ def traces_of(wid: str):
         yield values
 
 
-@pytest.mark.parametrize("wid", sorted(WIDGETS))
+# pd-latency's trace runs three serving configurations (seconds each): in ./dev test only.
+SLOW = {"pd-latency"}
+ALL = [pytest.param(w, marks=pytest.mark.slow) if w in SLOW else w for w in sorted(WIDGETS)]
+
+
+@pytest.mark.parametrize("wid", ALL)
 def test_every_widget_asks_questions_that_match_what_the_engine_did(wid):
     w = WIDGETS[wid]
     assert w.questions is not None and w.question_kinds, (
@@ -215,7 +220,7 @@ def settings_of(w):
     return st.fixed_dictionaries({p.name: _field(p) for p in w.params})
 
 
-@pytest.mark.parametrize("wid", sorted(WIDGETS))
+@pytest.mark.parametrize("wid", ALL)
 def test_questions_hold_for_any_settings(wid):
     """The engine-driven widgets (the block-level ones among them) get the most examples;
     the cost and kernel pages' rules are arithmetic and get a few."""

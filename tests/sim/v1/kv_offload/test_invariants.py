@@ -7,6 +7,7 @@ catching each kind of corruption."""
 import json
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -177,6 +178,7 @@ class OffloadingMachine(RuleBasedStateMachine):
             assert all(b.ref_cnt == 0 for _, b in manager.blocks())
 
 
+@pytest.mark.slow   # about 25 s alone: in ./dev test, not ./dev fast
 def test_offloading_invariants_hold_over_random_workloads():
     STEPS[0] = 0
     for k in COUNTS:
