@@ -161,6 +161,8 @@ class Request:
         return len(self.output_token_ids)
 
     def append_output_token_ids(self, token_ids: int | list[int]) -> None:
+        # Scheduler.update_from_output writes out the one-token case (once per generated
+        # token): keep the two in step.
         if isinstance(token_ids, int):
             self.output_token_ids.append(token_ids)
             self.all_token_ids.append(token_ids)

@@ -953,8 +953,13 @@ class Scheduler(KVConnectorSchedulerMixin):
             if inline and len(generated_token_ids) == 1:
                 # One token (most steps): _update_request_with_output, written out.
                 token_id = generated_token_ids[0]
-                request.append_output_token_ids(token_id)
-                num_tokens = request.num_tokens
+                # request.append_output_token_ids(token_id), written out (once per token).
+                request.output_token_ids.append(token_id)
+                request.all_token_ids.append(token_id)
+                num_tokens = request.num_tokens = request.num_tokens + 1
+                if (request._block_hasher is not None
+                        and num_tokens - request._num_hashed_tokens >= request._block_size):
+                    request.update_block_hashes()
                 # check_stop can only stop it at its length limit, on EOS or on a stop
                 # token: ask it only then.
                 stopped = ((num_tokens >= max_model_len
@@ -966,8 +971,13 @@ class Scheduler(KVConnectorSchedulerMixin):
             elif (inline_async and len(generated_token_ids) == 1
                   and not request.async_tokens_to_discard):
                 token_id = generated_token_ids[0]
-                request.append_output_token_ids(token_id)
-                num_tokens = request.num_tokens
+                # request.append_output_token_ids(token_id), written out (once per token).
+                request.output_token_ids.append(token_id)
+                request.all_token_ids.append(token_id)
+                num_tokens = request.num_tokens = request.num_tokens + 1
+                if (request._block_hasher is not None
+                        and num_tokens - request._num_hashed_tokens >= request._block_size):
+                    request.update_block_hashes()
                 stopped = ((num_tokens >= max_model_len
                             or num_tokens - request.num_prompt_tokens >= request.max_tokens
                             or token_id == request.eos_token_id
