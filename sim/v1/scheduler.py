@@ -957,8 +957,7 @@ class Scheduler(KVConnectorSchedulerMixin):
                 request.output_token_ids.append(token_id)
                 request.all_token_ids.append(token_id)
                 num_tokens = request.num_tokens = request.num_tokens + 1
-                if (request._block_hasher is not None
-                        and num_tokens - request._num_hashed_tokens >= request._block_size):
+                if num_tokens >= request.next_block_hash_at:
                     request.update_block_hashes()
                 # check_stop can only stop it at its length limit, on EOS or on a stop
                 # token: ask it only then.
@@ -975,8 +974,7 @@ class Scheduler(KVConnectorSchedulerMixin):
                 request.output_token_ids.append(token_id)
                 request.all_token_ids.append(token_id)
                 num_tokens = request.num_tokens = request.num_tokens + 1
-                if (request._block_hasher is not None
-                        and num_tokens - request._num_hashed_tokens >= request._block_size):
+                if num_tokens >= request.next_block_hash_at:
                     request.update_block_hashes()
                 stopped = ((num_tokens >= max_model_len
                             or num_tokens - request.num_prompt_tokens >= request.max_tokens
