@@ -33,7 +33,7 @@ output, pipeline parallelism and the V2 model runner's decode throttling.
 from __future__ import annotations
 
 from sim.v1.request import Request, RequestStatus
-from sim.v1.scheduler import Scheduler, SchedulerOutput, check_stop
+from sim.v1.scheduler import Scheduler, check_stop
 
 _RUNNING = RequestStatus.RUNNING
 
@@ -50,15 +50,12 @@ class AsyncScheduler(Scheduler):
             raise ValueError("async scheduling with speculative decoding is not simulated")
         # vLLM: tokens sampled per step (0 only for diffusion models).
         self.num_sampled_tokens_per_step = 1
-
-    def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
-        super()._update_after_schedule(scheduler_output)
-        # self.scheduled_reqs: the requests of num_scheduled_tokens, in its order.
-        for request in self.scheduled_reqs:
-            if request.is_prefill_chunk:
-                continue   # a chunk short of the end samples nothing
-            # The step samples one token for it: a placeholder until its output is back.
-            request.num_output_placeholders += self.num_sampled_tokens_per_step
+        # vLLM's _update_after_schedule: each scheduled request that is not in a prefill
+        # chunk gets num_sampled_tokens_per_step output placeholders. Scheduler.schedule()
+        # adds them as it schedules each request (after the output has recorded its output
+        # count, as vLLM's _make_cached_request_data runs first), saving a pass over the
+        # scheduled requests; no connector reads them while its metadata is built.
+        self._schedule_placeholder_step = self.num_sampled_tokens_per_step
 
     def _update_request_with_output(self, request: Request, new_token_ids: list[int],
                                     max_model_len: int) -> tuple[list[int], bool]:

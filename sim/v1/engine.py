@@ -635,11 +635,30 @@ class LLMEngine:
         sampled: dict[str, tuple[int, int, float]] = {}
         prefill_req_ids: set[str] = set()
         assert scheduler_output is self.scheduler.last_scheduler_output
+        append_sampled = sampled_token_ids.append
         for req, n in zip(self.scheduler.scheduled_reqs, num_scheduled_tokens.values()):
             rid = req.request_id
             token_ids = runner[rid]
             num_tokens = len(token_ids)          # with the token in flight, if any
             c1 = req.num_computed_tokens         # advanced by schedule()
+            if n == 1 and c1 == num_tokens and c1 > req.num_prompt_tokens:
+                # A decode (the hot path): the KV of the token the previous step sampled,
+                # then one sample. The general path below does the same, with more
+                # questions.
+                c0 = c1 - 1
+                cache[req_to_blocks[rid][c0 // bs].block_id][c0 % bs] = (token_ids[c0], c0)
+                if other_tables:
+                    for tables in other_tables:
+                        cache[tables[rid][c0 // bs].block_id][c0 % bs] = (token_ids[c0], c0)
+                seq_id = req.seq_id
+                if events is not None:
+                    events.append(fast_event(KVWritten, (seq_id, c0, 1)))
+                token_id, logprob = sample(seq_id, num_tokens,
+                                           num_tokens - req.num_prompt_tokens, req.output_len)
+                token_ids.append(token_id)
+                append_sampled([token_id])
+                sampled[rid] = (num_tokens, token_id, logprob)
+                continue
             c0 = c1 - n
             assert c1 <= num_tokens, (rid, c1, num_tokens)
             seq_id = req.seq_id

@@ -22,6 +22,7 @@ while its step was in flight. Both stay 0 with the synchronous `Scheduler`.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable
 
 from sim.v1.kv_cache_utils import BlockHash
@@ -70,6 +71,7 @@ _FINISHED_REASONS = {
 }
 
 _PREEMPTED = RequestStatus.PREEMPTED
+_NEVER = sys.maxsize     # next_block_hash_at without a block hasher
 
 
 class Request:
@@ -81,7 +83,7 @@ class Request:
         "async_tokens_to_discard", "spec_token_ids", "num_computed_tokens",
         "num_cached_tokens", "num_preemptions", "is_prefill_chunk",
         "skip_reading_prefix_cache", "block_hashes", "_block_hasher", "_num_hashed_tokens",
-        "_block_size", "kv_transfer_params", "last_sched_seq",
+        "_block_size", "next_block_hash_at", "kv_transfer_params", "last_sched_seq",
         # simulation additions
         "seq_id", "arrival_step", "first_scheduled_step", "finished_step", "output_len",
         "cumulative_logprob", "parent_request_id",
@@ -139,6 +141,10 @@ class Request:
         # append_output_token_ids skip the hasher until another block is full.
         self._block_size = block_size
         self._num_hashed_tokens = 0
+        # The token count at which another block is full and must be hashed (never without
+        # a hasher): one comparison per appended token (update_from_output writes the
+        # append out).
+        self.next_block_hash_at = 0 if block_hasher is not None else _NEVER
         self.seq_id = seq_id
         self.arrival_step = int(arrival_time)
         self.first_scheduled_step: int | None = None
@@ -161,6 +167,8 @@ class Request:
         return len(self.output_token_ids)
 
     def append_output_token_ids(self, token_ids: int | list[int]) -> None:
+        # Scheduler.update_from_output writes out the one-token case (once per generated
+        # token): keep the two in step.
         if isinstance(token_ids, int):
             self.output_token_ids.append(token_ids)
             self.all_token_ids.append(token_ids)
@@ -169,8 +177,7 @@ class Request:
             self.output_token_ids.extend(token_ids)
             self.all_token_ids.extend(token_ids)
             self.num_tokens += len(token_ids)
-        if (self._block_hasher is not None
-                and self.num_tokens - self._num_hashed_tokens >= self._block_size):
+        if self.num_tokens >= self.next_block_hash_at:
             self.update_block_hashes()
 
     def truncate_last_prompt_token(self) -> None:
@@ -186,6 +193,7 @@ class Request:
         if self._block_hasher is not None:
             self.block_hashes.extend(self._block_hasher(self))
             self._num_hashed_tokens = len(self.block_hashes) * self._block_size
+            self.next_block_hash_at = self._num_hashed_tokens + self._block_size
 
     # -- status ----------------------------------------------------------------------------
     def is_finished(self) -> bool:

@@ -296,6 +296,9 @@ class Scheduler(KVConnectorSchedulerMixin):
     # that method (AsyncScheduler) sets this False so that its override always runs.
     _inline_single_token_update = True
     _inline_async_token_update = False
+    # Output placeholders schedule() gives each scheduled request that samples: the async
+    # scheduler's (AsyncScheduler sets it; vLLM adds them in its _update_after_schedule).
+    _schedule_placeholder_step = 0
 
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig,
                  events: list | None = None, log_stats: bool = True,
@@ -483,6 +486,10 @@ class Scheduler(KVConnectorSchedulerMixin):
         cached_new_block_ids: list[tuple[list[int], ...] | None] = []
         cached_num_computed: list[int] = []
         cached_all_token_ids: dict[str, list[int]] = {}
+        cached_num_output: list[int] = []
+        # The output placeholders of vLLM's AsyncScheduler._update_after_schedule, added
+        # here as each request is scheduled (0: the synchronous scheduler adds none).
+        placeholder_step = self._schedule_placeholder_step
 
         # First, the RUNNING requests.
         running = self.running
@@ -552,6 +559,9 @@ class Scheduler(KVConnectorSchedulerMixin):
                             k = scheduled_running_reqs.index(preempted_req)
                             del scheduled_running_reqs[k]
                             del cached_new_block_ids[k], cached_num_computed[k]
+                            del cached_num_output[k]
+                            if placeholder_step and not preempted_req.is_prefill_chunk:
+                                preempted_req.num_output_placeholders -= placeholder_step
                             cached_all_token_ids.pop(preempted_req_id, None)
                             token_budget += num_scheduled_tokens.pop(preempted_req_id)
                             scheduled_spec_decode_tokens.pop(preempted_req_id, None)
@@ -577,7 +587,9 @@ class Scheduler(KVConnectorSchedulerMixin):
             token_budget -= num_new_tokens
             req_index += 1
             # _make_cached_request_data, for this request: its values before this step
-            # (its id and output count are listed after the loop).
+            # (its id is listed after the loop).
+            # Outputs so far, the ones in flight included (async scheduling).
+            cached_num_output.append(num_tokens - request.num_prompt_tokens + placeholders)
             # new_blocks.get_block_ids(allow_none=True), written out:
             cached_new_block_ids.append(None if new_blocks is empty_blocks else
                                         ([b.block_id for b in new_blocks.blocks[0]],)
@@ -589,7 +601,13 @@ class Scheduler(KVConnectorSchedulerMixin):
                 cached_all_token_ids[request_id] = list(request.all_token_ids)
             # _update_after_schedule, for this request.
             request.num_computed_tokens = num_computed + num_new_tokens
-            request.is_prefill_chunk = num_computed + num_new_tokens < num_tokens_to_compute
+            if num_computed + num_new_tokens < num_tokens_to_compute:
+                request.is_prefill_chunk = True   # a chunk short of the end samples nothing
+            else:
+                request.is_prefill_chunk = False
+                if placeholder_step:
+                    # The step samples for it: a placeholder until its output is back.
+                    request.num_output_placeholders = placeholders + placeholder_step
 
             # Speculative decoding: the drafts that fit in the scheduled tokens.
             if spec_token_ids:
@@ -603,9 +621,6 @@ class Scheduler(KVConnectorSchedulerMixin):
                 request.spec_token_ids = []
 
         cached_req_ids = [r.request_id for r in scheduled_running_reqs]
-        # Outputs so far, the ones in flight included (async scheduling).
-        cached_num_output = [r.num_tokens - r.num_prompt_tokens + r.num_output_placeholders
-                             for r in scheduled_running_reqs]
         # The scheduled requests in the order of num_scheduled_tokens (an addition: saves
         # looking each one up again after scheduling).
         scheduled_reqs = scheduled_running_reqs
@@ -784,6 +799,8 @@ class Scheduler(KVConnectorSchedulerMixin):
                 computed = request.num_computed_tokens = num_computed_tokens + num_new_tokens
                 request.is_prefill_chunk = computed < (request.num_tokens
                                                        + request.num_output_placeholders)
+                if placeholder_step and not request.is_prefill_chunk:
+                    request.num_output_placeholders += placeholder_step
 
             # Requests skipped in this pass go back in front of older skipped ones.
             if step_skipped_waiting:
@@ -850,8 +867,9 @@ class Scheduler(KVConnectorSchedulerMixin):
 
     def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
         """What is left of vLLM's `_update_after_schedule` once schedule() has advanced
-        each scheduled request's `num_computed_tokens` (and `is_prefill_chunk`): new sets
-        of finished and preempted ids (the output keeps the old ones)."""
+        each scheduled request's `num_computed_tokens` (and `is_prefill_chunk`, and the
+        async scheduler's output placeholders): new sets of finished and preempted ids (the
+        output keeps the old ones)."""
         self.finished_req_ids = set()
         self.preempted_req_ids = set()
 
@@ -935,8 +953,12 @@ class Scheduler(KVConnectorSchedulerMixin):
             if inline and len(generated_token_ids) == 1:
                 # One token (most steps): _update_request_with_output, written out.
                 token_id = generated_token_ids[0]
-                request.append_output_token_ids(token_id)
-                num_tokens = request.num_tokens
+                # request.append_output_token_ids(token_id), written out (once per token).
+                request.output_token_ids.append(token_id)
+                request.all_token_ids.append(token_id)
+                num_tokens = request.num_tokens = request.num_tokens + 1
+                if num_tokens >= request.next_block_hash_at:
+                    request.update_block_hashes()
                 # check_stop can only stop it at its length limit, on EOS or on a stop
                 # token: ask it only then.
                 stopped = ((num_tokens >= max_model_len
@@ -948,8 +970,12 @@ class Scheduler(KVConnectorSchedulerMixin):
             elif (inline_async and len(generated_token_ids) == 1
                   and not request.async_tokens_to_discard):
                 token_id = generated_token_ids[0]
-                request.append_output_token_ids(token_id)
-                num_tokens = request.num_tokens
+                # request.append_output_token_ids(token_id), written out (once per token).
+                request.output_token_ids.append(token_id)
+                request.all_token_ids.append(token_id)
+                num_tokens = request.num_tokens = request.num_tokens + 1
+                if num_tokens >= request.next_block_hash_at:
+                    request.update_block_hashes()
                 stopped = ((num_tokens >= max_model_len
                             or num_tokens - request.num_prompt_tokens >= request.max_tokens
                             or token_id == request.eos_token_id
