@@ -185,7 +185,7 @@ def test_offloading_invariants_hold_over_random_workloads():
         COUNTS[k] = 0
     run_state_machine_as_test(
         OffloadingMachine,
-        settings=settings(max_examples=120, stateful_step_count=40, deadline=None,
+        settings=settings(max_examples=80, stateful_step_count=40, deadline=None,
                           derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.filter_too_much]))
