@@ -950,8 +950,10 @@ class Scheduler(KVConnectorSchedulerMixin):
                     if request.num_computed_tokens > 0:
                         request.num_computed_tokens -= num_rejected
 
-            if inline and len(generated_token_ids) == 1:
-                # One token (most steps): _update_request_with_output, written out.
+            if len(generated_token_ids) == 1 and (
+                    inline or (inline_async and not request.async_tokens_to_discard)):
+                # One token (most steps): _update_request_with_output, written out (the
+                # synchronous one, or AsyncScheduler's when no discard is pending).
                 token_id = generated_token_ids[0]
                 # request.append_output_token_ids(token_id), written out (once per token).
                 request.output_token_ids.append(token_id)
@@ -967,31 +969,18 @@ class Scheduler(KVConnectorSchedulerMixin):
                             or token_id in request.stop_token_ids)
                            and check_stop(request, max_model_len))
                 new_token_ids = generated_token_ids
-            elif (inline_async and len(generated_token_ids) == 1
-                  and not request.async_tokens_to_discard):
-                token_id = generated_token_ids[0]
-                # request.append_output_token_ids(token_id), written out (once per token).
-                request.output_token_ids.append(token_id)
-                request.all_token_ids.append(token_id)
-                num_tokens = request.num_tokens = request.num_tokens + 1
-                if num_tokens >= request.next_block_hash_at:
-                    request.update_block_hashes()
-                stopped = ((num_tokens >= max_model_len
-                            or num_tokens - request.num_prompt_tokens >= request.max_tokens
-                            or token_id == request.eos_token_id
-                            or token_id in request.stop_token_ids)
-                           and check_stop(request, max_model_len))
-                new_token_ids = generated_token_ids
-                placeholders = request.num_output_placeholders - 1
-                request.num_output_placeholders = placeholders
-                assert placeholders >= 0
-                # Cache the blocks the known tokens fill; with one full-attention group,
-                # only when one became full (cache_blocks' own early return, checked here).
-                if status_before_stop is _RUNNING and caching:
-                    known = request.num_computed_tokens - placeholders
-                    if (not full_attention_only
-                            or known // block_size > num_cached_block.get(req_id, 0)):
-                        cache_blocks(request, known)
+                if inline_async:
+                    placeholders = request.num_output_placeholders - 1
+                    request.num_output_placeholders = placeholders
+                    assert placeholders >= 0
+                    # Cache the blocks the known tokens fill; with one full-attention group,
+                    # only when one became full (cache_blocks' own early return, checked
+                    # here).
+                    if status_before_stop is _RUNNING and caching:
+                        known = request.num_computed_tokens - placeholders
+                        if (not full_attention_only
+                                or known // block_size > num_cached_block.get(req_id, 0)):
+                            cache_blocks(request, known)
             else:
                 new_token_ids, stopped = self._update_request_with_output(
                     request, generated_token_ids, max_model_len)
