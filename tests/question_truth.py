@@ -119,8 +119,11 @@ def cpu_load(q, before, step):
         return ("load", wait.num_external_tokens)
     assert any(isinstance(e, Admitted) and e.request_id == rid for e in step.events), \
         f"{rid} was neither loaded nor admitted"
+    # Every token the step computes for it has its KV written (ChunkScheduled is only
+    # recorded for prefill chunks, not for a resumed request's one last token).
+    owner = _request_of(before.snapshot, step.snapshot)
     return ("recompute", sum(e.num_tokens for e in step.events
-                             if isinstance(e, ChunkScheduled) and e.request_id == rid))
+                             if isinstance(e, KVWritten) and owner.get(e.seq_id) == rid))
 
 
 def pd_remote(q, before, step):

@@ -32,6 +32,7 @@ from sim.events import (
     BlockFreed,
     CopyOnWrite,
     GroupBlockAllocated,
+    OffloadStoreJob,
     Preempted,
     SwappedIn,
     SwappedOut,
@@ -385,6 +386,12 @@ def finished_frees(step, nxt, ctx) -> Question | None:
     rid = nxt.finished[0]
     r = next((x for x in before["requests"] if x["request_id"] == rid), None)
     if r is None:
+        return None
+    tier = before.get("cpu_tier")
+    if (tier is not None and (tier["jobs"] or nxt.of_type(OffloadStoreJob))) or any(
+            x.get("kv_transfer_params") for x in before["requests"]):
+        # A KV connector's request_finished may hold the blocks until its transfers are
+        # done (delay_free_blocks: a store to the CPU tier, a read by a decode instance).
         return None
     held: dict[int, int] = {}
     for s in r["seqs"]:

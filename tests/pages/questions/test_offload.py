@@ -44,3 +44,15 @@ def test_cpu_hits_stops_at_a_block_being_stored_or_missing():
     assert cpu_hits(r, tier, 8) == 0           # the next block is not in the tier
     tier["blocks"][1]["state"] = "storing"
     assert cpu_hits(r, tier, 0) is None        # the connector defers its answer
+
+
+def test_a_resumed_request_that_computes_only_its_last_token_is_checked_by_its_kv_write():
+    # Found by hypothesis: 0_A comes back with 4 of its 5 tokens still cached on the GPU and
+    # nothing in the CPU tier, so it computes 1 token. That token is not a prefill chunk (no
+    # ChunkScheduled event); the check counts the step's KV writes for it instead.
+    from question_truth import cpu_load
+    raw = {"engine": "v1", "num_gpu_blocks": "3", "num_cpu_blocks": "1", "cpu_offload": "prompt",
+           "block_size": "2", "watermark": "0.0", "requests": "4/2x2"}
+    q = one("preemption", raw, index=3, kind="cpu-load")
+    assert q.correct == ("recompute", 1)
+    assert cpu_load(q, q.about["before"], q.about["step"]) == ("recompute", 1)
