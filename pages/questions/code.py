@@ -1,5 +1,9 @@
 """Where each rule a question asks about lives in vLLM's code (file: function, version),
-checked against the tagged sources (git show v0.5.5:<file>, v0.25.1:<file>)."""
+checked against the tagged sources (git show v0.5.5:<file>, v0.25.1:<file>).
+
+These are text shown to readers: vLLM's own method names, private ones included
+(`Scheduler._schedule_running`), quoted as vLLM spells them. Nothing here reads the
+simulation's objects; pages still reach `sim` only through snapshots, events and traces."""
 from __future__ import annotations
 
 V055, V1 = "v0.5.5", "v0.25.1"
